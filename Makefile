@@ -1,0 +1,35 @@
+# make install  - Debian packages (as root) + .venv with the project, editable
+# make test     - the whole test suite
+# make demo     - the end-to-end demo (see README)
+# make bench    - the benchmarks behind the README's results table
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install debs test demo bench clean
+
+install: debs $(STAMP)
+
+debs:
+	@sh scripts/install-debs.sh
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	# compile the numba kernels once, into the package's __pycache__
+	$(PY) -c "import classifier.capture, classifier.decode"
+	touch $(STAMP)
+
+test: install
+	$(VENV)/bin/pytest -q
+
+demo: install
+	$(VENV)/bin/python -m classifier.demo
+
+bench: install
+	$(VENV)/bin/python -m classifier.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info
