@@ -154,7 +154,6 @@ _TRUNC_HEADER = 1      # fewer bytes left than a record/block header
 _TRUNC_DATA = 2        # record data runs past the end of the file (plausible length)
 _CAPLEN_BIG = 3        # captured length > MAX_CAPLEN
 _CAPLEN_ZERO = 4       # zero-length record
-_CAPLEN_FILE = 5       # captured length larger than the whole file
 _CAPLEN_WIRE = 6       # captured length > original length
 _BLOCK_LEN = 7         # pcapng block length < 12 or not a multiple of 4
 _BLOCK_TRAILER = 8     # pcapng trailing block length differs from the leading one
@@ -204,15 +203,13 @@ def _walk_pcap(buf, start, end, big, max_caplen):
         if c > max_caplen:
             status = _CAPLEN_BIG
             break
-        if c > end:
-            status = _CAPLEN_FILE
-            break
         if c > w:
             status = _CAPLEN_WIRE
             value = (np.int64(c) << 32) | np.int64(w)
             break
         if off + 16 + c > end:
             status = _TRUNC_DATA
+            value = np.int64(c)
             break
         sec_a[k] = _rd32(buf, off, big)
         frac_a[k] = _rd32(buf, off + 4, big)
@@ -272,10 +269,7 @@ def _walk_pcapng(buf, end, max_caplen, max_block):
             status = _BLOCK_LEN
             break
         if off + blen > end:
-            if blen > end or blen > max_block:
-                status = _BLOCK_BIG
-            else:
-                status = _TRUNC_DATA
+            status = _BLOCK_BIG if blen > max_block else _TRUNC_DATA
             break
         if _rd32(buf, off + blen - 4, big) != blen:
             status = _BLOCK_TRAILER
@@ -352,23 +346,28 @@ def _walk_pcapng(buf, end, max_caplen, max_block):
 # --------------------------------------------------------------------------- errors
 
 
-def _status_error(name: str, status: int, off: int, value: int, what: str, warnings: list) -> None:
+def _status_error(name: str, status: int, off: int, value: int, what: str, warnings: list, end: int) -> None:
     """Turn a kernel status into a CaptureError, or a warning for a truncated last record."""
     if status == _OK:
         return
-    if status in (_TRUNC_HEADER, _TRUNC_DATA):
-        part = "header" if status == _TRUNC_HEADER else "data"
+    if status == _TRUNC_HEADER:
         warnings.append(CaptureWarning(
-            name, off, f"truncated last {what} ({part} cut short); keeping every earlier packet"))
+            name, off, f"truncated last {what} (its header is cut short); keeping every earlier packet"))
+        return
+    if status == _TRUNC_DATA:
+        # A length running past the end of the file cannot be told from a file cut short:
+        # both are reported here, and every earlier packet is kept.
+        warnings.append(CaptureWarning(
+            name, off, f"truncated last {what}: it claims {value} bytes but the file ends "
+                       f"{end - off} bytes after its start; keeping every earlier packet"))
         return
     messages = {
         _CAPLEN_BIG: f"{what} claims {value} captured bytes, more than the {MAX_CAPLEN} a packet can have",
         _CAPLEN_ZERO: f"zero-length {what}",
-        _CAPLEN_FILE: f"{what} claims {value} captured bytes, more than the whole file",
         _CAPLEN_WIRE: f"{what} claims {value >> 32} captured bytes but an original length of {value & 0xFFFFFFFF}",
         _BLOCK_LEN: f"corrupt block length {value} (must be at least 12 and a multiple of 4)",
         _BLOCK_TRAILER: f"corrupt block: trailing length {value} differs from the leading one",
-        _BLOCK_BIG: f"corrupt block length {value} (runs past the end of the file)",
+        _BLOCK_BIG: f"corrupt block length {value} (more than {MAX_BLOCK} bytes)",
         _BLOCK_BOM: f"section header with a bad byte-order magic 0x{value:08x}",
         _BLOCK_SHORT: f"block of length {value} too short for its type",
         _CAPLEN_BLOCK: f"{what} claims {value} captured bytes, more than its block holds",
@@ -400,7 +399,7 @@ def _read_pcap(name: str, data: bytes, warnings: list) -> Frames:
     _check_linktype(name, linktype, 20)
     buf = _padded(data)
     n, status, stop, value, off, sec, frac, cap, wire = _walk_pcap(buf, 24, len(data), big, MAX_CAPLEN)
-    _status_error(name, status, int(stop), int(value), "record", warnings)
+    _status_error(name, status, int(stop), int(value), "record", warnings, len(data))
     ts = sec.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64) * (1 if nano else 1000)
     return Frames(name, buf, off, cap, wire, ts, np.full(n, linktype, np.uint16),
                   "pcap-ns" if nano else "pcap", warnings)
@@ -456,7 +455,7 @@ def _read_pcapng(name: str, data: bytes, warnings: list) -> Frames:
     (n, status, stop, value, off, cap, wire, ticks, iface, sec, kind, idb_off, idb_sec,
      shb_big) = _walk_pcapng(buf, len(data), MAX_CAPLEN, MAX_BLOCK)
     what = "packet block" if status in (_CAPLEN_BIG, _CAPLEN_ZERO, _CAPLEN_WIRE, _CAPLEN_BLOCK) else "block"
-    _status_error(name, status, int(stop), int(value), what, warnings)
+    _status_error(name, status, int(stop), int(value), what, warnings, len(data))
 
     # Interfaces per section, in order of appearance.
     interfaces: dict[int, list[tuple[int, int, int, int, int]]] = {}

@@ -129,8 +129,13 @@ def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
                     ntag += 1
                 if (fl & _L2T) == 0:
                     l3 = q
-                    if et < 0x0600:  # 802.3 length field: LLC frame, no ethertype
+                    if et < 0x0600:  # 802.3 length field: an LLC frame
                         et = 0
+                        # LLC/SNAP with an RFC 1042 or 802.1H OUI carries an ethertype
+                        if (q + 8 <= end and buf[q] == 0xAA and buf[q + 1] == 0xAA and buf[q + 2] == 3
+                                and buf[q + 3] == 0 and buf[q + 4] == 0 and (buf[q + 5] == 0 or buf[q + 5] == 0xF8)):
+                            et = _be16(buf, q + 6)
+                            l3 = q + 8
         elif link == 113:  # Linux cooked v1
             if end - p < 16:
                 fl |= _L2T
@@ -162,6 +167,8 @@ def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
 
         # ---- network layer
         l4 = np.int64(-1)
+        ip_payload = np.int64(0)   # bytes after the fixed IP header, per its length field
+        l4_base = np.int64(0)      # where that payload starts
         if l3 >= 0:
             if et == 0x0806:
                 pr = _P_ARP
@@ -179,6 +186,8 @@ def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
                         ipp = buf[l3 + 9]
                         s_lo = np.uint64(0xFFFF00000000) | (_be64(buf, l3 + 8) & np.uint64(0xFFFFFFFF))
                         d_lo = np.uint64(0xFFFF00000000) | (_be64(buf, l3 + 12) & np.uint64(0xFFFFFFFF))
+                        ip_payload = np.int64(_be16(buf, l3 + 2)) - ihl
+                        l4_base = l3 + ihl
                         if (_be16(buf, l3 + 6) & 0x1FFF) != 0:
                             fl |= _FRAG
                         else:
@@ -196,6 +205,8 @@ def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
                     d_lo = _be64(buf, l3 + 32)
                     nh = buf[l3 + 6]
                     q = l3 + 40
+                    ip_payload = np.int64(_be16(buf, l3 + 4))
+                    l4_base = l3 + 40
                     for _ in range(8):
                         if nh != 0 and nh != 43 and nh != 60 and nh != 44 and nh != 51:
                             break
@@ -232,22 +243,24 @@ def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
                     if l4 + 4 <= end:
                         sp = np.int32(_be16(buf, l4))
                         dp = np.int32(_be16(buf, l4 + 2))
-                        lo = sp if sp < dp else dp
-                        hi = dp if sp < dp else sp
-                        if ipp == 17 and l4 + 6 <= end and _be16(buf, l4 + 4) > np.int64(wire[i]) - (l4 - p):
-                            # UDP length beyond the frame: malformed, not its port's protocol
-                            # (Wireshark does the same).
-                            fl |= _BAD
-                        elif ipp == 17:
-                            c = udp_tab[lo]
+                        # A port names an application protocol only for a packet that carries
+                        # a payload and is well formed, as in Wireshark.
+                        has_payload = False
+                        if ipp == 17 and l4 + 6 <= end:
+                            ulen = np.int64(_be16(buf, l4 + 4))
+                            if ulen > np.int64(wire[i]) - (l4 - p):
+                                fl |= _BAD  # UDP length beyond the frame: malformed
+                            else:
+                                has_payload = ulen > 8
+                        elif ipp == 6 and l4 + 13 <= end:
+                            has_payload = ip_payload - (l4 - l4_base) - np.int64(buf[l4 + 12] >> 4) * 4 > 0
+                        if has_payload:
+                            lo = sp if sp < dp else dp
+                            hi = dp if sp < dp else sp
+                            tab = udp_tab if ipp == 17 else tcp_tab
+                            c = tab[lo]
                             if c == 0:
-                                c = udp_tab[hi]
-                            if c != 0:
-                                pr = c
-                        elif ipp == 6:
-                            c = tcp_tab[lo]
-                            if c == 0:
-                                c = tcp_tab[hi]
+                                c = tab[hi]
                             if c != 0:
                                 pr = c
                     else:

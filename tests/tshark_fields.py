@@ -19,8 +19,8 @@ _UDP, _TCP = port_table(UDP_PORTS), port_table(TCP_PORTS)
 
 FIELDS = [
     "frame.time_epoch", "frame.len", "frame.cap_len", "frame.protocols",
-    "eth.src", "eth.dst", "eth.type", "vlan.id", "vlan.etype", "sll.src.eth", "sll.etype",
-    "ip.src", "ip.dst", "ip.proto", "ipv6.src", "ipv6.dst", "ipv6.nxt",
+    "eth.src", "eth.dst", "eth.type", "vlan.id", "vlan.etype", "llc.type", "sll.src.eth", "sll.etype",
+    "ip.src", "ip.dst", "ip.proto", "ipv6.src", "ipv6.dst", "ipv6.nxt", "ipv6.fraghdr.nxt",
     "tcp.srcport", "tcp.dstport", "tcp.flags", "udp.srcport", "udp.dstport", "sctp.srcport", "sctp.dstport",
 ]
 
@@ -41,7 +41,7 @@ def have_tshark() -> bool:
 
 def run_tshark(path: str) -> list[list[str]]:
     cmd = ["tshark", "-n", "-r", str(path), "-o", "ip.defragment:FALSE", "-o", "ipv6.defragment:FALSE",
-           "-T", "fields", "-E", "separator=\t", "-E", "occurrence=f", "-E", "quote=n"]
+           "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=,", "-E", "quote=n"]
     for f in FIELDS:
         cmd += ["-e", f]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -73,7 +73,11 @@ def expected_columns(path: str) -> dict[str, np.ndarray]:
     }
     ix = {f: i for i, f in enumerate(FIELDS)}
     for r, row in enumerate(rows):
-        g = lambda f: row[ix[f]] if ix[f] < len(row) else ""  # noqa: E731
+        def g(f: str, last: bool = False) -> str:
+            """The field's outermost occurrence (innermost with ``last``: stacked VLAN tags)."""
+            values = row[ix[f]].split(",") if ix[f] < len(row) else [""]
+            return values[-1] if last else values[0]
+
         sec, _, frac = g("frame.time_epoch").partition(".")
         exp["ts_ns"][r] = int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
         exp["wire_len"][r] = int(g("frame.len"))
@@ -85,7 +89,7 @@ def expected_columns(path: str) -> dict[str, np.ndarray]:
             exp["eth_src"][r] = mac_to_int(g("sll.src.eth"))
         protos = g("frame.protocols").split(":")
         layer3 = next((i for i, p in enumerate(protos) if p in ("ip", "ipv6", "arp")), None)
-        et = g("vlan.etype") or g("eth.type") or g("sll.etype")
+        et = g("vlan.etype", last=True) or g("eth.type") or g("llc.type") or g("sll.etype")
         if et:
             exp["ethertype"][r] = _int(et, 0)
         elif layer3 is not None and protos[layer3] in ("ip", "ipv6") and not g("eth.src"):
@@ -106,7 +110,9 @@ def expected_columns(path: str) -> dict[str, np.ndarray]:
             while rest and rest[0] in IPV6_EXT:
                 rest = rest[1:]
             transport = rest[0] if rest else ""
-            if v6:
+            if v6 and g("ipv6.fraghdr.nxt"):
+                exp["ip_proto"][r] = _int(g("ipv6.fraghdr.nxt"), 0)
+            elif v6:
                 exp["ip_proto"][r] = TRANSPORT[transport][1] if transport in TRANSPORT and len(rest) < len(protos[layer3 + 1:]) else _int(g("ipv6.nxt"), 0)
             else:
                 exp["ip_proto"][r] = _int(g("ip.proto"), 0)
