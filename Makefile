@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[test]'
 	# compile the numba kernels once, into the package's __pycache__
-	$(PY) -c "import classifier.capture, classifier.decode"
+	$(PY) -c "from classifier.decode import warm_up; warm_up()"
 	touch $(STAMP)
 
 test: install

@@ -424,6 +424,12 @@ def _idb_options(name: str, data: bytes, off: int, big: bool) -> tuple[int, int,
         elif code == 14 and length >= 8:
             tsoffset = struct.unpack_from(e + "q", data, pos + 4)[0]
         pos += 4 + ((length + 3) & ~3)
+    exp = tsresol & 0x7F
+    if exp > (63 if tsresol & 0x80 else 19):
+        base = "2^-" if tsresol & 0x80 else "10^-"
+        raise CaptureError(name, off, f"interface description with an impossible timestamp resolution {base}{exp}")
+    if abs(tsoffset) > 10**10:
+        raise CaptureError(name, off, f"interface description with an impossible timestamp offset {tsoffset} s")
     return linktype, snaplen, tsresol, tsoffset
 
 
@@ -442,10 +448,7 @@ def _ticks_to_ns(ticks: np.ndarray, tsresol: int) -> np.ndarray:
         return sec * 1_000_000_000 + frac_ns
     if exp <= 9:
         return ticks.astype(np.int64) * (10 ** (9 - exp))
-    div = np.uint64(10 ** (exp - 9)) if exp - 9 <= 19 else None
-    if div is None:
-        return np.zeros(len(ticks), np.int64)
-    return (ticks // div).astype(np.int64)
+    return (ticks // np.uint64(10 ** (exp - 9))).astype(np.int64)
 
 
 def _read_pcapng(name: str, data: bytes, warnings: list) -> Frames:

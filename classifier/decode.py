@@ -363,5 +363,18 @@ def read_packets(source: Source, name: str | None = None, warnings: list | None 
     return decode(frames)
 
 
+def warm_up() -> None:
+    """Compile (or load from cache) the numba kernels on a tiny capture: ``make install`` runs
+    this once so that the first real use does not pay for compilation."""
+    import io
+
+    from .pcapwrite import Interface, Record, write_pcap, write_pcapng
+    frame = bytes(12) + b"\x08\x00" + bytes(40)
+    for write in (write_pcap, lambda fh, recs: write_pcapng(fh, recs, [Interface()])):
+        buf = io.BytesIO()
+        write(buf, [Record(0, frame)])
+        decode(read_frames(buf.getvalue(), name="warm-up"))
+
+
 __all__ = ["decode", "decode_arrays", "decode_frames", "read_packets", "Packets",
            "LINKTYPE_LINUX_SLL", "LINKTYPE_LINUX_SLL2"]
