@@ -165,6 +165,112 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _datasets_args(args) -> list[str]:
+    from .train import default_roots
+    roots = args.datasets or default_roots()
+    if not roots:
+        raise CliError("no labelled captures: pass --datasets FOLDER (one holding devices.csv files), "
+                       "or put them in ../shared/datasets")
+    return roots
+
+
+def cmd_train(args) -> int:
+    from .models.registry import Settings
+    from .train import train_default
+    settings = Settings(interval=args.interval, t=args.window, overlap=args.window // 2, n=args.sessions)
+    train_default(_datasets_args(args), args.out, seed=args.seed, settings=settings,
+                  log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from . import evaluate as ev
+    from .models.registry import ALL_MODELS, SPECS
+    roots = _datasets_args(args)
+    models = ALL_MODELS if args.models == "all" else args.models.split(",")
+    unknown = [m for m in models if m not in SPECS]
+    if unknown:
+        raise CliError(f"--models: unknown model(s) {', '.join(unknown)}; known: {', '.join(SPECS)}")
+    out = Path(args.out)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    data_names = [args.data] if args.data else (["sentinel", "long"] if args.protocol in ("unseen", "openset")
+                                                else ["long"] if args.protocol == "sensitivity"
+                                                else ["home"] if args.protocol in ("time", "iot")
+                                                else ["sentinel", "home"])
+    for name in data_names:
+        settings = ev.DEFAULT_SETTINGS[name]
+        overrides = {k: v for k, v in (("interval", args.interval), ("t", args.window), ("n", args.sessions),
+                                       ("epochs", args.epochs)) if v is not None}
+        if "t" in overrides:
+            overrides["overlap"] = overrides["t"] // 2
+        settings = replace(settings, **overrides)
+        log(f"== {args.protocol} on {name}")
+        data = ev.load_data(name, roots, settings)
+        if args.protocol == "sensitivity":
+            result = ev.run_sensitivity(data, models[0] if args.models != "all" else "lstm-cnn", seeds=args.seeds,
+                                        seed=args.seed, log=log)
+            ev.save_result(result, out, f"sensitivity-{name}")
+            for p in ev.plot_sensitivity(result, out):
+                log(f"wrote {p}")
+            print(json.dumps(result["curves"], indent=1))
+            continue
+        if args.protocol == "openset":
+            result = ev.run_openset(data, models, seed=args.seed, log=log)
+            ev.save_result(result, out, f"openset-{name}")
+            continue
+        result = ev.run_protocol(args.protocol, data, models, seeds=args.seeds, folds=args.folds, seed=args.seed,
+                                 log=log)
+        path = ev.save_result(result, out, f"{args.protocol}-{name}")
+        print(ev.format_summary(result))
+        print()
+        print(ev.format_per_class(result, [m for m in ("ccit", "nba", "nba-vol", "lstm-cnn", "lstm-cnn-all")
+                                           if m in models]))
+        print()
+        for m in result["per_class"]:
+            ev.plot_confusion(result, m, out / f"confusion-{args.protocol}-{name}-{m}.png")
+        log(f"wrote {path} and confusion matrices in {out}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from .engine import load_engine
+    from .pipeline import load_captures
+    from .packets import mac_to_str
+    engine = load_engine(args.model)
+    labels = _labels(args)
+    rows = []
+    for cap in load_captures(args.pcap, args.gateway, labels):
+        for d, mac in enumerate(cap.view.macs.tolist()):
+            dec = engine.decide(cap.packets, mac)
+            row = {"mac": mac_to_str(mac), "capture": os.path.basename(cap.path)}
+            if dec is None:
+                row.update(category="", confidence=0.0, decision="learning", model=engine.version,
+                           explanation="not enough evidence yet")
+            else:
+                row.update(category=dec.category, confidence=round(dec.confidence, 4), decision=dec.stage,
+                           model=dec.model, explanation=dec.explanation)
+            row["packets"] = int(cap.view.start[d + 1] - cap.view.start[d])
+            if labels is not None:
+                dev = labels.label(cap.path, mac)
+                row["true_category"] = dev.category if dev else ""
+            rows.append(row)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    else:
+        cols = ["mac", "category", "confidence", "decision", "packets"]
+        if labels is not None:
+            cols.append("true_category")
+        cols += ["model", "explanation"]
+        if len(args.pcap) > 1:
+            cols.insert(0, "capture")
+        _print_table(rows, cols)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -207,6 +313,39 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scapy parses about N packets spread over the files; its rate is extrapolated")
     sp.add_argument("--repeat", type=int, default=3, help="best of N runs for each parser")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("train", help="train the default engine (session + segment models) on labelled captures")
+    sp.add_argument("--datasets", action="append", metavar="FOLDER",
+                    help="folders holding devices.csv files (default: ../shared/datasets)")
+    sp.add_argument("--out", metavar="FOLDER", help="where to save (default: the package's shipped default)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--interval", type=float, default=300.0, metavar="S", help="segment interval T (s)")
+    sp.add_argument("--window", type=int, default=6, metavar="T", help="segments per window t")
+    sp.add_argument("--sessions", type=int, default=16, metavar="N", help="sessions per sequence n")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("evaluate", help="evaluation protocols: tables, JSON and plots")
+    sp.add_argument("protocol", choices=["unseen", "known", "time", "iot", "sensitivity", "openset"])
+    sp.add_argument("--data", choices=["sentinel", "long", "home"],
+                    help="data selection (default: the protocol's usual ones)")
+    sp.add_argument("--models", default="nba,nba-vol,lstm-cnn,lstm-cnn-all,ccit",
+                    help="comma-separated model names, or 'all' (see README)")
+    sp.add_argument("--datasets", action="append", metavar="FOLDER")
+    sp.add_argument("--seeds", type=int, default=5, help="repetitions of the unseen-device split")
+    sp.add_argument("--folds", type=int, default=5)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--interval", type=float, metavar="S")
+    sp.add_argument("--window", type=int, metavar="T")
+    sp.add_argument("--sessions", type=int, metavar="N")
+    sp.add_argument("--epochs", type=int, help="override every model's epoch count")
+    sp.add_argument("--out", default="results", metavar="FOLDER")
+    sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("classify", help="per device: category, confidence, decision, explanation")
+    common(sp)
+    sp.add_argument("--model", metavar="PATH", help="a saved engine folder (default: the shipped one)")
+    sp.add_argument("--json", action="store_true", help="a JSON list of objects")
+    sp.set_defaults(func=cmd_classify)
     return p
 
 

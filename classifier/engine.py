@@ -1,0 +1,219 @@
+"""The decision engine: one device's packets -> a :class:`~classifier.decision.Decision`.
+
+It holds a session model (Chen et al.) and optionally a segment model (Bai et al.), both
+category-level and calibrated on held-out training data. On each call it rebuilds the
+device's sessions and segments from its packets with the same functions as the offline
+tools, then:
+
+* fewer than ``min_sessions_provisional`` sessions: no decision yet (``None``);
+* the session model reads the last ``n`` sessions; once the device has ``t`` complete
+  segments with traffic, the segment model reads the last ``t`` and the two calibrated
+  probability vectors are averaged;
+* top probability below the open-set threshold: ``unknown`` once there are
+  ``min_sessions_confirmed`` sessions, no decision before;
+* otherwise *provisional*, and *confirmed* once there are ``min_sessions_confirmed``
+  sessions and the probability reaches ``confirm_confidence``.
+
+Explanations: the sessions the attention weighted most (with their pools) and, when the
+segment model took part, the features whose occlusion moved its decision most.
+
+A saved engine is a folder: ``engine.json`` (settings, thresholds, training summary) beside
+``session.safetensors`` and, if present, ``segment.safetensors``. The shipped default lives
+in ``classifier/models/default``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import Instances, SESSION_NUMERIC, session_numeric
+from .decision import CONFIRMED, PROVISIONAL, UNKNOWN, Decision
+from .devices import split_devices
+from .errors import IotClassError
+from .packets import Packets
+from .segments import FEATURE_NAMES, segment_features
+from .sessions import session_table
+
+DEFAULT_ENGINE = Path(__file__).resolve().parent / "models" / "default"
+ENGINE_FORMAT = "iotclass-engine"
+ENGINE_VERSION = 1
+
+
+class EngineError(IotClassError):
+    pass
+
+
+@dataclass
+class EngineConfig:
+    min_sessions_provisional: int = 3
+    min_sessions_confirmed: int = 8
+    confirm_confidence: float = 0.9
+    threshold: float = 0.5            # open-set threshold on the combined top probability
+    segment_weight: float = 0.5       # weight of the segment model when it takes part
+    interval: float = 300.0           # segment settings of the segment model
+    t: int = 6
+    n: int = 16                       # session sequence length of the session model
+    idle_timeout: float = 60.0
+    explain: bool = True
+
+
+@dataclass
+class DecisionEngine:
+    session_model: object
+    segment_model: object | None = None
+    config: EngineConfig = field(default_factory=EngineConfig)
+    info: dict = field(default_factory=dict)
+    resolver: object | None = None
+
+    @property
+    def version(self) -> str:
+        return self.info.get("version", "untrained")
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.session_model.classes)
+
+    # ------------------------------------------------------------------ deciding
+
+    def _fill_pools(self, sess) -> None:
+        from .pools import fill_pools
+        fill_pools(sess, resolver=self.resolver)
+
+    def _session_instance(self, sess) -> Instances:
+        n = self.config.n
+        k = min(n, len(sess))
+        last = sess.take(np.arange(len(sess) - k, len(sess)))
+        pools = np.full((1, n), "", dtype=object)
+        pools[0, :k] = last.pool
+        num = np.zeros((1, n, len(SESSION_NUMERIC)), np.float32)
+        num[0, :k] = session_numeric(last, SESSION_NUMERIC)
+        return Instances({"pool": pools, "num": num, "length": np.array([k])}, np.zeros(1, np.int64),
+                         np.array([int(last.start_ns[0])]))
+
+    def _segment_instance(self, pk: Packets, view, now_ns: int) -> Instances | None:
+        c = self.config
+        seg = segment_features(pk, view, c.interval, end_ns=now_ns)
+        rows = np.flatnonzero(seg.complete)
+        if len(rows) < c.t:
+            return None
+        win = seg.values[rows[-c.t:]].astype(np.float32)
+        if win[:, FEATURE_NAMES.index("n_total")].sum() == 0:
+            return None
+        return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(seg.start_ns[rows[-c.t]])]))
+
+    def _aligned(self, model, proba: np.ndarray) -> np.ndarray:
+        """A model's probabilities in the session model's class order."""
+        out = np.zeros(len(self.classes))
+        for j, c in enumerate(model.classes):
+            if c in self.classes:
+                out[self.classes.index(c)] = proba[j]
+        return out
+
+    def decide(self, pk: Packets, mac: int, now_ns: int | None = None) -> Decision | None:
+        c = self.config
+        view = split_devices(pk, devices=[mac])
+        if len(view) == 0:
+            return None
+        ts = pk.ts_ns[view.pkt]
+        now = int(ts.max()) if now_ns is None else max(int(now_ns), int(ts.max()))
+        sess = session_table(pk, view, c.idle_timeout)
+        n_s = len(sess)
+        if n_s < c.min_sessions_provisional:
+            return None
+        self._fill_pools(sess)
+        s_inst = self._session_instance(sess)
+        p = self.session_model.predict_proba(s_inst)[0]
+        used = [f"{self.session_model.kind}"]
+        g_inst = self._segment_instance(pk, view, now) if self.segment_model is not None else None
+        if g_inst is not None:
+            pg = self._aligned(self.segment_model, self.segment_model.predict_proba(g_inst)[0])
+            p = (1 - c.segment_weight) * p + c.segment_weight * pg
+            used.append(self.segment_model.kind)
+        k = int(p.argmax())
+        conf = float(p[k])
+        evidence = {"packets": int(len(view.pkt)), "sessions": n_s,
+                    "segments": int((now - int(ts.min())) // int(c.interval * 1e9))}
+        model = f"{'+'.join(used)}@{self.version}"
+        if conf < c.threshold:
+            if n_s < c.min_sessions_confirmed:
+                return None
+            return Decision(UNKNOWN, conf, UNKNOWN, model,
+                            f"top class {self.classes[k]} at {conf:.2f} is below the open-set threshold "
+                            f"{c.threshold:.2f}", evidence)
+        stage = CONFIRMED if (n_s >= c.min_sessions_confirmed and conf >= c.confirm_confidence) else PROVISIONAL
+        explanation = self._explain(s_inst, g_inst) if c.explain else ""
+        return Decision(self.classes[k], conf, stage, model, explanation, evidence)
+
+    def _explain(self, s_inst: Instances, g_inst: Instances | None) -> str:
+        parts = []
+        top = self.session_model.explain(s_inst)[0]
+        if top:
+            parts.append("sessions: " + ", ".join(f"#{j + 1} {pool or '?'} ({w:.2f})" for j, pool, w in top))
+        if g_inst is not None:
+            feats = self.segment_model.explain(g_inst)[0]
+            parts.append("segments: " + ", ".join(f"{f} ({d:+.2f})" for f, d in feats))
+        return "; ".join(parts)
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.session_model.save(folder / "session.safetensors")
+        if self.segment_model is not None:
+            self.segment_model.save(folder / "segment.safetensors")
+        doc = {"format": ENGINE_FORMAT, "format_version": ENGINE_VERSION, "config": asdict(self.config),
+               "info": self.info, "segment_model": self.segment_model is not None}
+        (folder / "engine.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, folder: str | Path | None = None, resolver=None) -> "DecisionEngine":
+        from .models.segment import SegmentLSTMCNN
+        from .models.session import SessionNBA
+        folder = Path(folder) if folder else DEFAULT_ENGINE
+        if folder.is_file() and folder.name == "engine.json":
+            folder = folder.parent
+        meta_path = folder / "engine.json"
+        if not meta_path.is_file():
+            hint = " (train the default with `iotclass train`)" if folder == DEFAULT_ENGINE else ""
+            raise EngineError(f"{folder}: no engine.json, not a saved engine{hint}")
+        try:
+            doc = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise EngineError(f"{meta_path}: not valid JSON ({exc})") from None
+        if doc.get("format") != ENGINE_FORMAT or doc.get("format_version") != ENGINE_VERSION:
+            raise EngineError(f"{meta_path}: engine format {doc.get('format')} version {doc.get('format_version')}; "
+                              f"this version reads {ENGINE_FORMAT} version {ENGINE_VERSION}")
+        session = SessionNBA.load(folder / "session.safetensors")
+        segment = SegmentLSTMCNN.load(folder / "segment.safetensors") if doc.get("segment_model") else None
+        known = EngineConfig.__dataclass_fields__
+        config = EngineConfig(**{k: v for k, v in doc.get("config", {}).items() if k in known})
+        return cls(session, segment, config, doc.get("info", {}), resolver)
+
+
+def load_engine(path: str | Path | None = None, resolver=None) -> DecisionEngine:
+    """The engine saved at ``path`` (a folder or its engine.json); the shipped default if None."""
+    return DecisionEngine.load(path, resolver)
+
+
+def time_decisions(engine: DecisionEngine, pk: Packets, mac: int, repeat: int = 20) -> dict:
+    """Milliseconds per decision on one device's packets (model inference alone, and the
+    whole decision from packets)."""
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        engine.decide(pk, mac)
+    whole = (time.perf_counter() - t0) / repeat * 1e3
+    view = split_devices(pk, devices=[mac])
+    sess = session_table(pk, view, engine.config.idle_timeout)
+    engine._fill_pools(sess)
+    inst = engine._session_instance(sess)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        engine.session_model.predict_proba(inst)
+    infer = (time.perf_counter() - t0) / repeat * 1e3
+    return {"decision_ms": whole, "session_inference_ms": infer}

@@ -1,0 +1,67 @@
+"""Model names used on the command line, and which instances each one reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..segments import FEATURE_NAMES, PAPER_FEATURES
+from .base import Model
+from .baselines import SKLEARN_NAMES, SegmentCNN, SegmentLSTM, SklearnModel
+from .segment import SegmentLSTMCNN
+from .session import SessionNBA
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Instance settings: segment interval T (s), window t, overlap, session sequence n."""
+
+    interval: float = 300.0
+    t: int = 6
+    overlap: int = 3
+    n: int = 16
+    idle_timeout: float = 60.0
+    epochs: int | None = None    # override every model's default epoch count
+
+    def as_dict(self) -> dict:
+        return dict(interval=self.interval, t=self.t, overlap=self.overlap, n=self.n, idle_timeout=self.idle_timeout)
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    family: str                     # "segments" | "sessions" | "ccit"
+    make: Callable[[Settings], Model]
+    description: str
+
+
+def _epochs(s: Settings, default: int) -> int:
+    return s.epochs or default
+
+
+def _specs() -> dict[str, Spec]:
+    specs = [
+        Spec("lstm-cnn", "segments", lambda s: SegmentLSTMCNN(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 40)),
+             "Bai et al. LSTM-CNN, the paper's six features"),
+        Spec("lstm-cnn-all", "segments", lambda s: SegmentLSTMCNN(FEATURE_NAMES, t=s.t, epochs=_epochs(s, 40)),
+             "Bai et al. LSTM-CNN, all segment features"),
+        Spec("nba", "sessions", lambda s: SessionNBA(n=s.n, numeric=["interval"], epochs=_epochs(s, 30)),
+             "Chen et al. LSTM+attention, destination pool + interval"),
+        Spec("nba-vol", "sessions", lambda s: SessionNBA(n=s.n, epochs=_epochs(s, 30)),
+             "Chen et al. LSTM+attention, pool + interval + volume features"),
+        Spec("cnn", "segments", lambda s: SegmentCNN(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 40)),
+             "CNN alone (baseline)"),
+        Spec("lstm", "segments", lambda s: SegmentLSTM(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 40)),
+             "LSTM alone (baseline)"),
+    ]
+    for name in SKLEARN_NAMES:
+        family = "ccit" if name == "ccit" else "segments"
+        specs.append(Spec(name, family, (lambda n: lambda s: SklearnModel(n, PAPER_FEATURES, t=s.t))(name),
+                          "CCIT random forest (Sivanathan et al.)" if name == "ccit" else f"{name} (baseline)"))
+    return {s.name: s for s in specs}
+
+
+SPECS = _specs()
+#: Bai et al.'s Table II order, then CCIT, then the papers' models.
+BAI_TABLE = ["svm", "rf", "knn", "dt", "adaboost", "lda", "qda", "mlp", "cnn", "lstm", "lstm-cnn"]
+ALL_MODELS = BAI_TABLE + ["lstm-cnn-all", "ccit", "nba", "nba-vol"]

@@ -1,0 +1,159 @@
+"""Bai et al. 2018: an LSTM-CNN cascade on windows of segment features.
+
+Inputs are windows of ``t`` consecutive segment feature vectors (default t=6, T=300 s),
+normalised with statistics from the training split only (signed log1p, then z-scores).
+Two LSTM layers read the window; their ``t`` outputs are stacked as the columns of a 2-D map
+(hidden × t); a convolution of 32 filters 2×2, stride 1, with ReLU; max-pooling 2×2 with
+stride 2×2; a fully connected layer with dropout; a softmax output layer.
+
+Paper settings: dropout 0.8 *keep* probability (the TensorFlow convention of the time), so
+``nn.Dropout(p=0.2)`` here; learning rate 0.05; L2 coefficient λ 0.01 (weight decay). The
+paper names no optimiser; SGD with momentum 0.9 is used (Adam at 0.05 diverges). Pooling
+rounds up (``ceil_mode``) so that windows as short as t=2 still give one pooled column.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..dataset import Instances
+from ..segments import FEATURE_NAMES
+
+
+def feature_columns(features: list[str]) -> list[int]:
+    return [FEATURE_NAMES.index(f) for f in features]
+from .base import Model, ModelError, read_model, repetition_index, write_model
+from .torchutil import Standardiser, load_numpy_state, seed_everything, signed_log, state_to_numpy, train_loop
+
+
+class LSTMCNNNet(nn.Module):
+    def __init__(self, n_features: int, n_classes: int, t: int, hidden: int = 64, fc: int = 128,
+                 dropout: float = 0.2):
+        super().__init__()
+        if t < 2:
+            raise ModelError(f"the LSTM-CNN needs windows of at least 2 segments, got t={t}")
+        self.lstm = nn.LSTM(n_features, hidden, num_layers=2, batch_first=True)
+        self.conv = nn.Conv2d(1, 32, kernel_size=2, stride=1)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        h2, t2 = math.ceil((hidden - 1) / 2), math.ceil((t - 1) / 2)
+        self.fc = nn.Linear(32 * h2 * t2, fc)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(fc, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.lstm(x)                          # (B, t, H)
+        m = h.transpose(1, 2).unsqueeze(1)           # (B, 1, H, t): the t outputs as columns
+        z = self.pool(torch.relu(self.conv(m)))      # (B, 32, H', t')
+        z = torch.relu(self.fc(z.flatten(1)))
+        return self.out(self.drop(z))
+
+
+class SegmentLSTMCNN(Model):
+    kind = "segment-lstm-cnn"
+    inputs = ("seg",)
+
+    def __init__(self, features: list[str] | None = None, t: int = 6, hidden: int = 64, fc: int = 128,
+                 keep_prob: float = 0.8, lr: float = 0.05, l2: float = 0.01, optimizer: str = "sgd",
+                 epochs: int = 40, batch_size: int = 64):
+        super().__init__()
+        self.features = list(features or FEATURE_NAMES)
+        self.config = dict(t=t, hidden=hidden, fc=fc, keep_prob=keep_prob, lr=lr, l2=l2, optimizer=optimizer,
+                           epochs=epochs, batch_size=batch_size)
+        self.scaler = Standardiser()
+        self.temperature = 1.0
+        self.net: LSTMCNNNet | None = None
+
+    # -- inputs
+    def _prepare(self, inst: Instances) -> np.ndarray:
+        """The window's columns this model reads (windows hold every segment feature)."""
+        self.check_inputs(inst)
+        x = inst.X["seg"]
+        if x.shape[1:] != (self.config["t"], len(FEATURE_NAMES)):
+            raise ModelError(f"{self.kind} model expects windows of {self.config['t']} segments × "
+                             f"{len(FEATURE_NAMES)} segment features, got {x.shape[1]} × {x.shape[2]}")
+        return signed_log(x[:, :, feature_columns(self.features)])
+
+    def _build(self, n_classes: int) -> None:
+        c = self.config
+        self.net = LSTMCNNNet(len(self.features), n_classes, c["t"], c["hidden"], c["fc"], 1.0 - c["keep_prob"])
+
+    def fit(self, inst, y, seed=0, balance=None, progress=None):
+        seed_everything(seed)
+        rng = np.random.default_rng(seed)
+        self.classes = sorted(set(y.tolist()))
+        yi = np.searchsorted(self.classes, y)
+        x = self._prepare(inst)
+        self.scaler.fit(x.reshape(-1, x.shape[-1]))
+        xt = torch.from_numpy(self.scaler(x))
+        self._build(len(self.classes))
+        c = self.config
+        keys = balance if balance is not None else y
+        train_loop(self.net, lambda idx: self.net(xt[idx]), len(yi), yi,
+                   lambda epoch: repetition_index(keys, rng), c["epochs"], c["optimizer"], c["lr"], c["l2"],
+                   c["batch_size"], progress)
+        self.meta["training"] = {"instances": int(len(y)), "classes": {k: int(v) for k, v in
+                                                                       zip(*np.unique(y, return_counts=True))}}
+        return self
+
+    def logits(self, inst: Instances) -> np.ndarray:
+        if self.net is None:
+            raise ModelError("model is not trained")
+        x = torch.from_numpy(self.scaler(self._prepare(inst)))
+        with torch.no_grad():
+            return torch.cat([self.net(x[b:b + 1024]) for b in range(0, max(len(x), 1), 1024)]).numpy() \
+                if len(x) else np.zeros((0, len(self.classes)), np.float32)
+
+    def predict_proba(self, inst):
+        z = self.logits(inst) / self.temperature
+        z = z - z.max(axis=1, keepdims=True) if len(z) else z
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True) if len(z) else e
+
+    def explain(self, inst: Instances, top: int = 3) -> list[list[tuple[str, float]]]:
+        """Occlusion: for each instance, the features whose replacement by their training mean
+        lowers the predicted class's probability most (feature, drop in probability)."""
+        x = self.scaler(self._prepare(inst))
+        out = []
+        with torch.no_grad():
+            for i in range(len(x)):
+                base = torch.from_numpy(x[i:i + 1])
+                p0 = torch.softmax(self.net(base) / self.temperature, 1)[0]
+                k = int(p0.argmax())
+                occl = base.repeat(len(self.features), 1, 1)
+                for f in range(len(self.features)):
+                    occl[f, :, f] = 0.0  # the training mean, after standardising
+                drop = (p0[k] - torch.softmax(self.net(occl) / self.temperature, 1)[:, k]).numpy()
+                order = np.argsort(-drop)[:top]
+                out.append([(self.features[j], float(drop[j])) for j in order])
+        return out
+
+    # -- persistence
+    def save(self, path):
+        meta = dict(self.meta, kind=self.kind, classes=self.classes, features=self.features, config=self.config,
+                    normalisation={"transform": "signed_log1p", "mean": self.scaler.mean.tolist(),
+                                   "std": self.scaler.std.tolist()},
+                    temperature=self.temperature)
+        write_model(path, state_to_numpy(self.net), meta)
+
+    @classmethod
+    def load(cls, path):
+        tensors, meta = read_model(path)
+        if meta.get("kind") != cls.kind:
+            raise ModelError(f"{path}: a {meta.get('kind')} model, not a {cls.kind} model")
+        unknown = [f for f in meta["features"] if f not in FEATURE_NAMES]
+        if unknown:
+            raise ModelError(f"{path}: trained on features this version does not compute: {', '.join(unknown[:5])}")
+        m = cls(meta["features"], **meta["config"])
+        m.classes = meta["classes"]
+        m.scaler = Standardiser(np.asarray(meta["normalisation"]["mean"], np.float32),
+                                np.asarray(meta["normalisation"]["std"], np.float32))
+        m.temperature = float(meta.get("temperature", 1.0))
+        m.meta = {k: v for k, v in meta.items() if k in ("training", "calibration", "window")}
+        m._build(len(m.classes))
+        load_numpy_state(m.net, tensors, str(path))
+        m.net.eval()
+        return m

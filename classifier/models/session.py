@@ -1,0 +1,179 @@
+"""Chen et al.: network behaviour analysis with an LSTM, attention and an MLP.
+
+An instance is a sequence of up to ``n`` sessions. Each session is encoded as the embedding
+of its destination's IP pool (dimension 3, as in the paper) concatenated with its normalised
+begin-time interval and, optionally, volume features (log bytes and packets each way,
+duration); normalisation uses training statistics only. An LSTM reads the sequence; an
+attention module scores each output ``h_i`` (``v·tanh(W h_i)``), softmax-normalises the scores
+over the real (unpadded) sessions into weights ``w_i`` and forms the context ``c = Σ w_i h_i``;
+an MLP with softmax classifies ``c``.
+
+Pool vocabulary: every pool seen in training; pools never seen map to the out-of-vocabulary
+id. During training each pool is replaced by the OOV id with probability ``pool_dropout``,
+so that the model learns what to make of destinations it has not seen (new devices).
+Training balances devices by repeating the instances of devices with fewer (Chen et al.'s
+Fig. 8 remark), never by synthesising data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..dataset import SESSION_NUMERIC, Instances
+from .base import Model, ModelError, read_model, repetition_index, write_model
+from .torchutil import Standardiser, load_numpy_state, seed_everything, state_to_numpy, train_loop
+
+
+class NBANet(nn.Module):
+    def __init__(self, n_pools: int, n_num: int, n_classes: int, emb: int = 3, hidden: int = 64, attn: int = 32,
+                 mlp: int = 64, dropout: float = 0.2):
+        super().__init__()
+        self.emb = nn.Embedding(n_pools, emb, padding_idx=0)
+        self.lstm = nn.LSTM(emb + n_num, hidden, batch_first=True)
+        self.att = nn.Sequential(nn.Linear(hidden, attn), nn.Tanh(), nn.Linear(attn, 1, bias=False))
+        self.mlp = nn.Sequential(nn.Linear(hidden, mlp), nn.ReLU(), nn.Dropout(dropout), nn.Linear(mlp, n_classes))
+
+    def forward(self, pools: torch.Tensor, nums: torch.Tensor, lengths: torch.Tensor, with_attention: bool = False):
+        x = torch.cat([self.emb(pools), nums], dim=-1)
+        h, _ = self.lstm(x)                                   # (B, n, H); causal, so padding after is harmless
+        scores = self.att(h).squeeze(-1)                      # (B, n)
+        mask = torch.arange(h.shape[1])[None, :] < lengths[:, None]
+        w = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+        c = (w.unsqueeze(-1) * h).sum(dim=1)
+        logits = self.mlp(c)
+        return (logits, w) if with_attention else logits
+
+
+class SessionNBA(Model):
+    kind = "session-nba"
+    inputs = ("pool", "num", "length")
+
+    def __init__(self, n: int = 16, numeric: list[str] | None = None, emb: int = 3, hidden: int = 64,
+                 attn: int = 32, mlp: int = 64, dropout: float = 0.2, pool_dropout: float = 0.1, lr: float = 0.003,
+                 l2: float = 1e-5, optimizer: str = "adam", epochs: int = 30, batch_size: int = 64):
+        super().__init__()
+        self.numeric = list(SESSION_NUMERIC if numeric is None else numeric)
+        self.config = dict(n=n, emb=emb, hidden=hidden, attn=attn, mlp=mlp, dropout=dropout,
+                           pool_dropout=pool_dropout, lr=lr, l2=l2, optimizer=optimizer, epochs=epochs,
+                           batch_size=batch_size)
+        self.scaler = Standardiser()
+        self.vocab = None
+        self.temperature = 1.0
+        self.net: NBANet | None = None
+
+    def _prepare(self, inst: Instances):
+        self.check_inputs(inst)
+        n = self.config["n"]
+        if inst.X["pool"].shape[1] != n:
+            raise ModelError(f"{self.kind} model expects sequences of {n} sessions, got {inst.X['pool'].shape[1]}")
+        num = inst.X["num"]
+        if num.shape[2] != len(SESSION_NUMERIC):
+            raise ModelError(f"{self.kind} model expects the {len(SESSION_NUMERIC)} numeric session inputs "
+                             f"({', '.join(SESSION_NUMERIC)}), got {num.shape[2]}")
+        num = num[:, :, [SESSION_NUMERIC.index(c) for c in self.numeric]]
+        return inst.X["pool"], num, inst.X["length"]
+
+    def _tensors(self, inst: Instances):
+        pools, num, lengths = self._prepare(inst)
+        ids = torch.from_numpy(self.vocab.index(pools))
+        mask = (np.arange(pools.shape[1])[None, :] < lengths[:, None])[..., None]
+        x = torch.from_numpy(np.where(mask, self.scaler(num), 0.0).astype(np.float32))
+        return ids, x, torch.from_numpy(np.maximum(lengths, 1))
+
+    def _build(self, n_classes: int) -> None:
+        c = self.config
+        self.net = NBANet(len(self.vocab), len(self.numeric), n_classes, c["emb"], c["hidden"], c["attn"], c["mlp"],
+                          c["dropout"])
+
+    def fit(self, inst, y, seed=0, balance=None, progress=None):
+        from ..pools import PoolVocabulary
+        seed_everything(seed)
+        rng = np.random.default_rng(seed)
+        self.classes = sorted(set(y.tolist()))
+        yi = np.searchsorted(self.classes, y)
+        pools, num, lengths = self._prepare(inst)
+        valid = np.arange(pools.shape[1])[None, :] < lengths[:, None]
+        self.vocab = PoolVocabulary.build(pools[valid])
+        self.scaler.fit(num[valid]) if valid.any() else self.scaler.fit(np.zeros((1, num.shape[2]), np.float32))
+        ids, x, lens = self._tensors(inst)
+        self._build(len(self.classes))
+        c = self.config
+        oov = 1
+        gen = torch.Generator().manual_seed(seed)
+
+        def forward(idx):
+            p = ids[idx]
+            if c["pool_dropout"] > 0:
+                drop = (torch.rand(p.shape, generator=gen) < c["pool_dropout"]) & (p > 0)
+                p = torch.where(drop, torch.full_like(p, oov), p)
+            return self.net(p, x[idx], lens[idx])
+
+        keys = balance if balance is not None else y
+        train_loop(self.net, forward, len(yi), yi, lambda epoch: repetition_index(keys, rng), c["epochs"],
+                   c["optimizer"], c["lr"], c["l2"], c["batch_size"], progress)
+        self.meta["training"] = {"instances": int(len(y)), "classes": {k: int(v) for k, v in
+                                                                       zip(*np.unique(y, return_counts=True))}}
+        return self
+
+    def logits(self, inst: Instances, with_attention: bool = False):
+        if self.net is None:
+            raise ModelError("model is not trained")
+        ids, x, lens = self._tensors(inst)
+        out, att = [], []
+        with torch.no_grad():
+            for b in range(0, len(ids), 1024):
+                z, w = self.net(ids[b:b + 1024], x[b:b + 1024], lens[b:b + 1024], with_attention=True)
+                out.append(z)
+                att.append(w)
+        if not out:
+            z = np.zeros((0, len(self.classes)), np.float32)
+            return (z, np.zeros((0, self.config["n"]), np.float32)) if with_attention else z
+        z = torch.cat(out).numpy()
+        return (z, torch.cat(att).numpy()) if with_attention else z
+
+    def predict_proba(self, inst):
+        z = self.logits(inst) / self.temperature
+        if not len(z):
+            return z
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def explain(self, inst: Instances, top: int = 3) -> list[list[tuple[int, str, float]]]:
+        """For each instance, the sessions with the highest attention: (position, pool, weight)."""
+        _, att = self.logits(inst, with_attention=True)
+        out = []
+        for i in range(len(att)):
+            order = np.argsort(-att[i])[:top]
+            out.append([(int(j), str(inst.X["pool"][i, j]), float(att[i, j])) for j in order
+                        if j < inst.X["length"][i]])
+        return out
+
+    def save(self, path):
+        meta = dict(self.meta, kind=self.kind, classes=self.classes, numeric=self.numeric, config=self.config,
+                    normalisation={"transform": "log1p", "mean": self.scaler.mean.tolist(),
+                                   "std": self.scaler.std.tolist()},
+                    pools=self.vocab.to_json(), temperature=self.temperature)
+        write_model(path, state_to_numpy(self.net), meta)
+
+    @classmethod
+    def load(cls, path):
+        from ..pools import PoolVocabulary
+        tensors, meta = read_model(path)
+        if meta.get("kind") != cls.kind:
+            raise ModelError(f"{path}: a {meta.get('kind')} model, not a {cls.kind} model")
+        unknown = [f for f in meta["numeric"] if f not in SESSION_NUMERIC]
+        if unknown:
+            raise ModelError(f"{path}: trained on session features this version does not compute: {', '.join(unknown)}")
+        m = cls(numeric=meta["numeric"], **meta["config"])
+        m.classes = meta["classes"]
+        m.vocab = PoolVocabulary.from_json(meta["pools"])
+        m.scaler = Standardiser(np.asarray(meta["normalisation"]["mean"], np.float32),
+                                np.asarray(meta["normalisation"]["std"], np.float32))
+        m.temperature = float(meta.get("temperature", 1.0))
+        m.meta = {k: v for k, v in meta.items() if k in ("training", "calibration", "window")}
+        m._build(len(m.classes))
+        load_numpy_state(m.net, tensors, str(path))
+        m.net.eval()
+        return m
