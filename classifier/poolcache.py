@@ -12,8 +12,10 @@ One file is shared by the offline tools and the controller, across processes. Lo
   rarely), failures ``negative_ttl`` seconds (default 1 hour), so that a server that was down
   is asked again soon, but not on every packet.
 * An address is answered by the most specific fresh answer containing it; failing that, by a
-  fresh failure; failing that, by an expired entry (flagged ``expired``, for the caller to serve
-  while it refreshes).
+  fresh failure; failing that, by an expired answer (for the caller to serve while it
+  refreshes). :meth:`PoolCache.find` gives both the best answer (fresh or expired) and any fresh
+  failure, so that a caller can serve an expired answer without asking again before the failure
+  expires.
 * Concurrency: the database is in WAL mode, so readers never block and are never blocked by the
   one writer; writers wait for each other (``busy_timeout``). Each process keeps an in-memory
   index of the entries and reloads it when another connection has committed (SQLite's
@@ -141,6 +143,9 @@ class PoolCache:
     def _wal(self) -> None:
         try:
             self._conn.execute("PRAGMA journal_mode = WAL")
+            # WAL with synchronous=NORMAL never corrupts the file; a power cut may lose the last
+            # answers, which a cache can afford (they are fetched again).
+            self._conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.OperationalError:  # e.g. a file system without shared memory: stay in rollback mode
             pass
 
@@ -189,22 +194,32 @@ class PoolCache:
 
     # ----------------------------------------------------------------------- queries
 
-    def lookup(self, value: int, now: float | None = None) -> CacheEntry | None:
-        """The entry answering a 128-bit address (see the module docstring), or None."""
+    def find(self, value: int, now: float | None = None) -> tuple[CacheEntry | None, CacheEntry | None]:
+        """(answer, failure) for a 128-bit address: the most specific fresh answer, else the most
+        specific expired one (or None); and the most specific unexpired failure (or None)."""
         now = time.time() if now is None else now
-        negative = stale = None
+        fresh = stale = failure = None
         with self._lock:
             for plen in self._lengths:
                 e = self._index[plen].get(value & mask(plen))
                 if e is None:
                     continue
-                if not e.expired(now):
-                    if not e.negative:
-                        return e
-                    negative = negative or e
-                elif stale is None or (stale.negative and not e.negative):
-                    stale = e
-        return negative or stale
+                if e.negative:
+                    if failure is None and not e.expired(now):
+                        failure = e
+                elif not e.expired(now):
+                    fresh = fresh or e
+                else:
+                    stale = stale or e
+        return fresh or stale, failure
+
+    def lookup(self, value: int, now: float | None = None) -> CacheEntry | None:
+        """The entry answering an address: a fresh answer, else a fresh failure, else an expired
+        answer, else None."""
+        answer, failure = self.find(value, now)
+        if answer is not None and not answer.expired(now):
+            return answer
+        return failure or answer
 
     def entries(self) -> list[CacheEntry]:
         self.refresh()

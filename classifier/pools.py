@@ -269,18 +269,29 @@ class PoolResolver:
     def _from_entry(e) -> PoolInfo:
         return PoolInfo(e.asn, e.asn_org, e.prefix, e.registry, e.country, e.pool, "cache")
 
-    def _failed(self, value: int, stale) -> PoolInfo:
-        if stale is not None and not stale.negative:
+    def _fallback(self, value: int, stale) -> PoolInfo:
+        """No fresh answer and no live one: an expired cached answer if held, else offline in
+        auto mode, else unknown."""
+        if stale is not None:
             return self._from_entry(stale)
         if self.mode == "auto":
             return self._offline_info(value)
         return PoolInfo(None, "", "", "", "", "unknown", "rdap")
 
-    def _settle(self, value: int, entry, fut: Future) -> PoolInfo:
+    def _cached(self, value: int) -> tuple[PoolInfo | None, object]:
+        """(an answer from the cache without asking RDAP, or None; the expired answer held)."""
+        answer, failure = self.cache.find(value)
+        if answer is not None and not answer.expired():
+            return self._from_entry(answer), answer
+        if failure is not None:  # asked recently and failed: do not ask again before it expires
+            return self._fallback(value, answer), answer
+        return None, answer
+
+    def _settle(self, value: int, stale, fut: Future) -> PoolInfo:
         try:
             return fut.result()
         except RdapError:
-            return self._failed(value, entry)
+            return self._fallback(value, stale)
 
     # ----------------------------------------------------------------------- public
 
@@ -293,10 +304,10 @@ class PoolResolver:
         if self.mode == "offline":
             return self._offline_info(value)
         self.cache.refresh()
-        entry = self.cache.lookup(value)
-        if entry is not None and not entry.expired():
-            return self._failed(value, None) if entry.negative else self._from_entry(entry)
-        return self._settle(value, entry, self._submit(value))
+        info, stale = self._cached(value)
+        if info is not None:
+            return info
+        return self._settle(value, stale, self._submit(value))
 
     def resolve_cached_or_offline(self, ip: str) -> PoolInfo:
         """The pool of one address, at once, never blocking on the network (for event loops).
@@ -312,13 +323,12 @@ class PoolResolver:
             return _special_info(pool)
         if self.mode == "offline":
             return self._offline_info(value)
-        entry = self.cache.lookup(value)
-        if entry is not None and not entry.expired():
-            return self._offline_info(value) if entry.negative else self._from_entry(entry)
-        self._submit(value, background=True)
-        if entry is not None and not entry.negative:
-            return self._from_entry(entry)
-        return self._offline_info(value)
+        answer, failure = self.cache.find(value)
+        if answer is not None and not answer.expired():
+            return self._from_entry(answer)
+        if failure is None:
+            self._submit(value, background=True)
+        return self._from_entry(answer) if answer is not None else self._offline_info(value)
 
     def resolve_table(self, ips: np.ndarray) -> tuple[np.ndarray, list[PoolInfo], np.ndarray]:
         """Distinct addresses of an (n, 2) uint64 array, their :class:`PoolInfo`, and the inverse
@@ -339,22 +349,30 @@ class PoolResolver:
             elif self.mode == "offline":
                 infos[i] = self._offline_info(value)
             else:
-                entry = self.cache.lookup(value)
-                if entry is not None and not entry.expired():
-                    infos[i] = self._failed(value, None) if entry.negative else self._from_entry(entry)
+                info, stale = self._cached(value)
+                if info is not None:
+                    infos[i] = info
                 else:
-                    pending.append((i, value, entry))
-        # Look-ups in flight together (bounded by the pool's workers); one cached answer can serve
-        # later addresses of the same prefix, so ask again before each submission.
-        futures = []
-        for i, value, entry in pending:
-            hit = self.cache.lookup(value)
-            if hit is not None and not hit.expired() and not hit.negative:
-                infos[i] = self._from_entry(hit)
-            else:
-                futures.append((i, value, entry, self._submit(value)))
-        for i, value, entry, fut in futures:
-            infos[i] = self._settle(value, entry, fut)
+                    pending.append((i, value, stale))
+        # Look-ups run together, bounded by the pool's workers, in two waves: first one address per
+        # announced prefix (offline database), then the others, many of which the first wave's
+        # cached answers now cover.
+        first, second, seen = [], [], set()
+        for item in pending:
+            off = self.offline.lookup(item[1])
+            key = (off.network, off.plen) if off is not None and off.plen else item[1]
+            (second if key in seen else first).append(item)
+            seen.add(key)
+        for wave in (first, second):
+            futures = []
+            for i, value, stale in wave:
+                info, stale2 = self._cached(value) if wave is second else (None, stale)
+                if info is not None:
+                    infos[i] = info
+                else:
+                    futures.append((i, value, stale2, self._submit(value)))
+            for i, value, stale, fut in futures:
+                infos[i] = self._settle(value, stale, fut)
         return uniq, infos, inverse
 
     def resolve_many(self, ips: np.ndarray) -> np.ndarray:

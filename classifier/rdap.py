@@ -80,11 +80,12 @@ class RdapError(Exception):
     """A failed look-up: ``kind`` is 'unreachable', 'timeout', 'rate-limited', 'http', 'malformed'
     or 'cancelled'."""
 
-    def __init__(self, ip: str, kind: str, message: str, attempts: int = 1):
+    def __init__(self, ip: str, kind: str, message: str, attempts: int = 1, via: str = ""):
         self.ip = ip
         self.kind = kind
         self.attempts = attempts
-        super().__init__(f"RDAP {ip}: {kind}: {message} (after {attempts} attempt{'s' * (attempts != 1)})")
+        where = f" via {via}" if via else ""
+        super().__init__(f"RDAP {ip}{where}: {kind}: {message} (after {attempts} attempt{'s' * (attempts != 1)})")
 
 
 class _RewriteBootstrap(urllib.request.BaseHandler):
@@ -236,10 +237,11 @@ class RdapClient:
             except (BaseIpwhoisException, ValueError, KeyError, TypeError, AttributeError) as exc:
                 kind, retry, message = "malformed", False, f"{type(exc).__name__}: {exc}"
             if not retry or attempt > opts.retries:
-                raise RdapError(ip, kind, message, attempt)
+                raise RdapError(ip, kind, message, attempt, opts.bootstrap_url)
             delay = min(opts.max_backoff, opts.backoff * (2 ** (attempt - 1)))
             if time.monotonic() - start + delay >= opts.deadline:
-                raise RdapError(ip, kind, f"{message}; deadline of {opts.deadline:g} s reached", attempt)
+                raise RdapError(ip, kind, f"{message}; deadline of {opts.deadline:g} s reached", attempt,
+                                opts.bootstrap_url)
             if self._stop.wait(delay):
                 raise RdapError(ip, "cancelled", "the resolver is closing", attempt)
 
