@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from importlib import metadata
@@ -68,16 +69,17 @@ def is_v4(value: int) -> bool:
 
 
 def text_of(value: int) -> str:
+    """An address's text as :mod:`ipaddress` writes it (IPv4-mapped shown as IPv4)."""
     if is_v4(value):
-        return str(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+        return socket.inet_ntop(socket.AF_INET, (value & 0xFFFFFFFF).to_bytes(4, "big"))  # fast, same text
     return str(ipaddress.IPv6Address(value))
 
 
 def prefix_text(network: int, plen: int) -> str:
     """CIDR text of a 128-bit network and prefix length (IPv4 shown as IPv4)."""
     if is_v4(network) and plen >= 96:
-        return f"{ipaddress.IPv4Address(network & 0xFFFFFFFF)}/{plen - 96}"
-    return f"{ipaddress.IPv6Address(network)}/{plen}"
+        return f"{text_of(network)}/{plen - 96}"
+    return f"{text_of(network)}/{plen}"
 
 
 def parse_prefix(text: str) -> tuple[int, int]:

@@ -46,7 +46,8 @@ import threading
 import unicodedata
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -75,6 +76,7 @@ def _slug(text: str, limit: int = 24) -> str:
     return text[:limit].rstrip("-")
 
 
+@lru_cache(maxsize=1 << 16)
 def pool_name(asn: int | None, org: str) -> str:
     """``as<ASN>-<org>`` (``as<ASN>`` without a name), ``org-<org>`` without an AS, else ``unknown``."""
     slug = _slug(org or "")
