@@ -52,7 +52,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .asndb import (SPECIAL_POOLS, PoolError, SpecialClassifier, open_offline_database, parse_prefix, prefix_text,
+from .asndb import (SPECIAL_POOLS, PoolError, SpecialClassifier, open_offline_database, prefix_text,
                     text_of, value_of)
 from .poolcache import DEFAULT_NEGATIVE_TTL, DEFAULT_POSITIVE_TTL, PoolCache, default_cache_path
 from .rdap import RdapClient, RdapError, RdapOptions

@@ -18,7 +18,7 @@ import pytest
 from classifier.asndb import PoolError, SpecialClassifier, value_of
 from classifier.packets import ip_from_str
 from classifier.poolcache import PoolCache, default_cache_path
-from classifier.pools import (OOV_ID, PAD_ID, SPECIAL_POOLS, PoolInfo, PoolResolver, PoolVocabulary,
+from classifier.pools import (OOV_ID, PAD_ID, SPECIAL_POOLS, PoolResolver, PoolVocabulary,
                               apply_pool_map, co_usage_graph, fill_pools, pool_name, refine_pools)
 from classifier.sessions import Sessions
 from rdap_server import RdapServer, closed_port_url, network_response, wait_for
