@@ -164,6 +164,9 @@ class PoolCache:
                           float(fetched), float(expires))
 
     def _reload(self) -> None:
+        # The version is read before the rows: a commit landing in between makes the next
+        # refresh() reload again, never miss it.
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         rows = self._conn.execute(
             "SELECT network, plen, asn, asn_org, registry, country, pool, source, error, fetched, expires "
             "FROM prefixes").fetchall()
@@ -173,7 +176,7 @@ class PoolCache:
             index.setdefault(e.plen, {})[e.network] = e
         self._index = index
         self._lengths = sorted(index, reverse=True)
-        self._version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        self._version = version
 
     def refresh(self) -> None:
         """Reload the index if another connection (another process) has committed since."""

@@ -228,6 +228,8 @@ def test_rdap_failures_end_in_the_documented_fallback_in_bounded_time(tmp_path, 
             elapsed = time.monotonic() - t0
             # worst case: (retries + 1) * timeout + back-off = 2 * 0.5 + 0.05, far below the server's 3 s delay
             assert elapsed < 2.0, f"{behaviour}: took {elapsed:.2f} s"
+            if behaviour == "slow":
+                assert elapsed >= 2 * FAST["timeout"]  # both attempts waited for their time-out
             if mode == "auto":
                 assert info == offline
             else:
@@ -236,6 +238,10 @@ def test_rdap_failures_end_in_the_documented_fallback_in_bounded_time(tmp_path, 
             assert sent == (0 if behaviour == "down" else 2)  # one retry of a transient failure
             failures = [e for e in r.cache.entries() if e.negative]
             assert len(failures) == 1 and failures[0].prefix == "8.8.8.8/32" and "RDAP 8.8.8.8" in failures[0].error
+            # ipwhois reports a body that is not JSON like a failed connection (one HTTPLookupError)
+            kind = {"down": "unreachable", "slow": "timeout", "malformed": "unreachable", "429": "rate-limited",
+                    "500": "http"}[behaviour]
+            assert f": {kind}: " in failures[0].error
             assert failures[0].expires - failures[0].fetched == pytest.approx(r.cache.negative_ttl)
             # the negative entry answers at once, with nothing sent, until it expires
             t0 = time.monotonic()
@@ -555,6 +561,25 @@ def test_features_sessions_cli_fills_the_pool_column(synth_capture, tmp_path):
     assert set(frame.loc[frame["remote_ip"] == "52.94.236.248", "pool"]) == {"as16509-amazon"}
     assert main(["features", "sessions", str(path), "--no-pools", "--out", str(out)]) == 0
     assert (pd.read_csv(out, keep_default_na=False)["pool"] == "").all()
+
+
+def test_features_sessions_cli_auto_mode_falls_back_offline(synth_capture, tmp_path, loopback_only):
+    import pandas as pd
+
+    from classifier.cli import main
+    path, _, _ = synth_capture
+    out, cache = tmp_path / "s.csv", tmp_path / "pools.sqlite"
+    with RdapServer({}) as srv:  # knows no address: every look-up ends in HTTP 404
+        assert main(["features", "sessions", str(path), "--out", str(out), "--pool-mode", "auto",
+                     "--pool-cache", str(cache), "--rdap-url", srv.url, "--rdap-timeout", "1"]) == 0
+        offline = PoolResolver()
+        frame = pd.read_csv(out, keep_default_na=False)
+        expected = [offline.resolve(ip).pool for ip in frame["remote_ip"]]
+        assert frame["pool"].tolist() == expected
+        public = {ip for ip, p in zip(frame["remote_ip"], expected) if p not in SPECIAL_POOLS}
+        assert sorted(srv.requests) == sorted(f"/bootstrap/ip/{ip}" for ip in public)
+    failures = PoolCache(cache).entries()
+    assert len(failures) == len(public) and all(": http: " in e.error for e in failures)
 
 
 def test_pools_cli_table_and_json(synth_capture, capsys):
