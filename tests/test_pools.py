@@ -631,3 +631,13 @@ def test_one_look_up_per_prefix_in_a_batch(tmp_path, loopback_only):
     assert len(srv.requests) == 1 and len(uniq) == 3
     assert sorted(i.source for i in infos) == ["cache", "cache", "rdap"]
     assert {i.pool for i in infos} == {"as15169-google"}
+
+
+def test_unique_rows_agrees_with_numpy():
+    from classifier.pools import _unique_rows
+    rng = np.random.default_rng(3)
+    ips = rng.integers(0, 4, size=(500, 2)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    uniq, inverse = _unique_rows(ips)
+    want, want_inverse = np.unique(ips, axis=0, return_inverse=True)
+    assert np.array_equal(uniq, want) and np.array_equal(inverse, want_inverse.ravel())
+    assert np.array_equal(uniq[inverse], ips)
