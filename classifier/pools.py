@@ -45,7 +45,7 @@ import sys
 import threading
 import unicodedata
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
@@ -299,7 +299,7 @@ class PoolResolver:
     def _settle(self, value: int, stale, fut: Future) -> PoolInfo:
         try:
             return fut.result()
-        except RdapError:
+        except (RdapError, CancelledError):
             return self._fallback(value, stale)
 
     # ----------------------------------------------------------------------- public

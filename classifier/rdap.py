@@ -77,8 +77,8 @@ class RdapAnswer:
 
 
 class RdapError(Exception):
-    """A failed look-up: ``kind`` is 'unreachable', 'timeout', 'rate-limited', 'http', 'malformed'
-    or 'cancelled'."""
+    """A failed look-up: ``kind`` is 'unreachable', 'timeout', 'rate-limited', 'http', 'malformed',
+    'client' (the client itself failed) or 'cancelled'."""
 
     def __init__(self, ip: str, kind: str, message: str, attempts: int = 1, via: str = ""):
         self.ip = ip
@@ -236,6 +236,8 @@ class RdapClient:
                 kind, retry, message = "malformed", False, str(exc)
             except (BaseIpwhoisException, ValueError, KeyError, TypeError, AttributeError) as exc:
                 kind, retry, message = "malformed", False, f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # e.g. dnspython finding no resolver configuration in IPWhois()
+                kind, retry, message = "client", False, f"{type(exc).__name__}: {exc}"
             if not retry or attempt > opts.retries:
                 raise RdapError(ip, kind, message, attempt, opts.bootstrap_url)
             delay = min(opts.max_backoff, opts.backoff * (2 ** (attempt - 1)))
