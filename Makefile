@@ -30,6 +30,7 @@ demo: install
 
 bench: install
 	$(VENV)/bin/python -m classifier.bench
+	$(VENV)/bin/python -m classifier.pools_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from . import __version__
 from .errors import CaptureWarning, IotClassError
+from .pools import add_feature_pool_options, add_pools_command
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -132,6 +133,10 @@ def cmd_features(args) -> int:
         raise CliError(f"--interval must be positive, got {args.interval}")
     labels = _labels(args)
     frames = []
+    pools = None
+    if args.kind == "sessions" and not args.no_pools:
+        from .pools import fill_pools, resolver_from_args
+        pools = resolver_from_args(args)
     for cap in load_captures(args.pcap, args.gateway, labels):
         if args.kind == "segments":
             table = segment_features(cap.packets, cap.view, args.interval)
@@ -141,12 +146,17 @@ def cmd_features(args) -> int:
         elif args.kind == "ccit":
             frame = ccit_features(cap.packets, cap.view, args.interval).to_frame()
         else:
-            frame = session_table(cap.packets, cap.view, args.idle_timeout).to_frame()
+            sess = session_table(cap.packets, cap.view, args.idle_timeout)
+            if pools is not None:
+                fill_pools(sess, pools)
+            frame = sess.to_frame()
         frame.insert(0, "capture", os.path.basename(cap.path))
         frame = _add_label_columns(frame, labels, cap.path)
         if labels is not None and args.labelled_only:
             frame = frame[frame["category"] != ""]
         frames.append(frame)
+    if pools is not None:
+        pools.close()
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     _write_frame(out, args.out)
     print(f"wrote {len(out)} rows to {args.out}", file=sys.stderr)
@@ -304,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--idle-timeout", type=float, default=60.0, metavar="S", help="session idle timeout (s)")
     sp.add_argument("--labelled-only", action="store_true", help="only rows of devices the labels name")
     sp.add_argument("--out", required=True, metavar="FILE", help="output .csv or .parquet")
+    add_feature_pool_options(sp)
     sp.set_defaults(func=cmd_features)
 
     sp = sub.add_parser("bench", help="parsing speed: this project vs dpkt vs scapy on the same files")
@@ -346,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", metavar="PATH", help="a saved engine folder (default: the shipped one)")
     sp.add_argument("--json", action="store_true", help="a JSON list of objects")
     sp.set_defaults(func=cmd_classify)
+
+    add_pools_command(sub)
     return p
 
 

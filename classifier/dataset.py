@@ -110,7 +110,9 @@ def build_streams(dataset: Dataset, interval: float = 300.0, idle_timeout: float
     in offline mode); ``ccit_window`` defaults to ``interval``.
     """
     if pools is None:
-        from .pools import fill_pools as pools
+        from .pools import PoolResolver, fill_pools
+        resolver = PoolResolver(mode="offline")
+        pools = lambda sess: fill_pools(sess, resolver)  # noqa: E731 - one resolver for every capture
     cache = cache or CaptureCache(dataset)
     groups = _groups(dataset)
     ccit_window = ccit_window or interval

@@ -81,7 +81,9 @@ class DecisionEngine:
     # ------------------------------------------------------------------ deciding
 
     def _fill_pools(self, sess) -> None:
-        from .pools import fill_pools
+        from .pools import PoolResolver, fill_pools
+        if self.resolver is None:
+            self.resolver = PoolResolver(mode="offline")
         fill_pools(sess, resolver=self.resolver)
 
     def _session_instance(self, sess) -> Instances:
