@@ -5,14 +5,15 @@ category-level and calibrated on held-out training data. On each call it rebuild
 device's sessions and segments from its packets with the same functions as the offline
 tools, then:
 
-* fewer than ``min_sessions_provisional`` sessions: no decision yet (``None``);
+* evidence: ``min_sessions_provisional`` sessions, or ``t`` complete segments with traffic
+  (a camera may hold one session for hours); with less, no decision yet (``None``);
 * the session model reads the last ``n`` sessions; once the device has ``t`` complete
   segments with traffic, the segment model reads the last ``t`` and the two calibrated
-  probability vectors are averaged;
-* top probability below the open-set threshold: ``unknown`` once there are
-  ``min_sessions_confirmed`` sessions, no decision before;
-* otherwise *provisional*, and *confirmed* once there are ``min_sessions_confirmed``
-  sessions and the probability reaches ``confirm_confidence``.
+  probability vectors are averaged (``segment_weight``), as are their open-set thresholds;
+* top probability below the open-set threshold: ``unknown`` once the evidence is enough to
+  confirm (``min_sessions_confirmed`` sessions, or a full segment window), no decision before;
+* otherwise *provisional*, and *confirmed* once the evidence is enough and the probability
+  reaches ``confirm_confidence``.
 
 Explanations: the sessions the attention weighted most (with their pools) and, when the
 segment model took part, the features whose occlusion moved its decision most.
@@ -53,7 +54,8 @@ class EngineConfig:
     min_sessions_provisional: int = 3
     min_sessions_confirmed: int = 8
     confirm_confidence: float = 0.9
-    threshold: float = 0.5            # open-set threshold on the combined top probability
+    threshold: float = 0.5            # open-set threshold of the session model (calibrated)
+    segment_threshold: float = 0.5    # the segment model's; blended when both take part
     segment_weight: float = 0.5       # weight of the segment model when it takes part
     interval: float = 300.0           # segment settings of the segment model
     t: int = 6
@@ -125,29 +127,34 @@ class DecisionEngine:
         now = int(ts.max()) if now_ns is None else max(int(now_ns), int(ts.max()))
         sess = session_table(pk, view, c.idle_timeout)
         n_s = len(sess)
-        if n_s < c.min_sessions_provisional:
+        # a full window of segments is evidence too (a camera may hold one session for hours)
+        g_inst = self._segment_instance(pk, view, now) if self.segment_model is not None else None
+        if n_s == 0 or (n_s < c.min_sessions_provisional and g_inst is None):
             return None
         self._fill_pools(sess)
         s_inst = self._session_instance(sess)
         p = self.session_model.predict_proba(s_inst)[0]
-        used = [f"{self.session_model.kind}"]
-        g_inst = self._segment_instance(pk, view, now) if self.segment_model is not None else None
+        threshold = c.threshold
+        used = [self.session_model.kind]
         if g_inst is not None:
             pg = self._aligned(self.segment_model, self.segment_model.predict_proba(g_inst)[0])
-            p = (1 - c.segment_weight) * p + c.segment_weight * pg
+            w = c.segment_weight
+            p = (1 - w) * p + w * pg
+            threshold = (1 - w) * c.threshold + w * c.segment_threshold
             used.append(self.segment_model.kind)
         k = int(p.argmax())
         conf = float(p[k])
         evidence = {"packets": int(len(view.pkt)), "sessions": n_s,
                     "segments": int((now - int(ts.min())) // int(c.interval * 1e9))}
+        enough = n_s >= c.min_sessions_confirmed or g_inst is not None
         model = f"{'+'.join(used)}@{self.version}"
-        if conf < c.threshold:
-            if n_s < c.min_sessions_confirmed:
+        if conf < threshold:
+            if not enough:
                 return None
             return Decision(UNKNOWN, conf, UNKNOWN, model,
                             f"top class {self.classes[k]} at {conf:.2f} is below the open-set threshold "
-                            f"{c.threshold:.2f}", evidence)
-        stage = CONFIRMED if (n_s >= c.min_sessions_confirmed and conf >= c.confirm_confidence) else PROVISIONAL
+                            f"{threshold:.2f}", evidence)
+        stage = CONFIRMED if (enough and conf >= max(c.confirm_confidence, threshold)) else PROVISIONAL
         explanation = self._explain(s_inst, g_inst) if c.explain else ""
         return Decision(self.classes[k], conf, stage, model, explanation, evidence)
 

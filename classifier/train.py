@@ -25,17 +25,39 @@ from .labels import Dataset, load_datasets
 from .models.registry import SPECS, Settings
 
 LONG = ("longterm", "home")
+#: data selections whose captures are long enough for the segment model
+DATA_LONG_OK = ("long", "home")
 SESSION_MODEL = "nba-vol"
 SEGMENT_MODEL = "lstm-cnn-all"
 
 
-class _EarlyData(Data):
+class EarlyData(Data):
     """Session instances with early prefixes added (training only)."""
 
     def instances(self, family):
         if family == "sessions" and family not in self._inst:
             self._inst[family] = session_sequences(self.streams, self.settings.n, prefixes=(3, 8))
         return super().instances(family)
+
+
+def build_engine(data: Data, long: Data | None, train: np.ndarray, train_long: np.ndarray | None, seed: int = 0,
+                 session_model: str = SESSION_MODEL, segment_model: str | None = SEGMENT_MODEL,
+                 log=print) -> DecisionEngine:
+    """Fit and calibrate the engine's models on the streams selected by ``train`` (and
+    ``train_long`` among ``long``'s streams, for the segment model)."""
+    sess, thr_s = fit_calibrated(SPECS[session_model], data, "category", train, seed)
+    log(f"session model: {sess.meta['training']['instances']} instances, classes {', '.join(sess.classes)}; "
+        f"temperature {sess.temperature:.2f}, open-set threshold {thr_s:.2f}")
+    seg, thr_g = None, thr_s
+    if segment_model and long is not None and train_long is not None and train_long.any():
+        seg, thr_g = fit_calibrated(SPECS[segment_model], long, "category", train_long, seed)
+        log(f"segment model: {seg.meta['training']['instances']} instances, classes {', '.join(seg.classes)}; "
+            f"temperature {seg.temperature:.2f}, open-set threshold {thr_g:.2f}")
+    s = data.settings
+    config = EngineConfig(threshold=thr_s, segment_threshold=thr_g, interval=s.interval, t=s.t, n=s.n,
+                          idle_timeout=s.idle_timeout)
+    return DecisionEngine(sess, seg, config, {"session_model": session_model,
+                                              "segment_model": segment_model if seg is not None else None})
 
 
 def train_default(roots: list[str], out: str | Path | None = None, seed: int = 0, settings: Settings | None = None,
@@ -46,39 +68,26 @@ def train_default(roots: list[str], out: str | Path | None = None, seed: int = 0
     ds = load_datasets(roots)
     cache = CaptureCache(ds)
     log(f"datasets: {', '.join(sorted({c.dataset for c in ds.captures}))}; {len(ds.captures)} captures")
-    data = _EarlyData("all", ds, settings, cache)
+    data = EarlyData("all", ds, settings, cache)
     log(f"features of {len(data.streams)} device streams in {data.build_seconds:.0f} s")
-    everything = np.ones(len(data.streams), bool)
-    sess, thr_s = fit_calibrated(SPECS[session_model], data, "category", everything, seed)
-    log(f"session model: {sess.meta['training']['instances']} instances, classes {', '.join(sess.classes)}; "
-        f"temperature {sess.temperature:.2f}, open-set threshold {thr_s:.2f}")
-    seg = None
-    if segment_model:
-        long_ds = Dataset([c for c in ds.captures if c.dataset in LONG])
-        if long_ds.captures:
-            long = Data("long", long_ds, settings, cache)
-            seg, thr_g = fit_calibrated(SPECS[segment_model], long, "category", np.ones(len(long.streams), bool),
-                                        seed)
-            log(f"segment model: {seg.meta['training']['instances']} instances, classes {', '.join(seg.classes)}; "
-                f"temperature {seg.temperature:.2f}, open-set threshold {thr_g:.2f}")
-    config = EngineConfig(threshold=thr_s, interval=settings.interval, t=settings.t, n=settings.n,
-                          idle_timeout=settings.idle_timeout)
-    streams_per_cat = {}
+    long_ds = Dataset([c for c in ds.captures if c.dataset in LONG])
+    long = Data("long", long_ds, settings, cache) if long_ds.captures else None
+    engine = build_engine(data, long, np.ones(len(data.streams), bool),
+                          np.ones(len(long.streams), bool) if long else None, seed, session_model, segment_model, log)
+    streams_per_cat: dict[str, int] = {}
     for lab in labels_of(data.streams, "category").tolist():
         streams_per_cat[lab] = streams_per_cat.get(lab, 0) + 1
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-    info = {
+    engine.info.update({
         "version": f"{__version__}-{stamp}",
         "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "datasets": sorted({c.dataset for c in ds.captures}),
         "captures": len(ds.captures),
         "devices": len(ds.devices()),
         "streams_per_category": streams_per_cat,
-        "session_model": session_model, "segment_model": segment_model if seg is not None else None,
         "settings": settings.as_dict(), "seed": seed,
         "seconds": round(time.time() - t_start, 1),
-    }
-    engine = DecisionEngine(sess, seg, config, info)
+    })
     target = Path(out) if out else DEFAULT_ENGINE
     engine.save(target)
     log(f"saved to {target} in {time.time() - t_start:.0f} s")

@@ -65,7 +65,7 @@ class Model(ABC):
     def load(cls, path: str | Path) -> "Model": ...
 
 
-def repetition_index(keys: np.ndarray, rng: np.random.Generator, cap: int = 1000) -> np.ndarray:
+def repetition_index(keys: np.ndarray, rng: np.random.Generator, cap: int = 200) -> np.ndarray:
     """Instance indices where each distinct key is repeated up to about the same count.
 
     Chen et al. balance devices "by copying the subset of devices with fewer instances";

@@ -58,7 +58,7 @@ class SegmentLSTMCNN(Model):
 
     def __init__(self, features: list[str] | None = None, t: int = 6, hidden: int = 64, fc: int = 128,
                  keep_prob: float = 0.8, lr: float = 0.05, l2: float = 0.01, optimizer: str = "sgd",
-                 epochs: int = 40, batch_size: int = 64):
+                 epochs: int = 20, batch_size: int = 64):
         super().__init__()
         self.features = list(features or FEATURE_NAMES)
         self.config = dict(t=t, hidden=hidden, fc=fc, keep_prob=keep_prob, lr=lr, l2=l2, optimizer=optimizer,

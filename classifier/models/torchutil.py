@@ -59,7 +59,7 @@ def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epoc
             loss.backward()
             nn.utils.clip_grad_norm_(module.parameters(), 5.0)
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         losses.append(total / max(1, len(order)))
         if progress is not None:
             progress(epoch, losses[-1])
