@@ -207,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scapy parses about N packets spread over the files; its rate is extrapolated")
     sp.add_argument("--repeat", type=int, default=3, help="best of N runs for each parser")
     sp.set_defaults(func=cmd_bench)
+
+    from controller_app.inventory import add_devices_command
+    from controller_app.policy import add_policy_command
+    add_policy_command(sub)
+    add_devices_command(sub)
     return p
 
 
