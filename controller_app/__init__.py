@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 
 
@@ -41,15 +42,18 @@ fw_event = importlib.import_module(f"{FRAMEWORK}.controller.event")
 fw_handler = importlib.import_module(f"{FRAMEWORK}.controller.handler")
 hub = importlib.import_module(f"{FRAMEWORK}.lib.hub")
 ofproto_v1_3 = importlib.import_module(f"{FRAMEWORK}.ofproto.ofproto_v1_3")
+ofproto_v1_3_parser = importlib.import_module(f"{FRAMEWORK}.ofproto.ofproto_v1_3_parser")
 BaseApp = app_manager.OSKenApp if FRAMEWORK == "os_ken" else app_manager.RyuApp
 set_ev_cls = fw_handler.set_ev_cls
 MAIN_DISPATCHER = fw_handler.MAIN_DISPATCHER
 CONFIG_DISPATCHER = fw_handler.CONFIG_DISPATCHER
 DEAD_DISPATCHER = fw_handler.DEAD_DISPATCHER
 
+from classifier.decode import decode_frames  # noqa: E402
 from classifier.packets import mac_to_int, mac_to_str  # noqa: E402
 
 from . import config as _config  # noqa: E402
+from . import fastpath  # noqa: E402
 from . import ofp  # noqa: E402
 from .core import Core, PacketInBatch  # noqa: E402
 from .intents import DecideRequest, FlowAdd, FlowDelete, MeterAdd, MeterDelete, PacketOut, ResolvePools  # noqa: E402
@@ -108,6 +112,8 @@ class IotController(BaseApp):
             raise RuntimeError(f"cannot load the classification engine ({engine_spec}, model "
                                f"{self.cfg.model or 'default'}): {type(exc).__name__}: {exc}") from exc
         self.core = Core(self.cfg.core, self.policy)
+        # Load the decoder's compiled kernel now, not on the first packet-in (about a second).
+        decode_frames([bytes(64)], [0], [64])
         self.inventory = Inventory(self.cfg.inventory_db)
         restored = self.inventory.load()
         self.core.restore(restored, time.time_ns())
@@ -116,6 +122,9 @@ class IotController(BaseApp):
         self.observer = Observer(self.metrics, self.cfg.inventory_db)
         self.datapaths: dict = {}
         self._batch: list = []
+        self._flush_requested = False
+        self._drained = threading.Condition()
+        self._brick = None
         self._last_flush = time.monotonic()
         self._last_tick = 0.0
         self._last_inventory = time.monotonic()
@@ -134,6 +143,7 @@ class IotController(BaseApp):
 
     def start(self):
         t = super().start()
+        self._attach_packet_in_handler()
         if self.cfg.http_port >= 0:
             self.http_port = self.observer.start(self.cfg.http_host, self.cfg.http_port)
             LOG.info(_structured("http", url=f"http://{self.cfg.http_host}:{self.http_port}/status"))
@@ -155,6 +165,13 @@ class IotController(BaseApp):
         if not self._running:
             return
         self._running = False
+        if self._brick is not None:
+            try:
+                self._brick.unregister_handler(ofp_event.EventOFPPacketIn, self._packet_in)
+            except (KeyError, ValueError):
+                pass
+        with self._drained:
+            self._drained.notify_all()
         try:
             self._flush()
         except Exception:  # noqa: BLE001 - closing: log and go on
@@ -263,7 +280,6 @@ class IotController(BaseApp):
             ofpx = dp.ofproto
             ports = [p.port_no for p in (dp.ports or {}).values()
                      if not (p.config & ofpx.OFPPC_PORT_DOWN) and not (p.state & ofpx.OFPPS_LINK_DOWN)]
-            self._flush()
             self.datapaths[dp.id] = dp
             LOG.info(_structured("switch_up", dpid=f"{dp.id:016x}", ports=sorted(ports),
                                  address=str(dp.address)))
@@ -304,20 +320,52 @@ class IotController(BaseApp):
                               data=bytes(msg.data[:64]).hex() if msg.data else ""))
 
     # ------------------------------------------------------------------ packet-ins: append, decode in batches
+    #
+    # os-ken (like Ryu) hands an OpenFlow event to other apps through a bounded queue and a
+    # thread switch, but calls the ``ofp_event`` service's own handlers directly in the
+    # switch's receive thread. The packet-in handler only appends to a list, so it is
+    # registered there (see ``start``): no queue, no thread switch per packet-in. The app's
+    # event loop decodes the list in batches. When the list runs far ahead of the decoder
+    # the receive thread waits for it, which pushes back on the switch through TCP, as the
+    # framework's own queue would.
 
-    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @fw_handler.set_ev_handler(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def _packet_in(self, ev):
         msg = ev.msg
-        self._batch.append((msg.datapath.id, msg.match.get("in_port", 0), msg.cookie, msg.total_len,
-                            time.time_ns(), msg.data))
-        if len(self._batch) >= self.cfg.batch_size:
-            self._flush()
+        in_port = getattr(msg, "in_port", None)
+        if in_port is None:
+            in_port = msg.match.get("in_port", 0)
+        batch = self._batch
+        batch.append((msg.datapath.id, in_port, msg.cookie, msg.total_len, time.time_ns(), msg.data))
+        if len(batch) >= self.cfg.batch_size:
+            self._batch_full(len(batch))
+
+    def _batch_full(self, n: int) -> None:
+        if not self._flush_requested:
+            self._flush_requested = True
+            self.send_event(self.name, EventTick())
+        if n >= 4 * self.cfg.batch_size and self.is_active:
+            with self._drained:
+                self._drained.wait_for(lambda: len(self._batch) < 2 * self.cfg.batch_size or not self.is_active,
+                                       timeout=1.0)
+
+    def _attach_packet_in_handler(self) -> None:
+        fastpath.install(ofproto_v1_3_parser, ofproto_v1_3)
+        brick = app_manager.lookup_service_brick("ofp_event")
+        if brick is None:
+            raise RuntimeError("the OpenFlow service (ofp_event) is not running")
+        brick.register_handler(ofp_event.EventOFPPacketIn, self._packet_in)
+        self._brick = brick
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
+        self._flush_requested = False
         if not self._batch:
             return
-        rows, self._batch = self._batch, []
+        rows = self._batch
+        self._batch = []
+        with self._drained:
+            self._drained.notify_all()
         try:
             batch = PacketInBatch.from_rows(rows)
             intents = self.core.packet_ins(batch, time.time_ns())
