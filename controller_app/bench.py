@@ -43,6 +43,7 @@ from .fakeswitch import T_FLOW_MOD, FakeSwitch, packet_in
 from .intents import CookieKind, Table, cookie
 
 MIRROR_MAX_LEN = 128
+EXTRA = [a for a in os.environ.get("IOT_BENCH_APP_ARGS", "").split() if a]
 
 
 def _free_port() -> int:
@@ -138,7 +139,7 @@ def run_packet_ins(n: int, pcap: str | None, engine: str, env_extra: dict, cores
     proc = _start("controller_app", of_port, [
         "--engine", engine, "--inventory-db", os.path.join(tmpdir, "inv.sqlite"), "--http-port", str(http_port),
         "--decide-min-packets", str(10 * n), "--tick-interval", "0.1", "--default-log-level", "30",
-        "--max-buffer-packets", str(2 * n)], cores[0], log_app, env_extra)
+        "--max-buffer-packets", str(2 * n), *EXTRA], cores[0], log_app, env_extra)
     try:
         sw = FakeSwitch("127.0.0.1", of_port, dpid=1, ports=sorted(ports.values()) + [99])
         sw.wait_for(lambda r: sum(m.type == T_FLOW_MOD for m in r) >= 6)

@@ -27,7 +27,7 @@ class AppConfig:
     http_host: str = "127.0.0.1"
     http_port: int = 8080                    #: 0: any free port; -1: no HTTP endpoint
     policy_watch_interval: float = 2.0       #: seconds between checks of the policy file's mtime
-    batch_size: int = 512                    #: packet-ins decoded together
+    batch_size: int = 2048                   #: packet-ins decoded together
     flush_interval: float = 0.1              #: seconds: decode a partial batch at least this often
     tick_interval: float = 1.0               #: seconds between core timer events
     inventory_flush_interval: float = 5.0
@@ -43,7 +43,7 @@ _APP_OPTS = [
     ("http-host", str, "127.0.0.1", "address of the read-only HTTP JSON and /metrics endpoint"),
     ("http-port", int, 8080, "port of the HTTP endpoint (0: any free port, -1: none)"),
     ("policy-watch-interval", float, 2.0, "seconds between checks for a changed policy file (0: only SIGHUP)"),
-    ("batch-size", int, 512, "packet-ins decoded together"),
+    ("batch-size", int, 2048, "packet-ins decoded together (the receive thread waits when 4 batches are pending)"),
     ("flush-interval", float, 0.1, "seconds: decode a partial batch at least this often"),
     ("tick-interval", float, 1.0, "seconds between timer events (decisions, re-checks, LLDP)"),
 ]

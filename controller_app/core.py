@@ -427,7 +427,11 @@ class Core:
         return out
 
     def _learn_host(self, mac: int, dpid: int, port: int, now_ns: int) -> list:
-        if dpid not in self.switches or port in self.link_ports(dpid):
+        sw = self.switches.get(dpid)
+        if sw is None or port in self.link_ports(dpid):
+            return []
+        if port not in sw.ports:
+            self.counters["packet_ins_unknown_port"] += 1   # a port the switch never reported: ignore
             return []
         dev = self.devices.get(mac)
         out: list = []

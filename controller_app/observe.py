@@ -48,12 +48,13 @@ class Metrics:
         """Move the core's packet-in counters (monotonic) into Prometheus counters."""
         for key, label in (("packet_ins_mirror", "mirror"), ("packet_ins_learn", "learn"),
                            ("packet_ins_lldp", "lldp"), ("packet_ins_unexpected", "unexpected"),
-                           ("packet_ins_malformed", "malformed"), ("packet_ins_unknown_switch", "unknown_switch")):
+                           ("packet_ins_malformed", "malformed"), ("packet_ins_unknown_switch", "unknown_switch"),
+                           ("packet_ins_unknown_port", "unknown_port")):
             now = counters.get(key, 0)
             delta = now - self._last_counts.get(key, 0)
             if delta > 0:
                 self.packet_ins.labels(label).inc(delta)
-                if label in ("malformed", "unexpected", "unknown_switch"):
+                if label in ("malformed", "unexpected", "unknown_switch", "unknown_port"):
                     self.errors.labels(f"packet_in_{label}").inc(delta)
             self._last_counts[key] = now
 
