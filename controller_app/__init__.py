@@ -123,6 +123,7 @@ class IotController(BaseApp):
         self.datapaths: dict = {}
         self._batch: list = []
         self._flush_requested = False
+        self._early: list = []
         self._drained = threading.Condition()
         self._brick = None
         self._last_flush = time.monotonic()
@@ -360,12 +361,15 @@ class IotController(BaseApp):
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
         self._flush_requested = False
-        if not self._batch:
+        if not self._batch and not self._early:
             return
         rows = self._batch
         self._batch = []
         with self._drained:
             self._drained.notify_all()
+        rows = self._hold_early(rows)
+        if not rows:
+            return
         try:
             batch = PacketInBatch.from_rows(rows)
             intents = self.core.packet_ins(batch, time.time_ns())
@@ -374,6 +378,27 @@ class IotController(BaseApp):
             LOG.error(_structured("packet_in_error", packets=len(rows), error=f"{type(exc).__name__}: {exc}"))
             return
         self._run(intents)
+
+    def _hold_early(self, rows: list) -> list:
+        """Packet-ins reach the batch straight from a switch's receive thread, while its
+        "switch up" goes through the event queue: rows of a switch the app does not know yet
+        wait (up to 2 s) for the next flush instead of being dropped as unknown."""
+        held, self._early = self._early, []
+        if held:
+            rows = held + rows
+        dpids = {r[0] for r in rows}
+        if dpids <= self.datapaths.keys():
+            return rows
+        limit = time.time_ns() - 2_000_000_000
+        keep = []
+        for r in rows:
+            if r[0] in self.datapaths:
+                keep.append(r)
+            elif r[4] >= limit:
+                self._early.append(r)
+            else:
+                keep.append(r)          # too old: the core counts it as from an unknown switch
+        return keep
 
     @set_ev_cls(EventTick)
     def _tick(self, ev):

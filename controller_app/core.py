@@ -640,6 +640,7 @@ class Core:
         s = self.settings
         out: list = []
         if now_ns >= self._next_lldp_ns:
+            first = self._next_lldp_ns == 0     # switches probed when they connected
             self._next_lldp_ns = now_ns + int(s.lldp_interval * SEC)
             stale = [k for k, v in self.links.items() if now_ns - v[2] > s.link_timeout * SEC]
             if stale:
@@ -648,7 +649,8 @@ class Core:
                 self._topology_changed()
                 out += self._sync_switching()
             for dpid, sw in self.switches.items():
-                out += self._probes(dpid, sorted(sw.ports))
+                if not first:
+                    out += self._probes(dpid, sorted(sw.ports))
         for mac, buf in list(self.learner.buffers.items()):
             dev = self.devices.get(mac)
             if dev is None or not dev.mirroring:
