@@ -203,7 +203,8 @@ def _mac_of(msg) -> int | None:
 
 def run_memory(n_devices: int) -> dict:
     """Bytes per confirmed device: a core with ``n_devices`` learned, mirrored a little,
-    decided (confirmed, buffers dropped), minus the same core without devices."""
+    decided (confirmed, buffers dropped), minus the same core without devices (after a
+    warm-up run, so that module imports and one-time caches are not counted)."""
     from classifier.decision import CONFIRMED, Decision
     from classifier.synth import ether, udp4
 
@@ -228,6 +229,8 @@ def run_memory(n_devices: int) -> dict:
             core.decision_made(mac, Decision(sys.intern("plug"), 0.93, CONFIRMED, "model-v1", "x"), 3_000_000_000)
         return core, learning_bytes
 
+    warm, _ = build(200)      # imports and one-time caches happen here, outside the measurement
+    del warm
     gc.collect()
     tracemalloc.start()
     empty, _ = build(0)
