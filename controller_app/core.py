@@ -533,7 +533,7 @@ class Core:
             old = policy_flows(dev.policy_dpid, dev.mac, dev.policy_action, dev.policy_lan, dev.policy_pools,
                                dev.rate_meter)
         if new_rate is not None and dev.meter_kbps != new_rate:
-            out.append(MeterAdd(target, dev.rate_meter, new_rate, max(new_rate // 8, 16), "kbps",
+            out.append(MeterAdd(target, dev.rate_meter, new_rate, max(new_rate, 64), "kbps",   # ~1 s of burst
                                 modify=dev.meter_kbps is not None))
         old_by_key = {f.key: f for f in old}
         new_keys = {f.key for f in new}
