@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -174,6 +175,10 @@ def test_handshake_learning_mirroring_decision_and_enforcement(app_factory):
     assert 'iot_packet_ins_total{kind="mirror"} 5.0' in metrics
     assert 'iot_devices{category="camera",stage="confirmed"} 1.0' in metrics
     assert "iot_rule_changes_total" in metrics
+    post = urllib.request.Request(f"http://127.0.0.1:{app.http_port}/devices", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(post, timeout=5)
+    assert refused.value.code == 405                                      # read-only
 
     # malformed packet-ins and a switch error are counted; the app keeps answering
     for data in (b"\x01\x02", b"", bytes(13)):
