@@ -50,14 +50,15 @@ def test_framework_follows_what_the_manager_imported(tmp_path):
             "del sys.modules['os_ken.base.app_manager']\n"
             "import controller_app as c\n"
             "assert c.FRAMEWORK == 'ryu', c.FRAMEWORK\n"
-            "assert issubclass(c.IotController, am.RyuApp)\n"
-            "assert c.ofp_event.__name__ == 'ryu.controller.ofp_event'\n"
+            "assert issubclass(c.IotController, am.RyuApp) and c.IotController.__module__ == 'controller_app'\n"
+            "assert c.shell.ofp_event.__name__ == 'ryu.controller.ofp_event'\n"
             "print('ok')\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
     env.pop("IOT_CONTROLLER_FRAMEWORK", None)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
-    r = subprocess.run([sys.executable, "-c", "import controller_app as c; print(c.FRAMEWORK, c.BaseApp.__name__)"],
+    r = subprocess.run([sys.executable, "-c", "import controller_app as c, sys; assert 'os_ken' not in sys.modules; "
+                        "print(c.FRAMEWORK, c.shell.BaseApp.__name__)"],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
     assert r.stdout.split() == ["os_ken", "OSKenApp"], r.stderr
 
