@@ -10,9 +10,12 @@ event loop, so they may block on RDAP or DNS):
   for device ``mac``. Raising means "look-up failed": the controller logs it, counts it and
   keeps the LAN and the policy's literal CIDRs (plus whatever it resolved before).
 
-:class:`SeenPoolResolver` is the default: a pool is the set of addresses that device's
-sessions were seen going to in that pool. It needs ``pool_of(address) -> pool name`` (from the
-IP-pools component); without one, pool names resolve to nothing.
+:class:`SeenPoolResolver` is the default: a pool is what that device's sessions were seen
+going to in that pool. It needs ``pool_of(address)`` from the IP-pools component, returning a
+pool name, or an object with ``pool`` and ``prefix`` (such as an RDAP answer): then the whole
+registered prefix is allowed, so that a cloud address that changes within it stays allowed.
+Without ``pool_of``, only sessions whose ``pool`` column is already filled count; pool names
+otherwise resolve to nothing.
 """
 
 from __future__ import annotations
@@ -54,13 +57,22 @@ class SeenPoolResolver:
         with self._lock:
             mine = self.seen.setdefault(mac, {})
             for addr, pool in zip(addrs, pools):
+                net = ipaddress.ip_network(addr)
                 if not pool and self.pool_of is not None:
-                    pool = self.pool_of(addr)
+                    info = self.pool_of(addr)
+                    pool = info if isinstance(info, str) or info is None else getattr(info, "pool", "")
+                    prefix = getattr(info, "prefix", "") if not isinstance(info, str) else ""
+                    try:
+                        p = ipaddress.ip_network(prefix, strict=False) if prefix else None
+                    except ValueError:
+                        p = None
+                    if p is not None and p.version == net.version and net.subnet_of(p) and p.prefixlen >= 8:
+                        net = p
                 if not pool:
                     continue
                 s = mine.setdefault(pool, set())
                 if len(s) < self.max_per_pool:
-                    s.add(ipaddress.ip_network(addr))
+                    s.add(net)
 
     def prefixes(self, pool: str, mac: int) -> list:
         with self._lock:

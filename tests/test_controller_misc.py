@@ -75,6 +75,17 @@ def test_seen_pool_resolver_remembers_each_devices_destinations_per_pool():
     assert SeenPoolResolver().prefixes("aws", m(A)) == []            # no pool_of: nothing, with a warning
 
 
+def test_seen_pool_resolver_uses_registered_prefixes_when_the_pool_source_gives_them():
+    from types import SimpleNamespace as NS
+    frames = [udp(A, GW, "52.94.1.1"), udp(A, GW, "8.8.8.8")]
+    pk = decode_frames(frames, np.arange(2), [len(f) for f in frames])
+    info = {"52.94.1.1": NS(pool="aws", prefix="52.94.0.0/15"), "8.8.8.8": NS(pool="google", prefix="bogus")}
+    r = SeenPoolResolver(pool_of=info.get)
+    r.observe(m(A), pk)
+    assert [str(n) for n in r.prefixes("aws", m(A))] == ["52.94.0.0/15"]
+    assert [str(n) for n in r.prefixes("google", m(A))] == ["8.8.8.8/32"]     # unusable prefix: the address
+
+
 def test_learner_files_sent_and_received_and_trims_oldest():
     frames = [udp(A, GW, "8.8.8.8", size=i) for i in range(10)] + [udp(GW, A, src_ip="8.8.8.8")]
     pk = decode_frames(frames, np.arange(len(frames)), [len(f) for f in frames])
