@@ -359,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_classify)
 
     add_pools_command(sub)
+    from controller_app.inventory import add_devices_command
+    from controller_app.policy import add_policy_command
+    add_policy_command(sub)
+    add_devices_command(sub)
     return p
 
 

@@ -1,0 +1,119 @@
+"""The app's configuration: oslo.config options (flags and ``--config-file``) -> :class:`AppConfig`.
+
+Every option is a flag (``--policy-file PATH``) and a config-file key (``policy_file = PATH``
+under ``[DEFAULT]``); flags win over the file. With nothing given, the app runs the shipped
+default model with ``policies/default.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from classifier.packets import mac_to_int
+
+from .core import Settings
+from .policy import default_policy_path
+
+
+DEFAULT_ENGINE = "classifier.engine:load_engine"
+
+
+@dataclass
+class AppConfig:
+    engine: str = DEFAULT_ENGINE             #: module:function returning an Engine for a model path
+    policy_file: str = field(default_factory=default_policy_path)
+    model: str | None = None                 #: None: the classifier's shipped default model
+    inventory_db: str = "inventory.sqlite"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080                    #: 0: any free port; -1: no HTTP endpoint
+    policy_watch_interval: float = 2.0       #: seconds between checks of the policy file's mtime
+    batch_size: int = 2048                   #: packet-ins decoded together
+    flush_interval: float = 0.1              #: seconds: decode a partial batch at least this often
+    tick_interval: float = 1.0               #: seconds between core timer events
+    inventory_flush_interval: float = 5.0
+    core: Settings = field(default_factory=Settings)
+
+
+# (name, type, default, help) of the options; core settings follow from Settings' fields.
+_APP_OPTS = [
+    ("engine", str, DEFAULT_ENGINE, "classification engine factory, module:function, called with --model"),
+    ("policy-file", str, None, "YAML policy (default: policies/default.yaml of the installation)"),
+    ("model", str, None, "classification model path (default: the shipped default model)"),
+    ("inventory-db", str, "inventory.sqlite", "SQLite inventory of devices and decisions"),
+    ("http-host", str, "127.0.0.1", "address of the read-only HTTP JSON and /metrics endpoint"),
+    ("http-port", int, 8080, "port of the HTTP endpoint (0: any free port, -1: none)"),
+    ("policy-watch-interval", float, 2.0, "seconds between checks for a changed policy file (0: only SIGHUP)"),
+    ("batch-size", int, 2048, "packet-ins decoded together (the receive thread waits when 4 batches are pending)"),
+    ("flush-interval", float, 0.1, "seconds: decode a partial batch at least this often"),
+    ("tick-interval", float, 1.0, "seconds between timer events (decisions, re-checks, LLDP)"),
+]
+_CORE_HELP = {
+    "mirror_max_len": "bytes of each mirrored packet copied to the controller",
+    "mirror_rate_pps": "mirror meter per learning device, packets/s",
+    "mirror_burst": "mirror meter burst, packets",
+    "learn_max_len": "bytes of each L2-learning copy",
+    "l2_idle_timeout": "seconds an unused learned MAC entry lives",
+    "decide_interval": "seconds between classification requests for one device",
+    "decide_min_packets": "mirrored packets a device needs before its first classification",
+    "recheck_interval": "seconds from a confirmed decision to its next re-check",
+    "recheck_window": "seconds a re-check mirrors before giving up",
+    "lldp_interval": "seconds between topology probes",
+    "link_timeout": "seconds without a probe before a link is considered gone",
+    "max_buffer_packets": "mirrored packets kept per learning device",
+}
+
+
+def _core_fields():
+    return [f for f in fields(Settings) if f.name != "gateways"]
+
+
+def register_opts(cfg_module, conf, cli: bool = True) -> None:
+    """Register the app's options on the framework's CONF (idempotent). ``cli=False`` when
+    the command line was already parsed (config-file values still apply)."""
+    opts = []
+    for name, typ, default, help_ in _APP_OPTS:
+        cls = {str: cfg_module.StrOpt, int: cfg_module.IntOpt, float: cfg_module.FloatOpt}[typ]
+        opts.append(cls(name, default=default, help=help_))
+    for f in _core_fields():
+        typ = type(f.default)
+        cls = {int: cfg_module.IntOpt, float: cfg_module.FloatOpt}[typ]
+        opts.append(cls(f.name.replace("_", "-"), default=f.default, help=_CORE_HELP.get(f.name, f.name)))
+    opts.append(cfg_module.ListOpt("gateway-macs", default=[],
+                                   help="router MACs: forwarded, never classified (comma-separated)"))
+    for opt in opts:
+        if opt.dest in conf:
+            continue
+        if cli:
+            conf.register_cli_opt(opt)
+        else:
+            conf.register_opt(opt)
+
+
+def from_conf(conf) -> AppConfig:
+    """An :class:`AppConfig` from a parsed CONF (options missing from it keep their defaults)."""
+    def get(name, default=None):
+        try:
+            v = getattr(conf, name)
+        except Exception:  # noqa: BLE001 - oslo raises NoSuchOptError (a framework-specific class)
+            return default
+        return default if v is None else v
+
+    cfg = AppConfig()
+    cfg.policy_file = get("policy_file") or default_policy_path()
+    cfg.engine = get("engine", DEFAULT_ENGINE)
+    cfg.model = get("model")
+    cfg.inventory_db = get("inventory_db", cfg.inventory_db)
+    cfg.http_host = get("http_host", cfg.http_host)
+    cfg.http_port = int(get("http_port", cfg.http_port))
+    cfg.policy_watch_interval = float(get("policy_watch_interval", cfg.policy_watch_interval))
+    cfg.batch_size = max(1, int(get("batch_size", cfg.batch_size)))
+    cfg.flush_interval = float(get("flush_interval", cfg.flush_interval))
+    cfg.tick_interval = float(get("tick_interval", cfg.tick_interval))
+    core = {f.name: type(f.default)(get(f.name, f.default)) for f in _core_fields()}
+    gws = get("gateway_macs", []) or []
+    try:
+        core["gateways"] = tuple(mac_to_int(g) for g in gws)
+    except ValueError as exc:
+        raise ValueError(f"--gateway-macs: {exc}") from None
+    cfg.core = Settings(**core)
+    return cfg

@@ -1,0 +1,216 @@
+"""Flow intents: what the core wants a switch to do, as plain immutable values.
+
+The pure core (:mod:`controller_app.core`) turns events into lists of these; the os-ken shell
+turns them into OpenFlow 1.3 messages (:mod:`controller_app.ofp`); the tests apply them to a
+fake flow table (:mod:`controller_app.fakeflowtable`) and ask what happens to a packet.
+
+Besides flow and meter changes there are two requests that are not OpenFlow at all:
+:class:`DecideRequest` (classify this device's mirrored packets, off the event loop) and
+:class:`ResolvePools` (which prefixes make up these IP pools for this device; may do RDAP
+look-ups, so also off the event loop). The shell runs them in a worker thread and feeds the
+answers back to the core as events.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Union
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+# OpenFlow 1.3 reserved values (the same numbers in every framework's ofproto_v1_3).
+OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_LOCAL = 0xFFFFFFFE
+OFPP_CONTROLLER = 0xFFFFFFFD
+OFPP_MAX = 0xFFFFFF00
+OFPCML_NO_BUFFER = 0xFFFF
+OFPTT_ALL = 0xFF
+OFPM_ALL = 0xFFFFFFFF
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_IPV6 = 0x86DD
+ETH_TYPE_ARP = 0x0806
+ETH_TYPE_LLDP = 0x88CC
+
+
+class Table(IntEnum):
+    """The pipeline's tables, in the order a packet visits them."""
+
+    POLICY_SRC = 0   #: policy of the sending device (match eth_src), LLDP probes to the controller
+    POLICY_DST = 1   #: policy of the receiving device (match eth_dst)
+    ETH_SRC = 2      #: L2 learning: known (in_port, eth_src) pass, unknown ones are copied to the controller
+    ETH_DST = 3      #: L2 forwarding: known eth_dst -> its port, else flood along the spanning tree
+    MIRROR = 4       #: learning devices: metered, truncated copy to the controller
+
+
+class CookieKind(IntEnum):
+    """The top byte of every flow's cookie says who installed it and why; per-device flows
+    carry the device's MAC in the low 48 bits (so a packet-in names the flow that sent it)."""
+
+    DEFAULT = 0x10   #: table defaults (goto next table, table-miss)
+    LLDP = 0x11      #: topology probes to the controller
+    LEARN = 0x12     #: ETH_SRC: table-miss copy to the controller, and link ports
+    HOST = 0x13      #: ETH_SRC/ETH_DST entries of one learned host (MAC in the low bits)
+    FLOOD = 0x14     #: ETH_DST flooding per in_port
+    POLICY = 0x15    #: a device's policy entries (MAC in the low bits)
+    MIRROR = 0x16    #: a device's mirror entries (MAC in the low bits)
+
+
+MAC_MASK = (1 << 48) - 1
+KIND_SHIFT = 56
+KIND_MASK = 0xFF << KIND_SHIFT
+FULL_MASK = (1 << 64) - 1
+
+
+def cookie(kind: CookieKind, mac: int = 0) -> int:
+    return (int(kind) << KIND_SHIFT) | (int(mac) & MAC_MASK)
+
+
+def cookie_kind(value: int) -> int:
+    return (int(value) >> KIND_SHIFT) & 0xFF
+
+
+def cookie_mac(value: int) -> int:
+    return int(value) & MAC_MASK
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The fields a flow matches on (None = wildcard). IP prefixes imply their eth_type."""
+
+    in_port: int | None = None
+    eth_src: int | None = None
+    eth_dst: int | None = None
+    eth_type: int | None = None
+    ip_src: IPNetwork | None = None
+    ip_dst: IPNetwork | None = None
+
+    def __post_init__(self):
+        for net in (self.ip_src, self.ip_dst):
+            if net is not None:
+                want = ETH_TYPE_IPV4 if net.version == 4 else ETH_TYPE_IPV6
+                if self.eth_type != want:
+                    raise ValueError(f"an IPv{net.version} prefix needs eth_type 0x{want:04x}, got {self.eth_type}")
+
+    def fields(self) -> dict:
+        return {k: getattr(self, k) for k in ("in_port", "eth_src", "eth_dst", "eth_type", "ip_src", "ip_dst")
+                if getattr(self, k) is not None}
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    port: int
+    max_len: int = OFPCML_NO_BUFFER   #: bytes of the packet a CONTROLLER output copies
+
+
+@dataclass(frozen=True, slots=True)
+class SetQueue:
+    queue_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetDscp:
+    dscp: int
+
+
+Action = Union[Output, SetQueue, SetDscp]
+
+# ------------------------------------------------------------------ switch intents
+
+
+@dataclass(frozen=True, slots=True)
+class FlowAdd:
+    """Add (or replace: same table, priority and match) one flow entry.
+
+    Instructions run in OpenFlow order: ``meter``, then ``actions`` (apply-actions, at once),
+    then ``goto``; without ``goto`` the pipeline ends there.
+    """
+
+    dpid: int
+    table: int
+    priority: int
+    match: Match
+    actions: tuple = ()
+    goto: int | None = None
+    meter: int | None = None
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    notify_removed: bool = False
+
+    @property
+    def key(self) -> tuple:
+        return (self.dpid, self.table, self.priority, self.match)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowDelete:
+    """Delete flow entries. With ``priority`` set: exactly the entry (table, priority, match)
+    (strict); otherwise every entry of ``table`` (or all tables) whose match includes
+    ``match``'s fields and whose cookie equals ``cookie`` under ``cookie_mask``."""
+
+    dpid: int
+    table: int = OFPTT_ALL
+    match: Match = field(default_factory=Match)
+    priority: int | None = None
+    cookie: int = 0
+    cookie_mask: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MeterAdd:
+    """Add (``modify=False``) or change a meter with one drop band."""
+
+    dpid: int
+    meter_id: int
+    rate: int
+    burst: int
+    unit: str = "kbps"   #: "kbps" or "pktps"
+    modify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MeterDelete:
+    dpid: int
+    meter_id: int = OFPM_ALL
+
+
+@dataclass(frozen=True, slots=True)
+class PacketOut:
+    dpid: int
+    data: bytes
+    port: int
+    in_port: int = OFPP_CONTROLLER
+
+
+SwitchIntent = Union[FlowAdd, FlowDelete, MeterAdd, MeterDelete, PacketOut]
+
+# ------------------------------------------------------------------ requests to the shell
+
+
+@dataclass(frozen=True, slots=True)
+class DecideRequest:
+    """Classify ``mac`` from ``packets`` (its mirrored packets so far), off the event loop."""
+
+    mac: int
+    packets: object   # classifier.packets.Packets
+    now_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvePools:
+    """Find the prefixes of these pool names for ``mac``, off the event loop."""
+
+    mac: int
+    pools: tuple
+
+
+Intent = Union[SwitchIntent, DecideRequest, ResolvePools]
+
+
+def is_switch_intent(intent) -> bool:
+    return isinstance(intent, (FlowAdd, FlowDelete, MeterAdd, MeterDelete, PacketOut))

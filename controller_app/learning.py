@@ -1,0 +1,143 @@
+"""Learning devices: their mirrored packets, and the classification worker.
+
+:class:`Learner` (part of the pure core's state) keeps, per learning device, the mirrored
+packets that involve it as columnar :class:`~classifier.packets.Packets` chunks — the same
+table the offline tools build from a capture, decoded by the same kernel — so that the
+features the engine computes online are the offline ones. A packet between two learning
+devices is in both buffers. Once a device's decision is confirmed its buffer is dropped and
+only a few fields of compact state remain (in the core's device record).
+
+:class:`DecisionWorker` (used by the os-ken shell, never by the core) runs
+``engine.decide`` and pool look-ups in one background thread, so that neither a slow model
+nor an RDAP server can block the event loop; results come back through a callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from classifier.packets import Packets
+
+LOG = logging.getLogger("controller_app.learning")
+
+
+@dataclass
+class DeviceBuffer:
+    chunks: list = field(default_factory=list)
+    n: int = 0
+    new: int = 0            #: packets since the last decision request
+    first_ns: int = 0
+    last_ns: int = 0
+
+
+class Learner:
+    """Per-device buffers of mirrored packets (at most ``max_packets`` each, oldest dropped)."""
+
+    def __init__(self, max_packets: int = 50_000):
+        self.max_packets = max_packets
+        self.buffers: dict[int, DeviceBuffer] = {}
+
+    def add(self, pk: Packets, tx_owner: np.ndarray, rx_owner: np.ndarray) -> int:
+        """File each packet under the device that sent it (where ``tx_owner`` is True) and the
+        device that received it (where ``rx_owner`` is True). Returns the rows filed."""
+        if len(pk) == 0:
+            return 0
+        src = pk.eth_src[tx_owner]
+        dst = pk.eth_dst[rx_owner]
+        owners = np.unique(np.concatenate([src, dst]))
+        filed = 0
+        for mac in owners.tolist():
+            sel = (tx_owner & (pk.eth_src == mac)) | (rx_owner & (pk.eth_dst == mac))
+            rows = np.flatnonzero(sel)
+            chunk = pk.take(rows)
+            buf = self.buffers.get(mac)
+            if buf is None:
+                buf = self.buffers[mac] = DeviceBuffer(first_ns=int(chunk.ts_ns[0]))
+            buf.chunks.append(chunk)
+            buf.n += len(rows)
+            buf.new += len(rows)
+            buf.last_ns = max(buf.last_ns, int(chunk.ts_ns.max()))
+            filed += len(rows)
+            if buf.n > self.max_packets:
+                self._trim(buf)
+        return filed
+
+    def _trim(self, buf: DeviceBuffer) -> None:
+        pk = Packets.concat(buf.chunks)
+        keep = pk.take(slice(len(pk) - self.max_packets, None))
+        buf.chunks = [keep]
+        buf.n = len(keep)
+
+    def packets(self, mac: int) -> Packets:
+        """The device's mirrored packets so far, in arrival order (one table)."""
+        buf = self.buffers.get(mac)
+        if buf is None:
+            return Packets.empty()
+        if len(buf.chunks) != 1:
+            buf.chunks = [Packets.concat(buf.chunks)]
+        return buf.chunks[0]
+
+    def drop(self, mac: int) -> None:
+        self.buffers.pop(mac, None)
+
+    def nbytes(self) -> int:
+        return sum(c.nbytes() for b in self.buffers.values() for c in b.chunks)
+
+
+class DecisionWorker:
+    """One background thread that runs jobs (``engine.decide``, pool look-ups) in order and
+    hands each result to ``deliver(kind, key, result, error)`` — which the shell uses to post
+    an event back into its own event loop. A failing job is delivered with its exception."""
+
+    def __init__(self, deliver: Callable, name: str = "iot-decide", max_pending: int = 1024):
+        self.deliver = deliver
+        self.jobs: queue.Queue = queue.Queue(max_pending)
+        self.pending: set = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._stop = False
+        self._thread.start()
+
+    def submit(self, kind: str, key, fn: Callable, *args) -> bool:
+        """Queue a job unless one with the same (kind, key) is pending or the queue is full."""
+        with self._lock:
+            if (kind, key) in self.pending:
+                return False
+            try:
+                self.jobs.put_nowait((kind, key, fn, args))
+            except queue.Full:
+                LOG.warning("decision queue full: %s %s skipped", kind, key)
+                return False
+            self.pending.add((kind, key))
+            return True
+
+    def _run(self) -> None:
+        while True:
+            item = self.jobs.get()
+            if item is None:
+                return
+            kind, key, fn, args = item
+            result = error = None
+            try:
+                result = fn(*args)
+            except Exception as exc:  # delivered to the event loop, which counts and logs it
+                error = exc
+            with self._lock:
+                self.pending.discard((kind, key))
+            try:
+                self.deliver(kind, key, result, error)
+            except Exception:
+                LOG.exception("delivering a %s result failed", kind)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        try:
+            self.jobs.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)

@@ -1,0 +1,437 @@
+"""Per-category policies: the YAML format, its validation (file, line, key, what was expected)
+and the policy model the core enforces.
+
+A policy file::
+
+    enforce_on: confirmed          # which decision stage enforces: provisional | confirmed
+    min_confidence: 0.8            # below this a final decision enforces the `unknown` action
+    lan: [192.168.0.0/16, fe80::/10]   # what `allow_pools` always allows (default: private,
+                                   # link-local and multicast ranges)
+    default: allow                 # categories not listed below
+    unknown: {rate_limit_kbps: 256}    # devices of a type the models do not know
+    categories:
+      camera: block
+      plug: {rate_limit_kbps: 64}
+      hub: {allow_pools: [vendor-cloud, 52.94.0.0/16]}
+      speaker: {priority: 1, dscp: 46}
+    overrides:                     # per MAC: pin a category or an action
+      "02:00:00:00:01:01": {category: camera}
+      "02:00:00:00:01:02": {action: allow}
+
+An action is ``allow``, ``block``, or a mapping of ``block: true`` alone, or any of
+``allow_pools`` (IP pool names and/or CIDR prefixes: only these and the LAN are reachable),
+``rate_limit_kbps`` (an OpenFlow meter over the device's traffic, both directions),
+``priority`` (an OpenFlow queue id, set_queue) and ``dscp`` (0-63, rewritten on IP packets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from classifier.decision import CONFIRMED, PROVISIONAL, UNKNOWN
+from classifier.errors import IotClassError
+from classifier.labels import CATEGORIES
+from classifier.packets import mac_to_int, mac_to_str
+
+STAGES_ENFORCING = (PROVISIONAL, CONFIRMED)
+DEFAULT_LAN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "224.0.0.0/4",
+               "255.255.255.255/32", "fc00::/7", "fe80::/10", "ff00::/8")
+ACTION_KEYS = ("block", "allow_pools", "rate_limit_kbps", "priority", "dscp")
+TOP_KEYS = ("version", "enforce_on", "min_confidence", "lan", "default", "unknown", "categories", "overrides")
+UNKNOWN_CATEGORY = "unknown"
+
+
+class PolicyError(IotClassError):
+    """An invalid policy file. ``problems`` lists every one found, each naming where."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(problems[0] if len(problems) == 1 else
+                         f"{len(problems)} problems:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the switch does with one device's traffic. The default value allows everything."""
+
+    block: bool = False
+    allow_pools: tuple | None = None     #: pool names and CIDR strings; None = no restriction
+    rate_limit_kbps: int | None = None
+    queue: int | None = None
+    dscp: int | None = None
+
+    def describe(self) -> str:
+        if self.block:
+            return "block"
+        parts = []
+        if self.allow_pools is not None:
+            parts.append("allow_pools=[" + ",".join(self.allow_pools) + "]")
+        if self.rate_limit_kbps is not None:
+            parts.append(f"rate_limit_kbps={self.rate_limit_kbps}")
+        if self.queue is not None:
+            parts.append(f"priority={self.queue}")
+        if self.dscp is not None:
+            parts.append(f"dscp={self.dscp}")
+        return " ".join(parts) or "allow"
+
+    def pool_names(self) -> tuple:
+        return tuple(p for p in (self.allow_pools or ()) if _as_network(p) is None)
+
+    def prefixes(self) -> tuple:
+        return tuple(n for n in (_as_network(p) for p in (self.allow_pools or ())) if n is not None)
+
+
+ALLOW = Action()
+BLOCK = Action(block=True)
+
+
+@dataclass(frozen=True)
+class Override:
+    category: str | None = None
+    action: Action | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    enforce_on: str = CONFIRMED
+    min_confidence: float = 0.0
+    lan: tuple = field(default_factory=lambda: tuple(ipaddress.ip_network(p) for p in DEFAULT_LAN))
+    default: Action = ALLOW
+    unknown: Action = ALLOW
+    categories: dict = field(default_factory=dict)      #: category -> Action
+    overrides: dict = field(default_factory=dict)       #: MAC (int) -> Override
+    source: str = "<built-in>"
+    digest: str = ""
+
+    def action_for(self, category: str) -> Action:
+        if category == UNKNOWN_CATEGORY:
+            return self.unknown
+        return self.categories.get(category, self.default)
+
+    def enforcement(self, category: str, confidence: float, stage: str) -> Action | None:
+        """The action a decision enforces, or None when it enforces nothing (yet).
+
+        A stage of ``unknown`` (or category ``unknown``) is final and enforces the unknown
+        action; a provisional decision enforces only when ``enforce_on`` is provisional; a
+        final decision below ``min_confidence`` enforces the unknown action.
+        """
+        final = stage in (CONFIRMED, UNKNOWN)
+        if stage == UNKNOWN or category == UNKNOWN_CATEGORY:
+            return self.unknown if (final or self.enforce_on == PROVISIONAL) else None
+        if stage == PROVISIONAL and self.enforce_on != PROVISIONAL:
+            return None
+        if confidence < self.min_confidence:
+            return self.unknown if final else None
+        return self.action_for(category)
+
+    def pool_names(self) -> set:
+        names = set()
+        for a in [self.default, self.unknown, *self.categories.values(),
+                  *(o.action for o in self.overrides.values() if o.action)]:
+            names.update(a.pool_names())
+        return names
+
+    def summary(self) -> dict:
+        return {
+            "source": self.source, "digest": self.digest, "enforce_on": self.enforce_on,
+            "min_confidence": self.min_confidence, "default": self.default.describe(),
+            "unknown": self.unknown.describe(),
+            "categories": {c: a.describe() for c, a in sorted(self.categories.items())},
+            "overrides": {mac_to_str(m): (o.category and f"category={o.category}") or o.action.describe()
+                          for m, o in sorted(self.overrides.items())},
+            "lan": [str(n) for n in self.lan],
+        }
+
+
+def _as_network(text: str):
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------ loading and validation
+
+
+class _Checker:
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[str] = []
+
+    def err(self, node, path: str, msg: str) -> None:
+        where = f"{self.source}:{node.start_mark.line + 1}:{node.start_mark.column + 1}" if node is not None \
+            else self.source
+        self.problems.append(f"{where}: {path or '(top level)'}: {msg}")
+
+    @staticmethod
+    def _show(node) -> str:
+        if isinstance(node, yaml.ScalarNode):
+            return repr(node.value)
+        return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+    def mapping(self, node, path: str) -> list | None:
+        """The (key text, key node, value node) of a mapping node, duplicates reported."""
+        if not isinstance(node, yaml.MappingNode):
+            self.err(node, path, f"expected a mapping, got {self._show(node)}")
+            return None
+        seen: dict[str, Any] = {}
+        out = []
+        for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode):
+                self.err(k, path, "expected a plain key")
+                continue
+            if k.value in seen:
+                self.err(k, f"{path}.{k.value}" if path else k.value,
+                         f"duplicate key (first at line {seen[k.value].start_mark.line + 1})")
+                continue
+            seen[k.value] = k
+            out.append((k.value, k, v))
+        return out
+
+    def scalar(self, node, path: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self.err(node, path, f"expected a single value, got {self._show(node)}")
+            return None
+        return yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else node.value
+
+    def integer(self, node, path: str, lo: int, hi: int | None = None) -> int | None:
+        v = self.scalar(node, path)
+        if v is None and not isinstance(node, yaml.ScalarNode):
+            return None
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            self.err(node, path, f"expected an integer {rng}, got {self._show(node)}")
+            return None
+        return v
+
+    def action(self, node, path: str) -> Action | None:
+        if isinstance(node, yaml.ScalarNode):
+            v = node.value
+            if v == "allow":
+                return ALLOW
+            if v == "block":
+                return BLOCK
+            self.err(node, path, f"expected 'allow', 'block' or a mapping of {', '.join(ACTION_KEYS)}; "
+                                 f"got {v!r}")
+            return None
+        items = self.mapping(node, path)
+        if items is None:
+            return None
+        kw: dict[str, Any] = {}
+        ok = True
+        for key, knode, v in items:
+            p = f"{path}.{key}"
+            if key == "block":
+                b = self.scalar(v, p)
+                if not isinstance(b, bool):
+                    self.err(v, p, f"expected true or false, got {self._show(v)}")
+                    ok = False
+                else:
+                    kw["block"] = b
+            elif key == "allow_pools":
+                if not isinstance(v, yaml.SequenceNode):
+                    self.err(v, p, f"expected a list of IP pool names or CIDR prefixes, got {self._show(v)}")
+                    ok = False
+                    continue
+                pools = []
+                for i, item in enumerate(v.value):
+                    s = self.scalar(item, f"{p}[{i}]")
+                    if not isinstance(s, str) or not s.strip():
+                        self.err(item, f"{p}[{i}]", f"expected a pool name or CIDR prefix, got {self._show(item)}")
+                        ok = False
+                        continue
+                    s = s.strip()
+                    if any(c in s for c in "./:") and _as_network(s) is None:
+                        self.err(item, f"{p}[{i}]", f"not a valid CIDR prefix: {s!r}")
+                        ok = False
+                        continue
+                    pools.append(str(_as_network(s)) if _as_network(s) is not None else s)
+                kw["allow_pools"] = tuple(pools)
+            elif key == "rate_limit_kbps":
+                r = self.integer(v, p, 1, 100_000_000)
+                ok &= r is not None
+                kw["rate_limit_kbps"] = r
+            elif key == "priority":
+                q = self.integer(v, p, 0, 0xFFFFFFFE)
+                ok &= q is not None
+                kw["queue"] = q
+            elif key == "dscp":
+                d = self.integer(v, p, 0, 63)
+                ok &= d is not None
+                kw["dscp"] = d
+            else:
+                self.err(knode, p, f"unknown key; expected one of {', '.join(ACTION_KEYS)}")
+                ok = False
+        if not ok:
+            return None
+        if kw.get("block") and len(kw) > 1:
+            self.err(node, path, "block cannot be combined with " + ", ".join(k for k in kw if k != "block"))
+            return None
+        return Action(**kw)
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Parse and validate a policy; raises :class:`PolicyError` listing every problem."""
+    chk = _Checker(source)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise PolicyError([f"{where}: not valid YAML: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise PolicyError([f"{source}: not valid YAML: {exc}"]) from None
+    if root is None:
+        raise PolicyError([f"{source}: empty policy file (expected a mapping with {', '.join(TOP_KEYS)})"])
+    items = chk.mapping(root, "")
+    if items is None:
+        raise PolicyError(chk.problems)
+    kw: dict[str, Any] = {}
+    for key, knode, v in items:
+        if key == "version":
+            ver = chk.integer(v, key, 1, 1)
+            if ver is None:
+                continue
+        elif key == "enforce_on":
+            s = chk.scalar(v, key)
+            if s not in STAGES_ENFORCING:
+                chk.err(v, key, f"expected one of {', '.join(STAGES_ENFORCING)}, got {chk._show(v)}")
+            else:
+                kw["enforce_on"] = s
+        elif key == "min_confidence":
+            c = chk.scalar(v, key)
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.0 <= c <= 1.0:
+                chk.err(v, key, f"expected a number from 0 to 1, got {chk._show(v)}")
+            else:
+                kw["min_confidence"] = float(c)
+        elif key == "lan":
+            if not isinstance(v, yaml.SequenceNode):
+                chk.err(v, key, f"expected a list of CIDR prefixes, got {chk._show(v)}")
+                continue
+            nets = []
+            for i, item in enumerate(v.value):
+                s = chk.scalar(item, f"lan[{i}]")
+                net = _as_network(s) if isinstance(s, str) else None
+                if net is None:
+                    chk.err(item, f"lan[{i}]", f"expected a CIDR prefix, got {chk._show(item)}")
+                else:
+                    nets.append(net)
+            kw["lan"] = tuple(nets)
+        elif key in ("default", "unknown"):
+            a = chk.action(v, key)
+            if a is not None:
+                kw[key] = a
+        elif key == "categories":
+            cats = chk.mapping(v, key)
+            out = {}
+            for cat, cnode, av in cats or []:
+                p = f"categories.{cat}"
+                if cat not in CATEGORIES:
+                    chk.err(cnode, p, f"unknown category; expected one of {', '.join(CATEGORIES)} "
+                                      "(use `unknown:` at the top level for unknown devices)")
+                    continue
+                a = chk.action(av, p)
+                if a is not None:
+                    out[cat] = a
+            kw["categories"] = out
+        elif key == "overrides":
+            ovs = chk.mapping(v, key)
+            out = {}
+            for mac_text, mnode, ov in ovs or []:
+                p = f"overrides.{mac_text}"
+                try:
+                    mac = mac_to_int(mac_text)
+                except ValueError:
+                    chk.err(mnode, p, "expected a MAC address like 02:00:00:00:01:01")
+                    continue
+                if mac in out:
+                    chk.err(mnode, p, "the same MAC is overridden twice")
+                    continue
+                fields_ = chk.mapping(ov, p)
+                if fields_ is None:
+                    continue
+                if len(fields_) != 1 or fields_[0][0] not in ("category", "action"):
+                    chk.err(ov, p, "expected exactly one of `category: NAME` or `action: ACTION`")
+                    continue
+                name, fnode, fv = fields_[0]
+                if name == "category":
+                    c = chk.scalar(fv, f"{p}.category")
+                    if c not in CATEGORIES and c != UNKNOWN_CATEGORY:
+                        chk.err(fv, f"{p}.category",
+                                f"expected one of {', '.join(CATEGORIES + (UNKNOWN_CATEGORY,))}, got {chk._show(fv)}")
+                        continue
+                    out[mac] = Override(category=c)
+                else:
+                    a = chk.action(fv, f"{p}.action")
+                    if a is not None:
+                        out[mac] = Override(action=a)
+            kw["overrides"] = out
+        else:
+            chk.err(knode, key, f"unknown key; expected one of {', '.join(TOP_KEYS)}")
+    if chk.problems:
+        raise PolicyError(chk.problems)
+    kw["source"] = source
+    kw["digest"] = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return Policy(**kw)
+
+
+def load_policy(path: str) -> Policy:
+    """Read and validate a policy file; every error names the file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise PolicyError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError([f"{path}: byte {exc.start}: not UTF-8 text"]) from None
+    return parse_policy(text, path)
+
+
+def default_policy_path() -> str:
+    """``policies/default.yaml`` of the checkout (or of the installed package's data)."""
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    for cand in (os.path.join(here, "..", "policies", "default.yaml"),
+                 os.path.join(here, "policies", "default.yaml")):
+        if os.path.exists(cand):
+            return os.path.normpath(cand)
+    return os.path.normpath(os.path.join(here, "..", "policies", "default.yaml"))
+
+
+# ------------------------------------------------------------------ iotclass policy check
+
+
+def cmd_policy_check(args) -> int:
+    import json
+    import sys
+    bad = 0
+    for path in args.file:
+        try:
+            pol = load_policy(path)
+        except PolicyError as exc:
+            bad += 1
+            for p in exc.problems:
+                print(f"iotclass: error: {p}", file=sys.stderr)
+            continue
+        if args.json:
+            json.dump(pol.summary(), sys.stdout, indent=2)
+            print()
+        else:
+            print(f"{path}: ok (enforce on {pol.enforce_on}, min confidence {pol.min_confidence}, "
+                  f"{len(pol.categories)} categories, {len(pol.overrides)} overrides)")
+    return 1 if bad else 0
+
+
+def add_policy_command(subparsers) -> None:
+    """``iotclass policy check FILE...``: validate policy files (non-zero exit if any is invalid)."""
+    sp = subparsers.add_parser("policy", help="controller policies: check a policy file")
+    psub = sp.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    chk = psub.add_parser("check", help="validate policy files; errors name file, line, key and what was expected")
+    chk.add_argument("file", nargs="+", metavar="FILE")
+    chk.add_argument("--json", action="store_true", help="print the parsed policy as JSON")
+    chk.set_defaults(func=cmd_policy_check)

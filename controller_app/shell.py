@@ -1,0 +1,486 @@
+"""The OpenFlow app's shell (the class ``controller_app.IotController`` derives from).
+
+A thin shell around the pure core (:mod:`controller_app.core`): it turns OpenFlow events into
+core calls and the core's intents into OpenFlow 1.3 messages (:mod:`controller_app.ofp`). It
+also runs the classification worker, the inventory, the HTTP/metrics endpoint and policy
+reloads (SIGHUP or a changed file).
+
+The framework is chosen by what is already imported: under Ryu's ``ryu-manager`` (which
+imports ``ryu`` before loading apps) the app is a ``RyuApp``; otherwise — the project's own
+``ryu-manager`` on os-ken, tests, ``iotclass`` — an os-ken ``OSKenApp``. The app class is
+defined in this module because os-ken's and Ryu's managers load only app classes defined in
+the module they are given: ``controller_app/__init__.py`` defines it, on top of this one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+
+def _framework() -> str:
+    forced = os.environ.get("IOT_CONTROLLER_FRAMEWORK")
+    if forced:
+        if forced not in ("os_ken", "ryu"):
+            raise ImportError(f"IOT_CONTROLLER_FRAMEWORK={forced!r}: expected os_ken or ryu")
+        return forced
+    if "ryu.base.app_manager" in sys.modules and "os_ken.base.app_manager" not in sys.modules:
+        return "ryu"
+    return "os_ken"
+
+
+FRAMEWORK = _framework()
+app_manager = importlib.import_module(f"{FRAMEWORK}.base.app_manager")
+cfg = importlib.import_module(f"{FRAMEWORK}.cfg")
+ofp_event = importlib.import_module(f"{FRAMEWORK}.controller.ofp_event")
+fw_event = importlib.import_module(f"{FRAMEWORK}.controller.event")
+fw_handler = importlib.import_module(f"{FRAMEWORK}.controller.handler")
+hub = importlib.import_module(f"{FRAMEWORK}.lib.hub")
+ofproto_v1_3 = importlib.import_module(f"{FRAMEWORK}.ofproto.ofproto_v1_3")
+ofproto_v1_3_parser = importlib.import_module(f"{FRAMEWORK}.ofproto.ofproto_v1_3_parser")
+BaseApp = app_manager.OSKenApp if FRAMEWORK == "os_ken" else app_manager.RyuApp
+set_ev_cls = fw_handler.set_ev_cls
+MAIN_DISPATCHER = fw_handler.MAIN_DISPATCHER
+CONFIG_DISPATCHER = fw_handler.CONFIG_DISPATCHER
+DEAD_DISPATCHER = fw_handler.DEAD_DISPATCHER
+
+from classifier.decode import decode_frames  # noqa: E402
+from classifier.packets import mac_to_int, mac_to_str  # noqa: E402
+
+from . import config as _config  # noqa: E402
+from . import fastpath  # noqa: E402
+from . import ofp  # noqa: E402
+from .core import Core, PacketInBatch  # noqa: E402
+from .intents import DecideRequest, FlowAdd, FlowDelete, MeterAdd, MeterDelete, PacketOut, ResolvePools  # noqa: E402
+from .inventory import Inventory  # noqa: E402
+from .learning import DecisionWorker  # noqa: E402
+from .observe import Metrics, Observer  # noqa: E402
+from .policy import PolicyError, load_policy  # noqa: E402
+from .poolres import SeenPoolResolver  # noqa: E402
+
+LOG = logging.getLogger("controller_app")
+DEFAULT_ENGINE = _config.DEFAULT_ENGINE
+
+
+def load_engine_factory(spec: str):
+    """``module:function`` -> the function (called with the model path, or None for the default)."""
+    mod, _, fn = spec.partition(":")
+    if not mod or not fn:
+        raise ValueError(f"--engine {spec!r}: expected module:function")
+    return getattr(importlib.import_module(mod), fn)
+
+
+class EventTick(fw_event.EventBase):
+    """Timer: decode the pending batch; every ``tick_interval`` also run the core's timer."""
+
+
+class EventReload(fw_event.EventBase):
+    def __init__(self, reason: str):
+        super().__init__()
+        self.reason = reason
+
+
+class EventResult(fw_event.EventBase):
+    def __init__(self, kind, key, result, error):
+        super().__init__()
+        self.kind, self.key, self.result, self.error = kind, key, result, error
+
+
+def _structured(kind: str, **fields) -> str:
+    return json.dumps({"event": kind, **fields}, default=str, sort_keys=False)
+
+
+class IotControllerShell(BaseApp):
+    """Mirrors learning devices, classifies them and enforces the per-category policy."""
+
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _config.register_opts(cfg, cfg.CONF, cli=False)
+        self.cfg = _config.from_conf(cfg.CONF)
+        engine_spec = self.cfg.engine
+        self.policy = load_policy(self.cfg.policy_file)
+        try:
+            self.engine = load_engine_factory(engine_spec)(self.cfg.model)
+        except Exception as exc:
+            raise RuntimeError(f"cannot load the classification engine ({engine_spec}, model "
+                               f"{self.cfg.model or 'default'}): {type(exc).__name__}: {exc}") from exc
+        self.core = Core(self.cfg.core, self.policy)
+        # Load the decoder's compiled kernel now, not on the first packet-in (about a second).
+        decode_frames([bytes(64)], [0], [64])
+        self.inventory = Inventory(self.cfg.inventory_db)
+        restored = self.inventory.load()
+        self.core.restore(restored, time.time_ns())
+        self.resolver = SeenPoolResolver()
+        self.metrics = Metrics()
+        self.observer = Observer(self.metrics, self.cfg.inventory_db)
+        self.datapaths: dict = {}
+        self._batch: list = []
+        self._flush_requested = False
+        self._early: list = []
+        self._drained = threading.Condition()
+        self._brick = None
+        self._last_flush = time.monotonic()
+        self._last_tick = 0.0
+        self._last_inventory = time.monotonic()
+        self._last_rate = (time.monotonic(), 0)
+        self._policy_mtime = self._mtime()
+        self._last_watch = time.monotonic()
+        self._running = True
+        self.http_port = None
+        self.worker = DecisionWorker(self._deliver)
+        LOG.info(_structured("startup", framework=FRAMEWORK, policy=self.cfg.policy_file,
+                             policy_digest=self.policy.digest, engine=engine_spec,
+                             model=getattr(self.engine, "version", "?"), inventory=self.cfg.inventory_db,
+                             restored_devices=len(restored)))
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self):
+        t = super().start()
+        self._attach_packet_in_handler()
+        if self.cfg.http_port >= 0:
+            self.http_port = self.observer.start(self.cfg.http_host, self.cfg.http_port)
+            LOG.info(_structured("http", url=f"http://{self.cfg.http_host}:{self.http_port}/status"))
+        self.threads.append(hub.spawn(self._ticker))
+        self._publish()
+        return t
+
+    def _ticker(self):
+        while self._running and self.is_active:
+            hub.sleep(self.cfg.flush_interval)
+            if self._running and self.is_active:
+                self.send_event(self.name, EventTick())
+
+    def request_policy_reload(self, reason: str = "SIGHUP") -> None:
+        """Ask the event loop to reload the policy (safe from a signal handler)."""
+        self.send_event(self.name, EventReload(reason))
+
+    def close(self):
+        if not self._running:
+            return
+        self._running = False
+        if self._brick is not None:
+            try:
+                self._brick.unregister_handler(ofp_event.EventOFPPacketIn, self._packet_in)
+            except (KeyError, ValueError):
+                pass
+        with self._drained:
+            self._drained.notify_all()
+        try:
+            self._flush()
+        except Exception:  # noqa: BLE001 - closing: log and go on
+            LOG.exception("flushing packet-ins at close")
+        self.worker.stop()
+        try:
+            self.inventory.upsert_devices(list(self.core.devices.values()))
+        except Exception:  # noqa: BLE001
+            LOG.exception("writing the inventory at close")
+        self.observer.stop()
+        self.inventory.close()
+        LOG.info(_structured("shutdown", devices=len(self.core.devices)))
+
+    # ------------------------------------------------------------------ intents -> switches
+
+    def _run(self, intents) -> None:
+        for it in intents:
+            if isinstance(it, DecideRequest):
+                self.worker.submit("decide", it.mac, self._decide, it)
+            elif isinstance(it, ResolvePools):
+                self.worker.submit("pools", it.mac, self._resolve, it)
+            else:
+                dp = self.datapaths.get(it.dpid)
+                if dp is None:
+                    continue
+                try:
+                    dp.send_msg(ofp.to_message(dp, it))
+                except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
+                    self.metrics.errors.labels("send").inc()
+                    LOG.error(_structured("send_error", dpid=f"{it.dpid:016x}", error=str(exc),
+                                          intent=ofp.describe(it)))
+                    continue
+                if isinstance(it, (FlowAdd, FlowDelete, MeterAdd, MeterDelete)):
+                    d = ofp.describe(it)
+                    self.metrics.rule_changes.labels(d["op"]).inc()
+                    LOG.info(_structured("rule", **d))
+                elif isinstance(it, PacketOut):
+                    LOG.debug(_structured("packet_out", **ofp.describe(it)))
+
+    # ------------------------------------------------------------------ worker jobs (worker thread)
+
+    def _decide(self, req: DecideRequest):
+        try:
+            self.resolver.observe(req.mac, req.packets)
+        except Exception:  # noqa: BLE001 - pools are secondary to the decision
+            LOG.exception("pool resolver: observe failed for %s", mac_to_str(req.mac))
+        return self.engine.decide(req.packets, req.mac, req.now_ns)
+
+    def _resolve(self, req: ResolvePools):
+        out, errors = {}, {}
+        for pool in req.pools:
+            try:
+                out[pool] = [str(n) for n in self.resolver.prefixes(pool, req.mac)]
+            except Exception as exc:  # noqa: BLE001 - reported per pool, the rest go on
+                errors[pool] = f"{type(exc).__name__}: {exc}"
+                out[pool] = []
+        return out, errors
+
+    def _deliver(self, kind, key, result, error) -> None:
+        if self._running:
+            self.send_event(self.name, EventResult(kind, key, result, error))
+
+    @set_ev_cls(EventResult)
+    def _on_result(self, ev):
+        now = time.time_ns()
+        mac = ev.key
+        if ev.kind == "decide":
+            if ev.error is not None:
+                self.metrics.errors.labels("decide").inc()
+                LOG.error(_structured("decide_error", mac=mac_to_str(mac), error=repr(ev.error)))
+                return
+            d = ev.result
+            if d is None:
+                return
+            self.metrics.decisions.labels(d.category, d.stage).inc()
+            dev = self.core.devices.get(mac)
+            before = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
+            intents = self.core.decision_made(mac, d, now)
+            after = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
+            LOG.info(_structured("decision", mac=mac_to_str(mac), category=d.category,
+                                 confidence=round(float(d.confidence), 4), stage=d.stage, model=d.model,
+                                 explanation=d.explanation, evidence=d.evidence, enforced_before=before,
+                                 enforced=after, mirroring=bool(dev and dev.mirroring)))
+            try:
+                self.inventory.add_decision(mac, now, d)
+                if dev is not None:
+                    self.inventory.upsert_devices([dev])
+            except Exception as exc:  # noqa: BLE001 - the inventory must not stop enforcement
+                self.metrics.errors.labels("inventory").inc()
+                LOG.error(_structured("inventory_error", error=str(exc)))
+            self._run(intents)
+        elif ev.kind == "pools":
+            mapping, errors = ev.result if ev.error is None else ({}, {"*": repr(ev.error)})
+            for pool, err in errors.items():
+                self.metrics.errors.labels("pools").inc()
+                LOG.error(_structured("pool_error", mac=mac_to_str(mac), pool=pool, error=err))
+            self._run(self.core.pools_resolved(mac, mapping, now))
+
+    # ------------------------------------------------------------------ switches
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev):
+        dp = ev.datapath
+        now = time.time_ns()
+        if ev.state == MAIN_DISPATCHER:
+            ofpx = dp.ofproto
+            ports = [p.port_no for p in (dp.ports or {}).values()
+                     if not (p.config & ofpx.OFPPC_PORT_DOWN) and not (p.state & ofpx.OFPPS_LINK_DOWN)]
+            self.datapaths[dp.id] = dp
+            LOG.info(_structured("switch_up", dpid=f"{dp.id:016x}", ports=sorted(ports),
+                                 address=str(dp.address)))
+            self._run(self.core.switch_up(dp.id, ports, now))
+        elif ev.state == DEAD_DISPATCHER and dp.id is not None and self.datapaths.get(dp.id) is dp:
+            self._flush()
+            del self.datapaths[dp.id]
+            LOG.info(_structured("switch_down", dpid=f"{dp.id:016x}"))
+            self._run(self.core.switch_down(dp.id, now))
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev):
+        msg = ev.msg
+        dp, ofpx, desc = msg.datapath, msg.datapath.ofproto, msg.desc
+        up = (msg.reason != ofpx.OFPPR_DELETE and not (desc.config & ofpx.OFPPC_PORT_DOWN)
+              and not (desc.state & ofpx.OFPPS_LINK_DOWN))
+        self._run(self.core.port_changed(dp.id, desc.port_no, up, time.time_ns()))
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    def _flow_removed(self, ev):
+        msg = ev.msg
+        m = dict(msg.match.items())
+        src = m.get("eth_src")
+        try:
+            src = mac_to_int(src) if isinstance(src, str) else None
+        except ValueError:
+            src = None
+        self._run(self.core.flow_removed(msg.datapath.id, msg.table_id, msg.cookie, m.get("in_port"), src,
+                                         time.time_ns()))
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def _error(self, ev):
+        msg = ev.msg
+        dpid = msg.datapath.id
+        self.core.switch_error(dpid or 0, msg.type, msg.code, time.time_ns())
+        self.metrics.errors.labels("switch").inc()
+        LOG.error(_structured("switch_error", dpid=f"{dpid or 0:016x}", type=msg.type, code=msg.code,
+                              data=bytes(msg.data[:64]).hex() if msg.data else ""))
+
+    # ------------------------------------------------------------------ packet-ins: append, decode in batches
+    #
+    # os-ken (like Ryu) hands an OpenFlow event to other apps through a bounded queue and a
+    # thread switch, but calls the ``ofp_event`` service's own handlers directly in the
+    # switch's receive thread. The packet-in handler only appends to a list, so it is
+    # registered there (see ``start``): no queue, no thread switch per packet-in. The app's
+    # event loop decodes the list in batches. When the list runs far ahead of the decoder
+    # the receive thread waits for it, which pushes back on the switch through TCP, as the
+    # framework's own queue would.
+
+    @fw_handler.set_ev_handler(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev):
+        msg = ev.msg
+        in_port = getattr(msg, "in_port", None)
+        if in_port is None:
+            in_port = msg.match.get("in_port", 0)
+        batch = self._batch
+        batch.append((msg.datapath.id, in_port, msg.cookie, msg.total_len, time.time_ns(), msg.data))
+        if len(batch) >= self.cfg.batch_size:
+            self._batch_full(len(batch))
+
+    def _batch_full(self, n: int) -> None:
+        if not self._flush_requested:
+            self._flush_requested = True
+            self.send_event(self.name, EventTick())
+        if n >= 4 * self.cfg.batch_size and self.is_active:
+            with self._drained:
+                self._drained.wait_for(lambda: len(self._batch) < 2 * self.cfg.batch_size or not self.is_active,
+                                       timeout=1.0)
+
+    def _attach_packet_in_handler(self) -> None:
+        fastpath.install(ofproto_v1_3_parser, ofproto_v1_3)
+        brick = app_manager.lookup_service_brick("ofp_event")
+        if brick is None:
+            raise RuntimeError("the OpenFlow service (ofp_event) is not running")
+        brick.register_handler(ofp_event.EventOFPPacketIn, self._packet_in)
+        self._brick = brick
+
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        self._flush_requested = False
+        if not self._batch and not self._early:
+            return
+        rows = self._batch
+        self._batch = []
+        with self._drained:
+            self._drained.notify_all()
+        rows = self._hold_early(rows)
+        if not rows:
+            return
+        try:
+            batch = PacketInBatch.from_rows(rows)
+            intents = self.core.packet_ins(batch, time.time_ns())
+        except Exception as exc:  # noqa: BLE001 - a bad batch is counted and dropped; the app goes on
+            self.metrics.errors.labels("packet_in_batch").inc()
+            LOG.error(_structured("packet_in_error", packets=len(rows), error=f"{type(exc).__name__}: {exc}"))
+            return
+        self._run(intents)
+
+    def _hold_early(self, rows: list) -> list:
+        """Packet-ins reach the batch straight from a switch's receive thread, while its
+        "switch up" goes through the event queue: rows of a switch the app does not know yet
+        wait (up to 2 s) for the next flush instead of being dropped as unknown."""
+        held, self._early = self._early, []
+        if held:
+            rows = held + rows
+        dpids = {r[0] for r in rows}
+        if dpids <= self.datapaths.keys():
+            return rows
+        limit = time.time_ns() - 2_000_000_000
+        keep = []
+        for r in rows:
+            if r[0] in self.datapaths:
+                keep.append(r)
+            elif r[4] >= limit:
+                self._early.append(r)
+            else:
+                keep.append(r)          # too old: the core counts it as from an unknown switch
+        return keep
+
+    @set_ev_cls(EventTick)
+    def _tick(self, ev):
+        now_m = time.monotonic()
+        if now_m - self._last_flush >= self.cfg.flush_interval * 0.5:
+            self._flush()
+        if now_m - self._last_tick >= self.cfg.tick_interval:
+            self._last_tick = now_m
+            self._run(self.core.timer(time.time_ns()))
+            self._publish()
+        if now_m - self._last_inventory >= self.cfg.inventory_flush_interval:
+            self._last_inventory = now_m
+            try:
+                self.inventory.upsert_devices(list(self.core.devices.values()))
+            except Exception as exc:  # noqa: BLE001
+                self.metrics.errors.labels("inventory").inc()
+                LOG.error(_structured("inventory_error", error=str(exc)))
+        if self.cfg.policy_watch_interval > 0 and now_m - self._last_watch >= self.cfg.policy_watch_interval:
+            self._last_watch = now_m
+            mt = self._mtime()
+            if mt != self._policy_mtime:
+                self._policy_mtime = mt
+                self._reload("file changed")
+
+    def _publish(self) -> None:
+        snap = self.core.snapshot()
+        now_m, n = time.monotonic(), self.core.counters.get("packet_ins", 0)
+        t0, n0 = self._last_rate
+        rate = (n - n0) / (now_m - t0) if now_m > t0 else 0.0
+        self._last_rate = (now_m, n)
+        self.metrics.packet_in_rate.set(rate)
+        self.metrics.sync_counters(self.core.counters)
+        self.metrics.set_devices(snap["by_category_stage"])
+        self.metrics.learning.set(snap["learning"])
+        self.metrics.switches.set(len(snap["switches"]))
+        status = {"framework": FRAMEWORK, "switches": [f"{d:016x}" for d in snap["switches"]],
+                  "devices": snap["devices"], "learning": snap["learning"], "links": snap["links"],
+                  "packet_ins_per_second": round(rate, 1),
+                  "devices_by_category_stage": [{"category": c, "stage": s, "devices": k}
+                                                for (c, s), k in sorted(snap["by_category_stage"].items())],
+                  "counters": snap["counters"], "policy": {"source": self.policy.source,
+                                                           "digest": self.core.policy.digest},
+                  "model": getattr(self.engine, "version", None)}
+        devices = []
+        for d in self.core.devices.values():
+            r = d.to_record()
+            r["dpid"] = None if d.dpid is None else f"{d.dpid:016x}"
+            devices.append(r)
+        self.observer.publish(status, devices, self.core.policy.summary())
+
+    # ------------------------------------------------------------------ policy reload
+
+    def _mtime(self):
+        try:
+            st = os.stat(self.cfg.policy_file)
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            return None
+
+    @set_ev_cls(EventReload)
+    def _on_reload(self, ev):
+        self._reload(ev.reason)
+
+    def _reload(self, reason: str) -> None:
+        try:
+            pol = load_policy(self.cfg.policy_file)
+        except PolicyError as exc:
+            self.metrics.errors.labels("policy").inc()
+            LOG.error(_structured("policy_rejected", reason=reason, file=self.cfg.policy_file,
+                                  problems=exc.problems, kept=self.core.policy.digest))
+            return
+        if pol.digest == self.core.policy.digest:
+            LOG.info(_structured("policy_unchanged", reason=reason, digest=pol.digest))
+            return
+        old = self.core.policy.digest
+        self.policy = pol
+        intents = self.core.policy_reloaded(pol, time.time_ns())
+        changes = sum(1 for i in intents if isinstance(i, (FlowAdd, FlowDelete, MeterAdd, MeterDelete)))
+        LOG.info(_structured("policy_reloaded", reason=reason, file=self.cfg.policy_file, digest=pol.digest,
+                             previous=old, rule_changes=changes))
+        self._run(intents)
+        self._publish()
+
+
+__all__ = ["IotControllerShell", "FRAMEWORK"]

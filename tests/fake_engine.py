@@ -1,0 +1,36 @@
+"""A fake classification engine for tests that run the real app (``--engine fake_engine:make``).
+
+``make(path)`` reads ``path`` (JSON: {"MAC": [category, confidence, stage], ...,
+"min_packets": n}) and decides by MAC once a device has ``min_packets`` mirrored packets;
+without a path it never decides.
+"""
+
+from __future__ import annotations
+
+import json
+
+from classifier.decision import Decision
+from classifier.packets import mac_to_int
+
+
+class TableEngine:
+    version = "fake-table-1"
+
+    def __init__(self, table: dict, min_packets: int = 1):
+        self.table = {mac_to_int(k): v for k, v in table.items()}
+        self.min_packets = min_packets
+
+    def decide(self, pk, mac, now_ns=None):
+        if mac not in self.table or len(pk) < self.min_packets:
+            return None
+        cat, conf, stage = self.table[mac]
+        return Decision(cat, float(conf), stage, self.version, f"table says {cat}", {"packets": len(pk)})
+
+
+def make(path=None):
+    if not path:
+        return TableEngine({})
+    with open(path) as fh:
+        spec = json.load(fh)
+    n = int(spec.pop("min_packets", 1))
+    return TableEngine(spec, n)

@@ -1,0 +1,112 @@
+"""Framework selection (os-ken or Ryu by what is imported), the default pool resolver, the
+learner's buffers and the decision worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from classifier.decode import decode_frames
+from controller_app.learning import DecisionWorker, Learner
+from controller_app.poolres import SeenPoolResolver
+from ctl_harness import A, GW, m, udp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RYU_STUB = {
+    "ryu/__init__.py": "",
+    "ryu/base/__init__.py": "",
+    "ryu/base/app_manager.py": "from os_ken.base.app_manager import *\nfrom os_ken.base.app_manager import "
+                               "OSKenApp as RyuApp, lookup_service_brick\n",
+    "ryu/cfg.py": "from os_ken.cfg import *\n",
+    "ryu/controller/__init__.py": "",
+    "ryu/controller/ofp_event.py": "from os_ken.controller.ofp_event import *\n",
+    "ryu/controller/event.py": "from os_ken.controller.event import *\n",
+    "ryu/controller/handler.py": "from os_ken.controller.handler import *\n",
+    "ryu/lib/__init__.py": "",
+    "ryu/lib/hub.py": "from os_ken.lib.hub import *\n",
+    "ryu/ofproto/__init__.py": "",
+    "ryu/ofproto/ofproto_v1_3.py": "from os_ken.ofproto.ofproto_v1_3 import *\n",
+    "ryu/ofproto/ofproto_v1_3_parser.py": "from os_ken.ofproto.ofproto_v1_3_parser import *\n",
+}
+
+
+def test_framework_follows_what_the_manager_imported(tmp_path):
+    """Under a manager that imported ``ryu`` first, the app class derives from ``RyuApp`` and
+    imports everything from ``ryu.*`` (a stand-in package re-exporting os-ken here, since Ryu
+    itself does not run on this Python)."""
+    for rel, text in RYU_STUB.items():
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    # The stand-in imports os_ken itself; a real Ryu run has ryu's app manager imported and
+    # os-ken's not, so the child drops os-ken's from sys.modules before importing the app.
+    code = ("import sys, ryu.base.app_manager as am\n"
+            "del sys.modules['os_ken.base.app_manager']\n"
+            "import controller_app as c\n"
+            "assert c.FRAMEWORK == 'ryu', c.FRAMEWORK\n"
+            "assert issubclass(c.IotController, am.RyuApp) and c.IotController.__module__ == 'controller_app'\n"
+            "assert c.shell.ofp_event.__name__ == 'ryu.controller.ofp_event'\n"
+            "print('ok')\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    env.pop("IOT_CONTROLLER_FRAMEWORK", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    r = subprocess.run([sys.executable, "-c", "import controller_app as c, sys; assert 'os_ken' not in sys.modules; "
+                        "print(c.FRAMEWORK, c.shell.BaseApp.__name__)"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
+    assert r.stdout.split() == ["os_ken", "OSKenApp"], r.stderr
+
+
+def test_seen_pool_resolver_remembers_each_devices_destinations_per_pool():
+    frames = [udp(A, GW, "52.94.1.1"), udp(A, GW, "52.94.1.2"), udp(A, GW, "8.8.8.8"), udp(GW, A, src_ip="1.1.1.1")]
+    pk = decode_frames(frames, np.arange(len(frames)) * 10**9, [len(f) for f in frames])
+    pools = {"52.94.1.1": "aws", "52.94.1.2": "aws", "8.8.8.8": "google"}
+    r = SeenPoolResolver(pool_of=pools.get)
+    r.observe(m(A), pk)
+    assert [str(n) for n in r.prefixes("aws", m(A))] == ["52.94.1.1/32", "52.94.1.2/32"]
+    assert [str(n) for n in r.prefixes("google", m(A))] == ["8.8.8.8/32"]
+    assert r.prefixes("aws", m(GW)) == [] and r.prefixes("nowhere", m(A)) == []
+    assert SeenPoolResolver().prefixes("aws", m(A)) == []            # no pool_of: nothing, with a warning
+
+
+def test_seen_pool_resolver_uses_registered_prefixes_when_the_pool_source_gives_them():
+    from types import SimpleNamespace as NS
+    frames = [udp(A, GW, "52.94.1.1"), udp(A, GW, "8.8.8.8")]
+    pk = decode_frames(frames, np.arange(2), [len(f) for f in frames])
+    info = {"52.94.1.1": NS(pool="aws", prefix="52.94.0.0/15"), "8.8.8.8": NS(pool="google", prefix="bogus")}
+    r = SeenPoolResolver(pool_of=info.get)
+    r.observe(m(A), pk)
+    assert [str(n) for n in r.prefixes("aws", m(A))] == ["52.94.0.0/15"]
+    assert [str(n) for n in r.prefixes("google", m(A))] == ["8.8.8.8/32"]     # unusable prefix: the address
+
+
+def test_learner_files_sent_and_received_and_trims_oldest():
+    frames = [udp(A, GW, "8.8.8.8", size=i) for i in range(10)] + [udp(GW, A, src_ip="8.8.8.8")]
+    pk = decode_frames(frames, np.arange(len(frames)), [len(f) for f in frames])
+    lr = Learner(max_packets=8)
+    n = lr.add(pk, pk.eth_src == m(A), pk.eth_dst == m(A))
+    assert n == 11 and len(lr.packets(m(A))) == 8                      # the oldest three dropped
+    assert lr.packets(m(A)).ts_ns.tolist() == list(range(3, 11))
+    assert len(lr.packets(m(GW))) == 0 and lr.nbytes() == lr.packets(m(A)).nbytes()
+
+
+def test_decision_worker_runs_jobs_off_the_caller_thread_and_reports_errors():
+    got, done = [], threading.Event()
+
+    def deliver(kind, key, result, error):
+        got.append((kind, key, result, type(error).__name__ if error else None, threading.current_thread().name))
+        if len(got) == 2:
+            done.set()
+    w = DecisionWorker(deliver)
+    assert w.submit("decide", 1, lambda: 42)
+    assert w.submit("pools", 1, lambda: 1 / 0)
+    assert done.wait(10)
+    w.stop()
+    assert got[0][:4] == ("decide", 1, 42, None) and got[1][:4] == ("pools", 1, None, "ZeroDivisionError")
+    assert all(g[4] == "iot-decide" for g in got)
