@@ -31,6 +31,8 @@ class AppConfig:
     flush_interval: float = 0.1              #: seconds: decode a partial batch at least this often
     tick_interval: float = 1.0               #: seconds between core timer events
     inventory_flush_interval: float = 5.0
+    pool_mode: str = "offline"               #: IP pools: offline | rdap | auto (classifier.pools)
+    pool_cache: str | None = None            #: pool cache SQLite file (None: the classifier's default)
     core: Settings = field(default_factory=Settings)
 
 
@@ -46,6 +48,8 @@ _APP_OPTS = [
     ("batch-size", int, 2048, "packet-ins decoded together (the receive thread waits when 4 batches are pending)"),
     ("flush-interval", float, 0.1, "seconds: decode a partial batch at least this often"),
     ("tick-interval", float, 1.0, "seconds between timer events (decisions, re-checks, LLDP)"),
+    ("pool-mode", str, "offline", "IP pool look-ups: offline (default), rdap (live, cache first) or auto"),
+    ("pool-cache", str, None, "IP pool cache, SQLite (default: $IOT_POOL_CACHE or ~/.cache/iotclass/pools.sqlite)"),
 ]
 _CORE_HELP = {
     "mirror_max_len": "bytes of each mirrored packet copied to the controller",
@@ -109,6 +113,10 @@ def from_conf(conf) -> AppConfig:
     cfg.batch_size = max(1, int(get("batch_size", cfg.batch_size)))
     cfg.flush_interval = float(get("flush_interval", cfg.flush_interval))
     cfg.tick_interval = float(get("tick_interval", cfg.tick_interval))
+    cfg.pool_mode = get("pool_mode", cfg.pool_mode)
+    if cfg.pool_mode not in ("offline", "rdap", "auto"):
+        raise ValueError(f"--pool-mode: {cfg.pool_mode!r} is not one of offline, rdap, auto")
+    cfg.pool_cache = get("pool_cache")
     core = {f.name: type(f.default)(get(f.name, f.default)) for f in _core_fields()}
     gws = get("gateway_macs", []) or []
     try:

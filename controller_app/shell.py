@@ -62,6 +62,7 @@ from .learning import DecisionWorker  # noqa: E402
 from .observe import Metrics, Observer  # noqa: E402
 from .policy import PolicyError, load_policy  # noqa: E402
 from .poolres import SeenPoolResolver  # noqa: E402
+from classifier.pools import PoolResolver  # noqa: E402
 
 LOG = logging.getLogger("controller_app")
 DEFAULT_ENGINE = _config.DEFAULT_ENGINE
@@ -117,7 +118,12 @@ class IotControllerShell(BaseApp):
         self.inventory = Inventory(self.cfg.inventory_db)
         restored = self.inventory.load()
         self.core.restore(restored, time.time_ns())
-        self.resolver = SeenPoolResolver()
+        # One IP-pool resolver for the engine (session pools) and for the policy's allow_pools
+        # (pool -> prefixes); both run on the worker thread, never on the event loop.
+        self.pools = PoolResolver(mode=self.cfg.pool_mode, cache_path=self.cfg.pool_cache)
+        if hasattr(self.engine, "resolver"):
+            self.engine.resolver = self.pools
+        self.resolver = SeenPoolResolver(pool_of=self.pools.resolve_cached_or_offline)
         self.metrics = Metrics()
         self.observer = Observer(self.metrics, self.cfg.inventory_db)
         self.datapaths: dict = {}
@@ -184,6 +190,7 @@ class IotControllerShell(BaseApp):
             LOG.exception("writing the inventory at close")
         self.observer.stop()
         self.inventory.close()
+        self.pools.close()
         LOG.info(_structured("shutdown", devices=len(self.core.devices)))
 
     # ------------------------------------------------------------------ intents -> switches

@@ -10,6 +10,7 @@ and JSON only — nothing is unpickled. scikit-learn baselines are saved with sk
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def write_model(path: str | Path, tensors: dict, meta: dict) -> None:
     meta.setdefault("project_version", __version__)
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     save_file(arrays, str(path), metadata={"iotclass": json.dumps(meta, sort_keys=True)})
+    os.chmod(path, 0o644)  # safetensors writes 0600; models are shared read-only data
 
 
 def read_model(path: str | Path) -> tuple[dict, dict]:
