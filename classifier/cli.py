@@ -207,6 +207,7 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     data_names = [args.data] if args.data else (["sentinel", "long"] if args.protocol in ("unseen", "openset")
+                                                else ["sentinel", "home"] if args.protocol == "online"
                                                 else ["long"] if args.protocol == "sensitivity"
                                                 else ["home"] if args.protocol in ("time", "iot")
                                                 else ["sentinel", "home"])
@@ -218,6 +219,12 @@ def cmd_evaluate(args) -> int:
             overrides["overlap"] = overrides["t"] // 2
         settings = replace(settings, **overrides)
         log(f"== {args.protocol} on {name}")
+        if args.protocol == "online":
+            from .online import run_online
+            result = run_online(name, roots, folds=args.folds, seed=args.seed, log=log)
+            ev.save_result(result, out, f"online-{name}")
+            print(json.dumps(result["summary"], indent=1))
+            continue
         data = ev.load_data(name, roots, settings)
         if args.protocol == "sensitivity":
             result = ev.run_sensitivity(data, models[0] if args.models != "all" else "lstm-cnn", seeds=args.seeds,
@@ -230,6 +237,8 @@ def cmd_evaluate(args) -> int:
         if args.protocol == "openset":
             result = ev.run_openset(data, models, seed=args.seed, log=log)
             ev.save_result(result, out, f"openset-{name}")
+            print(json.dumps({m: {k: v for k, v in r.items() if k != "left_out"} for m, r in result["models"].items()},
+                             indent=1))
             continue
         result = ev.run_protocol(args.protocol, data, models, seeds=args.seeds, folds=args.folds, seed=args.seed,
                                  log=log)
@@ -336,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="evaluation protocols: tables, JSON and plots")
-    sp.add_argument("protocol", choices=["unseen", "known", "time", "iot", "sensitivity", "openset"])
+    sp.add_argument("protocol", choices=["unseen", "known", "time", "iot", "sensitivity", "openset", "online"])
     sp.add_argument("--data", choices=["sentinel", "long", "home"],
                     help="data selection (default: the protocol's usual ones)")
     sp.add_argument("--models", default="nba,nba-vol,lstm-cnn,lstm-cnn-all,ccit",

@@ -103,7 +103,7 @@ class SegmentLSTMCNN(Model):
         if self.net is None:
             raise ModelError("model is not trained")
         x = torch.from_numpy(self.scaler(self._prepare(inst)))
-        with torch.no_grad():
+        with torch.inference_mode():
             return torch.cat([self.net(x[b:b + 1024]) for b in range(0, max(len(x), 1), 1024)]).numpy() \
                 if len(x) else np.zeros((0, len(self.classes)), np.float32)
 
@@ -118,7 +118,7 @@ class SegmentLSTMCNN(Model):
         lowers the predicted class's probability most (feature, drop in probability)."""
         x = self.scaler(self._prepare(inst))
         out = []
-        with torch.no_grad():
+        with torch.inference_mode():
             for i in range(len(x)):
                 base = torch.from_numpy(x[i:i + 1])
                 p0 = torch.softmax(self.net(base) / self.temperature, 1)[0]

@@ -122,7 +122,7 @@ class SessionNBA(Model):
             raise ModelError("model is not trained")
         ids, x, lens = self._tensors(inst)
         out, att = [], []
-        with torch.no_grad():
+        with torch.inference_mode():
             for b in range(0, len(ids), 1024):
                 z, w = self.net(ids[b:b + 1024], x[b:b + 1024], lens[b:b + 1024], with_attention=True)
                 out.append(z)
