@@ -187,7 +187,8 @@ def _datasets_args(args) -> list[str]:
 def cmd_train(args) -> int:
     from .models.registry import Settings
     from .train import train_default
-    settings = Settings(interval=args.interval, t=args.window, overlap=args.window // 2, n=args.sessions)
+    settings = Settings(interval=args.interval, t=args.window, overlap=args.window // 2, n=args.sessions,
+                        epochs=args.epochs)
     train_default(_datasets_args(args), args.out, seed=args.seed, settings=settings,
                   log=lambda m: print(m, file=sys.stderr))
     return 0
@@ -342,11 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--interval", type=float, default=300.0, metavar="S", help="segment interval T (s)")
     sp.add_argument("--window", type=int, default=6, metavar="T", help="segments per window t")
     sp.add_argument("--sessions", type=int, default=16, metavar="N", help="sessions per sequence n")
+    sp.add_argument("--epochs", type=int, help="override the models' epoch counts")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="evaluation protocols: tables, JSON and plots")
     sp.add_argument("protocol", choices=["unseen", "known", "time", "iot", "sensitivity", "openset", "online"])
-    sp.add_argument("--data", choices=["sentinel", "long", "home"],
+    sp.add_argument("--data", choices=["sentinel", "long", "home", "all"],
                     help="data selection (default: the protocol's usual ones)")
     sp.add_argument("--models", default="nba,nba-vol,lstm-cnn,lstm-cnn-all,ccit",
                     help="comma-separated model names, or 'all' (see README)")

@@ -8,12 +8,14 @@ tools, then:
 * evidence: ``min_sessions_provisional`` sessions, or ``t`` complete segments with traffic
   (a camera may hold one session for hours); with less, no decision yet (``None``);
 * the session model reads the last ``n`` sessions; once the device has ``t`` complete
-  segments with traffic, the segment model reads the last ``t`` and the two calibrated
-  probability vectors are averaged (``segment_weight``), as are their open-set thresholds;
-* top probability below the open-set threshold: ``unknown`` once the evidence is enough to
+  segments with traffic, the segment model reads the last ``t``; the class is the top one of
+  their calibrated probabilities averaged (``segment_weight``);
+* the class is accepted when at least one model gives it a probability at or above that
+  model's own open-set threshold (a model vouches for it); the decision's confidence is the
+  highest such probability. When no model vouches: ``unknown`` once the evidence is enough to
   confirm (``min_sessions_confirmed`` sessions, or a full segment window), no decision before;
-* otherwise *provisional*, and *confirmed* once the evidence is enough and the probability
-  reaches ``confirm_confidence``.
+* an accepted class is *provisional*, and *confirmed* once the evidence is enough and the
+  confidence reaches ``confirm_confidence``.
 
 Explanations: the sessions the attention weighted most (with their pools) and, when the
 segment model took part, the features whose occlusion moved its decision most.
@@ -55,7 +57,7 @@ class EngineConfig:
     min_sessions_confirmed: int = 8
     confirm_confidence: float = 0.9
     threshold: float = 0.5            # open-set threshold of the session model (calibrated)
-    segment_threshold: float = 0.5    # the segment model's; blended when both take part
+    segment_threshold: float = 0.5    # the segment model's
     segment_weight: float = 0.5       # weight of the segment model when it takes part
     interval: float = 300.0           # segment settings of the segment model
     t: int = 6
@@ -133,28 +135,30 @@ class DecisionEngine:
             return None
         self._fill_pools(sess)
         s_inst = self._session_instance(sess)
-        p = self.session_model.predict_proba(s_inst)[0]
-        threshold = c.threshold
+        votes = [(self.session_model.predict_proba(s_inst)[0], c.threshold)]
         used = [self.session_model.kind]
         if g_inst is not None:
             pg = self._aligned(self.segment_model, self.segment_model.predict_proba(g_inst)[0])
-            w = c.segment_weight
-            p = (1 - w) * p + w * pg
-            threshold = (1 - w) * c.threshold + w * c.segment_threshold
+            votes.append((pg, c.segment_threshold))
             used.append(self.segment_model.kind)
+        weights = [1.0] if len(votes) == 1 else [1 - c.segment_weight, c.segment_weight]
+        p = sum(w * v for w, (v, _) in zip(weights, votes))
         k = int(p.argmax())
-        conf = float(p[k])
+        # the class the models agree on most; accepted when a model vouches for it on its own
+        # calibrated threshold (its probability is then the decision's confidence)
+        threshold = min(thr for _, thr in votes)
         evidence = {"packets": int(len(view.pkt)), "sessions": n_s,
                     "segments": int((now - int(ts.min())) // int(c.interval * 1e9))}
         enough = n_s >= c.min_sessions_confirmed or g_inst is not None
         model = f"{'+'.join(used)}@{self.version}"
-        if conf < threshold:
+        if not any(float(v[k]) >= thr for v, thr in votes):
             if not enough:
                 return None
-            return Decision(UNKNOWN, conf, UNKNOWN, model,
-                            f"top class {self.classes[k]} at {conf:.2f} is below the open-set threshold "
-                            f"{threshold:.2f}", evidence)
-        stage = CONFIRMED if (enough and conf >= max(c.confirm_confidence, threshold)) else PROVISIONAL
+            return Decision(UNKNOWN, float(p[k]), UNKNOWN, model,
+                            f"top class {self.classes[k]} at {float(p[k]):.2f}: no model reaches its open-set "
+                            f"threshold (lowest {threshold:.2f})", evidence)
+        conf = max(float(v[k]) for v, thr in votes if float(v[k]) >= thr)
+        stage = CONFIRMED if (enough and conf >= c.confirm_confidence) else PROVISIONAL
         explanation = self._explain(s_inst, g_inst) if c.explain else ""
         return Decision(self.classes[k], conf, stage, model, explanation, evidence)
 

@@ -33,6 +33,7 @@ from .models.calibrate import fit_temperature, open_set_threshold, softmax
 from .models.registry import SPECS, Settings, Spec
 
 DATA = {
+    "all": None,                      # every dataset found
     "sentinel": ("iot-sentinel",),
     "long": ("longterm", "home"),
     "home": ("home",),
@@ -42,6 +43,7 @@ DEFAULT_SETTINGS = {
     "sentinel": Settings(interval=10.0, t=6, overlap=3, n=16),
     "long": Settings(interval=300.0, t=6, overlap=3, n=16),
     "home": Settings(interval=300.0, t=6, overlap=3, n=16),
+    "all": Settings(interval=300.0, t=6, overlap=3, n=16),
 }
 LEVELS = {"unseen": "category", "known": "type", "time": "type", "iot": "iot", "openset": "category"}
 
@@ -85,9 +87,11 @@ def load_data(name: str, roots: list[str], settings: Settings | None = None) -> 
     if name not in DATA:
         raise ValueError(f"unknown data selection {name!r}; known: {', '.join(DATA)}")
     ds = load_datasets(roots)
-    ds.captures = [c for c in ds.captures if c.dataset in DATA[name]]
+    if DATA[name] is not None:
+        ds.captures = [c for c in ds.captures if c.dataset in DATA[name]]
     if not ds.captures:
-        raise ValueError(f"no captures of {', '.join(DATA[name])} under {', '.join(map(str, roots))}")
+        raise ValueError(f"no captures of {', '.join(DATA[name] or ['any dataset'])} under "
+                         f"{', '.join(map(str, roots))}")
     return Data(name, ds, settings or DEFAULT_SETTINGS[name])
 
 

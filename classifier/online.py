@@ -55,7 +55,8 @@ def replay_stream(engine, pk, mac: int, points_ns: np.ndarray, truth: str) -> di
 def run_online(name: str, roots: list[str], folds: int = 5, seed: int = 0, max_points: int = 80, log=print) -> dict:
     from .evaluate import DATA, DEFAULT_SETTINGS
     ds = load_datasets(roots)
-    ds.captures = [c for c in ds.captures if c.dataset in DATA[name]]
+    if DATA[name] is not None:
+        ds.captures = [c for c in ds.captures if c.dataset in DATA[name]]
     settings = DEFAULT_SETTINGS[name] if name not in DATA_LONG_OK else DEFAULT_SETTINGS["long"]
     data = EarlyData(name, ds, settings)
     use_segments = name in DATA_LONG_OK

@@ -150,12 +150,15 @@ class SynthNetwork:
     devices: list[SynthDevice] = field(default_factory=list)
 
 
-def default_network(categories: list[str] | None = None) -> SynthNetwork:
-    """One device per category (or the ones given), with locally administered MACs."""
+def default_network(categories: list[str] | None = None, units: int = 1) -> SynthNetwork:
+    """``units`` devices per category (or per category given), with locally administered MACs."""
     cats = categories or list(PROFILES)
     net = SynthNetwork()
-    for i, c in enumerate(cats):
-        net.devices.append(SynthDevice(f"02:00:00:00:01:{i + 1:02x}", f"192.168.1.{10 + i}", c, f"synthetic {c}"))
+    for u in range(units):
+        for i, c in enumerate(cats):
+            k = u * len(cats) + i
+            name = f"synthetic {c}" + (f" (unit {u + 1})" if units > 1 else "")
+            net.devices.append(SynthDevice(f"02:00:00:00:{u + 1:02x}:{i + 1:02x}", f"192.168.1.{10 + k}", c, name))
     return net
 
 

@@ -112,6 +112,11 @@ class IotControllerShell(BaseApp):
         except Exception as exc:
             raise RuntimeError(f"cannot load the classification engine ({engine_spec}, model "
                                f"{self.cfg.model or 'default'}): {type(exc).__name__}: {exc}") from exc
+        try:  # decisions run beside the packet-in thread: one intra-op thread for inference
+            import torch
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
         self.core = Core(self.cfg.core, self.policy)
         # Load the decoder's compiled kernel now, not on the first packet-in (about a second).
         decode_frames([bytes(64)], [0], [64])

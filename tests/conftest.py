@@ -12,6 +12,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 from classifier.shared import datasets_root, shared_root  # noqa: E402
 
 
+def pytest_configure(config):
+    # The models in the tests are tiny: one intra-op thread avoids oversubscribing the two
+    # cores when the suite runs beside other work (the end-to-end tests' switch, a controller).
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
 @pytest.fixture(scope="session")
 def datasets():
     root = datasets_root()
@@ -38,3 +48,27 @@ def synth_capture(tmp_path_factory):
     write_network_capture(str(path), net, 3600.0, seed=7)
     write_devices_csv(str(folder / "devices.csv"), net)
     return path, folder / "devices.csv", net
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory):
+    """A labelled dataset the project generates: three 15-minute captures of a network with
+    two units of each device category (by-MAC devices.csv)."""
+    from classifier.synth import default_network, write_devices_csv, write_network_capture
+    folder = tmp_path_factory.mktemp("lab") / "lab"
+    folder.mkdir()
+    net = default_network(units=2)
+    for k in range(3):
+        write_network_capture(str(folder / f"capture-{k}.pcap"), net, 900.0, seed=100 + k)
+    write_devices_csv(str(folder / "devices.csv"), net)
+    return folder, net
+
+
+@pytest.fixture(scope="session")
+def synth_data(synth_dataset):
+    """The generated dataset as model-ready streams (T = 60 s, t = 4, n = 8, 10 epochs)."""
+    from classifier.evaluate import Data
+    from classifier.labels import load_labels
+    from classifier.models.registry import Settings
+    folder, net = synth_dataset
+    return Data("lab", load_labels(folder / "devices.csv"), Settings(interval=60.0, t=4, overlap=3, n=8, epochs=10))

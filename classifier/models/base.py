@@ -121,6 +121,7 @@ def read_model(path: str | Path) -> tuple[dict, dict]:
 
 def load_model(path: str | Path) -> Model:
     """Load any saved model (dispatching on its kind)."""
+    from .baselines import SegmentCNN, SegmentLSTM
     from .segment import SegmentLSTMCNN
     from .session import SessionNBA
     path = str(path)
@@ -128,7 +129,7 @@ def load_model(path: str | Path) -> Model:
         from .baselines import SklearnModel
         return SklearnModel.load(path)
     _, meta = read_model(path)
-    kinds = {SegmentLSTMCNN.kind: SegmentLSTMCNN, SessionNBA.kind: SessionNBA}
+    kinds = {m.kind: m for m in (SegmentLSTMCNN, SessionNBA, SegmentCNN, SegmentLSTM)}
     kind = meta.get("kind")
     if kind not in kinds:
         raise ModelError(f"{path}: unknown model kind {kind!r} (known: {', '.join(kinds)})")

@@ -7,6 +7,8 @@ rate 0.3), LDA, QDA, MLP — all other parameters scikit-learn's defaults, as in
 plus a CNN and an LSTM (the two halves of the LSTM-CNN alone). CCIT (Sivanathan et al.):
 a random forest on the CCIT window features.
 
+QDA: scikit-learn (since 1.6) refuses rank-deficient class covariances at the default
+``reg_param=0``; then ``reg_param=0.01`` is used (and noted in the model's metadata).
 LinearSVC has no probabilities; its one-vs-rest decision values go through a softmax.
 """
 
@@ -79,7 +81,16 @@ class SklearnModel(Model):
         self.estimator = _sklearn_estimators(seed)[self.name]()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence / collinearity warnings of default settings
-            self.estimator.fit(self.scaler(x), y)
+            try:
+                self.estimator.fit(self.scaler(x), y)
+            except np.linalg.LinAlgError:
+                if self.name != "qda":
+                    raise
+                # scikit-learn >= 1.6 refuses rank-deficient class covariances at the default
+                # reg_param=0 (earlier versions warned); the least regularisation that fits.
+                from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+                self.estimator = QuadraticDiscriminantAnalysis(reg_param=0.01).fit(self.scaler(x), y)
+                self.meta["note"] = "default QDA failed on rank-deficient covariances; reg_param=0.01"
         return self
 
     def predict_proba(self, inst):
