@@ -302,16 +302,23 @@ class PoolResolver:
         except (RdapError, CancelledError):
             return self._fallback(value, stale)
 
-    # ----------------------------------------------------------------------- public
-
-    def resolve(self, ip: str) -> PoolInfo:
-        """The pool of one address (text). Blocks on RDAP in rdap/auto mode on a cache miss."""
-        value = value_of(ip)
+    def _without_network(self, value: int) -> PoolInfo | None:
+        """The answer that never needs RDAP: special addresses, and everything in offline mode."""
         pool = self.special.pool_of(value)
         if pool:
             return _special_info(pool)
         if self.mode == "offline":
             return self._offline_info(value)
+        return None
+
+    # ----------------------------------------------------------------------- public
+
+    def resolve(self, ip: str) -> PoolInfo:
+        """The pool of one address (text). Blocks on RDAP in rdap/auto mode on a cache miss."""
+        value = value_of(ip)
+        known = self._without_network(value)
+        if known is not None:
+            return known
         self.cache.refresh()
         info, stale = self._cached(value)
         if info is not None:
@@ -327,11 +334,9 @@ class PoolResolver:
         answer later calls find in the cache.
         """
         value = value_of(ip)
-        pool = self.special.pool_of(value)
-        if pool:
-            return _special_info(pool)
-        if self.mode == "offline":
-            return self._offline_info(value)
+        known = self._without_network(value)
+        if known is not None:
+            return known
         answer, failure = self.cache.find(value)
         if answer is not None and not answer.expired():
             return self._from_entry(answer)

@@ -26,8 +26,8 @@ from ..segments import FEATURE_NAMES
 
 def feature_columns(features: list[str]) -> list[int]:
     return [FEATURE_NAMES.index(f) for f in features]
-from .base import Model, ModelError, read_model, repetition_index, write_model
-from .torchutil import Standardiser, load_numpy_state, seed_everything, signed_log, state_to_numpy, train_loop
+from .base import Model, ModelError, repetition_index
+from .torchutil import Standardiser, TorchModel, seed_everything, signed_log, train_loop
 
 
 class LSTMCNNNet(nn.Module):
@@ -52,7 +52,7 @@ class LSTMCNNNet(nn.Module):
         return self.out(self.drop(z))
 
 
-class SegmentLSTMCNN(Model):
+class SegmentLSTMCNN(TorchModel, Model):
     kind = "segment-lstm-cnn"
     inputs = ("seg",)
 
@@ -107,12 +107,6 @@ class SegmentLSTMCNN(Model):
             return torch.cat([self.net(x[b:b + 1024]) for b in range(0, max(len(x), 1), 1024)]).numpy() \
                 if len(x) else np.zeros((0, len(self.classes)), np.float32)
 
-    def predict_proba(self, inst):
-        z = self.logits(inst) / self.temperature
-        z = z - z.max(axis=1, keepdims=True) if len(z) else z
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True) if len(z) else e
-
     def explain(self, inst: Instances, top: int = 3) -> list[list[tuple[str, float]]]:
         """Occlusion: for each instance, the features whose replacement by their training mean
         lowers the predicted class's probability most (feature, drop in probability)."""
@@ -133,27 +127,14 @@ class SegmentLSTMCNN(Model):
 
     # -- persistence
     def save(self, path):
-        meta = dict(self.meta, kind=self.kind, classes=self.classes, features=self.features, config=self.config,
-                    normalisation={"transform": "signed_log1p", "mean": self.scaler.mean.tolist(),
-                                   "std": self.scaler.std.tolist()},
-                    temperature=self.temperature)
-        write_model(path, state_to_numpy(self.net), meta)
+        self._save(path, "signed_log1p", features=self.features)
 
     @classmethod
     def load(cls, path):
-        tensors, meta = read_model(path)
-        if meta.get("kind") != cls.kind:
-            raise ModelError(f"{path}: a {meta.get('kind')} model, not a {cls.kind} model")
+        tensors, meta = cls._read(path)
         unknown = [f for f in meta["features"] if f not in FEATURE_NAMES]
         if unknown:
             raise ModelError(f"{path}: trained on features this version does not compute: {', '.join(unknown[:5])}")
         m = cls(meta["features"], **meta["config"])
-        m.classes = meta["classes"]
-        m.scaler = Standardiser(np.asarray(meta["normalisation"]["mean"], np.float32),
-                                np.asarray(meta["normalisation"]["std"], np.float32))
-        m.temperature = float(meta.get("temperature", 1.0))
-        m.meta = {k: v for k, v in meta.items() if k in ("training", "calibration", "window")}
-        m._build(len(m.classes))
-        load_numpy_state(m.net, tensors, str(path))
-        m.net.eval()
+        m._restore(path, tensors, meta)
         return m

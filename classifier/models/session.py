@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from ..dataset import SESSION_NUMERIC, Instances
-from .base import Model, ModelError, read_model, repetition_index, write_model
-from .torchutil import Standardiser, load_numpy_state, seed_everything, state_to_numpy, train_loop
+from .base import Model, ModelError, repetition_index
+from .torchutil import Standardiser, TorchModel, seed_everything, train_loop
 
 
 class NBANet(nn.Module):
@@ -46,7 +46,7 @@ class NBANet(nn.Module):
         return (logits, w) if with_attention else logits
 
 
-class SessionNBA(Model):
+class SessionNBA(TorchModel, Model):
     kind = "session-nba"
     inputs = ("pool", "num", "length")
 
@@ -133,13 +133,6 @@ class SessionNBA(Model):
         z = torch.cat(out).numpy()
         return (z, torch.cat(att).numpy()) if with_attention else z
 
-    def predict_proba(self, inst):
-        z = self.logits(inst) / self.temperature
-        if not len(z):
-            return z
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
     def explain(self, inst: Instances, top: int = 3) -> list[list[tuple[int, str, float]]]:
         """For each instance, the sessions with the highest attention: (position, pool, weight)."""
         _, att = self.logits(inst, with_attention=True)
@@ -151,29 +144,16 @@ class SessionNBA(Model):
         return out
 
     def save(self, path):
-        meta = dict(self.meta, kind=self.kind, classes=self.classes, numeric=self.numeric, config=self.config,
-                    normalisation={"transform": "log1p", "mean": self.scaler.mean.tolist(),
-                                   "std": self.scaler.std.tolist()},
-                    pools=self.vocab.to_json(), temperature=self.temperature)
-        write_model(path, state_to_numpy(self.net), meta)
+        self._save(path, "log1p", numeric=self.numeric, pools=self.vocab.to_json())
 
     @classmethod
     def load(cls, path):
         from ..pools import PoolVocabulary
-        tensors, meta = read_model(path)
-        if meta.get("kind") != cls.kind:
-            raise ModelError(f"{path}: a {meta.get('kind')} model, not a {cls.kind} model")
+        tensors, meta = cls._read(path)
         unknown = [f for f in meta["numeric"] if f not in SESSION_NUMERIC]
         if unknown:
             raise ModelError(f"{path}: trained on session features this version does not compute: {', '.join(unknown)}")
         m = cls(numeric=meta["numeric"], **meta["config"])
-        m.classes = meta["classes"]
         m.vocab = PoolVocabulary.from_json(meta["pools"])
-        m.scaler = Standardiser(np.asarray(meta["normalisation"]["mean"], np.float32),
-                                np.asarray(meta["normalisation"]["std"], np.float32))
-        m.temperature = float(meta.get("temperature", 1.0))
-        m.meta = {k: v for k, v in meta.items() if k in ("training", "calibration", "window")}
-        m._build(len(m.classes))
-        load_numpy_state(m.net, tensors, str(path))
-        m.net.eval()
+        m._restore(path, tensors, meta)
         return m

@@ -67,6 +67,44 @@ def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epoc
     return losses
 
 
+class TorchModel:
+    """What the torch models share: temperature-scaled probabilities from ``logits``, and
+    saving/loading the state dict with its metadata (kind, classes, config, normalisation,
+    temperature). Subclasses add their own metadata and rebuild their network."""
+
+    def predict_proba(self, inst):
+        from .calibrate import softmax
+        z = self.logits(inst)
+        return softmax(z, self.temperature) if len(z) else z
+
+    def _save(self, path, transform: str, **extra) -> None:
+        from .base import write_model
+        meta = dict(self.meta, kind=self.kind, classes=self.classes, config=self.config,
+                    normalisation={"transform": transform, "mean": self.scaler.mean.tolist(),
+                                   "std": self.scaler.std.tolist()},
+                    temperature=self.temperature, **extra)
+        write_model(path, state_to_numpy(self.net), meta)
+
+    @classmethod
+    def _read(cls, path) -> tuple[dict, dict]:
+        from .base import ModelError, read_model
+        tensors, meta = read_model(path)
+        if meta.get("kind") != cls.kind:
+            raise ModelError(f"{path}: a {meta.get('kind')} model, not a {cls.kind} model")
+        return tensors, meta
+
+    def _restore(self, path, tensors: dict, meta: dict) -> None:
+        """Classes, normalisation, temperature and weights, after the constructor ran."""
+        self.classes = meta["classes"]
+        self.scaler = Standardiser(np.asarray(meta["normalisation"]["mean"], np.float32),
+                                   np.asarray(meta["normalisation"]["std"], np.float32))
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.meta = {k: v for k, v in meta.items() if k in ("training", "calibration", "window")}
+        self._build(len(self.classes))
+        load_numpy_state(self.net, tensors, str(path))
+        self.net.eval()
+
+
 def state_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 
