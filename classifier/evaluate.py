@@ -312,14 +312,14 @@ def holdout_latest(inst: Instances, mask: np.ndarray, share: float = 0.2) -> tup
 
 
 def fit_calibrated(spec: Spec, data: Data, level: str, train_streams: np.ndarray, seed: int,
-                   reject_rate: float = 0.05):
+                   reject_rate: float = 0.05, progress=None):
     """Train on most of the training instances; fit the temperature and the open-set
     threshold on each device's latest 20% (held out from fitting)."""
     inst = data.instances(spec.family)
     y = labels_of(data.streams, level)[inst.stream]
     fit, cal = holdout_latest(inst, train_streams[inst.stream])
     model = spec.make(data.settings)
-    model.fit(inst.take(fit), y[fit], seed=seed, balance=inst.key("device")[fit])
+    model.fit(inst.take(fit), y[fit], seed=seed, balance=inst.key("device")[fit], progress=progress)
     known = cal & np.isin(y, model.classes)
     z = model.logits(inst.take(known))
     yi = np.searchsorted(model.classes, y[known])

@@ -45,12 +45,13 @@ def build_engine(data: Data, long: Data | None, train: np.ndarray, train_long: n
                  log=print) -> DecisionEngine:
     """Fit and calibrate the engine's models on the streams selected by ``train`` (and
     ``train_long`` among ``long``'s streams, for the segment model)."""
-    sess, thr_s = fit_calibrated(SPECS[session_model], data, "category", train, seed)
+    sess, thr_s = fit_calibrated(SPECS[session_model], data, "category", train, seed, progress="session model")
     log(f"session model: {sess.meta['training']['instances']} instances, classes {', '.join(sess.classes)}; "
         f"temperature {sess.temperature:.2f}, open-set threshold {thr_s:.2f}")
     seg, thr_g = None, thr_s
     if segment_model and long is not None and train_long is not None and train_long.any():
-        seg, thr_g = fit_calibrated(SPECS[segment_model], long, "category", train_long, seed)
+        seg, thr_g = fit_calibrated(SPECS[segment_model], long, "category", train_long, seed,
+                                    progress="segment model")
         log(f"segment model: {seg.meta['training']['instances']} instances, classes {', '.join(seg.classes)}; "
             f"temperature {seg.temperature:.2f}, open-set threshold {thr_g:.2f}")
     s = data.settings

@@ -38,7 +38,8 @@ class Standardiser:
 def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epochs: int, optimizer: str,
                lr: float, weight_decay: float, batch_size: int, progress=None) -> list[float]:
     """Mini-batch training with cross-entropy. ``forward(idx)`` gives logits for instances
-    ``idx``; ``order_fn(epoch)`` gives the epoch's instance order (with repetitions)."""
+    ``idx``; ``order_fn(epoch)`` gives the epoch's instance order (with repetitions).
+    ``progress``: a description (an epoch progress bar on a terminal) or ``f(epoch, loss)``."""
     if optimizer == "sgd":
         opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     elif optimizer == "adam":
@@ -49,6 +50,12 @@ def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epoc
     yt = torch.as_tensor(y, dtype=torch.long)
     losses = []
     module.train()
+    bar = None
+    if isinstance(progress, str):  # a description: an epoch bar on a terminal (stderr), else nothing
+        import sys
+
+        from tqdm import tqdm
+        bar = tqdm(total=epochs, desc=progress, unit="epoch", disable=None, leave=False, file=sys.stderr)
     for epoch in range(epochs):
         order = order_fn(epoch)
         total = 0.0
@@ -61,8 +68,13 @@ def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epoc
             opt.step()
             total += loss.item() * len(idx)
         losses.append(total / max(1, len(order)))
-        if progress is not None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        elif progress is not None:
             progress(epoch, losses[-1])
+    if bar is not None:
+        bar.close()
     module.eval()
     return losses
 
