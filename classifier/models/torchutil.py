@@ -36,14 +36,19 @@ class Standardiser:
 
 
 def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epochs: int, optimizer: str,
-               lr: float, weight_decay: float, batch_size: int, progress=None) -> list[float]:
+               lr: float, weight_decay: float, batch_size: int, progress=None, decayed=None) -> list[float]:
     """Mini-batch training with cross-entropy. ``forward(idx)`` gives logits for instances
     ``idx``; ``order_fn(epoch)`` gives the epoch's instance order (with repetitions).
-    ``progress``: a description (an epoch progress bar on a terminal) or ``f(epoch, loss)``."""
+    ``progress``: a description (an epoch progress bar on a terminal) or ``f(epoch, loss)``.
+    ``decayed(name)`` says which parameters the L2 term (``weight_decay``) applies to (all if None)."""
+    named = list(module.named_parameters())
+    on = [p for name, p in named if decayed is None or decayed(name)]
+    off = [p for name, p in named if not (decayed is None or decayed(name))]
+    groups = [{"params": on, "weight_decay": weight_decay}] + ([{"params": off, "weight_decay": 0.0}] if off else [])
     if optimizer == "sgd":
-        opt = torch.optim.SGD(module.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        opt = torch.optim.SGD(groups, lr=lr, momentum=0.9)
     elif optimizer == "adam":
-        opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(groups, lr=lr)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
     loss_fn = nn.CrossEntropyLoss()
