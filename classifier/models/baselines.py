@@ -7,8 +7,8 @@ rate 0.3), LDA, QDA, MLP — all other parameters scikit-learn's defaults, as in
 plus a CNN and an LSTM (the two halves of the LSTM-CNN alone). CCIT (Sivanathan et al.):
 a random forest on the CCIT window features.
 
-QDA: scikit-learn (since 1.6) refuses rank-deficient class covariances at the default
-``reg_param=0``; then ``reg_param=0.01`` is used (and noted in the model's metadata).
+QDA: scikit-learn (since 1.6) refuses rank-deficient class covariances with its default
+solver; then its ``eigen`` solver with Ledoit-Wolf shrinkage is used (noted in the metadata).
 LinearSVC has no probabilities; its one-vs-rest decision values go through a softmax.
 """
 
@@ -86,11 +86,12 @@ class SklearnModel(Model):
             except np.linalg.LinAlgError:
                 if self.name != "qda":
                     raise
-                # scikit-learn >= 1.6 refuses rank-deficient class covariances at the default
-                # reg_param=0 (earlier versions warned); the least regularisation that fits.
+                # scikit-learn >= 1.6 refuses rank-deficient class covariances with its default
+                # solver (earlier versions warned), whatever reg_param when a class has fewer
+                # samples than features; its eigen solver with Ledoit-Wolf shrinkage fits.
                 from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
-                self.estimator = QuadraticDiscriminantAnalysis(reg_param=0.01).fit(self.scaler(x), y)
-                self.meta["note"] = "default QDA failed on rank-deficient covariances; reg_param=0.01"
+                self.estimator = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(self.scaler(x), y)
+                self.meta["note"] = "default QDA failed on rank-deficient covariances; eigen solver, shrinkage auto"
         return self
 
     def predict_proba(self, inst):
