@@ -8,7 +8,8 @@ plus a CNN and an LSTM (the two halves of the LSTM-CNN alone). CCIT (Sivanathan 
 a random forest on the CCIT window features.
 
 QDA: scikit-learn (since 1.6) refuses rank-deficient class covariances with its default
-solver; then its ``eigen`` solver with Ledoit-Wolf shrinkage is used (noted in the metadata).
+solver; then its ``eigen`` solver with Ledoit-Wolf shrinkage (or a fixed 0.1 where that estimates
+none) is used, and noted in the metadata.
 LinearSVC has no probabilities; its one-vs-rest decision values go through a softmax.
 """
 
@@ -89,9 +90,19 @@ class SklearnModel(Model):
                 # scikit-learn >= 1.6 refuses rank-deficient class covariances with its default
                 # solver (earlier versions warned), whatever reg_param when a class has fewer
                 # samples than features; its eigen solver with Ledoit-Wolf shrinkage fits.
+                # (Ledoit-Wolf may estimate no shrinkage at all; then a fixed 0.1, which makes any
+                # class covariance with some variance full rank.)
                 from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
-                self.estimator = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage="auto").fit(self.scaler(x), y)
-                self.meta["note"] = "default QDA failed on rank-deficient covariances; eigen solver, shrinkage auto"
+                for shrinkage in ("auto", 0.1):
+                    try:
+                        self.estimator = QuadraticDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage)
+                        self.estimator.fit(self.scaler(x), y)
+                        break
+                    except np.linalg.LinAlgError:
+                        if shrinkage != "auto":
+                            raise
+                self.meta["note"] = (f"default QDA failed on rank-deficient covariances; eigen solver, "
+                                     f"shrinkage {shrinkage}")
         return self
 
     def predict_proba(self, inst):
