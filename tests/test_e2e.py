@@ -35,7 +35,6 @@ from classifier.shared import datasets_root  # noqa: E402
 from controller_app.intents import CookieKind  # noqa: E402
 from controller_app.inventory import read_inventory  # noqa: E402
 from topologies import ovs  # noqa: E402
-from topologies.harness import tempdir  # noqa: E402
 from topologies.replay import format_effects, plan_capture, plan_synthetic, simulate_decisions  # noqa: E402
 from topologies.scenario import GatewayTap, Scenario, mirror_flows, policy_flows, write_probe  # noqa: E402
 
@@ -88,9 +87,9 @@ def wait_for(pred, timeout: float, what: str, interval: float = 0.25):
 
 
 @pytest.fixture(scope="module")
-def home(request):
+def home(request, tmp_path_factory):
     """A whole home, replayed once for the module (about 1.5 minutes)."""
-    work = tempdir("iot-e2e-home-")
+    work = tmp_path_factory.mktemp("e2e-home")
     root = datasets_root()
     if root is not None and (root / HOME_CAPTURE).exists():
         plan = plan_capture(root / HOME_CAPTURE, root / "home" / "devices.csv", work / "streams",
@@ -480,10 +479,10 @@ def test_controller_restart_restores_every_rule_without_reclassifying(home, requ
 
 
 @pytest.fixture(scope="module")
-def two(request):
+def two(request, tmp_path_factory):
     """A generated capture on two switches: the camera, the sensor and the speaker on the
     second switch, the rest and the gateway on the first (about 40 s)."""
-    work = tempdir("iot-e2e-two-")
+    work = tmp_path_factory.mktemp("e2e-two")
     plan, _ = plan_synthetic(work / "synthetic", duration_s=1200.0, seed=11)
     far = {d.name for d in plan.devices if d.category in ("camera", "sensor", "speaker")}
     policy = work / "policy.yaml"

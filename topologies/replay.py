@@ -23,6 +23,7 @@ differences, per device) from a capture taken on the gateway host.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -35,7 +36,7 @@ from classifier.capture import read_frames
 from classifier.decode import decode
 from classifier.devices import is_unicast, split_devices
 from classifier.errors import IotClassError
-from classifier.labels import load_labels
+from classifier.labels import LabelledCapture, load_labels
 from classifier.packets import Packets, mac_to_int, mac_to_str
 from classifier.pcapwrite import Record, write_pcap
 from classifier.segments import segment_features
@@ -114,6 +115,12 @@ class ReplayPlan:
                 return str(a)
         return None
 
+    def device_by_host(self, host: str) -> ReplayHost:
+        for d in self.devices:
+            if d.name == host:
+                return d
+        raise KeyError(host)
+
     def device(self, mac: str) -> ReplayHost:
         for d in self.devices:
             if d.mac == mac:
@@ -135,9 +142,14 @@ def plan_capture(path: str | Path, labels_csv: str | Path, workdir: str | Path, 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     labels = load_labels(str(labels_csv))
-    cap = labels.for_path(path)
-    if cap is None:
+    # (a by-file devices.csv yields one labelled capture per row: merge those of this file)
+    mine = [c for c in labels.captures if os.path.realpath(c.path) == os.path.realpath(path)]
+    if not mine:
         raise ReplayError(f"{labels_csv}: labels nothing in {path}")
+    cap = LabelledCapture(path, mine[0].dataset)
+    for c in mine:
+        cap.devices.update(c.devices)
+        cap.gateways |= c.gateways
     if not cap.gateways:
         raise ReplayError(f"{labels_csv}: no device of category gateway (the router the replay's gateway host "
                           f"stands for)")
