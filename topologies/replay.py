@@ -450,10 +450,11 @@ def format_effects(eff: dict) -> str:
     return (f"measured at speed-up {eff['speedup']:g} on the gateway host: {eff['seen']} of {eff['packets']} device "
             f"frames seen there ({eff['not_delivered']} not delivered: blocked, rate-limited or lost); timing error in capture time median {t.get('median', float('nan')):.3f} s, "
             f"p99 {t.get('p99', float('nan')):.3f} s, max {t.get('max', float('nan')):.3f} s; "
-            f"{eff['packets_moved_segment']} frames changed 300 s segment; over {eff['segments']} complete segments the "
-            f"paper's six segment features differ by {100 * f.get('median_of_devices', float('nan')):.2f}% (median over devices), "
-            f"{100 * f.get('max', float('nan')):.1f}% at most; sessions {eff['sessions_seen']} seen vs "
-            f"{eff['sessions_original']} in the capture")
+            f"{eff['packets_moved_segment']} frames changed 300 s segment; "
+            + (f"over {eff['segments']} complete segments the paper's six segment features differ by "
+               f"{100 * f['median_of_devices']:.2f}% (median over devices), {100 * f['max']:.1f}% at most; "
+               if f else "no complete segment to compare; ")
+            + f"sessions {eff['sessions_seen']} seen vs {eff['sessions_original']} in the capture")
 
 
 def simulate_decisions(plan: ReplayPlan, step_s: float, engine=None) -> dict:
