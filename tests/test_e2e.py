@@ -9,9 +9,7 @@ at the end of the run (see ``conftest.py``: "end-to-end figures")."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import subprocess
 import sys
 import time

@@ -4,9 +4,10 @@ compressing time does to the features the controller computes.
 A capture (a whole-home capture, or one the project generates) is split by sender: each
 device's own frames go to that device's host, which sends them under the device's own MAC
 and addresses; frames from the gateway (the router and the internet behind it) go to the
-gateway host. Each host then replays its file with ``tcpreplay -x K`` (K = the speed-up),
-started ``(first frame - t0) / K`` seconds after a common start, so that the hosts keep the
-capture's timeline, K times faster.
+gateway host, in one stream per device they are for (and one for group-addressed frames).
+Each stream is replayed by its own ``tcpreplay -x K`` (K = the speed-up) in its host, started
+``(first frame - t0) / K`` seconds after a common start, so that the hosts keep the capture's
+timeline, K times faster.
 
 **Time compression.** K times faster, a 300 s segment of the capture lasts 300/K s, and a
 60 s session idle timeout 60/K s. The controller's ``--time-scale K`` stretches the times it
@@ -23,6 +24,7 @@ differences, per device) from a capture taken on the gateway host.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import threading
@@ -85,14 +87,12 @@ class ReplayPlan:
     def hosts(self) -> list[ReplayHost]:
         return [*self.devices, self.gateway]
 
-
     @property
     def duration_s(self) -> float:
         return (self.end_ns - self.t0_ns) / SEC
 
     def ip_of(self, mac: str) -> str | None:
         """The IPv4 address ``mac`` sends from most often in the replay (None if it sends no IPv4)."""
-        import ipaddress
         pk = self.packets
         sel = (pk.eth_src == mac_to_int(mac)) & (pk.ip_version == 4)
         if not sel.any():
@@ -104,7 +104,6 @@ class ReplayPlan:
     def gateway_ip(self) -> str | None:
         """The gateway's own LAN address: the private IPv4 address devices send to most often
         through the gateway's MAC (its DNS, typically)."""
-        import ipaddress
         pk = self.packets
         sel = (pk.eth_dst == mac_to_int(self.gateway.mac)) & (pk.ip_version == 4)
         lo = pk.dst_ip[sel][:, 1].astype(np.uint64) & np.uint64(0xFFFFFFFF)
@@ -132,7 +131,7 @@ def plan_capture(path: str | Path, labels_csv: str | Path, workdir: str | Path, 
                  duration_s: float | None = None, macs: list[str] | None = None,
                  host_names: dict | None = None) -> ReplayPlan:
     """Split ``path`` (frames from ``start_s`` to ``start_s + duration_s`` after its first
-    frame) into one pcap per sending host in ``workdir``.
+    frame) into replay streams (one pcap each) in ``workdir``.
 
     Devices: those labelled in ``labels_csv`` (any category but ``gateway``) that send or
     receive a frame in the window, or only ``macs``. Replayed: every frame a device sends, and
@@ -191,39 +190,27 @@ def plan_capture(path: str | Path, labels_csv: str | Path, workdir: str | Path, 
     # Streams: each device host sends its own frames; the gateway host sends, in one stream per
     # device, the frames for that device (so both directions of a device keep the same timeline
     # and no single tcpreplay carries the whole home), plus one stream of group-addressed frames.
-    stream_of = np.empty(len(idx), dtype=np.int64)
-    labels_of: list[tuple[ReplayHost, str]] = []
-    for i, d in enumerate(devices):
-        labels_of.append((d, d.name))
-    for i, d in enumerate(devices):
-        labels_of.append((gateway, f"gw-{d.name}"))
+    labels_of = [(d, d.name) for d in devices] + [(gateway, f"gw-{d.name}") for d in devices]
     labels_of.append((gateway, "gw-group"))
     n = len(devices)
-    s_keep, d_keep = src[idx].tolist(), dst[idx].tolist()
-    for j, (sm, dm) in enumerate(zip(s_keep, d_keep)):
-        if sm in order:
-            stream_of[j] = order[sm]
-        elif dm in order:
-            stream_of[j] = n + order[dm]
-        else:
-            stream_of[j] = 2 * n
+    stream_of = np.empty(len(idx), dtype=np.int64)
+    for j, (sm, dm) in enumerate(zip(src[idx].tolist(), dst[idx].tolist())):
+        stream_of[j] = order[sm] if sm in order else (n + order[dm] if dm in order else 2 * n)
+    data = [bytes(frames.buf[int(frames.offset[r]):int(frames.offset[r]) + int(frames.caplen[r])]) for r in idx.tolist()]
+    ts = frames.ts_ns[idx]
     streams = []
     stream_index = np.full(len(idx), -1, dtype=np.int64)
     for k, (host, label) in enumerate(labels_of):
-        rows = idx[stream_of == k]
-        if not len(rows):
+        pos = np.flatnonzero(stream_of == k)
+        if not len(pos):
             continue
-        stream_index[stream_of == k] = len(streams)
-        host.packets += len(rows)
+        stream_index[pos] = len(streams)
+        host.packets += len(pos)
         pcap = workdir / f"{label}.pcap"
-        recs = [Record(int(frames.ts_ns[r]), bytes(frames.buf[int(frames.offset[r]):int(frames.offset[r])
-                                                              + int(frames.caplen[r])]))
-                for r in rows.tolist()]
         with open(pcap, "wb") as fh:
-            write_pcap(fh, recs, nano=True)
-        streams.append(ReplayStream(host.name, label, pcap, len(rows), recs[0].ts_ns))
+            write_pcap(fh, (Record(int(ts[j]), data[j]) for j in pos.tolist()), nano=True)
+        streams.append(ReplayStream(host.name, label, pcap, len(pos), int(ts[pos[0]])))
     replayed = pk.take(idx)
-    data = [bytes(frames.buf[int(frames.offset[r]):int(frames.offset[r]) + int(frames.caplen[r])]) for r in idx.tolist()]
     return ReplayPlan(path, gateway, devices, int(replayed.ts_ns.min()), int(replayed.ts_ns.max()), streams, replayed,
                       data, stream_index)
 
@@ -250,12 +237,14 @@ def plan_synthetic(workdir: str | Path, duration_s: float = 1800.0, categories: 
 class ReplayRun:
     speedup: float
     start_ns: int                  #: wall-clock time (time.time_ns) that capture time t0 maps to
-    procs: dict = field(default_factory=dict)     # host -> Popen
-    outputs: dict = field(default_factory=dict)   # host -> tcpreplay's report
+    procs: dict = field(default_factory=dict)     # stream label -> Popen
+    outputs: dict = field(default_factory=dict)   # stream label -> tcpreplay's report
     errors: list = field(default_factory=list)
+    _scheduler: threading.Thread | None = field(default=None, repr=False)
 
     def running(self) -> bool:
-        return self._scheduler.is_alive() or any(p.poll() is None for p in self.procs.values())
+        return bool(self._scheduler and self._scheduler.is_alive()) or any(p.poll() is None
+                                                                          for p in self.procs.values())
 
     def wall_ns(self, capture_ns: int, t0_ns: int) -> int:
         return self.start_ns + int((capture_ns - t0_ns) / self.speedup)
@@ -304,7 +293,8 @@ def start_replay(lab, plan: ReplayPlan, speedup: float, lead_s: float = 0.5, rt_
 def wait_replay(run: ReplayRun, timeout: float) -> dict:
     """Wait for every tcpreplay; returns stream -> frames sent. ReplayError if one failed."""
     deadline = time.monotonic() + timeout
-    run._scheduler.join(max(0.0, deadline - time.monotonic()))
+    if run._scheduler is not None:
+        run._scheduler.join(max(0.0, deadline - time.monotonic()))
     sent = {}
     for name, p in run.procs.items():
         try:
