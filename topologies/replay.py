@@ -240,6 +240,7 @@ class ReplayRun:
     procs: dict = field(default_factory=dict)     # stream label -> Popen
     outputs: dict = field(default_factory=dict)   # stream label -> tcpreplay's report
     errors: list = field(default_factory=list)
+    realtime: bool = False         #: tcpreplay ran under the real-time scheduler
     _scheduler: threading.Thread | None = field(default=None, repr=False)
 
     def running(self) -> bool:
@@ -266,9 +267,15 @@ def start_replay(lab, plan: ReplayPlan, speedup: float, lead_s: float = 0.5, rt_
     :func:`measure_effects` reports how late the first frames still were."""
     if speedup <= 0:
         raise ReplayError(f"speed-up {speedup!r}: must be positive")
-    run = ReplayRun(speedup, time.time_ns() + int(max(lead_s, startup_s) * SEC))
-    todo = sorted(plan.streams, key=lambda st: st.first_ns)
     prefix = ["chrt", "-f", str(rt_priority)] if rt_priority else []
+    if prefix and plan.streams:
+        # without CAP_SYS_NICE (some containers) the real-time scheduler is refused: go without
+        probe = subprocess.run(lab.host_cmd(plan.streams[0].host, [*prefix, "true"]), capture_output=True)
+        if probe.returncode != 0:
+            prefix = []
+    run = ReplayRun(speedup, time.time_ns() + int(max(lead_s, startup_s) * SEC))
+    run.realtime = bool(prefix)
+    todo = sorted(plan.streams, key=lambda st: st.first_ns)
 
     def launch():
         for st in todo:
