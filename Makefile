@@ -1,6 +1,7 @@
 # make install  - Debian packages (as root) + .venv with the project, editable
 # make test     - the whole test suite
-# make demo     - the end-to-end demo (see README)
+# make demo     - the end-to-end demo (see README; root: Mininet and Open vSwitch)
+# make demo-offline - the offline demo (iotclass on a capture, no switch)
 # make bench    - the benchmarks behind the README's results table
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install debs test demo bench clean
+.PHONY: install debs test demo demo-offline bench clean
 
 install: debs $(STAMP)
 
@@ -26,7 +27,10 @@ test: install
 	$(VENV)/bin/pytest -q
 
 demo: install
-	$(VENV)/bin/python -m classifier.demo
+	$(PY) -m topologies.demo
+
+demo-offline: install
+	$(PY) -m classifier.demo
 
 bench: install
 	$(VENV)/bin/python -m classifier.bench

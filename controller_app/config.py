@@ -64,6 +64,8 @@ _CORE_HELP = {
     "lldp_interval": "seconds between topology probes",
     "link_timeout": "seconds without a probe before a link is considered gone",
     "max_buffer_packets": "mirrored packets kept per learning device",
+    "time_scale": "replays and demos only: a capture replayed K times faster is classified in its own time "
+                  "(the classifier sees t0 + (t - t0) * K); 1 on a real network",
 }
 
 
@@ -123,5 +125,7 @@ def from_conf(conf) -> AppConfig:
         core["gateways"] = tuple(mac_to_int(g) for g in gws)
     except ValueError as exc:
         raise ValueError(f"--gateway-macs: {exc}") from None
+    if not core["time_scale"] > 0:
+        raise ValueError(f"--time-scale: {core['time_scale']!r} is not a positive number")
     cfg.core = Settings(**core)
     return cfg

@@ -75,6 +75,7 @@ class Settings:
     lldp_interval: float = 5.0         #: seconds between topology probes
     link_timeout: float = 16.0         #: seconds without a probe before a link is gone
     max_buffer_packets: int = 50_000   #: mirrored packets kept per learning device
+    time_scale: float = 1.0            #: replays: the classifier sees t0 + (t - t0) * time_scale
     gateways: tuple = ()               #: MACs (int) of routers: forwarded, never classified
 
 
@@ -229,6 +230,7 @@ class Core:
         self._paths: dict[int, dict] = {}       # edge dpid -> {dpid: port toward the edge}
         self._mirror_index = None               # (sorted macs, their dpids) of mirrored devices
         self._next_lldp_ns = 0
+        self._time_origin_ns = None             # t0 of the classifier's time scale (first mirrored packet)
 
     # ------------------------------------------------------------------ helpers
 
@@ -253,6 +255,29 @@ class Core:
             elif isinstance(i, (MeterAdd, MeterDelete)):
                 self.counters["meter_changes"] += 1
         return intents
+
+    def classifier_time(self, ts_ns):
+        """Controller time -> the time the classifier is given (packet timestamps, "now").
+
+        With ``time_scale`` K != 1 (replays whose time was compressed K times), ``t0 + (t - t0) * K``
+        with t0 the first mirrored packet's arrival: segments, session idle timeouts and
+        intervals are then measured in the replayed capture's own time. Every other clock of
+        the controller (decision interval, re-checks, LLDP, idle timeouts) stays real time."""
+        k = self.settings.time_scale
+        t0 = self._time_origin_ns
+        if k == 1.0 or t0 is None:
+            return ts_ns
+        if isinstance(ts_ns, np.ndarray):
+            return t0 + np.rint((ts_ns - t0).astype(np.float64) * k).astype(np.int64)
+        return t0 + int(round((int(ts_ns) - t0) * k))
+
+    def _controller_time(self, ts_ns: int) -> int:
+        """The inverse of :meth:`classifier_time` (for a buffer's last packet time)."""
+        k = self.settings.time_scale
+        t0 = self._time_origin_ns
+        if k == 1.0 or t0 is None:
+            return ts_ns
+        return t0 + int(round((int(ts_ns) - t0) / k))
 
     def link_ports(self, dpid: int) -> set:
         return {p for (d, p) in self.links if d == dpid}
@@ -604,6 +629,9 @@ class Core:
             mi = np.flatnonzero(is_mirror)
             self.counters["packet_ins_mirror"] += len(mi)
             mp = pk.take(mi)
+            if self._time_origin_ns is None:
+                self._time_origin_ns = int(mp.ts_ns.min())
+            mp.ts_ns = self.classifier_time(mp.ts_ns)
             dp = batch.dpid[mi]
             tx = self._mirrored_here(mp.eth_src, dp)
             rx = self._mirrored_here(mp.eth_dst, dp)
@@ -613,7 +641,7 @@ class Core:
             for mac in np.unique(np.concatenate([mp.eth_src[tx], mp.eth_dst[rx]])).tolist():
                 dev = self.devices.get(mac)
                 if dev is not None:
-                    dev.last_ns = max(dev.last_ns, self.learner.buffers[mac].last_ns)
+                    dev.last_ns = max(dev.last_ns, self._controller_time(self.learner.buffers[mac].last_ns))
         return self._count(out)
 
     def _lldp_in(self, dpid: int, in_port: int, data: bytes, now_ns: int) -> list:
@@ -661,7 +689,7 @@ class Core:
                 continue
             dev.last_decide_ns = now_ns
             buf.new = 0
-            out.append(DecideRequest(mac, self.learner.packets(mac), now_ns))
+            out.append(DecideRequest(mac, self.learner.packets(mac), self.classifier_time(now_ns)))
         for dev in self.devices.values():
             if dev.next_check_ns is not None and not dev.mirroring and now_ns >= dev.next_check_ns:
                 dev.mirroring = True

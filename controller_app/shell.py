@@ -149,7 +149,7 @@ class IotControllerShell(BaseApp):
         LOG.info(_structured("startup", framework=FRAMEWORK, policy=self.cfg.policy_file,
                              policy_digest=self.policy.digest, engine=engine_spec,
                              model=getattr(self.engine, "version", "?"), inventory=self.cfg.inventory_db,
-                             restored_devices=len(restored)))
+                             restored_devices=len(restored), time_scale=self.cfg.core.time_scale))
 
     # ------------------------------------------------------------------ life cycle
 
@@ -453,7 +453,7 @@ class IotControllerShell(BaseApp):
                                                 for (c, s), k in sorted(snap["by_category_stage"].items())],
                   "counters": snap["counters"], "policy": {"source": self.policy.source,
                                                            "digest": self.core.policy.digest},
-                  "model": getattr(self.engine, "version", None)}
+                  "model": getattr(self.engine, "version", None), "time_scale": self.cfg.core.time_scale}
         devices = []
         for d in self.core.devices.values():
             r = d.to_record()

@@ -20,6 +20,23 @@ def pytest_configure(config):
         torch.set_num_threads(1)
     except ImportError:
         pass
+    config.e2e_figures = []      # (what, figure) measured by the end-to-end tests
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The end-to-end tests' measured figures (time to rules, rate-limit accuracy, ...), also
+    written as JSON to $IOT_E2E_REPORT when that is set."""
+    figures = getattr(config, "e2e_figures", [])
+    if not figures:
+        return
+    terminalreporter.section("end-to-end figures")
+    for what, figure in figures:
+        terminalreporter.write_line(f"{what}: {figure}")
+    path = os.environ.get("IOT_E2E_REPORT")
+    if path:
+        import json
+        with open(path, "w") as fh:
+            json.dump([{"what": w, "figure": f} for w, f in figures], fh, indent=1)
 
 
 @pytest.fixture(scope="session")

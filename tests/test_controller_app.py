@@ -286,3 +286,21 @@ def test_config_file_sets_options(tmp_path):
     c = app_config.from_conf(conf)
     assert c.policy_file == "/etc/p.yaml" and c.core.mirror_rate_pps == 70 and c.core.gateways == (0x020000000001,)
     assert c.batch_size == 2048 and c.http_host == "127.0.0.1"
+
+
+def test_time_scale_option_and_its_error(tmp_path):
+    from controller_app import config as app_config
+    from oslo_config import cfg as oslo
+    conf = oslo.ConfigOpts()
+    app_config.register_opts(oslo, conf)
+    conf(args=["--time-scale", "60"], default_config_files=[])
+    assert app_config.from_conf(conf).core.time_scale == 60.0
+    conf = oslo.ConfigOpts()
+    app_config.register_opts(oslo, conf)
+    conf(args=[], default_config_files=[])
+    assert app_config.from_conf(conf).core.time_scale == 1.0
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "controller_app.manager", "--time-scale", "0", "--http-port", "-1",
+                        "--inventory-db", str(tmp_path / "i.sqlite"), "--ofp-tcp-listen-port", str(free_port())],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert r.returncode == 1 and "cannot start: --time-scale: 0.0 is not a positive number" in r.stderr

@@ -9,7 +9,8 @@ from controller_app.core import Settings
 from controller_app.fakeflowtable import SwitchError
 from controller_app.intents import CookieKind, FlowAdd, Match, MeterAdd, OFPP_CONTROLLER, Table, cookie_kind
 from controller_app.policy import parse_policy
-from ctl_harness import (A, B, C, CONFIRMED, D, GW, PROVISIONAL, UNKNOWN, FakeEngine, Harness, arp, m, tcp, udp)
+from ctl_harness import (A, B, C, CONFIRMED, D, GW, PROVISIONAL, SEC, UNKNOWN, FakeEngine, Harness, arp, m, tcp,
+                         udp)
 
 
 def policy(text: str):
@@ -140,6 +141,44 @@ def test_confirmed_decision_stops_mirroring_and_a_recheck_resumes_it():
     assert dev.mirroring
     assert [f for f in h.sw(1).entries(Table.MIRROR) if f.match.eth_src == m(A)]
     assert any(int.from_bytes(p[5][6:12], "big") == m(A) for p in mirror_copies(h.send(1, 1, udp(A, B))))
+
+
+def test_time_scale_stretches_what_the_classifier_sees_and_nothing_else():
+    """``time_scale`` K (replays compressed K times): mirrored packets' timestamps and the
+    decision's "now" become t0 + (t - t0) * K, t0 the first mirrored packet; the device's
+    last-seen time, the decision interval and the inventory stay in real time."""
+    s = Settings(decide_interval=5, decide_min_packets=3, time_scale=60.0)
+    eng = FakeEngine({}, min_packets=10**9)        # never decides: the requests are what matter
+    h = Harness(settings=s, engine=eng)
+    h.connect(1, [1, 2])
+    learned(h, (A, 1), (B, 2))
+    t0 = h.ns
+    for i in range(4):                             # one packet a second, real time
+        h.send(1, 1, udp(A, B))
+        h.now += 1.0
+    pk = h.core.learner.packets(m(A))
+    assert pk.ts_ns.tolist() == [t0 + 60 * i * SEC for i in range(4)]        # a minute apart for the classifier
+    dev = h.core.devices[m(A)]
+    assert dev.last_ns == t0 + 3 * SEC                                        # real time
+    h.tick(0.5)                                    # now = t0 + 4.5 s real
+    calls = [c for c in eng.calls if c[0] == m(A)]
+    assert calls and calls[-1][2] == t0 + int(4.5 * 60 * SEC)
+    n = len(eng.calls)
+    h.send(1, 1, udp(A, B))
+    h.tick(1.0)                                    # 1 s real later: within the (real) decision interval
+    assert len(eng.calls) == n
+
+
+def test_time_scale_one_leaves_times_alone():
+    h = Harness(settings=Settings(decide_min_packets=1), engine=FakeEngine({}, min_packets=10**9))
+    h.connect(1, [1, 2])
+    learned(h, (A, 1), (B, 2))
+    t0 = h.ns
+    h.send(1, 1, udp(A, B))
+    h.now += 2.0
+    h.send(1, 1, udp(A, B))
+    assert h.core.learner.packets(m(A)).ts_ns.tolist() == [t0, t0 + 2 * SEC]
+    assert h.core.classifier_time(t0 + 7) == t0 + 7
 
 
 def test_recheck_window_ends_mirroring_without_a_new_decision():

@@ -18,14 +18,21 @@ from controller_app.intents import CookieKind, cookie
 MAX_LEN = 128
 
 
-def replay(path, devices: list[int], gateways: list[int], limit: int | None = None):
+def replay(path, devices: list[int], gateways: list[int], limit: int | None = None, compress: int = 1):
     """Feed a capture to a core as a switch would: every device learned at its own port, then
     each frame mirrored (truncated to 128 bytes, total_len = wire length) in batches.
+    ``compress`` K: the frames arrive K times faster than captured (a replay at K times the
+    speed) and the core runs with ``time_scale`` K.
     Returns the core and the offline packet table (the same first ``limit`` frames)."""
     fr = read_frames(str(path))
     pk = decode(fr)
     n = len(fr.offset) if limit is None else min(limit, len(fr.offset))
-    core = Core(Settings(gateways=tuple(gateways), max_buffer_packets=10**9, decide_min_packets=10**9))
+    core = Core(Settings(gateways=tuple(gateways), max_buffer_packets=10**9, decide_min_packets=10**9,
+                         time_scale=float(compress)))
+    arrival = fr.ts_ns.copy()
+    if compress != 1:
+        assert (np.diff(arrival) % compress == 0).all()       # so that compressing loses nothing
+        arrival = arrival[0] + (arrival - arrival[0]) // compress
     ports = {mac: i + 1 for i, mac in enumerate(sorted(devices))}
     core.switch_up(1, list(ports.values()) + [1000], 0)
     learn = []
@@ -43,7 +50,7 @@ def replay(path, devices: list[int], gateways: list[int], limit: int | None = No
         if owner not in ports:
             continue          # the switch mirrors only learning devices' packets
         rows.append((1, ports.get(src[i], 1000), cookie(CookieKind.MIRROR, owner), int(fr.wirelen[i]),
-                     int(fr.ts_ns[i]), data))
+                     int(arrival[i]), data))
         if len(rows) == 997:  # an odd batch size, so batches straddle segments and sessions
             core.packet_ins(PacketInBatch.from_rows(rows), 0)
             rows = []
@@ -88,6 +95,31 @@ def test_replayed_synthetic_capture_gives_the_offline_features(synth_capture):
     assert core.counters.get("packet_ins_malformed", 0) == 0
     assert max(core.learner.packets(d).cap_len.max() for d in devices) == MAX_LEN   # really truncated
     assert assert_same_features(core, offline, devices, gateways) == len(devices)
+
+
+def test_capture_replayed_eight_times_faster_gives_the_offline_features_with_time_scale(synth_capture):
+    """A replay compressed K times, classified with ``--time-scale K``, is seen in the capture's
+    own time: the same segments and sessions as offline (without the scale, sessions merge)."""
+    path, _, net = synth_capture
+    from classifier.packets import mac_to_int
+    devices = [mac_to_int(d.mac) for d in net.devices]
+    gateways = [mac_to_int(net.gateway_mac)]
+    fr = read_frames(str(path))
+    assert int(fr.ts_ns[0]) == int(fr.ts_ns.min())            # the first frame is mirrored: it is t0
+    core, offline = replay(path, devices, gateways, compress=8)
+    assert assert_same_features(core, offline, devices, gateways) == len(devices)
+    # without the scale the same packets would be seen 8 times closer together: 8 times
+    # fewer segments, and session intervals 8 times shorter
+    mac = devices[0]
+    fast = core.learner.packets(mac)
+    fast.ts_ns = fast.ts_ns[0] + (fast.ts_ns - fast.ts_ns[0]) // 8
+    fast_view = split_devices(fast, gateways=gateways, devices=[mac])
+    off_view = split_devices(offline, gateways=gateways, devices=[mac])
+    n_fast = len(segment_features(fast, fast_view, 60.0, int(fast.ts_ns.max())).start_ns)
+    assert n_fast * 7 < len(segment_features(offline, off_view, 60.0, int(offline.ts_ns.max())).start_ns)
+    slow_iv = session_table(offline, off_view, 30.0).interval
+    fast_iv = session_table(fast, fast_view, 30.0).interval
+    assert len(fast_iv) == len(slow_iv) and np.median(fast_iv) * 8 == pytest.approx(np.median(slow_iv), rel=1e-3)
 
 
 @pytest.mark.shared
