@@ -86,7 +86,8 @@ class Device:
     __slots__ = ("mac", "slot", "dpid", "port", "located", "gateway", "first_ns", "last_ns",
                  "category", "confidence", "stage", "model", "enforced",
                  "mirroring", "mirror_dpid", "policy_dpid", "policy_action", "policy_pools", "policy_lan", "meter_kbps",
-                 "next_check_ns", "recheck_until_ns", "last_decide_ns", "pools", "pools_pending")
+                 "next_check_ns", "recheck_until_ns", "last_decide_ns", "pools", "pools_pending",
+                 "thin_answers")
 
     def __init__(self, mac: int, slot: int, now_ns: int):
         self.mac = mac
@@ -114,6 +115,7 @@ class Device:
         self.last_decide_ns = None
         self.pools = None         # pool name -> tuple of networks (only for devices that need it)
         self.pools_pending = False
+        self.thin_answers = 0     # engine answers "not enough evidence yet" since the last decision
 
     @property
     def mirror_meter(self) -> int:
@@ -128,7 +130,8 @@ class Device:
                 "first_seen_ns": self.first_ns, "last_seen_ns": self.last_ns,
                 "category": self.category, "confidence": self.confidence, "stage": self.stage,
                 "model": self.model, "mirroring": self.mirroring, "gateway": self.gateway,
-                "enforced": self.policy_action.describe() if self.policy_action is not None else None}
+                "enforced": self.policy_action.describe() if self.policy_action is not None else None,
+                "thin_answers": self.thin_answers}
 
 
 class Switch:
@@ -713,8 +716,12 @@ class Core:
     def decision_made(self, mac: int, decision: Decision | None, now_ns: int) -> list:
         """The engine decided (``None``: not enough evidence yet)."""
         dev = self.devices.get(mac)
-        if decision is None or dev is None:
+        if dev is None:
             return []
+        if decision is None:
+            dev.thin_answers += 1
+            return []
+        dev.thin_answers = 0
         self.counters["decisions"] += 1
         dev.category = decision.category
         dev.confidence = float(decision.confidence)

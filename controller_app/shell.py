@@ -458,6 +458,8 @@ class IotControllerShell(BaseApp):
         for d in self.core.devices.values():
             r = d.to_record()
             r["dpid"] = None if d.dpid is None else f"{d.dpid:016x}"
+            buf = self.core.learner.buffers.get(d.mac)
+            r["mirrored_packets"] = 0 if buf is None else buf.n
             devices.append(r)
         self.observer.publish(status, devices, self.core.policy.summary())
 

@@ -143,6 +143,27 @@ def test_confirmed_decision_stops_mirroring_and_a_recheck_resumes_it():
     assert any(int.from_bytes(p[5][6:12], "big") == m(A) for p in mirror_copies(h.send(1, 1, udp(A, B))))
 
 
+def test_thin_evidence_answers_are_counted_until_a_decision():
+    """The engine's "not enough evidence yet" (None) leaves the device learning and undecided,
+    and is counted on its record, so that an operator (and the end-to-end tests) can tell a
+    device the engine was asked about from one it never was; a decision resets the count."""
+    s = Settings(decide_interval=10, decide_min_packets=3)
+    eng = FakeEngine({A: ("plug", 0.7, PROVISIONAL)}, min_packets=6)
+    h = Harness(settings=s, engine=eng)
+    h.connect(1, [1, 2])
+    learned(h, (A, 1), (B, 2))
+    for _ in range(3):
+        h.send(1, 1, udp(A, B))
+    h.tick(11)
+    dev = h.core.devices[m(A)]
+    assert m(A) in [c[0] for c in eng.calls]
+    assert dev.category is None and dev.mirroring and dev.to_record()["thin_answers"] == 1
+    for _ in range(3):
+        h.send(1, 1, udp(A, B))
+    h.tick(11)
+    assert dev.category == "plug" and dev.to_record()["thin_answers"] == 0
+
+
 def test_time_scale_stretches_what_the_classifier_sees_and_nothing_else():
     """``time_scale`` K (replays compressed K times): mirrored packets' timestamps and the
     decision's "now" become t0 + (t - t0) * K, t0 the first mirrored packet; the device's

@@ -122,7 +122,8 @@ def final_devices(sc) -> dict:
 
 def check_categories(sc, real: bool) -> tuple[list, list, list]:
     """Each replayed device is in the controller's devices and its inventory, with a decision
-    (a device with fewer than 20 frames in the whole replay may have none yet) whose category
+    (or none where too few packets were mirrored or the engine said the evidence was too thin)
+    whose category
     the model has (or ``unknown``). Real devices: their own category or ``unknown``,
     never another one. The devices the default model knows (its decisions offline, on the
     same traffic at the controller's cadence, end confirmed and right): at least two thirds
@@ -142,10 +143,15 @@ def check_categories(sc, real: bool) -> tuple[list, list, list]:
         assert d.mac in inv, f"{d.mac} ({d.device}) is not in the inventory {sc.controller.inventory}"
         frames = int(((pk.eth_src == mac_to_int(d.mac)) | (pk.eth_dst == mac_to_int(d.mac))).sum())
         if got["category"] is None:
-            # the controller asks for a decision from 10 mirrored packets on; mirroring starts
-            # once the device's first frame has taught the controller the device
-            assert frames < 20, f"{d.mac} ({d.device}, {frames} frames) got no decision during the replay"
-            rows.append(f"{d.mac} {d.device} ({d.category}): no decision ({frames} frames in the replay)")
+            # No decision is right only where the evidence was too thin: the controller asks from
+            # 10 mirrored packets on, and the engine answers "not enough yet" below 3 sessions
+            # and a full segment window (the replay's timing error can join a sparse device's
+            # sessions, so the offline run at the same cadence is no guide here).
+            assert got["mirrored_packets"] < 10 or got["thin_answers"] > 0, (
+                f"{d.mac} ({d.device}, {frames} frames, {got['mirrored_packets']} mirrored) got no decision, "
+                f"and the engine never said the evidence was too thin: {got}")
+            rows.append(f"{d.mac} {d.device} ({d.category}): no decision ({frames} frames in the replay, "
+                        f"{got['mirrored_packets']} mirrored, {got['thin_answers']} answers 'not enough evidence')")
             continue
         assert got["category"] in classes, got
         assert inv[d.mac]["category"] == got["category"] and inv[d.mac]["stage"] == got["stage"]

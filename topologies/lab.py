@@ -128,7 +128,13 @@ def main(argv=None) -> int:
         started = ovs.start_ovs()
         prefix = spec.get("prefix", "iotsw")
         wanted = [f"{prefix}1"] + ([f"{prefix}2"] if spec.get("topology") == "two" else [])
-        busy = [b for b in wanted if b in ovs.list_bridges()]
+        present = [b for b in wanted if b in ovs.list_bridges()]
+        stale = [b for b in present if ovs.is_stale_bridge(b)]
+        if stale:
+            print(f"lab: removing {', '.join(stale)}, left by a lab that was killed (none of its ports "
+                  f"exists any more)", file=sys.stderr)
+            ovs.delete_bridges(stale)
+        busy = [b for b in present if b not in stale]
         if busy:
             raise RuntimeError(f"bridge {', '.join(busy)} already exists: another lab is running or a previous one "
                                f"was killed (remove it with: ovs-vsctl del-br {busy[0]})")

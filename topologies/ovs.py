@@ -7,6 +7,7 @@ the demo (the project's venv). Everything goes through ``ovs-ctl``, ``ovs-vsctl`
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -65,6 +66,14 @@ def stop_ovs() -> None:
 
 def list_bridges() -> list[str]:
     return run(["ovs-vsctl", "--timeout=5", "list-br"]).split()
+
+
+def is_stale_bridge(name: str) -> bool:
+    """True for a bridge left in Open vSwitch's database by a lab that was killed (SIGKILL
+    leaves no chance to clean up): it has ports, and none of them is a network device any more
+    (a running lab's ports are the live ends of its links)."""
+    ports = run(["ovs-vsctl", "--timeout=5", "list-ports", name]).split()
+    return bool(ports) and not any(os.path.exists(f"/sys/class/net/{p}") for p in ports)
 
 
 def delete_bridges(names) -> None:
