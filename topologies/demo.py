@@ -76,7 +76,7 @@ class LiveTable:
                 key = got and (got.get("category"), got.get("stage"), got.get("enforced"))
                 if got and self.seen.get(d.mac) != key:
                     self.seen[d.mac] = key
-                    what = (f"{got['category']} {got['confidence']:.2f} {got['stage']} -> {got.get('enforced')}"
+                    what = (f"{got['category']} {got['confidence']:.2f} {got['stage']} -> {got.get('enforced') or 'not enforced yet'}"
                             if got.get("category") else "learning")
                     self.out.write(f"[{el:5.1f} s] {d.mac} {d.device}: {what}\n")
         self.out.flush()
