@@ -39,19 +39,29 @@ def _epochs(s: Settings, default: int) -> int:
     return s.epochs or default
 
 
+def _min_steps(s: Settings) -> int:
+    """The segment models' floor of optimiser steps (see SegmentLSTMCNN); an explicit epoch
+    count means exactly that many epochs."""
+    return 0 if s.epochs else 1000
+
+
 def _specs() -> dict[str, Spec]:
     specs = [
-        Spec("lstm-cnn", "segments", lambda s: SegmentLSTMCNN(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 20)),
+        Spec("lstm-cnn", "segments", lambda s: SegmentLSTMCNN(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 20),
+                                                              min_steps=_min_steps(s)),
              "Bai et al. LSTM-CNN, the paper's six features"),
-        Spec("lstm-cnn-all", "segments", lambda s: SegmentLSTMCNN(FEATURE_NAMES, t=s.t, epochs=_epochs(s, 20)),
+        Spec("lstm-cnn-all", "segments", lambda s: SegmentLSTMCNN(FEATURE_NAMES, t=s.t, epochs=_epochs(s, 20),
+                                                                  min_steps=_min_steps(s)),
              "Bai et al. LSTM-CNN, all segment features"),
         Spec("nba", "sessions", lambda s: SessionNBA(n=s.n, numeric=["interval"], epochs=_epochs(s, 30)),
              "Chen et al. LSTM+attention, destination pool + interval"),
         Spec("nba-vol", "sessions", lambda s: SessionNBA(n=s.n, epochs=_epochs(s, 30)),
              "Chen et al. LSTM+attention, pool + interval + volume features"),
-        Spec("cnn", "segments", lambda s: SegmentCNN(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 20)),
+        Spec("cnn", "segments", lambda s: SegmentCNN(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 20),
+                                                     min_steps=_min_steps(s)),
              "CNN alone (baseline)"),
-        Spec("lstm", "segments", lambda s: SegmentLSTM(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 20)),
+        Spec("lstm", "segments", lambda s: SegmentLSTM(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 20),
+                                                       min_steps=_min_steps(s)),
              "LSTM alone (baseline)"),
     ]
     for name in SKLEARN_NAMES:

@@ -68,11 +68,11 @@ class SegmentLSTMCNN(TorchModel, Model):
 
     def __init__(self, features: list[str] | None = None, t: int = 6, hidden: int = 64, fc: int = 128,
                  keep_prob: float = 0.8, lr: float = 0.05, l2: float = 0.01, optimizer: str = "sgd",
-                 epochs: int = 20, batch_size: int = 64):
+                 epochs: int = 20, batch_size: int = 64, min_steps: int = 1000):
         super().__init__()
         self.features = list(features or FEATURE_NAMES)
         self.config = dict(t=t, hidden=hidden, fc=fc, keep_prob=keep_prob, lr=lr, l2=l2, optimizer=optimizer,
-                           epochs=epochs, batch_size=batch_size)
+                           epochs=epochs, batch_size=batch_size, min_steps=min_steps)
         self.scaler = Standardiser()
         self.temperature = 1.0
         self.net: LSTMCNNNet | None = None
@@ -104,7 +104,7 @@ class SegmentLSTMCNN(TorchModel, Model):
         keys = balance if balance is not None else y
         train_loop(self.net, lambda idx: self.net(xt[idx]), len(yi), yi,
                    lambda epoch: repetition_index(keys, rng), c["epochs"], c["optimizer"], c["lr"], c["l2"],
-                   c["batch_size"], progress, decayed=dense_weight)
+                   c["batch_size"], progress, decayed=dense_weight, min_steps=c.get("min_steps", 0))
         self.meta["training"] = {"instances": int(len(y)), "classes": {k: int(v) for k, v in
                                                                        zip(*np.unique(y, return_counts=True))}}
         return self

@@ -36,9 +36,12 @@ class Standardiser:
 
 
 def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epochs: int, optimizer: str,
-               lr: float, weight_decay: float, batch_size: int, progress=None, decayed=None) -> list[float]:
+               lr: float, weight_decay: float, batch_size: int, progress=None, decayed=None,
+               min_steps: int = 0) -> list[float]:
     """Mini-batch training with cross-entropy. ``forward(idx)`` gives logits for instances
     ``idx``; ``order_fn(epoch)`` gives the epoch's instance order (with repetitions).
+    ``min_steps``: run more epochs than ``epochs`` where that many would make fewer optimiser
+    steps (small training sets).
     ``progress``: a description (an epoch progress bar on a terminal) or ``f(epoch, loss)``.
     ``decayed(name)`` says which parameters the L2 term (``weight_decay``) applies to (all if None)."""
     named = list(module.named_parameters())
@@ -54,6 +57,10 @@ def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epoc
     loss_fn = nn.CrossEntropyLoss()
     yt = torch.as_tensor(y, dtype=torch.long)
     losses = []
+    first = order_fn(0)
+    if min_steps:
+        per_epoch = max(1, -(-len(first) // batch_size))
+        epochs = max(epochs, -(-min_steps // per_epoch))
     module.train()
     bar = None
     if isinstance(progress, str):  # a description: an epoch bar on a terminal (stderr), else nothing
@@ -62,7 +69,7 @@ def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epoc
         from tqdm import tqdm
         bar = tqdm(total=epochs, desc=progress, unit="epoch", disable=None, leave=False, file=sys.stderr)
     for epoch in range(epochs):
-        order = order_fn(epoch)
+        order = first if epoch == 0 else order_fn(epoch)
         total = 0.0
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
