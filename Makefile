@@ -35,6 +35,9 @@ demo-offline: install
 bench: install
 	$(VENV)/bin/python -m classifier.bench
 	$(VENV)/bin/python -m classifier.pools_bench
+	$(VENV)/bin/python -m classifier.model_bench
+	$(VENV)/bin/python -m controller_app.bench packet-ins
+	$(VENV)/bin/python -m controller_app.bench memory
 
 clean:
 	rm -rf $(VENV) build *.egg-info
