@@ -143,7 +143,7 @@ class Lab:
         """Stop the processes started in hosts, then the lab (which removes the network and
         stops Open vSwitch if it started it). Safe to call twice."""
         for p in self._children:
-            _terminate(p)
+            stop_process(p)
         self._children = []
         proc = getattr(self, "proc", None)
         if proc is None:
@@ -159,12 +159,7 @@ class Lab:
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_process(proc, 30)
         self._stderr.close()
         # the lab removes its network; should it have died first, remove what is ours
         prefix = self.spec.get("prefix", "iotsw")
@@ -186,9 +181,10 @@ class Lab:
         self.stop()
 
 
-def _terminate(p: subprocess.Popen, timeout: float = 10.0) -> None:
+def stop_process(p: subprocess.Popen, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to a running process, and SIGKILL if it has not ended ``timeout`` s later."""
     if p.poll() is None:
-        p.terminate()
+        p.send_signal(sig)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -302,13 +298,7 @@ class Controller:
         p, self.proc = self.proc, None
         if p is None:
             return None
-        if p.poll() is None:
-            p.send_signal(sig)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_process(p, timeout, sig)
         if self._log:
             self._log.close()
             self._log = None

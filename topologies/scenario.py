@@ -19,7 +19,7 @@ from classifier.packets import mac_to_int, mac_to_str
 from controller_app.intents import CookieKind
 
 from . import ovs
-from .harness import Controller, Lab
+from .harness import Controller, Lab, stop_process
 from .replay import ReplayPlan, ReplayRun, effect_text, measure_effects, start_replay, wait_replay
 
 SEC = 1_000_000_000
@@ -140,13 +140,8 @@ class Scenario:
         time.sleep(0.3)
 
     def _stop_dumpcap(self) -> None:
-        if self._dumpcap is not None and self._dumpcap.poll() is None:
-            self._dumpcap.terminate()
-            try:
-                self._dumpcap.wait(10)
-            except subprocess.TimeoutExpired:
-                self._dumpcap.kill()
-                self._dumpcap.wait()
+        if self._dumpcap is not None:
+            stop_process(self._dumpcap)
         self._dumpcap = None
 
     def replay(self, poll_interval: float = 0.5, settle_s: float = 3.0, on_poll=None, timeout: float | None = None):
@@ -250,13 +245,7 @@ class GatewayTap:
 
     def stop(self):
         time.sleep(0.3)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         return self
 
     def frames(self) -> dict:

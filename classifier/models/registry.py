@@ -39,30 +39,28 @@ def _epochs(s: Settings, default: int) -> int:
     return s.epochs or default
 
 
-def _min_steps(s: Settings) -> int:
-    """The segment models' floor of optimiser steps (see SegmentLSTMCNN); an explicit epoch
-    count means exactly that many epochs."""
-    return 0 if s.epochs else 1000
+def _segment(cls, features: list[str]) -> Callable[[Settings], Model]:
+    """A segment model (LSTM-CNN or one of its halves) at the class's own training length
+    (epochs and floor of optimiser steps); an explicit epoch count means exactly that many."""
+    def make(s: Settings) -> Model:
+        if s.epochs:
+            return cls(features, t=s.t, epochs=s.epochs, min_steps=0)
+        return cls(features, t=s.t)
+    return make
 
 
 def _specs() -> dict[str, Spec]:
     specs = [
-        Spec("lstm-cnn", "segments", lambda s: SegmentLSTMCNN(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 20),
-                                                              min_steps=_min_steps(s)),
+        Spec("lstm-cnn", "segments", _segment(SegmentLSTMCNN, PAPER_FEATURES),
              "Bai et al. LSTM-CNN, the paper's six features"),
-        Spec("lstm-cnn-all", "segments", lambda s: SegmentLSTMCNN(FEATURE_NAMES, t=s.t, epochs=_epochs(s, 20),
-                                                                  min_steps=_min_steps(s)),
+        Spec("lstm-cnn-all", "segments", _segment(SegmentLSTMCNN, FEATURE_NAMES),
              "Bai et al. LSTM-CNN, all segment features"),
         Spec("nba", "sessions", lambda s: SessionNBA(n=s.n, numeric=["interval"], epochs=_epochs(s, 30)),
              "Chen et al. LSTM+attention, destination pool + interval"),
         Spec("nba-vol", "sessions", lambda s: SessionNBA(n=s.n, epochs=_epochs(s, 30)),
              "Chen et al. LSTM+attention, pool + interval + volume features"),
-        Spec("cnn", "segments", lambda s: SegmentCNN(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 20),
-                                                     min_steps=_min_steps(s)),
-             "CNN alone (baseline)"),
-        Spec("lstm", "segments", lambda s: SegmentLSTM(PAPER_FEATURES, t=s.t, epochs=_epochs(s, 20),
-                                                       min_steps=_min_steps(s)),
-             "LSTM alone (baseline)"),
+        Spec("cnn", "segments", _segment(SegmentCNN, PAPER_FEATURES), "CNN alone (baseline)"),
+        Spec("lstm", "segments", _segment(SegmentLSTM, PAPER_FEATURES), "LSTM alone (baseline)"),
     ]
     for name in SKLEARN_NAMES:
         family = "ccit" if name == "ccit" else "segments"

@@ -104,7 +104,7 @@ class SegmentLSTMCNN(TorchModel, Model):
         keys = balance if balance is not None else y
         train_loop(self.net, lambda idx: self.net(xt[idx]), len(yi), yi,
                    lambda epoch: repetition_index(keys, rng), c["epochs"], c["optimizer"], c["lr"], c["l2"],
-                   c["batch_size"], progress, decayed=dense_weight, min_steps=c.get("min_steps", 0))
+                   c["batch_size"], progress, decayed=dense_weight, min_steps=c["min_steps"])
         self.meta["training"] = {"instances": int(len(y)), "classes": {k: int(v) for k, v in
                                                                        zip(*np.unique(y, return_counts=True))}}
         return self
