@@ -257,7 +257,8 @@ class IotControllerShell(BaseApp):
                 LOG.error(_structured("decide_error", mac=mac_to_str(mac), error=repr(ev.error)))
                 return
             d = ev.result
-            if d is None:
+            if d is None:       # not enough evidence yet: the core counts it on the device
+                self.core.decision_made(mac, None, now)
                 return
             self.metrics.decisions.labels(d.category, d.stage).inc()
             dev = self.core.devices.get(mac)

@@ -224,6 +224,27 @@ def test_handshake_learning_mirroring_decision_and_enforcement(app_factory):
     assert table.splitlines()[0].split()[:4] == ["mac", "dpid", "port", "category"] and A in table
 
 
+def test_engine_answers_of_too_little_evidence_show_in_devices(app_factory):
+    """An engine that never decides (``None``: not enough evidence yet) leaves the device
+    learning and undecided, and each such answer is counted on its ``/devices`` record, with
+    the mirrored packets the controller holds for it."""
+    app = app_factory(extra=("--model", ""))                  # the fake engine without a table
+    sw = FakeSwitch("127.0.0.1", app.of_port, dpid=7, ports=[1, 2])
+    sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
+    learn(sw, A, 1)
+    sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 100))
+    mirror(sw, 4)
+    deadline = time.monotonic() + 20
+    while True:
+        dev = {d["mac"]: d for d in app.get("/devices")}.get(A)
+        if dev is not None and dev["thin_answers"] >= 1:
+            break
+        assert time.monotonic() < deadline, f"the engine's answers never showed: {dev}"
+        time.sleep(0.1)
+    assert dev["category"] is None and dev["stage"] is None and dev["mirroring"]
+    assert dev["mirrored_packets"] == 4
+
+
 def test_restart_restores_inventory_and_reconnecting_switch_gets_rules(app_factory):
     app = app_factory(watch=0)
     sw = FakeSwitch("127.0.0.1", app.of_port, dpid=5, ports=[1, 2])
