@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[test]'
 	# compile the numba kernels once, into the package's __pycache__
-	$(PY) -c "from classifier.decode import warm_up; warm_up()"
+	$(PY) -c "from classifier.capture.decode import warm_up; warm_up()"
 	touch $(STAMP)
 
 test: install
@@ -30,14 +30,14 @@ demo: install
 	$(PY) -m topologies.demo
 
 demo-offline: install
-	$(PY) -m classifier.demo
+	$(PY) -m topologies.offline_demo
 
 bench: install
-	$(VENV)/bin/python -m classifier.bench
-	$(VENV)/bin/python -m classifier.pools_bench
-	$(VENV)/bin/python -m classifier.model_bench
-	$(VENV)/bin/python -m controller_app.bench packet-ins
-	$(VENV)/bin/python -m controller_app.bench memory
+	$(VENV)/bin/python -m benchmarks.parsing
+	$(VENV)/bin/python -m benchmarks.pools
+	$(VENV)/bin/python -m benchmarks.models
+	$(VENV)/bin/python -m benchmarks.controller packet-ins
+	$(VENV)/bin/python -m benchmarks.controller memory
 
 clean:
 	rm -rf $(VENV) build *.egg-info

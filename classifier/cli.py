@@ -13,9 +13,9 @@ import sys
 import warnings
 from datetime import datetime, timezone
 
-from . import __version__
-from .errors import CaptureWarning, IotClassError
-from .pools import add_feature_pool_options, add_pools_command
+from classifier import __version__
+from classifier.errors import CaptureWarning, IotClassError
+from classifier.pools.resolver import add_feature_pool_options, add_pools_command
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -32,7 +32,7 @@ def _iso(ns: int) -> str:
 def _labels(args):
     if not getattr(args, "devices", None):
         return None
-    from .labels import load_datasets
+    from classifier.evaluation.labels import load_datasets
     return load_datasets(args.devices)
 
 
@@ -63,7 +63,7 @@ def _write_frame(frame, out: str) -> None:
 def _add_label_columns(frame, labels, path: str):
     if labels is None:
         return frame
-    from .packets import mac_to_int
+    from classifier.capture.packets import mac_to_int
     names, cats, keys = [], [], []
     for mac in frame["mac"].tolist():
         dev = labels.label(path, mac_to_int(mac))
@@ -80,8 +80,8 @@ def _add_label_columns(frame, labels, path: str):
 
 
 def cmd_inspect(args) -> int:
-    from .pipeline import device_summary, load_captures
-    from .sessions import session_table
+    from classifier.features.pipeline import device_summary, load_captures
+    from classifier.features.sessions import session_table
     import numpy as np
     labels = _labels(args)
     totals: dict[int, dict] = {}
@@ -102,7 +102,7 @@ def cmd_inspect(args) -> int:
                 t["sessions"] += s["sessions"]
                 t["first_ns"] = min(t["first_ns"], s["first_ns"])
                 t["last_ns"] = max(t["last_ns"], s["last_ns"])
-    from .packets import mac_to_str
+    from classifier.capture.packets import mac_to_str
     rows = []
     for mac in sorted(totals, key=lambda m: -totals[m]["packets"]):
         t = totals[mac]
@@ -126,16 +126,16 @@ def cmd_inspect(args) -> int:
 def cmd_features(args) -> int:
     import pandas as pd
 
-    from .pipeline import load_captures
-    from .segments import FEATURE_SETS, ccit_features, segment_features
-    from .sessions import session_table
+    from classifier.features.pipeline import load_captures
+    from classifier.features.segments import FEATURE_SETS, ccit_features, segment_features
+    from classifier.features.sessions import session_table
     if args.interval <= 0:
         raise CliError(f"--interval must be positive, got {args.interval}")
     labels = _labels(args)
     frames = []
     pools = None
     if args.kind == "sessions" and not args.no_pools:
-        from .pools import fill_pools, resolver_from_args
+        from classifier.pools.resolver import fill_pools, resolver_from_args
         pools = resolver_from_args(args)
     for cap in load_captures(args.pcap, args.gateway, labels):
         if args.kind == "segments":
@@ -164,19 +164,19 @@ def cmd_features(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from benchmarks.parsing import run_bench
     result = run_bench(args.pcap, scapy_sample=args.scapy_sample, repeat=args.repeat)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
     else:
-        from .bench import format_bench
+        from benchmarks.parsing import format_bench
         print(format_bench(result))
     return 0
 
 
 def _datasets_args(args) -> list[str]:
-    from .train import default_roots
+    from classifier.evaluation.training import default_roots
     roots = args.datasets or default_roots()
     if not roots:
         raise CliError("no labelled captures: pass --datasets FOLDER (one holding devices.csv files), "
@@ -185,8 +185,8 @@ def _datasets_args(args) -> list[str]:
 
 
 def cmd_train(args) -> int:
-    from .models.registry import Settings
-    from .train import train_default
+    from classifier.models.registry import Settings
+    from classifier.evaluation.training import train_default
     settings = Settings(interval=args.interval, t=args.window, overlap=args.window // 2, n=args.sessions,
                         epochs=args.epochs)
     train_default(_datasets_args(args), args.out, seed=args.seed, settings=settings,
@@ -198,8 +198,8 @@ def cmd_evaluate(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from . import evaluate as ev
-    from .models.registry import ALL_MODELS, SPECS
+    from classifier.evaluation import protocols as ev
+    from classifier.models.registry import ALL_MODELS, SPECS
     roots = _datasets_args(args)
     models = ALL_MODELS if args.models == "all" else args.models.split(",")
     unknown = [m for m in models if m not in SPECS]
@@ -221,7 +221,7 @@ def cmd_evaluate(args) -> int:
         settings = replace(settings, **overrides)
         log(f"== {args.protocol} on {name}")
         if args.protocol == "online":
-            from .online import run_online
+            from classifier.evaluation.online import run_online
             result = run_online(name, roots, folds=args.folds, seed=args.seed, log=log)
             ev.save_result(result, out, f"online-{name}")
             print(json.dumps(result["summary"], indent=1))
@@ -256,9 +256,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_classify(args) -> int:
-    from .engine import load_engine
-    from .pipeline import load_captures
-    from .packets import mac_to_str
+    from classifier.engine.engine import load_engine
+    from classifier.features.pipeline import load_captures
+    from classifier.capture.packets import mac_to_str
     engine = load_engine(args.model)
     labels = _labels(args)
     rows = []

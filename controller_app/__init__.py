@@ -25,7 +25,7 @@ def _framework_loaded() -> bool:
 
 
 def _define():
-    from . import shell
+    from controller_app import shell
 
     class IotController(shell.IotControllerShell):
         __doc__ = shell.IotControllerShell.__doc__

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from classifier.packets import mac_to_int
+from classifier.capture.packets import mac_to_int
 
-from .core import Settings
-from .policy import default_policy_path
+from controller_app.core import Settings
+from controller_app.policy import default_policy_path
 
 
-DEFAULT_ENGINE = "classifier.engine:load_engine"
+DEFAULT_ENGINE = "classifier.engine.engine:load_engine"
 
 
 @dataclass
@@ -31,7 +31,7 @@ class AppConfig:
     flush_interval: float = 0.1              #: seconds: decode a partial batch at least this often
     tick_interval: float = 1.0               #: seconds between core timer events
     inventory_flush_interval: float = 5.0
-    pool_mode: str = "offline"               #: IP pools: offline | rdap | auto (classifier.pools)
+    pool_mode: str = "offline"               #: IP pools: offline | rdap | auto (classifier.pools.resolver)
     pool_cache: str | None = None            #: pool cache SQLite file (None: the classifier's default)
     core: Settings = field(default_factory=Settings)
 

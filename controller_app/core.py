@@ -29,17 +29,17 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from classifier.decision import CONFIRMED, UNKNOWN, Decision
-from classifier.decode import decode_frames
-from classifier.devices import is_unicast
-from classifier.packets import DecodeFlag, Packets, mac_to_str
+from classifier.engine.decision import CONFIRMED, UNKNOWN, Decision
+from classifier.capture.decode import decode_frames
+from classifier.features.devices import is_unicast
+from classifier.capture.packets import DecodeFlag, Packets, mac_to_str
 
-from . import lldp
-from .intents import (ETH_TYPE_IPV4, ETH_TYPE_IPV6, FULL_MASK, OFPCML_NO_BUFFER, OFPM_ALL, OFPP_CONTROLLER,
+from controller_app import lldp
+from controller_app.intents import (ETH_TYPE_IPV4, ETH_TYPE_IPV6, FULL_MASK, OFPCML_NO_BUFFER, OFPM_ALL, OFPP_CONTROLLER,
                       OFPP_MAX, OFPTT_ALL, CookieKind, DecideRequest, FlowAdd, FlowDelete, Match, MeterAdd,
                       MeterDelete, Output, PacketOut, ResolvePools, SetDscp, SetQueue, Table, cookie)
-from .learning import Learner
-from .policy import Action, Policy
+from controller_app.learning import Learner
+from controller_app.policy import Action, Policy
 
 LOG = logging.getLogger("controller_app.core")
 

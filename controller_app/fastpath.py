@@ -1,6 +1,6 @@
 """A cheaper OpenFlow 1.3 packet-in parser for the framework: the match is parsed on first use.
 
-Measured on the benchmark (``python -m controller_app.bench packet-ins``), os-ken spends about
+Measured on the benchmark (``python -m benchmarks.controller packet-ins``), os-ken spends about
 a third of each mirrored packet-in's cost in ``OFPPacketIn.parser``, and most of that in
 ``OFPMatch.parser`` — a generic OXM walk that builds type descriptors and a field list for a
 match the controller reads one field of (``in_port``). This module registers, in place of the

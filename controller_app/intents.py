@@ -2,7 +2,7 @@
 
 The pure core (:mod:`controller_app.core`) turns events into lists of these; the os-ken shell
 turns them into OpenFlow 1.3 messages (:mod:`controller_app.ofp`); the tests apply them to a
-fake flow table (:mod:`controller_app.fakeflowtable`) and ask what happens to a packet.
+fake flow table (:mod:`testing.fakeflowtable`) and ask what happens to a packet.
 
 Besides flow and meter changes there are two requests that are not OpenFlow at all:
 :class:`DecideRequest` (classify this device's mirrored packets, off the event loop) and
@@ -197,7 +197,7 @@ class DecideRequest:
     """Classify ``mac`` from ``packets`` (its mirrored packets so far), off the event loop."""
 
     mac: int
-    packets: object   # classifier.packets.Packets
+    packets: object   # classifier.capture.packets.Packets
     now_ns: int
 
 

@@ -15,7 +15,7 @@ import threading
 from datetime import datetime, timezone
 
 from classifier.errors import IotClassError
-from classifier.packets import mac_to_int, mac_to_str
+from classifier.capture.packets import mac_to_int, mac_to_str
 
 SCHEMA_VERSION = 1
 SCHEMA = """

@@ -1,7 +1,7 @@
 """Learning devices: their mirrored packets, and the classification worker.
 
 :class:`Learner` (part of the pure core's state) keeps, per learning device, the mirrored
-packets that involve it as columnar :class:`~classifier.packets.Packets` chunks — the same
+packets that involve it as columnar :class:`~classifier.capture.packets.Packets` chunks — the same
 table the offline tools build from a capture, decoded by the same kernel — so that the
 features the engine computes online are the offline ones. A packet between two learning
 devices is in both buffers. Once a device's decision is confirmed its buffer is dropped and
@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from classifier.packets import Packets
+from classifier.capture.packets import Packets
 
 LOG = logging.getLogger("controller_app.learning")
 

@@ -43,7 +43,7 @@ from os_ken.controller import controller  # noqa: E402,F401  (registers --ofp-* 
 
 from classifier import __version__  # noqa: E402
 
-from . import config as app_config  # noqa: E402
+from controller_app import config as app_config  # noqa: E402
 
 LOG = logging.getLogger("ryu-manager")
 CONF = cfg.CONF

@@ -149,7 +149,7 @@ class Observer:
     def history(self, mac: str) -> list:
         if not self.inventory_path:
             return []
-        from .inventory import InventoryError, read_inventory
+        from controller_app.inventory import InventoryError, read_inventory
         try:
             rows = read_inventory(self.inventory_path, history=True)
         except InventoryError:

@@ -6,9 +6,9 @@ os-ken and Ryu (their OpenFlow 1.3 modules share names and semantics).
 
 from __future__ import annotations
 
-from classifier.packets import mac_to_str
+from classifier.capture.packets import mac_to_str
 
-from .intents import (OFPM_ALL, OFPTT_ALL, FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output, PacketOut,
+from controller_app.intents import (OFPM_ALL, OFPTT_ALL, FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output, PacketOut,
                       SetDscp, SetQueue)
 
 

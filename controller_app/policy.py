@@ -33,10 +33,10 @@ from typing import Any
 
 import yaml
 
-from classifier.decision import CONFIRMED, PROVISIONAL, UNKNOWN
+from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN
 from classifier.errors import IotClassError
-from classifier.labels import CATEGORIES
-from classifier.packets import mac_to_int, mac_to_str
+from classifier.evaluation.labels import CATEGORIES
+from classifier.capture.packets import mac_to_int, mac_to_str
 
 STAGES_ENFORCING = (PROVISIONAL, CONFIRMED)
 DEFAULT_LAN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "224.0.0.0/4",

@@ -25,9 +25,9 @@ import logging
 import threading
 from typing import Callable, Protocol
 
-from classifier.devices import split_devices
-from classifier.packets import Packets, ips_to_str
-from classifier.sessions import session_table
+from classifier.features.devices import split_devices
+from classifier.capture.packets import Packets, ips_to_str
+from classifier.features.sessions import session_table
 
 LOG = logging.getLogger("controller_app.pools")
 

@@ -49,20 +49,20 @@ MAIN_DISPATCHER = fw_handler.MAIN_DISPATCHER
 CONFIG_DISPATCHER = fw_handler.CONFIG_DISPATCHER
 DEAD_DISPATCHER = fw_handler.DEAD_DISPATCHER
 
-from classifier.decode import decode_frames  # noqa: E402
-from classifier.packets import mac_to_int, mac_to_str  # noqa: E402
+from classifier.capture.decode import decode_frames  # noqa: E402
+from classifier.capture.packets import mac_to_int, mac_to_str  # noqa: E402
 
-from . import config as _config  # noqa: E402
-from . import fastpath  # noqa: E402
-from . import ofp  # noqa: E402
-from .core import Core, PacketInBatch  # noqa: E402
-from .intents import DecideRequest, FlowAdd, FlowDelete, MeterAdd, MeterDelete, PacketOut, ResolvePools  # noqa: E402
-from .inventory import Inventory  # noqa: E402
-from .learning import DecisionWorker  # noqa: E402
-from .observe import Metrics, Observer  # noqa: E402
-from .policy import PolicyError, load_policy  # noqa: E402
-from .poolres import SeenPoolResolver  # noqa: E402
-from classifier.pools import PoolResolver  # noqa: E402
+from controller_app import config as _config  # noqa: E402
+from controller_app import fastpath  # noqa: E402
+from controller_app import ofp  # noqa: E402
+from controller_app.core import Core, PacketInBatch  # noqa: E402
+from controller_app.intents import DecideRequest, FlowAdd, FlowDelete, MeterAdd, MeterDelete, PacketOut, ResolvePools  # noqa: E402
+from controller_app.inventory import Inventory  # noqa: E402
+from controller_app.learning import DecisionWorker  # noqa: E402
+from controller_app.observe import Metrics, Observer  # noqa: E402
+from controller_app.policy import PolicyError, load_policy  # noqa: E402
+from controller_app.poolres import SeenPoolResolver  # noqa: E402
+from classifier.pools.resolver import PoolResolver  # noqa: E402
 
 LOG = logging.getLogger("controller_app")
 DEFAULT_ENGINE = _config.DEFAULT_ENGINE

@@ -19,4 +19,4 @@ run openset-long      evaluate openset --data long --models nba-vol,lstm-cnn-all
 run online-sentinel   evaluate online --data sentinel
 run online-home       evaluate online --data home
 run sensitivity-long  evaluate sensitivity --data long --models lstm-cnn
-.venv/bin/python -m classifier.model_bench | tee "$OUT/latency.json"
+.venv/bin/python -m benchmarks.models | tee "$OUT/latency.json"

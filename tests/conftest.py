@@ -58,7 +58,7 @@ def fixtures_root():
 @pytest.fixture(scope="session")
 def synth_capture(tmp_path_factory):
     """A one-hour capture of one synthetic device per category, with its devices.csv."""
-    from classifier.synth import default_network, write_devices_csv, write_network_capture
+    from testing.synth import default_network, write_devices_csv, write_network_capture
     folder = tmp_path_factory.mktemp("synth")
     net = default_network()
     path = folder / "network.pcap"
@@ -71,7 +71,7 @@ def synth_capture(tmp_path_factory):
 def synth_dataset(tmp_path_factory):
     """A labelled dataset the project generates: three 15-minute captures of a network with
     two units of each device category (by-MAC devices.csv)."""
-    from classifier.synth import default_network, write_devices_csv, write_network_capture
+    from testing.synth import default_network, write_devices_csv, write_network_capture
     folder = tmp_path_factory.mktemp("lab") / "lab"
     folder.mkdir()
     net = default_network(units=2)
@@ -84,8 +84,8 @@ def synth_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_data(synth_dataset):
     """The generated dataset as model-ready streams (T = 60 s, t = 4, n = 8, 10 epochs)."""
-    from classifier.evaluate import Data
-    from classifier.labels import load_labels
+    from classifier.evaluation.protocols import Data
+    from classifier.evaluation.labels import load_labels
     from classifier.models.registry import Settings
     folder, net = synth_dataset
     return Data("lab", load_labels(folder / "devices.csv"), Settings(interval=60.0, t=4, overlap=3, n=8, epochs=10))

@@ -3,11 +3,11 @@ fake classification engine, run synchronously (decisions and pool look-ups answe
 
 from __future__ import annotations
 
-from classifier.decision import CONFIRMED, PROVISIONAL, UNKNOWN, Decision
-from classifier.packets import Packets, mac_to_int
-from classifier.synth import arp_request, ether, tcp4, udp4
+from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN, Decision
+from classifier.capture.packets import Packets, mac_to_int
+from testing.synth import arp_request, ether, tcp4, udp4
 from controller_app.core import Core, PacketInBatch, Settings
-from controller_app.fakeflowtable import FakeNetwork
+from testing.fakeflowtable import FakeNetwork
 from controller_app.intents import DecideRequest, ResolvePools
 
 SEC = 1_000_000_000

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from classifier.decision import Decision
-from classifier.packets import mac_to_int
+from classifier.engine.decision import Decision
+from classifier.capture.packets import mac_to_int
 
 
 class TableEngine:

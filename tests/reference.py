@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from classifier.protocols import IS_USER
+from classifier.capture.protocols import IS_USER
 
 
 def unicast(mac: int) -> bool:

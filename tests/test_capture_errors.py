@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from classifier.capture import MAX_CAPLEN, read_frames
+from classifier.capture.reader import MAX_CAPLEN, read_frames
 from classifier.errors import CaptureError
-from classifier.pcapwrite import Interface, Record, write_pcap, write_pcapng
+from classifier.capture.writer import Interface, Record, write_pcap, write_pcapng
 
 from test_capture_formats import sample_records
 

@@ -11,12 +11,12 @@ import lzma
 import numpy as np
 import pytest
 
-from classifier.capture import read_frames
-from classifier.decode import decode, read_packets
-from classifier.packets import DecodeFlag, ip_from_str, mac_to_int
-from classifier.pcapwrite import Interface, Record, write_pcap, write_pcapng
-from classifier.protocols import Proto
-from classifier.synth import arp_request, dns_query, ether, tcp4, udp4
+from classifier.capture.reader import read_frames
+from classifier.capture.decode import decode, read_packets
+from classifier.capture.packets import DecodeFlag, ip_from_str, mac_to_int
+from classifier.capture.writer import Interface, Record, write_pcap, write_pcapng
+from classifier.capture.protocols import Proto
+from testing.synth import arp_request, dns_query, ether, tcp4, udp4
 
 DEV, GW = "02:00:00:00:00:0a", "02:00:00:00:00:01"
 
@@ -179,7 +179,7 @@ def test_truncated_headers_keep_wire_length():
 
 def test_decode_frames_matches_capture_decode():
     """The online entry point (packet-in bytes) gives the same columns as a capture."""
-    from classifier.decode import decode_frames
+    from classifier.capture.decode import decode_frames
     recs = sample_records()
     buf = io.BytesIO()
     write_pcap(buf, recs)

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from classifier.capture import MAX_CAPLEN, read_frames
-from classifier.decode import decode
+from classifier.capture.reader import MAX_CAPLEN, read_frames
+from classifier.capture.decode import decode
 from classifier.errors import CaptureError
-from classifier.pcapwrite import Interface, write_pcap, write_pcapng
+from classifier.capture.writer import Interface, write_pcap, write_pcapng
 
 from test_capture_formats import sample_records
 

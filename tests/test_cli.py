@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from classifier.cli import main
-from classifier.segments import PAPER_FEATURES
+from classifier.features.segments import PAPER_FEATURES
 
 
 def run(*args) -> subprocess.CompletedProcess:

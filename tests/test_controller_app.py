@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from classifier.synth import arp_request, ether, udp4
-from controller_app.fakeswitch import (T_FLOW_MOD, T_METER_MOD, T_PACKET_OUT, FakeSwitch, header, packet_in)
+from testing.synth import arp_request, ether, udp4
+from testing.fakeswitch import (T_FLOW_MOD, T_METER_MOD, T_PACKET_OUT, FakeSwitch, header, packet_in)
 from controller_app.intents import OFPP_CONTROLLER, CookieKind, Table, cookie
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -287,8 +287,8 @@ def test_manager_command_line(tmp_path):
     for flag in ("--ofp-tcp-listen-port", "--ofp-listen-host", "--config-file", "--policy-file", "--model",
                  "--inventory-db", "--http-port", "--mirror-rate-pps", "--gateway-macs"):
         assert flag in h.stdout, flag
-    r = run("classifier.packets")
-    assert r.returncode == 1 and "no OpenFlow app class defined in classifier.packets" in r.stderr
+    r = run("classifier.capture.packets")
+    assert r.returncode == 1 and "no OpenFlow app class defined in classifier.capture.packets" in r.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("categories: {camera: blok}\n")
     r = run("--policy-file", str(bad), "--inventory-db", str(tmp_path / "i.sqlite"), "--http-port", "-1",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from controller_app.core import Settings
-from controller_app.fakeflowtable import SwitchError
+from testing.fakeflowtable import SwitchError
 from controller_app.intents import CookieKind, FlowAdd, Match, MeterAdd, OFPP_CONTROLLER, Table, cookie_kind
 from controller_app.policy import parse_policy
 from ctl_harness import (A, B, C, CONFIRMED, D, GW, PROVISIONAL, SEC, UNKNOWN, FakeEngine, Harness, arp, m, tcp,

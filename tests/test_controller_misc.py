@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.decode import decode_frames
+from classifier.capture.decode import decode_frames
 from controller_app.learning import DecisionWorker, Learner
 from controller_app.poolres import SeenPoolResolver
 from ctl_harness import A, GW, m, udp

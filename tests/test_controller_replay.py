@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier.capture import read_frames
-from classifier.decode import decode
-from classifier.devices import split_devices
-from classifier.labels import load_datasets
-from classifier.segments import segment_features
-from classifier.sessions import session_table
+from classifier.capture.reader import read_frames
+from classifier.capture.decode import decode
+from classifier.features.devices import split_devices
+from classifier.evaluation.labels import load_datasets
+from classifier.features.segments import segment_features
+from classifier.features.sessions import session_table
 from controller_app.core import Core, PacketInBatch, Settings
 from controller_app.intents import CookieKind, cookie
 
@@ -87,7 +87,7 @@ def assert_same_features(core, offline, devices, gateways, interval=60.0, idle=3
 
 def test_replayed_synthetic_capture_gives_the_offline_features(synth_capture):
     path, _, net = synth_capture
-    from classifier.packets import mac_to_int
+    from classifier.capture.packets import mac_to_int
     devices = [mac_to_int(d.mac) for d in net.devices]
     gateways = [mac_to_int(net.gateway_mac)]
     core, offline = replay(path, devices, gateways)
@@ -101,7 +101,7 @@ def test_capture_replayed_eight_times_faster_gives_the_offline_features_with_tim
     """A replay compressed K times, classified with ``--time-scale K``, is seen in the capture's
     own time: the same segments and sessions as offline (without the scale, sessions merge)."""
     path, _, net = synth_capture
-    from classifier.packets import mac_to_int
+    from classifier.capture.packets import mac_to_int
     devices = [mac_to_int(d.mac) for d in net.devices]
     gateways = [mac_to_int(net.gateway_mac)]
     fr = read_frames(str(path))

@@ -28,7 +28,7 @@ REASON = why_not_runnable()
 if REASON:
     pytest.skip(REASON, allow_module_level=True)
 
-from classifier.packets import mac_to_int  # noqa: E402
+from classifier.capture.packets import mac_to_int  # noqa: E402
 from classifier.shared import datasets_root  # noqa: E402
 from controller_app.intents import CookieKind  # noqa: E402
 from controller_app.inventory import read_inventory  # noqa: E402
@@ -131,7 +131,7 @@ def check_categories(sc, real: bool) -> tuple[list, list, list]:
     across the confirmation threshold. Generated devices are caricatures that the model often
     misreads, depending on when it is asked: the ones it knows come out with their category
     or ``unknown``; the others are not checked."""
-    from classifier.engine import load_engine
+    from classifier.engine.engine import load_engine
     classes = set(load_engine().classes) | {"unknown"}
     devs = sc.devices()
     inv = {r["mac"]: r for r in read_inventory(sc.controller.inventory)}
@@ -350,7 +350,7 @@ def _probe(home, mac: str, work: Path, count: int, size: int = 1000) -> Path:
 
 def test_blocked_category_delivers_nothing_to_the_gateway_after_enforcement(home, request):
     # 1. during the replay: frames the gateway host got from a blocked device after its block entry
-    from classifier.decode import read_packets
+    from classifier.capture.decode import read_packets
     replay_blocked, _, _ = _roles(home)
     got = read_packets(str(home.gw_capture))
     late = {}
@@ -429,7 +429,7 @@ def test_priority_devices_frames_reach_the_gateway_marked_dscp_46(home, request)
     """``priority: 1, dscp: 46`` (lights in the test policy): the device's IPv4 frames reach the
     gateway host with DSCP 46 (EF); a plainly allowed device's keep theirs. (The queue part,
     set_queue, selects no egress queue on the userspace datapath: see the README.)"""
-    from classifier.capture import read_frames
+    from classifier.capture.reader import read_frames
     ctx, marked, other = ensure(home, "priority")
     mac = marked[0]
     work = home.workdir / "probes"
@@ -623,7 +623,7 @@ def test_two_switches_devices_on_both_are_classified_and_ruled_on_their_edge_swi
                 assert bool(mine) == (dpid == edge), f"{d.mac}: policy entries on switch {dpid} (edge {edge})"
     # forwarding across the link: the gateway host (first switch) got every far device's frames,
     # and none from a blocked one once its block entry had taken effect
-    from classifier.decode import read_packets
+    from classifier.capture.decode import read_packets
     got = read_packets(str(two.gw_capture))
     far = [d for d in two.plan.devices if d.name in two.far]
     blocked_far = [d for d in far if devs[d.mac]["enforced"] == "block"]

@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from classifier.capture import read_frames  # noqa: E402
-from classifier.decode import read_packets  # noqa: E402
-from classifier.packets import mac_to_int  # noqa: E402
-from classifier.pcapwrite import Record, write_pcap  # noqa: E402
+from classifier.capture.reader import read_frames  # noqa: E402
+from classifier.capture.decode import read_packets  # noqa: E402
+from classifier.capture.packets import mac_to_int  # noqa: E402
+from classifier.capture.writer import Record, write_pcap  # noqa: E402
 from topologies import harness, ovs  # noqa: E402
 from topologies.replay import (SEC, ReplayError, ReplayRun, effect_text, measure_effects, plan_capture,  # noqa: E402
                                plan_synthetic)

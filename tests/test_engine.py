@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from classifier.decision import CONFIRMED, PROVISIONAL, UNKNOWN
-from classifier.decode import read_packets
-from classifier.engine import DecisionEngine, EngineConfig, EngineError, load_engine
-from classifier.labels import CATEGORIES
-from classifier.packets import mac_to_int
+from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN
+from classifier.capture.decode import read_packets
+from classifier.engine.engine import DecisionEngine, EngineConfig, EngineError, load_engine
+from classifier.evaluation.labels import CATEGORIES
+from classifier.capture.packets import mac_to_int
 
 
 class FixedModel:
@@ -36,8 +36,8 @@ class FixedModel:
 
 def first_packets_with(pk, mac, sessions):
     """The device's packets up to its ``sessions``-th session start."""
-    from classifier.devices import split_devices
-    from classifier.sessions import session_table
+    from classifier.features.devices import split_devices
+    from classifier.features.sessions import session_table
     s = session_table(pk, split_devices(pk, devices=[mac]))
     cut = s.start_ns[sessions - 1] if sessions <= len(s) else pk.ts_ns.max()
     return pk.take(pk.ts_ns <= cut)
@@ -94,8 +94,8 @@ def test_unknown_device_mac_gives_no_decision(plug):
 
 
 def test_trained_engine_save_load_and_decide(synth_data, tmp_path):
-    from classifier.evaluate import capture_folds
-    from classifier.train import build_engine
+    from classifier.evaluation.protocols import capture_folds
+    from classifier.evaluation.training import build_engine
     f = capture_folds(synth_data.streams, 3, 0)
     eng = build_engine(synth_data, synth_data, f != 0, f != 0, seed=0, log=lambda m: None)
     eng.info["version"] = "test"
@@ -142,7 +142,7 @@ def test_shipped_default_engine_decides(synth_capture):
 @pytest.mark.shared
 def test_shipped_default_engine_on_a_home_capture(datasets):
     """The shipped model was trained on these captures: it must know these devices."""
-    from classifier.labels import load_labels
+    from classifier.evaluation.labels import load_labels
     eng = load_engine()
     path = datasets / "home" / "training_2023-5-26_1_13_9.pcapng.gz"
     labels = load_labels(datasets / "home" / "devices.csv")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier.dataset import Stream
-from classifier.evaluate import capture_folds, metrics, time_split, unseen_split
-from classifier.sessions import Sessions
+from classifier.evaluation.dataset import Stream
+from classifier.evaluation.protocols import capture_folds, metrics, time_split, unseen_split
+from classifier.features.sessions import Sessions
 
 
 def fake_stream(capture, device, category, group, t0=0):

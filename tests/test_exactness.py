@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from classifier.decode import read_packets
-from classifier.labels import is_capture_file
-from classifier.packets import Packets
+from classifier.capture.decode import read_packets
+from classifier.evaluation.labels import is_capture_file
+from classifier.capture.packets import Packets
 
 from tshark_fields import compare, expected_columns, have_tshark
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifier.decode import read_packets
-from classifier.devices import split_devices
-from classifier.packets import mac_to_int
-from classifier.segments import FEATURE_NAMES, PAPER_FEATURES, ccit_features, segment_features
-from classifier.sessions import session_table
+from classifier.capture.decode import read_packets
+from classifier.features.devices import split_devices
+from classifier.capture.packets import mac_to_int
+from classifier.features.segments import FEATURE_NAMES, PAPER_FEATURES, ccit_features, segment_features
+from classifier.features.sessions import session_table
 
 import reference
 
@@ -92,8 +92,8 @@ def test_gateway_and_group_macs_are_not_devices(synth_capture):
 def test_empty_segments_are_explicit():
     """A device silent for a while gets all-zero segments, not missing rows."""
     import io
-    from classifier.pcapwrite import Record, write_pcap
-    from classifier.synth import ether, udp4
+    from classifier.capture.writer import Record, write_pcap
+    from testing.synth import ether, udp4
     dev, gw = "02:00:00:00:00:0a", "02:00:00:00:00:01"
     frame = ether(dev, gw, 0x0800, udp4("10.0.0.2", "10.0.0.1", 1000, 2000, bytes(20)))
     t0 = 10**18

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from classifier.labels import CATEGORIES, LabelError, load_datasets, load_labels
-from classifier.packets import mac_to_int
+from classifier.evaluation.labels import CATEGORIES, LabelError, load_datasets, load_labels
+from classifier.capture.packets import mac_to_int
 
 
 def _touch_capture(path, synth_capture):

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from classifier.evaluate import capture_folds, fit_predict, labels_of
+from classifier.evaluation.protocols import capture_folds, fit_predict, labels_of
 from classifier.models.base import ModelError, load_model, read_model, write_model
 from classifier.models.registry import SPECS
 

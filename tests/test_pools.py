@@ -15,12 +15,12 @@ import time
 import numpy as np
 import pytest
 
-from classifier.asndb import PoolError, SpecialClassifier, value_of
-from classifier.packets import ip_from_str
-from classifier.poolcache import PoolCache, default_cache_path
-from classifier.pools import (OOV_ID, PAD_ID, SPECIAL_POOLS, PoolResolver, PoolVocabulary,
+from classifier.pools.asndb import PoolError, SpecialClassifier, value_of
+from classifier.capture.packets import ip_from_str
+from classifier.pools.cache import PoolCache, default_cache_path
+from classifier.pools.resolver import (OOV_ID, PAD_ID, SPECIAL_POOLS, PoolResolver, PoolVocabulary,
                               apply_pool_map, co_usage_graph, fill_pools, pool_name, refine_pools)
-from classifier.sessions import Sessions
+from classifier.features.sessions import Sessions
 from rdap_server import RdapServer, closed_port_url, network_response, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -379,8 +379,8 @@ def test_corrupt_cache_is_named_and_left_alone(tmp_path):
 
 _WRITER = textwrap.dedent("""
     import sys, time
-    from classifier.poolcache import PoolCache
-    from classifier.asndb import V4_MAPPED
+    from classifier.pools.cache import PoolCache
+    from classifier.pools.asndb import V4_MAPPED
     c = PoolCache(sys.argv[1])
     for i in range(int(sys.argv[2])):
         c.put_answer(V4_MAPPED | (i << 8), 120, asn=64500 + i, asn_org=f"Org {i}", registry="ripencc",
@@ -390,8 +390,8 @@ _WRITER = textwrap.dedent("""
 
 _READER = textwrap.dedent("""
     import sys, time
-    from classifier.poolcache import PoolCache
-    from classifier.asndb import V4_MAPPED
+    from classifier.pools.cache import PoolCache
+    from classifier.pools.asndb import V4_MAPPED
     c = PoolCache(sys.argv[1])
     n, seen, end = int(sys.argv[2]), 0, time.monotonic() + 50
     while time.monotonic() < end:
@@ -448,8 +448,8 @@ def test_rdap_answers_are_shared_through_the_cache(tmp_path, loopback_only):
 
 
 def test_fill_pools_on_generated_capture(synth_capture):
-    from classifier.pipeline import load_captures
-    from classifier.sessions import session_table
+    from classifier.features.pipeline import load_captures
+    from classifier.features.sessions import session_table
     path, _, net = synth_capture
     cap = next(load_captures([str(path)], [net.gateway_mac]))
     s = session_table(cap.packets, cap.view)
@@ -614,8 +614,8 @@ def test_pools_cli_errors(capsys, tmp_path):
 
 
 def test_shared_captures_resolve_offline(datasets):
-    from classifier.pipeline import load_captures
-    from classifier.sessions import session_table
+    from classifier.features.pipeline import load_captures
+    from classifier.features.sessions import session_table
     paths = sorted((datasets / "longterm").glob("*.gz"))[:2]
     r = PoolResolver()
     for cap in load_captures([str(p) for p in paths]):
@@ -634,7 +634,7 @@ def test_one_look_up_per_prefix_in_a_batch(tmp_path, loopback_only):
 
 
 def test_unique_rows_agrees_with_numpy():
-    from classifier.pools import _unique_rows
+    from classifier.pools.resolver import _unique_rows
     rng = np.random.default_rng(3)
     ips = rng.integers(0, 4, size=(500, 2)).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     uniq, inverse = _unique_rows(ips)

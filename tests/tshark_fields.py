@@ -1,7 +1,7 @@
 """Independent reference for the decoder: tshark's dissection of the same capture.
 
 ``expected_columns(path)`` runs ``tshark -T fields`` and converts its output to the
-project's column conventions (see ``classifier.packets``); ``compare`` lists every
+project's column conventions (see ``classifier.capture.packets``); ``compare`` lists every
 field of every packet where the two differ.
 """
 
@@ -12,8 +12,8 @@ import subprocess
 
 import numpy as np
 
-from classifier.packets import Packets, ip_from_str, mac_to_int
-from classifier.protocols import TCP_PORTS, UDP_PORTS, Proto, port_table
+from classifier.capture.packets import Packets, ip_from_str, mac_to_int
+from classifier.capture.protocols import TCP_PORTS, UDP_PORTS, Proto, port_table
 
 _UDP, _TCP = port_table(UDP_PORTS), port_table(TCP_PORTS)
 

@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from .harness import ROOT, LabError, tempdir, why_not_runnable
-from .replay import ReplayError, format_effects, plan_capture, plan_synthetic
+from topologies.harness import ROOT, LabError, tempdir, why_not_runnable
+from topologies.replay import ReplayError, format_effects, plan_capture, plan_synthetic
 
 HOME = "home/training_2023-5-26_1_13_9.pcapng.gz"
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         return 2
     signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
     from classifier.shared import datasets_root
-    from .scenario import Scenario
+    from topologies.scenario import Scenario
 
     work = tempdir("iot-demo-")
     try:

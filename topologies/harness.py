@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import ovs
+from topologies import ovs
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = Path(__file__).resolve().parent / "lab.py"

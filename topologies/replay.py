@@ -34,15 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.capture import read_frames
-from classifier.decode import decode
-from classifier.devices import is_unicast, split_devices
+from classifier.capture.reader import read_frames
+from classifier.capture.decode import decode
+from classifier.features.devices import is_unicast, split_devices
 from classifier.errors import IotClassError
-from classifier.labels import LabelledCapture, load_labels
-from classifier.packets import Packets, mac_to_int, mac_to_str
-from classifier.pcapwrite import Record, write_pcap
-from classifier.segments import segment_features
-from classifier.sessions import session_table
+from classifier.evaluation.labels import LabelledCapture, load_labels
+from classifier.capture.packets import Packets, mac_to_int, mac_to_str
+from classifier.capture.writer import Record, write_pcap
+from classifier.features.segments import segment_features
+from classifier.features.sessions import session_table
 
 SEC = 1_000_000_000
 PAPER = ("n_user", "len_user_mean", "len_user_max", "n_control", "len_control_mean", "len_control_max")
@@ -217,9 +217,9 @@ def plan_capture(path: str | Path, labels_csv: str | Path, workdir: str | Path, 
 
 def plan_synthetic(workdir: str | Path, duration_s: float = 1800.0, categories: list[str] | None = None,
                    seed: int = 3) -> tuple[ReplayPlan, Path]:
-    """A capture the project generates (:mod:`classifier.synth`, one device per category) and
+    """A capture the project generates (:mod:`testing.synth`, one device per category) and
     its plan. Returns (plan, devices.csv)."""
-    from classifier.synth import default_network, write_devices_csv, write_network_capture
+    from testing.synth import default_network, write_devices_csv, write_network_capture
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     net = default_network(categories)
@@ -460,8 +460,8 @@ def simulate_decisions(plan: ReplayPlan, step_s: float, engine=None) -> dict:
     speed-up), with a perfect replay. Returns MAC -> {"final": (category, stage) of the first
     confirmed or unknown decision, else of the last one, or None; "categories": every
     category it gives at any of those times, to the end of the replay}."""
-    from classifier.decision import CONFIRMED, UNKNOWN
-    from classifier.engine import load_engine
+    from classifier.engine.decision import CONFIRMED, UNKNOWN
+    from classifier.engine.engine import load_engine
     engine = engine or load_engine()
     pk = plan.packets
     out = {}

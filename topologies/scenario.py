@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifier.packets import mac_to_int, mac_to_str
+from classifier.capture.packets import mac_to_int, mac_to_str
 from controller_app.intents import CookieKind
 
-from . import ovs
-from .harness import Controller, Lab, stop_process
-from .replay import ReplayPlan, ReplayRun, effect_text, measure_effects, start_replay, wait_replay
+from topologies import ovs
+from topologies.harness import Controller, Lab, stop_process
+from topologies.replay import ReplayPlan, ReplayRun, effect_text, measure_effects, start_replay, wait_replay
 
 SEC = 1_000_000_000
 
@@ -215,8 +215,8 @@ def write_probe(path: str | Path, src_mac: str, src_ip: str, dst_mac: str, dst_i
                 size: int = 1000, sport: int = 40000, dport: int = 9) -> Path:
     """A pcap of ``count`` UDP frames of ``size`` bytes from a device to the gateway (port 9,
     discard), for tcpreplay; each frame differs (its IP id) so they can be told apart."""
-    from classifier.pcapwrite import Record, write_pcap
-    from classifier.synth import ether, ipv4, udp4
+    from classifier.capture.writer import Record, write_pcap
+    from testing.synth import ether, ipv4, udp4
     payload = bytes(max(0, size - 14 - 20 - 8))
     recs = []
     for i in range(count):
@@ -250,7 +250,7 @@ class GatewayTap:
 
     def frames(self) -> dict:
         import numpy as np
-        from classifier.decode import read_packets
+        from classifier.capture.decode import read_packets
         pk = read_packets(str(self.path))
         out = {}
         for m in self.macs:

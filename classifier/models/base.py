@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..dataset import Instances
-from ..errors import IotClassError
+from classifier import __version__
+from classifier.evaluation.dataset import Instances
+from classifier.errors import IotClassError
 
 FORMAT = "iotclass-model"
 FORMAT_VERSION = 1
@@ -121,12 +121,12 @@ def read_model(path: str | Path) -> tuple[dict, dict]:
 
 def load_model(path: str | Path) -> Model:
     """Load any saved model (dispatching on its kind)."""
-    from .baselines import SegmentCNN, SegmentLSTM
-    from .segment import SegmentLSTMCNN
-    from .session import SessionNBA
+    from classifier.models.baselines import SegmentCNN, SegmentLSTM
+    from classifier.models.segment import SegmentLSTMCNN
+    from classifier.models.session import SessionNBA
     path = str(path)
     if path.endswith(".skops"):
-        from .baselines import SklearnModel
+        from classifier.models.baselines import SklearnModel
         return SklearnModel.load(path)
     _, meta = read_model(path)
     kinds = {m.kind: m for m in (SegmentLSTMCNN, SessionNBA, SegmentCNN, SegmentLSTM)}

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..dataset import Instances
-from ..segments import CCIT_NAMES, FEATURE_NAMES
-from .base import Model, ModelError
-from .segment import SegmentLSTMCNN, feature_columns
-from .torchutil import Standardiser, signed_log
+from classifier.evaluation.dataset import Instances
+from classifier.features.segments import CCIT_NAMES, FEATURE_NAMES
+from classifier.models.base import Model, ModelError
+from classifier.models.segment import SegmentLSTMCNN, feature_columns
+from classifier.models.torchutil import Standardiser, signed_log
 
 
 def _sklearn_estimators(seed: int) -> dict:

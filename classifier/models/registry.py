@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..segments import FEATURE_NAMES, PAPER_FEATURES
-from .base import Model
-from .baselines import SKLEARN_NAMES, SegmentCNN, SegmentLSTM, SklearnModel
-from .segment import SegmentLSTMCNN
-from .session import SessionNBA
+from classifier.features.segments import FEATURE_NAMES, PAPER_FEATURES
+from classifier.models.base import Model
+from classifier.models.baselines import SKLEARN_NAMES, SegmentCNN, SegmentLSTM, SklearnModel
+from classifier.models.segment import SegmentLSTMCNN
+from classifier.models.session import SessionNBA
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..dataset import Instances
-from ..segments import FEATURE_NAMES
+from classifier.evaluation.dataset import Instances
+from classifier.features.segments import FEATURE_NAMES
 
 
 def feature_columns(features: list[str]) -> list[int]:
@@ -36,8 +36,8 @@ def feature_columns(features: list[str]) -> list[int]:
 def dense_weight(name: str) -> bool:
     """The parameters the paper's L2 term applies to: the fully connected layers' weights."""
     return name.startswith(("fc.", "out.")) and name.endswith(".weight")
-from .base import Model, ModelError, repetition_index
-from .torchutil import Standardiser, TorchModel, seed_everything, signed_log, train_loop
+from classifier.models.base import Model, ModelError, repetition_index
+from classifier.models.torchutil import Standardiser, TorchModel, seed_everything, signed_log, train_loop
 
 
 class LSTMCNNNet(nn.Module):

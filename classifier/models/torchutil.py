@@ -97,12 +97,12 @@ class TorchModel:
     temperature). Subclasses add their own metadata and rebuild their network."""
 
     def predict_proba(self, inst):
-        from .calibrate import softmax
+        from classifier.models.calibrate import softmax
         z = self.logits(inst)
         return softmax(z, self.temperature) if len(z) else z
 
     def _save(self, path, transform: str, **extra) -> None:
-        from .base import write_model
+        from classifier.models.base import write_model
         meta = dict(self.meta, kind=self.kind, classes=self.classes, config=self.config,
                     normalisation={"transform": transform, "mean": self.scaler.mean.tolist(),
                                    "std": self.scaler.std.tolist()},
@@ -111,7 +111,7 @@ class TorchModel:
 
     @classmethod
     def _read(cls, path) -> tuple[dict, dict]:
-        from .base import ModelError, read_model
+        from classifier.models.base import ModelError, read_model
         tensors, meta = read_model(path)
         if meta.get("kind") != cls.kind:
             raise ModelError(f"{path}: a {meta.get('kind')} model, not a {cls.kind} model")
@@ -134,7 +134,7 @@ def state_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
 
 
 def load_numpy_state(module: nn.Module, tensors: dict[str, np.ndarray], path: str) -> None:
-    from .base import ModelError
+    from classifier.models.base import ModelError
     state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
     try:
         module.load_state_dict(state, strict=True)

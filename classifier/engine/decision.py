@@ -1,0 +1,49 @@
+"""What the classifier tells the controller about one device: a :class:`Decision`.
+
+The controller keeps each learning device's mirrored packets (a :class:`Packets` table:
+what it sent and what it received) and now and then asks an :class:`Engine` to decide.
+The engine answers ``None`` while there is not enough evidence, then a *provisional*
+decision, then a *confirmed* one once confidence and evidence pass its thresholds. A device
+whose type the models do not know comes out with category ``unknown``.
+
+``Engine.decide`` may take milliseconds: the controller calls it off its event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from classifier.capture.packets import Packets
+
+PROVISIONAL = "provisional"
+CONFIRMED = "confirmed"
+UNKNOWN = "unknown"
+STAGES = (PROVISIONAL, CONFIRMED, UNKNOWN)
+
+
+@dataclass(frozen=True)
+class Decision:
+    category: str                 #: one of classifier.evaluation.labels.CATEGORIES, or "unknown"
+    confidence: float             #: calibrated probability of ``category`` (0..1)
+    stage: str                    #: provisional | confirmed | unknown
+    model: str                    #: which model decided, with its version
+    explanation: str = ""         #: one line for people (top pools/sessions or features)
+    evidence: dict = field(default_factory=dict)  #: {"packets": n, "sessions": n, "segments": n}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Engine(Protocol):
+    """Anything that turns one device's packets into a decision."""
+
+    version: str
+
+    def decide(self, pk: Packets, mac: int, now_ns: int | None = None) -> Decision | None:
+        """Classify device ``mac`` from ``pk`` (its packets so far, sent and received).
+
+        ``now_ns`` is the current time (defaults to the last packet's); ``None`` means
+        there is not enough evidence yet.
+        """
+        ...

@@ -1,0 +1,102 @@
+"""Training the default engine (``iotclass train``) on every labelled capture given.
+
+* The session model (Chen et al., with volume features) learns categories from every
+  dataset: sequences of up to ``n`` sessions, plus each stream's first 3 and 8 sessions (what
+  the controller sees early on).
+* The segment model (Bai et al.) learns categories from the long captures only
+  (T = 300 s, t = 6): set-up captures last about a minute, far less than one window.
+* Each is calibrated (temperature, open-set threshold) on each device's latest 20% of
+  instances, held out from its fitting.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from classifier import __version__
+from classifier.evaluation.dataset import CaptureCache, session_sequences
+from classifier.engine.engine import DEFAULT_ENGINE, DecisionEngine, EngineConfig
+from classifier.evaluation.protocols import Data, fit_calibrated, labels_of
+from classifier.evaluation.labels import Dataset, load_datasets
+from classifier.models.registry import SPECS, Settings
+
+LONG = ("longterm", "home")
+#: data selections whose captures are long enough for the segment model
+DATA_LONG_OK = ("long", "home")
+SESSION_MODEL = "nba-vol"
+SEGMENT_MODEL = "lstm-cnn-all"
+
+
+class EarlyData(Data):
+    """Session instances with early prefixes added (training only)."""
+
+    def instances(self, family):
+        if family == "sessions" and family not in self._inst:
+            self._inst[family] = session_sequences(self.streams, self.settings.n, prefixes=(3, 8))
+        return super().instances(family)
+
+
+def build_engine(data: Data, long: Data | None, train: np.ndarray, train_long: np.ndarray | None, seed: int = 0,
+                 session_model: str = SESSION_MODEL, segment_model: str | None = SEGMENT_MODEL,
+                 log=print) -> DecisionEngine:
+    """Fit and calibrate the engine's models on the streams selected by ``train`` (and
+    ``train_long`` among ``long``'s streams, for the segment model)."""
+    sess, thr_s = fit_calibrated(SPECS[session_model], data, "category", train, seed, progress="session model")
+    log(f"session model: {sess.meta['training']['instances']} instances, classes {', '.join(sess.classes)}; "
+        f"temperature {sess.temperature:.2f}, open-set threshold {thr_s:.2f}")
+    seg, thr_g = None, thr_s
+    if segment_model and long is not None and train_long is not None and train_long.any():
+        seg, thr_g = fit_calibrated(SPECS[segment_model], long, "category", train_long, seed,
+                                    progress="segment model")
+        log(f"segment model: {seg.meta['training']['instances']} instances, classes {', '.join(seg.classes)}; "
+            f"temperature {seg.temperature:.2f}, open-set threshold {thr_g:.2f}")
+    s = data.settings
+    config = EngineConfig(threshold=thr_s, segment_threshold=thr_g, interval=s.interval, t=s.t, n=s.n,
+                          idle_timeout=s.idle_timeout)
+    return DecisionEngine(sess, seg, config, {"session_model": session_model,
+                                              "segment_model": segment_model if seg is not None else None})
+
+
+def train_default(roots: list[str], out: str | Path | None = None, seed: int = 0, settings: Settings | None = None,
+                  session_model: str = SESSION_MODEL, segment_model: str | None = SEGMENT_MODEL,
+                  log=print) -> DecisionEngine:
+    settings = settings or Settings(interval=300.0, t=6, overlap=3, n=16)
+    t_start = time.time()
+    ds = load_datasets(roots)
+    cache = CaptureCache(ds)
+    log(f"datasets: {', '.join(sorted({c.dataset for c in ds.captures}))}; {len(ds.captures)} captures")
+    data = EarlyData("all", ds, settings, cache)
+    log(f"features of {len(data.streams)} device streams in {data.build_seconds:.0f} s")
+    long_ds = Dataset([c for c in ds.captures if c.dataset in LONG])
+    long = Data("long", long_ds, settings, cache) if long_ds.captures else None
+    engine = build_engine(data, long, np.ones(len(data.streams), bool),
+                          np.ones(len(long.streams), bool) if long else None, seed, session_model, segment_model, log)
+    streams_per_cat: dict[str, int] = {}
+    for lab in labels_of(data.streams, "category").tolist():
+        streams_per_cat[lab] = streams_per_cat.get(lab, 0) + 1
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+    engine.info.update({
+        "version": f"{__version__}-{stamp}",
+        "trained": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "datasets": sorted({c.dataset for c in ds.captures}),
+        "captures": len(ds.captures),
+        "devices": len(ds.devices()),
+        "streams_per_category": streams_per_cat,
+        "settings": settings.as_dict(), "seed": seed,
+        "seconds": round(time.time() - t_start, 1),
+    })
+    target = Path(out) if out else DEFAULT_ENGINE
+    engine.save(target)
+    log(f"saved to {target} in {time.time() - t_start:.0f} s")
+    return engine
+
+
+def default_roots() -> list[str]:
+    from classifier.shared import datasets_root
+    root = datasets_root()
+    return [str(root)] if root else []
+
