@@ -428,7 +428,7 @@ def test_rate_limited_device_stays_within_ten_percent_of_its_limit_and_others_ar
 def test_priority_devices_frames_reach_the_gateway_marked_dscp_46(home, request):
     """``priority: 1, dscp: 46`` (lights in the test policy): the device's IPv4 frames reach the
     gateway host with DSCP 46 (EF); a plainly allowed device's keep theirs. (The queue part,
-    set_queue, selects no egress queue on the userspace datapath: see the README.)"""
+    set_queue, selects no egress queue on the userspace datapath: see docs/e2e.md.)"""
     from classifier.capture.reader import read_frames
     ctx, marked, other = ensure(home, "priority")
     mac = marked[0]
