@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Union
+
+# The pipeline's names (tables, cookies) live in controller_app.pipeline; re-exported here.
+from controller_app.pipeline import (FULL_MASK, KIND_MASK, KIND_SHIFT, MAC_MASK, CookieKind, Table,  # noqa: F401
+                                     cookie, cookie_kind, cookie_mac)
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -32,47 +35,6 @@ ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_IPV6 = 0x86DD
 ETH_TYPE_ARP = 0x0806
 ETH_TYPE_LLDP = 0x88CC
-
-
-class Table(IntEnum):
-    """The pipeline's tables, in the order a packet visits them."""
-
-    POLICY_SRC = 0   #: policy of the sending device (match eth_src), LLDP probes to the controller
-    POLICY_DST = 1   #: policy of the receiving device (match eth_dst)
-    ETH_SRC = 2      #: L2 learning: known (in_port, eth_src) pass, unknown ones are copied to the controller
-    ETH_DST = 3      #: L2 forwarding: known eth_dst -> its port, else flood along the spanning tree
-    MIRROR = 4       #: learning devices: metered, truncated copy to the controller
-
-
-class CookieKind(IntEnum):
-    """The top byte of every flow's cookie says who installed it and why; per-device flows
-    carry the device's MAC in the low 48 bits (so a packet-in names the flow that sent it)."""
-
-    DEFAULT = 0x10   #: table defaults (goto next table, table-miss)
-    LLDP = 0x11      #: topology probes to the controller
-    LEARN = 0x12     #: ETH_SRC: table-miss copy to the controller, and link ports
-    HOST = 0x13      #: ETH_SRC/ETH_DST entries of one learned host (MAC in the low bits)
-    FLOOD = 0x14     #: ETH_DST flooding per in_port
-    POLICY = 0x15    #: a device's policy entries (MAC in the low bits)
-    MIRROR = 0x16    #: a device's mirror entries (MAC in the low bits)
-
-
-MAC_MASK = (1 << 48) - 1
-KIND_SHIFT = 56
-KIND_MASK = 0xFF << KIND_SHIFT
-FULL_MASK = (1 << 64) - 1
-
-
-def cookie(kind: CookieKind, mac: int = 0) -> int:
-    return (int(kind) << KIND_SHIFT) | (int(mac) & MAC_MASK)
-
-
-def cookie_kind(value: int) -> int:
-    return (int(value) >> KIND_SHIFT) & 0xFF
-
-
-def cookie_mac(value: int) -> int:
-    return int(value) & MAC_MASK
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from controller_app.intents import (ETH_TYPE_IPV4, ETH_TYPE_IPV6, OFPM_ALL, OFPP_CONTROLLER, OFPTT_ALL, FlowAdd, FlowDelete,
                       Match, MeterAdd, MeterDelete, Output, PacketOut, SetDscp, SetQueue, is_switch_intent)
+from controller_app.pipeline import N_TABLES
 
 
 class SwitchError(Exception):
@@ -133,7 +134,7 @@ class _Bucket:
 class FakeFlowTable:
     """One switch: its tables of entries and its meters."""
 
-    def __init__(self, dpid: int, n_tables: int = 5):
+    def __init__(self, dpid: int, n_tables: int = N_TABLES):
         self.dpid = dpid
         self.n_tables = n_tables
         self.tables: list[dict] = [dict() for _ in range(n_tables)]   # (priority, match) -> FlowAdd

@@ -1,0 +1,116 @@
+"""Mirroring and learning: the mirror entries and meter of each learning device, and the
+mirrored packets filed into the learner's per-device buffers (in the classifier's time).
+
+Owns ``Device.mirror_dpid``, ``State.mirror_index``, ``State.time_origin_ns`` and the
+learner's buffers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from controller_app.core.state import Device, State
+from controller_app.intents import FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output
+from controller_app.intents import OFPP_CONTROLLER
+from controller_app.pipeline import FULL_MASK, PRIO_MIRROR_DST, PRIO_MIRROR_SRC, CookieKind, Table, cookie
+
+
+def mirror_flows(dpid: int, mac: int, meter: int, max_len: int) -> list[FlowAdd]:
+    c = cookie(CookieKind.MIRROR, mac)
+    act = (Output(OFPP_CONTROLLER, max_len),)
+    return [FlowAdd(dpid, Table.MIRROR, PRIO_MIRROR_SRC, Match(eth_src=mac), actions=act, meter=meter, cookie=c),
+            FlowAdd(dpid, Table.MIRROR, PRIO_MIRROR_DST, Match(eth_dst=mac), actions=act, meter=meter, cookie=c)]
+
+
+class MirrorManager:
+    def __init__(self, state: State):
+        self.state = state
+
+    # ------------------------------------------------------------------ rules
+
+    def sync(self, dev: Device) -> list:
+        """The device's mirror entries and meter where it should be mirrored (a diff)."""
+        st = self.state
+        out: list = []
+        target = dev.dpid if dev.dpid in st.switches else None
+        want_mirror = target if dev.mirroring else None
+        if dev.mirror_dpid != want_mirror:
+            if dev.mirror_dpid is not None and dev.mirror_dpid in st.switches:
+                out.append(FlowDelete(dev.mirror_dpid, Table.MIRROR, cookie=cookie(CookieKind.MIRROR, dev.mac),
+                                      cookie_mask=FULL_MASK))
+                out.append(MeterDelete(dev.mirror_dpid, dev.mirror_meter))
+            if want_mirror is not None:
+                s = st.settings
+                out.append(MeterAdd(want_mirror, dev.mirror_meter, s.mirror_rate_pps, s.mirror_burst, "pktps"))
+                out += mirror_flows(want_mirror, dev.mac, dev.mirror_meter, s.mirror_max_len)
+            dev.mirror_dpid = want_mirror
+            st.mirror_index = None
+        return out
+
+    def switch_gone(self, dpid: int) -> None:
+        for dev in self.state.devices.values():
+            if dev.mirror_dpid == dpid:
+                dev.mirror_dpid = None
+        self.state.mirror_index = None
+
+    # ------------------------------------------------------------------ mirrored packets
+
+    def _lookup(self):
+        st = self.state
+        if st.mirror_index is None:
+            items = sorted((d.mac, d.mirror_dpid) for d in st.devices.values() if d.mirror_dpid is not None)
+            macs = np.array([m for m, _ in items], dtype=np.uint64)
+            dpids = np.array([p for _, p in items], dtype=np.uint64)
+            st.mirror_index = (macs, dpids)
+        return st.mirror_index
+
+    def mirrored_here(self, macs: np.ndarray, dpids: np.ndarray) -> np.ndarray:
+        """Which of ``macs`` are mirrored on the switch in ``dpids`` (element-wise)."""
+        lm, ld = self._lookup()
+        if len(lm) == 0:
+            return np.zeros(len(macs), bool)
+        idx = np.minimum(np.searchsorted(lm, macs), len(lm) - 1)
+        return (lm[idx] == macs) & (ld[idx] == dpids)
+
+    def file(self, mp, dp: np.ndarray) -> None:
+        """Mirrored packets ``mp`` (decoded, one per packet-in) sent by the switches ``dp``:
+        filed under every learning device they involve whose edge switch sent them."""
+        st = self.state
+        n = len(mp)
+        if st.time_origin_ns is None:
+            st.time_origin_ns = int(mp.ts_ns.min())
+        mp.ts_ns = self.classifier_time(mp.ts_ns)
+        tx = self.mirrored_here(mp.eth_src, dp)
+        rx = self.mirrored_here(mp.eth_dst, dp)
+        filed = st.learner.add(mp, tx, rx)
+        if filed == 0:
+            st.counters["packet_ins_mirror_unowned"] += n
+        for mac in np.unique(np.concatenate([mp.eth_src[tx], mp.eth_dst[rx]])).tolist():
+            dev = st.devices.get(mac)
+            if dev is not None:
+                dev.last_ns = max(dev.last_ns, self.controller_time(st.learner.buffers[mac].last_ns))
+
+    # ------------------------------------------------------------------ the classifier's time
+
+    def classifier_time(self, ts_ns):
+        """Controller time -> the time the classifier is given (packet timestamps, "now").
+
+        With ``time_scale`` K != 1 (replays whose time was compressed K times), ``t0 + (t - t0) * K``
+        with t0 the first mirrored packet's arrival: segments, session idle timeouts and
+        intervals are then measured in the replayed capture's own time. Every other clock of
+        the controller (decision interval, re-checks, LLDP, idle timeouts) stays real time."""
+        k = self.state.settings.time_scale
+        t0 = self.state.time_origin_ns
+        if k == 1.0 or t0 is None:
+            return ts_ns
+        if isinstance(ts_ns, np.ndarray):
+            return t0 + np.rint((ts_ns - t0).astype(np.float64) * k).astype(np.int64)
+        return t0 + int(round((int(ts_ns) - t0) * k))
+
+    def controller_time(self, ts_ns: int) -> int:
+        """The inverse of :meth:`classifier_time` (for a buffer's last packet time)."""
+        k = self.state.settings.time_scale
+        t0 = self.state.time_origin_ns
+        if k == 1.0 or t0 is None:
+            return ts_ns
+        return t0 + int(round((int(ts_ns) - t0) / k))

@@ -1,0 +1,92 @@
+"""The mirror manager alone against a fake flow table: mirror entries and meters, filing
+mirrored packets under the devices they involve, the classifier's time scale."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from classifier.capture.decode import decode_frames
+from controller_app.core.mirror import MirrorManager
+from controller_app.core.state import SEC, Settings, State
+from controller_app.core.topology import TopologyManager
+from controller_app.intents import FlowAdd, MeterAdd
+from controller_app.pipeline import CookieKind, Table, cookie_kind, cookie_mac
+from testing.fakeflowtable import FakeNetwork
+from ctl_harness import A, B, GW, m, udp
+
+
+def build(settings=None, dpids=(1,)):
+    st = State(settings or Settings())
+    topo = TopologyManager(st)
+    mirror = MirrorManager(st)
+    net = FakeNetwork()
+    for dp in dpids:
+        net.add_switch(dp)
+        net.apply(topo.switch_added(dp, [1, 2, 3]))
+    topo.changed()
+    net.apply(topo.sync())
+    return st, mirror, net
+
+
+def device(st, mac, dpid=1, port=1):
+    dev = st.new_device(m(mac), 0)
+    dev.dpid, dev.port = dpid, port
+    return dev
+
+
+def test_a_learning_device_is_mirrored_both_ways_through_its_meter_and_stops_cleanly():
+    st, mirror, net = build()
+    dev = device(st, A)
+    out = mirror.sync(dev)
+    assert isinstance(out[0], MeterAdd) and out[0].unit == "pktps" and all(isinstance(i, FlowAdd) for i in out[1:])
+    net.apply(out)
+    assert dev.mirror_dpid == 1 and dev.mirror_meter in net.switches[1].meters
+    for frame in (udp(A, B), udp(B, A)):
+        d = net.inject(1, 2, frame)
+        assert [(cookie_kind(p[2]), cookie_mac(p[2])) for p in d.packet_ins][-1] == (CookieKind.MIRROR, m(A))
+    assert mirror.sync(dev) == []                                # nothing to change
+    dev.mirroring = False
+    net.apply(mirror.sync(dev))
+    assert dev.mirror_dpid is None and not net.switches[1].entries(Table.MIRROR)[1:]
+    assert dev.mirror_meter not in net.switches[1].meters
+
+
+def test_a_device_on_a_switch_that_is_not_connected_is_not_mirrored():
+    st, mirror, net = build()
+    dev = device(st, A, dpid=7)
+    assert mirror.sync(dev) == [] and dev.mirror_dpid is None
+
+
+def test_packets_are_filed_under_devices_mirrored_on_the_switch_that_sent_them():
+    st, mirror, net = build(dpids=(1, 2))
+    a, b = device(st, A, 1), device(st, B, 2)
+    net.apply(mirror.sync(a) + mirror.sync(b))
+    frames = [udp(A, B), udp(B, A), udp(GW, B)]
+    pk = decode_frames(frames, np.array([1, 2, 3]) * SEC, [len(f) for f in frames])
+    mirror.file(pk, np.array([1, 1, 1], np.uint64))       # all three copies came from switch 1
+    assert len(st.learner.packets(m(A))) == 2 and m(B) not in st.learner.buffers
+    assert a.last_ns == 2 * SEC
+    pk = decode_frames([udp(GW, B)], [4 * SEC], [100])
+    mirror.file(pk, np.array([1], np.uint64))              # B is mirrored on switch 2, not 1
+    assert st.counters["packet_ins_mirror_unowned"] == 1
+
+
+def test_time_scale_maps_packet_times_and_back():
+    st, mirror, net = build(Settings(time_scale=60.0))
+    dev = device(st, A)
+    net.apply(mirror.sync(dev))
+    pk = decode_frames([udp(A, B), udp(A, B)], [100 * SEC, 101 * SEC], [100, 100])
+    mirror.file(pk, np.array([1, 1], np.uint64))
+    assert st.learner.packets(m(A)).ts_ns.tolist() == [100 * SEC, 160 * SEC]
+    assert dev.last_ns == 101 * SEC                        # the device's clock stays real time
+    assert mirror.controller_time(mirror.classifier_time(107 * SEC)) == 107 * SEC
+
+
+def test_a_switch_that_went_clears_mirror_state():
+    st, mirror, net = build()
+    dev = device(st, A)
+    net.apply(mirror.sync(dev))
+    assert mirror.mirrored_here(np.array([m(A)], np.uint64), np.array([1], np.uint64)).tolist() == [True]
+    mirror.switch_gone(1)
+    assert dev.mirror_dpid is None
+    assert mirror.mirrored_here(np.array([m(A)], np.uint64), np.array([1], np.uint64)).tolist() == [False]
