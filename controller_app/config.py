@@ -66,7 +66,21 @@ _CORE_HELP = {
     "max_buffer_packets": "mirrored packets kept per learning device",
     "time_scale": "replays and demos only: a capture replayed K times faster is classified in its own time "
                   "(the classifier sees t0 + (t - t0) * K); 1 on a real network",
+    "max_hosts_per_port": "devices learned on one switch port; new MACs beyond it are forwarded, not learned",
+    "max_hosts_per_switch": "devices learned on one switch; new MACs beyond it are forwarded, not learned",
+    "max_mirrored": "devices mirrored at once (one meter and two entries each); others wait for a slot",
+    "learn_ban_timeout": "seconds a port (or switch) at its cap stops copying unknown sources (0: no ban)",
+    "learn_rate_pps": "per switch: copies of unknown sources to the controller, packets/s (0: no meter)",
+    "learn_burst": "burst of the meter on copies of unknown sources, packets",
+    "host_timeout": "seconds unseen before a device's switch resources are freed (undecided: forgotten, "
+                    "decided: kept, rules back when seen)",
+    "max_pending_decisions": "classification requests outstanding at once (the rest are asked later)",
+    "decide_timeout": "seconds after which an unanswered classification request is asked again",
+    "cap_log_interval": "seconds between log lines about caps reached and devices expired",
 }
+_NON_NEGATIVE = ("max_hosts_per_port", "max_hosts_per_switch", "max_mirrored", "learn_ban_timeout",
+                 "learn_rate_pps", "learn_burst", "max_pending_decisions")
+_POSITIVE = ("host_timeout", "decide_timeout", "cap_log_interval")
 
 
 def _core_fields():
@@ -127,5 +141,11 @@ def from_conf(conf) -> AppConfig:
         raise ValueError(f"--gateway-macs: {exc}") from None
     if not core["time_scale"] > 0:
         raise ValueError(f"--time-scale: {core['time_scale']!r} is not a positive number")
+    for name in _NON_NEGATIVE:
+        if not core[name] >= 0:
+            raise ValueError(f"--{name.replace('_', '-')}: {core[name]!r} is negative")
+    for name in _POSITIVE:
+        if not core[name] > 0:
+            raise ValueError(f"--{name.replace('_', '-')}: {core[name]!r} is not a positive number")
     cfg.core = Settings(**core)
     return cfg

@@ -47,6 +47,7 @@ class Match:
     eth_type: int | None = None
     ip_src: IPNetwork | None = None
     ip_dst: IPNetwork | None = None
+    metadata: tuple | None = None   #: (value, mask): the pipeline's metadata register under mask
 
     def __post_init__(self):
         for net in (self.ip_src, self.ip_dst):
@@ -56,7 +57,8 @@ class Match:
                     raise ValueError(f"an IPv{net.version} prefix needs eth_type 0x{want:04x}, got {self.eth_type}")
 
     def fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("in_port", "eth_src", "eth_dst", "eth_type", "ip_src", "ip_dst")
+        return {k: getattr(self, k) for k in ("in_port", "eth_src", "eth_dst", "eth_type", "ip_src", "ip_dst",
+                                              "metadata")
                 if getattr(self, k) is not None}
 
 
@@ -89,7 +91,8 @@ class FlowAdd:
     """Add (or replace: same table, priority and match) one flow entry.
 
     Instructions run in OpenFlow order: ``meter``, then ``actions`` (apply-actions, at once),
-    then ``goto``; without ``goto`` the pipeline ends there.
+    then ``write_metadata`` ((value, mask) into the metadata register), then ``goto``; without
+    ``goto`` the pipeline ends there.
     """
 
     dpid: int
@@ -103,6 +106,7 @@ class FlowAdd:
     idle_timeout: int = 0
     hard_timeout: int = 0
     notify_removed: bool = False
+    write_metadata: tuple | None = None
 
     @property
     def key(self) -> tuple:

@@ -114,6 +114,18 @@ class Inventory:
             self.db.commit()
         return len(rows)
 
+    def forget(self, macs) -> int:
+        """Remove devices the controller forgot (undecided, unseen for a while), unless a
+        decision was ever recorded for them. Returns the rows removed."""
+        rows = [(mac_to_str(m), mac_to_str(m)) for m in macs]
+        if not rows:
+            return 0
+        with self.lock:
+            cur = self.db.executemany("DELETE FROM devices WHERE mac=? AND stage IS NULL AND NOT EXISTS "
+                                      "(SELECT 1 FROM decisions WHERE decisions.mac=?)", rows)
+            self.db.commit()
+        return cur.rowcount
+
     def add_decision(self, mac: int, ts_ns: int, decision) -> None:
         with self.lock:
             self.db.execute("INSERT INTO decisions (mac, ts, category, confidence, stage, model, explanation, "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -95,24 +96,38 @@ class DecisionWorker:
     hands each result to ``deliver(kind, key, result, error)`` — which the shell uses to post
     an event back into its own event loop. A failing job is delivered with its exception."""
 
-    def __init__(self, deliver: Callable, name: str = "iot-decide", max_pending: int = 1024):
+    def __init__(self, deliver: Callable, name: str = "iot-decide", max_pending: int = 1024,
+                 log_interval: float = 10.0):
         self.deliver = deliver
         self.jobs: queue.Queue = queue.Queue(max_pending)
         self.pending: set = set()
+        self.refused = 0            #: jobs refused because the queue was full
         self._lock = threading.Lock()
+        self._log_interval = log_interval
+        self._next_log = 0.0
+        self._refused_since_log = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stop = False
         self._thread.start()
 
     def submit(self, kind: str, key, fn: Callable, *args) -> bool:
-        """Queue a job unless one with the same (kind, key) is pending or the queue is full."""
+        """Queue a job unless one with the same (kind, key) is pending or the queue is full
+        (False: the caller asks again later). A full queue is logged at most once per
+        ``log_interval`` seconds, with the number of jobs refused since the last line."""
         with self._lock:
             if (kind, key) in self.pending:
                 return False
             try:
                 self.jobs.put_nowait((kind, key, fn, args))
             except queue.Full:
-                LOG.warning("decision queue full: %s %s skipped", kind, key)
+                self.refused += 1
+                self._refused_since_log += 1
+                now = time.monotonic()
+                if now >= self._next_log:
+                    LOG.warning("decision queue full (%d jobs): %d refused since the last report, asked again "
+                                "later", self.jobs.maxsize, self._refused_since_log)
+                    self._next_log = now + self._log_interval
+                    self._refused_since_log = 0
                 return False
             self.pending.add((kind, key))
             return True

@@ -41,6 +41,10 @@ class Metrics:
         self.rule_changes = Counter("iot_rule_changes", "flow and meter changes sent, by operation", ["op"],
                                     registry=r)
         self.errors = Counter("iot_errors", "errors, by kind", ["kind"], registry=r)
+        self.capped = Counter("iot_learning_capped", "new MACs not learned at a cap (port, switch) and devices "
+                              "that had to wait for a mirror slot (mirror)", ["cap"], registry=r)
+        self.expired = Counter("iot_devices_expired", "devices unseen for host_timeout: forgotten (undecided) "
+                               "or parked (decided)", ["how"], registry=r)
         self._last_counts: dict = {}
         self._device_labels: set = set()
 
@@ -56,6 +60,16 @@ class Metrics:
                 self.packet_ins.labels(label).inc(delta)
                 if label in ("malformed", "unexpected", "unknown_switch", "unknown_port"):
                     self.errors.labels(f"packet_in_{label}").inc(delta)
+            self._last_counts[key] = now
+        for key, metric, label in (("learn_refused_port", self.capped, "port"),
+                                   ("learn_refused_switch", self.capped, "switch"),
+                                   ("mirror_capped", self.capped, "mirror"),
+                                   ("devices_forgotten", self.expired, "forgotten"),
+                                   ("devices_parked", self.expired, "parked")):
+            now = counters.get(key, 0)
+            delta = now - self._last_counts.get(key, 0)
+            if delta > 0:
+                metric.labels(label).inc(delta)
             self._last_counts[key] = now
 
     def set_devices(self, by_category_stage: dict) -> None:

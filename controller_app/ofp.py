@@ -26,6 +26,8 @@ def ofp_match(parser, m: Match):
         if net is not None:
             field = f"ipv{net.version}_{name}"
             kw[field] = (str(net.network_address), str(net.netmask))
+    if m.metadata is not None:
+        kw["metadata"] = tuple(m.metadata)
     return parser.OFPMatch(**kw)
 
 
@@ -52,6 +54,8 @@ def to_message(dp, intent):
             inst.append(parser.OFPInstructionMeter(intent.meter, ofp.OFPIT_METER))
         if intent.actions:
             inst.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, ofp_actions(parser, intent.actions)))
+        if intent.write_metadata is not None:
+            inst.append(parser.OFPInstructionWriteMetadata(*intent.write_metadata))
         if intent.goto is not None:
             inst.append(parser.OFPInstructionGotoTable(intent.goto))
         return parser.OFPFlowMod(
@@ -88,7 +92,8 @@ def describe(intent) -> dict:
         return {"op": "flow_add", "dpid": f"{intent.dpid:016x}", "table": int(intent.table), "priority": intent.priority,
                 "match": _match_dict(intent.match), "cookie": f"0x{intent.cookie:016x}",
                 "actions": [_action_str(a) for a in intent.actions], "goto": intent.goto, "meter": intent.meter,
-                "idle_timeout": intent.idle_timeout}
+                "idle_timeout": intent.idle_timeout,
+                **({"write_metadata": list(intent.write_metadata)} if intent.write_metadata is not None else {})}
     if isinstance(intent, FlowDelete):
         return {"op": "flow_delete", "dpid": f"{intent.dpid:016x}", "table": int(intent.table), "priority": intent.priority,
                 "match": _match_dict(intent.match), "cookie": f"0x{intent.cookie:016x}",

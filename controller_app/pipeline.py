@@ -8,9 +8,14 @@ The pipeline (OpenFlow 1.3)::
 
     0 POLICY_SRC  our LLDP probes -> controller; the sending device's policy
     1 POLICY_DST  the receiving device's policy
-    2 ETH_SRC     known (in_port, eth_src) -> on; unknown -> truncated copy to the controller (learning)
+    2 ETH_SRC     known (in_port, eth_src) -> on; unknown -> marked (metadata) for a copy, then on
     3 ETH_DST     known eth_dst -> its port; otherwise flood along the spanning tree
-    4 MIRROR      learning devices: meter (packets/s) + truncated copy to the controller
+    4 LEARN       marked (unknown source): meter (packets/s per switch) + truncated copy to the controller
+    5 MIRROR      learning devices: meter (packets/s per device) + truncated copy to the controller
+
+Both copies to the controller come after ETH_DST's forwarding outputs: an OpenFlow 1.3 meter is
+an instruction on the whole packet, so a meter on the forwarding path would drop forwarded
+traffic; after it, a meter drops only the copy (and, for LEARN, the MIRROR copy of that packet).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ class Table(IntEnum):
 
     POLICY_SRC = 0   #: policy of the sending device (match eth_src), LLDP probes to the controller
     POLICY_DST = 1   #: policy of the receiving device (match eth_dst)
-    ETH_SRC = 2      #: L2 learning: known (in_port, eth_src) pass, unknown ones are copied to the controller
+    ETH_SRC = 2      #: L2 learning: known (in_port, eth_src) pass, unknown ones are marked for a copy
     ETH_DST = 3      #: L2 forwarding: known eth_dst -> its port, else flood along the spanning tree
-    MIRROR = 4       #: learning devices: metered, truncated copy to the controller
+    LEARN = 4        #: marked packets (unknown source): metered, truncated copy to the controller
+    MIRROR = 5       #: learning devices: metered, truncated copy to the controller
 
 
 N_TABLES = len(Table)
@@ -37,9 +43,9 @@ class CookieKind(IntEnum):
 
     DEFAULT = 0x10   #: table defaults (goto next table, table-miss)
     LLDP = 0x11      #: topology probes to the controller
-    LEARN = 0x12     #: ETH_SRC: table-miss copy to the controller, and link ports
+    LEARN = 0x12     #: unknown sources: the mark, the copy to the controller, link ports, learning bans
     HOST = 0x13      #: ETH_SRC/ETH_DST entries of one learned host (MAC in the low bits)
-    FLOOD = 0x14     #: ETH_DST flooding per in_port
+    FLOOD = 0x14     #: ETH_DST flooding
     POLICY = 0x15    #: a device's policy entries (MAC in the low bits)
     MIRROR = 0x16    #: a device's mirror entries (MAC in the low bits)
 
@@ -48,6 +54,9 @@ MAC_MASK = (1 << 48) - 1
 KIND_SHIFT = 56
 KIND_MASK = 0xFF << KIND_SHIFT
 FULL_MASK = (1 << 64) - 1
+
+#: metadata bit set by ETH_SRC's table-miss entry: "source unknown, copy me in LEARN"
+META_UNKNOWN_SRC = 0x1
 
 
 def cookie(kind: CookieKind, mac: int = 0) -> int:
@@ -73,8 +82,13 @@ PRIO_DEVICE = 100          #: the device's action for everything else
 # ETH_SRC
 PRIO_LINK_PORT = 200       #: inter-switch links: never learned from
 PRIO_HOST = 100            #: a learned (in_port, eth_src); also ETH_DST's eth_dst -> port
+PRIO_BAN_PORT = 50         #: a port at its host cap: unknown sources forwarded, not copied
+PRIO_BAN_SWITCH = 40       #: a switch at its host cap: the same on every port
 # ETH_DST
-PRIO_FLOOD = 10            #: flooding along the spanning tree
+PRIO_NO_FLOOD = 11         #: packets in on a link outside the spanning tree: not flooded
+PRIO_FLOOD = 10            #: flooding along the spanning tree (one entry per switch)
+# LEARN
+PRIO_LEARN_COPY = 10       #: marked packets: metered copy to the controller
 # MIRROR
 PRIO_MIRROR_SRC = 100
 PRIO_MIRROR_DST = 90
@@ -84,11 +98,15 @@ PRIO_MISS = 0
 
 # ------------------------------------------------------------------ meters
 
+#: the switch's meter on LEARN's copies (packets/s); per-device meters follow it
+LEARN_METER = 1
+
+
 def mirror_meter_id(slot: int) -> int:
     """The mirror meter (packets/s) of the device holding ``slot``."""
-    return 1 + 2 * slot
+    return 2 + 2 * slot
 
 
 def rate_meter_id(slot: int) -> int:
     """The rate-limit meter (kbit/s) of the device holding ``slot``."""
-    return 2 + 2 * slot
+    return 3 + 2 * slot

@@ -190,6 +190,7 @@ class IotControllerShell(BaseApp):
             LOG.exception("flushing packet-ins at close")
         self.worker.stop()
         try:
+            self.inventory.forget(self.core.take_forgotten())
             self.inventory.upsert_devices(list(self.core.devices.values()))
         except Exception:  # noqa: BLE001
             LOG.exception("writing the inventory at close")
@@ -203,9 +204,11 @@ class IotControllerShell(BaseApp):
     def _run(self, intents) -> None:
         for it in intents:
             if isinstance(it, DecideRequest):
-                self.worker.submit("decide", it.mac, self._decide, it)
+                if not self.worker.submit("decide", it.mac, self._decide, it):
+                    self.core.decide_dropped(it.mac, time.time_ns())     # asked again later, never dropped
             elif isinstance(it, ResolvePools):
-                self.worker.submit("pools", it.mac, self._resolve, it)
+                if not self.worker.submit("pools", it.mac, self._resolve, it):
+                    self.core.pools_dropped(it.mac, time.time_ns())
             else:
                 dp = self.datapaths.get(it.dpid)
                 if dp is None:
@@ -255,6 +258,7 @@ class IotControllerShell(BaseApp):
             if ev.error is not None:
                 self.metrics.errors.labels("decide").inc()
                 LOG.error(_structured("decide_error", mac=mac_to_str(mac), error=repr(ev.error)))
+                self.core.decide_dropped(mac, now, failed=True)
                 return
             d = ev.result
             if d is None:       # not enough evidence yet: the core counts it on the device
@@ -425,6 +429,7 @@ class IotControllerShell(BaseApp):
         if now_m - self._last_inventory >= self.cfg.inventory_flush_interval:
             self._last_inventory = now_m
             try:
+                self.inventory.forget(self.core.take_forgotten())
                 self.inventory.upsert_devices(list(self.core.devices.values()))
             except Exception as exc:  # noqa: BLE001
                 self.metrics.errors.labels("inventory").inc()

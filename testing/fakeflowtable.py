@@ -7,7 +7,8 @@ switch would answer with an error or behave undefinedly:
 * a table lookup takes the highest-priority matching entry; two matching entries of the same
   priority with different instructions raise :class:`AmbiguousMatch`;
 * instructions run in spec order: meter (a drop band drops the packet here — outputs already
-  made by earlier tables stand), apply-actions in list order, goto (only to a later table);
+  made by earlier tables stand), apply-actions in list order (an output to the packet's own
+  in_port is not made), write-metadata, goto (only to a later table);
 * a flow naming a meter that does not exist, adding a meter twice, setting DSCP without an IP
   ``eth_type`` in the match are errors (:class:`SwitchError`), as on a real switch;
 * deleting a meter deletes the flows that use it (OpenFlow 1.3, 6.6);
@@ -46,6 +47,7 @@ class Pkt:
     ip_src: object = None
     ip_dst: object = None
     dscp: int | None = None
+    metadata: int = 0          #: the pipeline's metadata register (0 when the packet enters)
 
     @classmethod
     def parse(cls, frame: bytes) -> "Pkt":
@@ -81,12 +83,14 @@ def match_applies(m: Match, pkt: Pkt, in_port: int) -> bool:
     if m.ip_dst is not None and (pkt.ip_dst is None or pkt.ip_dst.version != m.ip_dst.version
                                  or pkt.ip_dst not in m.ip_dst):
         return False
+    if m.metadata is not None and (pkt.metadata & m.metadata[1]) != m.metadata[0]:
+        return False
     return True
 
 
 def _at_least_as_specific(entry: Match, pattern: Match) -> bool:
     """Non-strict delete: the entry matches every field the pattern sets (prefixes nested)."""
-    for name in ("in_port", "eth_src", "eth_dst", "eth_type"):
+    for name in ("in_port", "eth_src", "eth_dst", "eth_type", "metadata"):
         v = getattr(pattern, name)
         if v is not None and getattr(entry, name) != v:
             return False
@@ -179,6 +183,9 @@ class FakeFlowTable:
             raise SwitchError(f"goto {f.goto} from table {f.table}: must go forward to an existing table")
         if f.meter is not None and f.meter not in self.meters:
             raise SwitchError(f"flow {f.match} uses unknown meter {f.meter}")
+        for md in (f.match.metadata, f.write_metadata):
+            if md is not None and (len(md) != 2 or md[0] & ~md[1]):
+                raise SwitchError(f"metadata {md}: expected (value, mask) with the value inside the mask")
         for a in f.actions:
             if isinstance(a, SetDscp) and f.match.eth_type not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
                 raise SwitchError(f"set_field ip_dscp needs an IP eth_type in the match: {f.match}")
@@ -239,6 +246,9 @@ class FakeFlowTable:
                         res.to_controller.append((table, f.cookie, frame[:a.max_len], len(frame)))
                     elif a.port != in_port:
                         res.outputs.append((a.port, queue, pkt.dscp))
+            if f.write_metadata is not None:
+                value, mask = f.write_metadata
+                pkt.metadata = (pkt.metadata & ~mask) | value
             if f.goto is None:
                 return res
             table = f.goto

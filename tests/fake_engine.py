@@ -1,13 +1,15 @@
 """A fake classification engine for tests that run the real app (``--engine fake_engine:make``).
 
 ``make(path)`` reads ``path`` (JSON: {"MAC": [category, confidence, stage], ...,
-"min_packets": n}) and decides by MAC once a device has ``min_packets`` mirrored packets;
-without a path it never decides.
+"min_packets": n, "delay": seconds}) and decides by MAC once a device has ``min_packets``
+mirrored packets, taking ``delay`` seconds per call (a slow model); without a path it never
+decides.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 from classifier.engine.decision import Decision
 from classifier.capture.packets import mac_to_int
@@ -16,11 +18,14 @@ from classifier.capture.packets import mac_to_int
 class TableEngine:
     version = "fake-table-1"
 
-    def __init__(self, table: dict, min_packets: int = 1):
+    def __init__(self, table: dict, min_packets: int = 1, delay: float = 0.0):
         self.table = {mac_to_int(k): v for k, v in table.items()}
         self.min_packets = min_packets
+        self.delay = delay
 
     def decide(self, pk, mac, now_ns=None):
+        if self.delay:
+            time.sleep(self.delay)
         if mac not in self.table or len(pk) < self.min_packets:
             return None
         cat, conf, stage = self.table[mac]
@@ -33,4 +38,5 @@ def make(path=None):
     with open(path) as fh:
         spec = json.load(fh)
     n = int(spec.pop("min_packets", 1))
-    return TableEngine(spec, n)
+    delay = float(spec.pop("delay", 0.0))
+    return TableEngine(spec, n, delay)

@@ -134,11 +134,19 @@ def test_handshake_learning_mirroring_decision_and_enforcement(app_factory):
     first = flow_mods(sw)[0]
     assert first.command == 3 and first.table_id == 0xFF                      # delete all
     misses = {fm.table_id: fm for fm in flow_mods(sw, lambda fm: fm.priority == 0 and fm.command == 0)}
-    assert sorted(misses) == [0, 1, 2, 3, 4]
+    assert sorted(misses) == [int(t) for t in Table]
+    # an unknown source is marked in ETH_SRC, forwarded, and copied (128 bytes) through the
+    # switch's learning meter in LEARN, after forwarding
     learn_miss = misses[Table.ETH_SRC]
-    acts = learn_miss.instructions[0].actions
-    assert acts[0].port == OFPP_CONTROLLER and acts[0].max_len == 128
+    assert learn_miss.instructions[0].metadata == 1 and learn_miss.instructions[0].metadata_mask == 1
     assert learn_miss.instructions[1].table_id == Table.ETH_DST
+    copy = flow_mods(sw, lambda fm: fm.table_id == Table.LEARN and fm.priority > 0)[0]
+    assert fm_match(copy) == {"metadata": (1, 1)}
+    learn_meter = [m.parsed for m in sw.messages(T_METER_MOD) if m.parsed["meter_id"] == copy.instructions[0].meter_id]
+    assert learn_meter and learn_meter[0]["command"] == 0 and learn_meter[0]["bands"] == [(1, 500, 500)]
+    acts = copy.instructions[1].actions
+    assert acts[0].port == OFPP_CONTROLLER and acts[0].max_len == 128
+    assert copy.instructions[2].table_id == Table.MIRROR
     sw.wait_for(lambda r: len([m for m in r if m.type == T_PACKET_OUT]) >= 3)  # topology probes, one per port
     assert sorted(p for m in sw.messages(T_PACKET_OUT) for p in m.parsed["ports"]) == [1, 2, 3]
 
@@ -149,10 +157,11 @@ def test_handshake_learning_mirroring_decision_and_enforcement(app_factory):
     assert fm_match(host) == {"in_port": 1, "eth_src": A} and host.idle_timeout == 300 and host.flags & 1
     fwd = flow_mods(sw, lambda fm: fm.table_id == Table.ETH_DST and fm_match(fm).get("eth_dst") == A)[0]
     assert fwd.instructions[0].actions[0].port == 1
-    meter = [m.parsed for m in sw.messages(T_METER_MOD) if m.parsed["command"] == 0][0]
-    assert meter["flags"] & 0b10 and meter["bands"] == [(1, 200, 200)]                    # pktps, drop band
     mirror_fm = flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 100)[0]
-    assert fm_match(mirror_fm) == {"eth_src": A} and mirror_fm.instructions[0].meter_id == meter["meter_id"]
+    meter = [m.parsed for m in sw.messages(T_METER_MOD) if m.parsed["command"] == 0
+             and m.parsed["meter_id"] == mirror_fm.instructions[0].meter_id][0]
+    assert meter["flags"] & 0b10 and meter["bands"] == [(1, 200, 200)]                    # pktps, drop band
+    assert fm_match(mirror_fm) == {"eth_src": A}
     assert mirror_fm.instructions[1].actions[0].max_len == 128
 
     # mirrored packets -> a confirmed decision -> block rules, mirroring stops

@@ -381,9 +381,11 @@ def test_switch_reconnect_gets_its_rules_back():
 
 
 def test_restored_inventory_rules_installed_when_switch_connects():
+    """A device the inventory saw recently (within host_timeout) is enforced as soon as its
+    switch connects; one absent for longer waits until it is seen (tests/test_core_decisions.py)."""
     h = Harness(policy=policy(POLICY))
     h.core.restore([{"mac": m(A), "dpid": 1, "port": 1, "category": "camera", "confidence": 0.9,
-                     "stage": CONFIRMED, "model": "x", "first_seen_ns": 1, "last_seen_ns": 2}], h.ns)
+                     "stage": CONFIRMED, "model": "x", "first_seen_ns": 1, "last_seen_ns": h.ns - SEC}], h.ns)
     h.connect(1, [1, 2])
     assert [f for f in h.sw(1).entries(Table.POLICY_SRC) if f.match.eth_src == m(A)]
     assert not h.core.devices[m(A)].mirroring

@@ -43,6 +43,20 @@ def test_flow_add_with_meter_actions_and_goto():
     assert acts[2].port == OFPP_CONTROLLER and acts[2].max_len == 128
 
 
+def test_metadata_written_and_matched_in_instruction_order():
+    fm = roundtrip_flow_mod(FlowAdd(1, 2, 0, Match(), write_metadata=(1, 1), goto=3))
+    kinds = [type(i).__name__ for i in fm.instructions]
+    assert kinds == ["OFPInstructionWriteMetadata", "OFPInstructionGotoTable"]
+    assert (fm.instructions[0].metadata, fm.instructions[0].metadata_mask) == (1, 1)
+    fm = roundtrip_flow_mod(FlowAdd(1, 4, 10, Match(metadata=(1, 1)), actions=(Output(OFPP_CONTROLLER, 128),),
+                                    meter=1, write_metadata=(0, 1), goto=5))
+    assert dict(fm.match.items()) == {"metadata": (1, 1)}
+    kinds = [type(i).__name__ for i in fm.instructions]
+    assert kinds == ["OFPInstructionMeter", "OFPInstructionActions", "OFPInstructionWriteMetadata",
+                     "OFPInstructionGotoTable"]
+    assert ofp.describe(FlowAdd(1, 2, 0, Match(), write_metadata=(1, 1), goto=3))["write_metadata"] == [1, 1]
+
+
 def test_ipv6_match_and_in_port():
     fm = roundtrip_flow_mod(FlowAdd(1, 1, 400, Match(in_port=3, eth_dst=MAC, eth_type=0x86DD,
                                                      ip_src=ipaddress.ip_network("fe80::/10")), goto=2))

@@ -23,7 +23,9 @@ class Parts:
 
     def device(self, mac):
         dev = self.st.new_device(m(mac), 0)
-        dev.dpid, dev.mirror_dpid = 1, 1
+        self.st.attach(dev, 1, 1)
+        dev.mirror_dpid = 1                 # as if mirrored on switch 1 (no switch here)
+        self.st.mirrored.add(dev.mac)
         self.st.mirror_index = None
         return dev
 
@@ -46,7 +48,9 @@ def test_a_device_is_asked_about_once_it_has_enough_new_packets_at_most_every_in
     assert [(r.mac, len(r.packets), r.now_ns) for r in reqs] == [(m(A), 3, 4 * SEC)]
     assert p.requests(5 * SEC) == []                       # nothing new
     p.mirrored(A, 1, 6 * SEC)
-    assert p.requests(7 * SEC) == []                       # new packets, but within the interval
+    assert p.requests(7 * SEC) == []                       # new packets, but the request is unanswered
+    p.decisions.decision_made(m(A), None, 7 * SEC)
+    assert p.requests(8 * SEC) == []                       # answered, but within the interval
     assert [len(r.packets) for r in p.requests(15 * SEC)] == [4]
 
 
@@ -76,13 +80,77 @@ def test_a_recheck_mirrors_again_for_a_window():
     assert not a.mirroring and a.next_check_ns == 251 * SEC
 
 
-def test_restore_keeps_final_decisions_without_learning():
-    p = Parts(recheck_interval=100)
-    p.decisions.restore([
-        {"mac": m(A), "dpid": 1, "port": 3, "category": "camera", "confidence": 0.9, "stage": CONFIRMED,
-         "model": "v1", "first_seen_ns": 5, "last_seen_ns": 7},
-        {"mac": m(B), "dpid": 1, "port": 4, "category": None, "confidence": None, "stage": None, "model": None,
-         "first_seen_ns": 5, "last_seen_ns": 7}], 10 * SEC)
-    a, b = p.st.devices[m(A)], p.st.devices[m(B)]
-    assert (a.category, a.stage, a.mirroring, a.next_check_ns, a.port) == ("camera", CONFIRMED, False, 110 * SEC, 3)
-    assert b.stage is None and b.mirroring and (b.first_ns, b.last_ns) == (5, 7)
+def test_restore_keeps_final_decisions_attaches_recent_devices_and_parks_the_others():
+    p = Parts(recheck_interval=100, host_timeout=600)
+    c = "02:00:00:00:00:0c"
+    records = [{"mac": m(A), "dpid": 1, "port": 3, "category": "camera", "confidence": 0.9, "stage": CONFIRMED,
+                "model": "v1", "first_seen_ns": 5, "last_seen_ns": 1000 * SEC},
+               {"mac": m(B), "dpid": 1, "port": 4, "category": None, "confidence": None, "stage": None,
+                "model": None, "first_seen_ns": 5, "last_seen_ns": 1000 * SEC},
+               {"mac": m(c), "dpid": 1, "port": 5, "category": "plug", "confidence": 0.9, "stage": UNKNOWN,
+                "model": "v1", "first_seen_ns": 5, "last_seen_ns": 300 * SEC}]
+    p.decisions.restore(records, 1000 * SEC)
+    a, cc = p.st.devices[m(A)], p.st.devices[m(c)]
+    assert (a.category, a.stage, a.mirroring, a.next_check_ns, a.port) == ("camera", CONFIRMED, False, 1100 * SEC, 3)
+    assert m(B) not in p.st.devices and p.st.counters["restore_skipped"] == 1      # undecided: relearned if seen
+    assert a.attached and a.slot is not None and p.st.port_hosts[(1, 3)] == {m(A)}  # seen 0 s ago
+    assert not cc.attached and cc.slot is None and (cc.dpid, cc.port) == (1, 5)     # seen 700 s ago: parked
+    assert p.st.slots_in_use() == 1
+
+
+class Worker:
+    """A decision worker with a bounded queue that refuses jobs when full (as the shell's does),
+    answering ``per_tick`` jobs each tick with "not enough evidence yet"."""
+
+    def __init__(self, parts, capacity, per_tick):
+        self.p, self.capacity, self.per_tick = parts, capacity, per_tick
+        self.queue, self.asked = [], {}
+
+    def tick(self, now_ns):
+        for r in self.p.requests(now_ns):
+            if len(self.queue) >= self.capacity:
+                self.p.decisions.dropped(r.mac)
+            else:
+                self.queue.append(r)
+        done, self.queue = self.queue[:self.per_tick], self.queue[self.per_tick:]
+        for r in done:
+            self.asked[r.mac] = self.asked.get(r.mac, 0) + 1
+            self.p.decisions.decision_made(r.mac, None, now_ns)
+
+
+def test_4000_devices_ready_at_once_are_all_asked_none_dropped():
+    """4,000 quiet devices become ready in the same tick; the worker's queue holds 500 and it
+    answers 300 a tick. Requests outstanding stay under the bound, requests refused by the full
+    queue are asked again, and every device is asked — none is left undecided and unasked."""
+    p = Parts(decide_min_packets=3, decide_interval=10**6, max_pending_decisions=800)
+    macs = [0x020000100000 + i for i in range(4000)]
+    for mac in macs:
+        dev = p.st.new_device(mac, 0)
+        p.st.attach(dev, 1, 1)
+        dev.mirror_dpid = 1
+        p.st.mirrored.add(mac)
+    p.st.mirror_index = None
+    frames = [udp(mac, B) for mac in macs for _ in range(3)]
+    pk = decode_frames(frames, np.full(len(frames), SEC), [len(f) for f in frames])
+    p.mirror.file(pk, np.ones(len(frames), np.uint64))
+    w = Worker(p, capacity=500, per_tick=300)
+    for t in range(2, 40):
+        w.tick(t * SEC)
+        assert len(p.st.deciding) <= 800
+    assert sorted(w.asked) == macs and set(w.asked.values()) == {1}      # each once: no new packets since
+    assert p.st.counters["decide_requeued"] > 0                          # the full queue did refuse some
+    assert p.st.deciding == {}
+    assert all(p.st.devices[mac].thin_answers == 1 for mac in macs)
+
+
+def test_a_refused_request_is_asked_again_at_once_a_failed_one_after_the_interval_a_lost_one_after_the_timeout():
+    p = Parts(decide_min_packets=1, decide_interval=10, decide_timeout=60)
+    p.device(A)
+    p.mirrored(A, 2, SEC)
+    assert len(p.requests(2 * SEC)) == 1
+    p.decisions.dropped(m(A))                                           # the queue was full
+    assert len(p.requests(3 * SEC)) == 1                                # asked again, no new packets needed
+    p.decisions.dropped(m(A), failed=True)                              # the engine raised
+    assert p.requests(4 * SEC) == [] and len(p.requests(14 * SEC)) == 1
+    assert p.requests(30 * SEC) == []                                   # outstanding
+    assert len(p.requests(75 * SEC)) == 1 and p.st.counters["decide_timeouts"] == 1

@@ -10,7 +10,7 @@ from controller_app.core.mirror import MirrorManager
 from controller_app.core.state import SEC, Settings, State
 from controller_app.core.topology import TopologyManager
 from controller_app.intents import FlowAdd, MeterAdd
-from controller_app.pipeline import CookieKind, Table, cookie_kind, cookie_mac
+from controller_app.pipeline import LEARN_METER, CookieKind, Table, cookie_kind, cookie_mac
 from testing.fakeflowtable import FakeNetwork
 from ctl_harness import A, B, GW, m, udp
 
@@ -30,7 +30,7 @@ def build(settings=None, dpids=(1,)):
 
 def device(st, mac, dpid=1, port=1):
     dev = st.new_device(m(mac), 0)
-    dev.dpid, dev.port = dpid, port
+    st.attach(dev, dpid, port)
     return dev
 
 
@@ -90,3 +90,41 @@ def test_a_switch_that_went_clears_mirror_state():
     mirror.switch_gone(1)
     assert dev.mirror_dpid is None
     assert mirror.mirrored_here(np.array([m(A)], np.uint64), np.array([1], np.uint64)).tolist() == [False]
+
+
+# ------------------------------------------------------------------ the mirror cap
+
+
+def test_at_most_max_mirrored_devices_are_mirrored_the_others_wait_in_order():
+    st, mirror, net = build(Settings(max_mirrored=2))
+    devs = [device(st, f"02:00:00:00:20:{i:02x}", port=1 + i % 3) for i in range(5)]
+    for d in devs:
+        d.located = True
+        net.apply(mirror.sync(d))
+    assert st.mirrored == {devs[0].mac, devs[1].mac}
+    assert list(st.mirror_wait) == [d.mac for d in devs[2:]] and st.counters["mirror_capped"] == 3
+    assert sorted(net.switches[1].meters) == [LEARN_METER, devs[0].mirror_meter, devs[1].mirror_meter]
+    assert mirror.sync(devs[2]) == [] and st.counters["mirror_capped"] == 3       # counted once while waiting
+    assert mirror.promote(0) == []                                              # no free slot
+    devs[0].mirroring = False                                                   # e.g. its decision is final
+    net.apply(mirror.sync(devs[0]))
+    devs[2].located = False                                                     # its entry idled out: skipped
+    net.apply(mirror.promote(5 * SEC))
+    assert st.mirrored == {devs[1].mac, devs[3].mac} and list(st.mirror_wait) == [devs[2].mac, devs[4].mac]
+    assert devs[3].mirror_meter in net.switches[1].meters and devs[0].mirror_meter not in net.switches[1].meters
+    devs[4].mirroring = False                                                   # no longer wants it: leaves the queue
+    net.apply(mirror.sync(devs[4]))
+    assert list(st.mirror_wait) == [devs[2].mac]
+
+
+def test_release_removes_entries_and_meter_and_frees_the_slot():
+    st, mirror, net = build(Settings(max_mirrored=1))
+    a, b = device(st, A), device(st, B, port=2)
+    b.located = True
+    net.apply(mirror.sync(a) + mirror.sync(b))
+    assert st.mirrored == {a.mac} and list(st.mirror_wait) == [b.mac]
+    net.apply(mirror.release(a))
+    assert a.mirror_dpid is None and not [f for f in net.switches[1].entries(Table.MIRROR) if f.priority > 0
+                                          and f.match.eth_src == a.mac]
+    net.apply(mirror.promote(0))
+    assert st.mirrored == {b.mac}

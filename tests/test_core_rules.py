@@ -42,7 +42,7 @@ def build(text=POLICY, dpids=(1,)):
 
 def decided(st, mac, category, stage=CONFIRMED, conf=0.9, dpid=1):
     dev = st.devices.get(m(mac)) or st.new_device(m(mac), 0)
-    dev.dpid, dev.port = dpid, 1
+    st.attach(dev, dpid, 1)
     dev.category, dev.confidence, dev.stage = category, conf, stage
     enf = st.policy.enforcement(category, conf, stage)
     if enf is not None:
@@ -107,7 +107,7 @@ def test_changing_the_rate_modifies_the_meter_and_a_move_clears_the_old_switch_f
     out = rules.sync(dev)
     assert [type(i) for i in out] == [MeterAdd] and out[0].modify and out[0].rate == 80
     net.apply(out)
-    dev.dpid = 2
+    st.attach(dev, 2, 1)
     out = rules.sync(dev)
     assert isinstance(out[0], FlowDelete) and out[0].dpid == 1 and isinstance(out[1], MeterDelete)
     net.apply(out)

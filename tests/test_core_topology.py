@@ -9,7 +9,7 @@ from controller_app.core.topology import TopologyManager
 from controller_app.intents import FlowDelete, MeterDelete, PacketOut
 from controller_app.pipeline import PRIO_LINK_PORT, CookieKind, Table, cookie_kind
 from testing.fakeflowtable import FakeNetwork
-from ctl_harness import A, arp
+from ctl_harness import A, arp, udp
 
 
 def build(dpids=(1,), ports=(1, 2, 3), links=(), settings=None):
@@ -103,7 +103,54 @@ def test_port_changes():
     discover(st, topo, net)
     net.apply(topo.sync())
     assert topo.port_up(1, 2) is None                 # already up: nothing
-    assert topo.port_down(1, 1) is True and topo.port_down(1, 1) is False
+    assert topo.port_down(1, 1) == (True, False) and topo.port_down(1, 1) == (False, False)
     out = topo.port_up(1, 1)
     assert [(p.dpid, p.port) for p in out if isinstance(p, PacketOut)] == [(1, 1)]
-    assert topo.port_down(1, 3) is True and (1, 3) not in st.links and (2, 3) not in st.links
+    assert topo.port_down(1, 3) == (True, True) and (1, 3) not in st.links and (2, 3) not in st.links
+
+
+# ------------------------------------------------------------------ bounded learning: the learning meter, port churn
+
+
+def test_copies_of_unknown_sources_go_through_the_switch_meter_and_forwarding_does_not():
+    st, topo, net = build(settings=Settings(learn_rate_pps=100, learn_burst=10), ports=(1, 2, 3))
+    topo.changed()
+    net.apply(topo.sync())
+    copies = delivered = 0
+    for i in range(50):                                            # 50 unknown sources in the same instant
+        d = net.inject(1, 1, udp(f"02:00:00:00:10:{i:02x}", "ff:ff:ff:ff:ff:ff"), now=0.0)
+        copies += sum(1 for p in d.packet_ins if cookie_kind(p[2]) == CookieKind.LEARN)
+        delivered += len(d.received)
+    assert copies == 10 and delivered == 100                       # the burst; every packet flooded to 2 ports
+    d = net.inject(1, 1, arp(A), now=0.05)                         # 50 ms later: 5 tokens
+    assert len(d.packet_ins) == 1
+
+
+def test_no_learning_meter_when_its_rate_is_zero():
+    st, topo, net = build(settings=Settings(learn_rate_pps=0))
+    assert net.switches[1].meters == {}
+    assert len(net.inject(1, 1, arp(A)).packet_ins) == 1
+
+
+def test_port_churn_is_linear_one_flood_entry_per_switch():
+    """250 ports come up one at a time, then go down: each change rewrites the switch's one
+    flood entry (and probes a port that came up), so 500 changes cost 500 flow-mods, not the
+    ~n^2/2 of one flood entry per in_port."""
+    from controller_app.core import Core
+    from controller_app.intents import FlowAdd
+    core = Core()
+    net = FakeNetwork()
+    net.add_switch(1)
+    net.apply(core.switch_up(1, [1], 0))
+    mods = 0
+    for port in range(2, 251):
+        out = core.port_changed(1, port, True, 0)
+        net.apply(out)
+        mods += sum(1 for i in out if isinstance(i, (FlowAdd, FlowDelete)))
+    for port in range(2, 251):
+        out = core.port_changed(1, port, False, 0)
+        net.apply(out)
+        mods += sum(1 for i in out if isinstance(i, (FlowAdd, FlowDelete)))
+    assert mods == 2 * 249
+    flood = [f for f in net.switches[1].entries(Table.ETH_DST) if cookie_kind(f.cookie) == CookieKind.FLOOD]
+    assert len(flood) == 1 and [a.port for a in flood[0].actions] == [1]

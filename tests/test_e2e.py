@@ -30,7 +30,7 @@ if REASON:
 
 from classifier.capture.packets import mac_to_int  # noqa: E402
 from classifier.shared import datasets_root  # noqa: E402
-from controller_app.intents import CookieKind  # noqa: E402
+from controller_app.intents import CookieKind, Table  # noqa: E402
 from controller_app.inventory import read_inventory  # noqa: E402
 from topologies import ovs  # noqa: E402
 from topologies.replay import format_effects, plan_capture, plan_synthetic, simulate_decisions  # noqa: E402
@@ -189,7 +189,7 @@ def test_each_replayed_device_is_in_the_inventory_with_its_category_or_unknown(h
 def expected_policy_text(action: str) -> dict:
     """What a device's table-0 entries must contain for the action the controller reports."""
     if action == "block":
-        return {"actions": "goto_table:4"}
+        return {"actions": f"goto_table:{int(Table.MIRROR)}"}
     if action.startswith("rate_limit_kbps="):
         return {"actions_has": "meter:"}
     if action.startswith("priority="):

@@ -9,13 +9,18 @@ table and ask what happens to packets.
 :class:`~controller_app.core.state.State` (as Faucet splits its valve into managers):
 
 * :mod:`~controller_app.core.topology` — switches, table defaults, LLDP links, spanning tree, flooding;
-* :mod:`~controller_app.core.hosts` — L2 hosts: learning, forwarding entries, idle hosts;
-* :mod:`~controller_app.core.mirror` — mirror entries and meters, mirrored packets into the learner;
+* :mod:`~controller_app.core.hosts` — L2 hosts: learning, forwarding entries, host caps and learning bans;
+* :mod:`~controller_app.core.mirror` — mirror entries and meters (at most ``max_mirrored``), mirrored packets;
 * :mod:`~controller_app.core.rules` — policy entries and rate meters, pools, reloads;
-* :mod:`~controller_app.core.decisions` — decision requests, decisions, re-checks, restore.
+* :mod:`~controller_app.core.decisions` — decision requests (bounded, never dropped), decisions, re-checks, restore.
+
+The façade also runs the devices' life cycle across the managers: a device unseen for
+``host_timeout`` gives back every switch resource it holds (entries, meters, its slot); an
+undecided one is then forgotten, one with a final decision (or an override, or a gateway) is
+*parked*: kept, with its decision, until it is seen again.
 
 The pipeline's tables, cookies and priorities are named in :mod:`controller_app.pipeline`.
-Forwarding outputs happen in ETH_DST's apply-actions, *before* MIRROR: a mirror meter that
+Forwarding outputs happen in ETH_DST's apply-actions, *before* LEARN and MIRROR: a meter that
 drops a copy cannot drop the forwarded packet (an OpenFlow 1.3 meter is an instruction on the
 whole packet, so it must never sit on the forwarding path). A blocked device's packets skip
 forwarding and go straight to MIRROR, so a device still being learned is seen even when blocked.
@@ -24,6 +29,8 @@ forwarding and go straight to MIRROR, so a device still being learned is seen ev
 from __future__ import annotations
 
 from collections import Counter
+
+import logging
 
 import numpy as np
 
@@ -43,6 +50,8 @@ from controller_app.pipeline import (PRIO_DEVICE, PRIO_FLOOD, PRIO_HOST, PRIO_IP
                                      PRIO_LINK_PORT, PRIO_LLDP, PRIO_MIRROR_DST, PRIO_MIRROR_SRC, PRIO_MISS,
                                      PRIO_POOL_ALLOW, CookieKind)
 from controller_app.policy import Policy
+
+LOG = logging.getLogger("controller_app.core")
 
 __all__ = ["Core", "Device", "PacketInBatch", "Settings", "State", "Switch", "SEC", "mirror_flows", "policy_flows"]
 
@@ -108,13 +117,15 @@ class Core:
     # ------------------------------------------------------------------ switches
 
     def switch_up(self, dpid: int, ports, now_ns: int) -> list:
-        """A switch connected (or reconnected): clean slate, defaults, then every rule it should hold."""
+        """A switch connected (or reconnected): clean slate, defaults, then every rule it should
+        hold (for the devices attached to it; parked ones get theirs when they are seen again)."""
+        self.state.now_ns = now_ns
         down = self.switch_down(dpid, now_ns) if dpid in self.state.switches else []
         out = self.topology.switch_added(dpid, ports)
         self.topology.changed()
         out += self._sync_switching()
         for dev in self.state.devices.values():
-            if dev.dpid == dpid:
+            if dev.dpid == dpid and dev.attached:
                 out += self.sync_device(dev)
         out += self.topology.probes(dpid, sorted(self.state.switches[dpid].ports))
         return down + self.state.count(out)
@@ -122,6 +133,7 @@ class Core:
     def switch_down(self, dpid: int, now_ns: int) -> list:
         """A switch disconnected: forget what it held; its devices keep their state and get
         their rules back when it reconnects."""
+        self.state.now_ns = now_ns
         if self.topology.switch_removed(dpid) is None:
             return []
         self.mirror.switch_gone(dpid)
@@ -131,6 +143,10 @@ class Core:
         return self.state.count(self._sync_switching())
 
     def port_changed(self, dpid: int, port: int, up: bool, now_ns: int) -> list:
+        """A port came up or went down. Only what the port touches changes: the switch's flood
+        entry, the hosts on that port, a learning ban on it; the whole topology only when the
+        port carried a link."""
+        self.state.now_ns = now_ns
         if dpid not in self.state.switches or port >= OFPP_MAX:
             return []
         out: list = []
@@ -138,18 +154,25 @@ class Core:
             probes = self.topology.port_up(dpid, port)
             if probes is None:
                 return []
+            out += self.topology.sync_switch(dpid)
             out += probes
         else:
-            if not self.topology.port_down(dpid, port):
+            was_up, link_gone = self.topology.port_down(dpid, port)
+            if not was_up:
                 return []
             out += self.hosts.port_down(dpid, port)
-        self.topology.changed()
-        out += self._sync_switching()
+            out += self.hosts.lift_bans(now_ns, dpid, port)
+            if link_gone:
+                self.topology.changed()
+                out += self._sync_switching()
+            else:
+                out += self.topology.sync_switch(dpid)
         return self.state.count(out)
 
     def flow_removed(self, dpid: int, table: int, cookie_value: int, in_port: int | None, eth_src: int | None,
                      now_ns: int) -> list:
         """An ETH_SRC host entry timed out: the host is gone from there; stop forwarding to it."""
+        self.state.now_ns = now_ns
         return self.state.count(self.hosts.flow_removed(dpid, table, cookie_value, in_port, eth_src, now_ns))
 
     def switch_error(self, dpid: int, err_type: int, code: int, now_ns: int) -> list:
@@ -162,6 +185,7 @@ class Core:
         """A batch of packet-ins: topology probes, L2 learning copies and mirrored packets,
         decoded together by the capture decoder. Malformed ones are counted and skipped."""
         st = self.state
+        st.now_ns = now_ns
         counters = st.counters
         n = len(batch)
         if n == 0:
@@ -207,30 +231,132 @@ class Core:
     # ------------------------------------------------------------------ time
 
     def timer(self, now_ns: int) -> list:
-        """Periodic work: topology probes and link expiry, decision requests, re-checks."""
+        """Periodic work: topology probes and link expiry, learning bans that end, devices unseen
+        for ``host_timeout``, free mirror slots, decision requests, re-checks."""
+        st = self.state
+        st.now_ns = now_ns
         out: list = []
         probes, changed = self.topology.timer(now_ns)
         if changed:
             out += self._sync_switching()
         out += probes
+        out += self.hosts.lift_bans(now_ns)
+        out += self._expire(now_ns)
+        out += self.mirror.promote(now_ns)
         out += self.decisions.timer(now_ns)
-        return self.state.count(out)
+        out += self.rules.retry()
+        self._log(now_ns)
+        return st.count(out)
+
+    def _expire(self, now_ns: int) -> list:
+        """Attached devices unseen for ``host_timeout`` give back their switch resources.
+        "Unseen" needs evidence: a mirrored device's copies stop (mirroring shows all its
+        traffic), any other's ETH_SRC entry idled out (it is no longer located)."""
+        st = self.state
+        limit = now_ns - int(st.settings.host_timeout * SEC)
+        idle = []
+        for macs in st.port_hosts.values():
+            for mac in macs:
+                dev = st.devices[mac]
+                if dev.mirror_dpid is not None:
+                    if max(dev.last_ns, dev.mirror_since_ns or 0) < limit:
+                        idle.append(dev)
+                elif not dev.located and dev.last_ns < limit:
+                    idle.append(dev)
+        out: list = []
+        for dev in idle:
+            out += self.forget(dev) if not st.keeps(dev) else self.park(dev)
+        return out
+
+    def _release(self, dev: Device) -> list:
+        """Every switch resource of the device: mirror and policy entries and meters, host entries,
+        its place under the caps, its slot (meter ids)."""
+        st = self.state
+        out = self.mirror.release(dev) + self.rules.release(dev) + self.hosts.release(dev)
+        st.mirror_wait.pop(dev.mac, None)
+        st.free_slot(dev)
+        return out
+
+    def forget(self, dev: Device) -> list:
+        """An undecided device unseen for ``host_timeout``: gone, with its buffer."""
+        st = self.state
+        out = self._release(dev)
+        st.learner.drop(dev.mac)
+        st.deciding.pop(dev.mac, None)
+        st.pools_retry.discard(dev.mac)
+        del st.devices[dev.mac]
+        st.forgotten.append(dev.mac)
+        st.counters["devices_forgotten"] += 1
+        st.tally["forgotten"] += 1
+        return out
+
+    def park(self, dev: Device) -> list:
+        """A decided device unseen for ``host_timeout``: kept with its decision, holding nothing
+        on any switch until it is seen again (a re-check under way ends)."""
+        st = self.state
+        out = self._release(dev)
+        if dev.mirroring:
+            dev.mirroring = False
+            dev.recheck_until_ns = None
+            if dev.next_check_ns is None:
+                dev.next_check_ns = st.now_ns
+            st.learner.drop(dev.mac)
+        st.counters["devices_parked"] += 1
+        st.tally["parked"] += 1
+        return out
+
+    def _log(self, now_ns: int) -> None:
+        """One line per ``cap_log_interval`` about refused learning and expired devices."""
+        st = self.state
+        if not st.tally or now_ns < st.next_log_ns:
+            return
+        st.next_log_ns = now_ns + int(st.settings.cap_log_interval * SEC)
+        t = st.tally
+        where = sorted(st.capped_at, key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+        level = logging.WARNING if t["refused_port"] or t["refused_switch"] or t["mirror_capped"] else logging.INFO
+        LOG.log(level, "bounded learning, last %.0f s: %d new MACs refused at the per-port cap, %d at the per-switch "
+                    "cap%s; %d devices waiting for a mirror slot (%d mirrored, cap %d); %d idle devices forgotten, "
+                    "%d parked, %d returned", st.settings.cap_log_interval, t["refused_port"], t["refused_switch"],
+                    (" (at " + ", ".join(f"{d:016x}" + ("" if p is None else f":{p}") for d, p in where[:5])
+                     + (", ..." if len(where) > 5 else "") + ")") if where else "",
+                    len(st.mirror_wait), len(st.mirrored), st.settings.max_mirrored, t["forgotten"], t["parked"],
+                    t["returned"])
+        st.tally.clear()
+        st.capped_at.clear()
 
     # ------------------------------------------------------------------ decisions and policies
 
     def decision_made(self, mac: int, decision: Decision | None, now_ns: int) -> list:
         """The engine decided (``None``: not enough evidence yet)."""
+        self.state.now_ns = now_ns
         return self.state.count(self.decisions.decision_made(mac, decision, now_ns))
+
+    def decide_dropped(self, mac: int, now_ns: int, failed: bool = False) -> list:
+        """A decision request the shell could not queue (``failed``: the engine raised): the
+        device is asked again later, never dropped."""
+        self.decisions.dropped(mac, failed)
+        return []
+
+    def pools_dropped(self, mac: int, now_ns: int) -> list:
+        """A pool look-up the shell could not queue: asked again at the next tick."""
+        self.rules.pools_dropped(mac)
+        return []
 
     def policy_reloaded(self, policy: Policy, now_ns: int) -> list:
         """Swap in a new (already validated) policy and move every device's rules to it."""
+        st = self.state
+        st.now_ns = now_ns
         self.rules.reloaded(policy)
         out: list = []
-        for dev in self.state.devices.values():
-            out += self.sync_device(dev)
-        return self.state.count(out)
+        for dev in list(st.devices.values()):
+            if not dev.attached and not st.keeps(dev):
+                out += self.forget(dev)          # parked for an override the policy no longer has
+            else:
+                out += self.sync_device(dev)
+        return st.count(out)
 
     def pools_resolved(self, mac: int, mapping: dict, now_ns: int) -> list:
+        self.state.now_ns = now_ns
         dev = self.rules.pools_resolved(mac, mapping)
         return [] if dev is None else self.state.count(self.sync_device(dev))
 
@@ -238,12 +364,21 @@ class Core:
 
     def restore(self, records, now_ns: int) -> None:
         """Devices from the inventory (see :meth:`DecisionManager.restore`)."""
+        self.state.now_ns = now_ns
         self.decisions.restore(records, now_ns)
 
+    def take_forgotten(self) -> list[int]:
+        """MACs forgotten since the last call (the shell removes them from the inventory)."""
+        out, self.state.forgotten = self.state.forgotten, []
+        return out
+
     def snapshot(self) -> dict:
-        devices = self.state.devices.values()
+        st = self.state
+        devices = st.devices.values()
         by = Counter((d.category or "undecided", d.stage or "learning") for d in devices if not d.gateway)
-        return {"switches": sorted(self.state.switches), "devices": len(self.state.devices),
+        return {"switches": sorted(st.switches), "devices": len(st.devices),
                 "learning": sum(1 for d in devices if d.mirroring),
-                "links": len(self.state.links) // 2, "by_category_stage": dict(by),
-                "counters": dict(self.state.counters)}
+                "links": len(st.links) // 2, "by_category_stage": dict(by),
+                "counters": dict(st.counters), "mirrored": len(st.mirrored), "mirror_waiting": len(st.mirror_wait),
+                "parked": sum(1 for d in devices if not d.attached), "decisions_pending": len(st.deciding),
+                "slots": st.slots_in_use()}

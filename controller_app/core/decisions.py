@@ -24,22 +24,44 @@ class DecisionManager:
         self.sync_device = sync_device
 
     def timer(self, now_ns: int) -> list:
-        """Decision requests for learning devices with new packets; re-checks start and end."""
+        """Decision requests for learning devices that are ready; re-checks start and end.
+
+        A device is ready with ``decide_min_packets`` mirrored packets, some of them new since
+        its last request (or a request that could not be queued), and ``decide_interval``
+        after its last request. At most ``max_pending_decisions`` requests are outstanding:
+        the ready devices asked longest ago (never first) go first, the others next time. A
+        request unanswered after ``decide_timeout`` is assumed lost and asked again."""
         st = self.state
         s = st.settings
         out: list = []
-        for mac, buf in list(st.learner.buffers.items()):
+        for mac, (sent, _) in list(st.deciding.items()):
+            if now_ns - sent > s.decide_timeout * SEC:
+                self.dropped(mac, failed=True)
+                st.counters["decide_timeouts"] += 1
+        ready = []
+        for mac, buf in st.learner.buffers.items():
             dev = st.devices.get(mac)
-            if dev is None or not dev.mirroring:
+            if dev is None or not dev.mirroring or mac in st.deciding:
                 continue
-            if buf.new == 0 or buf.n < s.decide_min_packets:
+            if (buf.new == 0 and not dev.decide_retry) or buf.n < s.decide_min_packets:
                 continue
             if dev.last_decide_ns is not None and now_ns - dev.last_decide_ns < s.decide_interval * SEC:
                 continue
+            ready.append(dev)
+        room = s.max_pending_decisions - len(st.deciding)
+        if len(ready) > room:
+            st.counters["decide_deferred"] += len(ready) - max(room, 0)
+            ready.sort(key=lambda d: -1 if d.last_decide_ns is None else d.last_decide_ns)
+            ready = ready[:max(room, 0)]
+        for dev in ready:
+            st.deciding[dev.mac] = (now_ns, dev.last_decide_ns)
             dev.last_decide_ns = now_ns
-            buf.new = 0
-            out.append(DecideRequest(mac, st.learner.packets(mac), self.mirror.classifier_time(now_ns)))
+            dev.decide_retry = False
+            st.learner.buffers[dev.mac].new = 0
+            out.append(DecideRequest(dev.mac, st.learner.packets(dev.mac), self.mirror.classifier_time(now_ns)))
         for dev in st.devices.values():
+            if not dev.attached:
+                continue
             if dev.next_check_ns is not None and not dev.mirroring and now_ns >= dev.next_check_ns:
                 dev.mirroring = True
                 dev.next_check_ns = None
@@ -49,6 +71,19 @@ class DecisionManager:
             elif dev.recheck_until_ns is not None and dev.mirroring and now_ns >= dev.recheck_until_ns:
                 out += self.stop_learning(dev, now_ns)
         return out
+
+    def dropped(self, mac: int, failed: bool = False) -> None:
+        """A decision request that could not be queued (or failed, or was lost): the device is
+        asked again — at the next tick, or after ``decide_interval`` when it ``failed``."""
+        st = self.state
+        sent = st.deciding.pop(mac, None)
+        dev = st.devices.get(mac)
+        if dev is None:
+            return
+        if sent is not None and not failed:
+            dev.last_decide_ns = sent[1]
+        dev.decide_retry = True
+        st.counters["decide_requeued" if not failed else "decide_failed"] += 1
 
     def stop_learning(self, dev: Device, now_ns: int) -> list:
         dev.mirroring = False
@@ -60,6 +95,7 @@ class DecisionManager:
     def decision_made(self, mac: int, decision: Decision | None, now_ns: int) -> list:
         """The engine decided (``None``: not enough evidence yet)."""
         st = self.state
+        st.deciding.pop(mac, None)
         dev = st.devices.get(mac)
         if dev is None:
             return []
@@ -78,25 +114,41 @@ class DecisionManager:
             return self.stop_learning(dev, now_ns)
         return self.sync_device(dev)
 
-    def restore(self, records, now_ns: int) -> None:
+    def restore(self, records, now_ns: int) -> list:
         """Devices from the inventory (dicts with mac int, dpid, port, category, confidence,
-        stage, model, first/last seen): final decisions are enforced as soon as their switch
-        connects, and re-checked after ``recheck_interval``."""
+        stage, model, first/last seen). Only final decisions (and overridden MACs) are
+        restored; a device seen within ``host_timeout`` is attached where it was, so its rules
+        are installed as soon as its switch connects; the others are parked until they are
+        seen again. Final decisions are re-checked after ``recheck_interval``. Returns the
+        restored devices."""
         st = self.state
+        out = []
         for r in records:
             mac = int(r["mac"])
-            dev = st.devices.get(mac) or st.new_device(mac, int(r.get("first_seen_ns") or now_ns))
-            dev.dpid = r.get("dpid")
-            dev.port = r.get("port")
+            final = r.get("stage") in (CONFIRMED, UNKNOWN)
+            if not final and not st.pinned(mac):
+                st.counters["restore_skipped"] += 1
+                continue
+            dev = st.devices.get(mac) or st.new_device(mac, int(r.get("first_seen_ns") or now_ns), slot=False)
             dev.first_ns = int(r.get("first_seen_ns") or now_ns)
             dev.last_ns = int(r.get("last_seen_ns") or now_ns)
-            if r.get("stage"):
+            if final:
                 dev.category = r["category"]
                 dev.confidence = float(r.get("confidence") or 0.0)
                 dev.stage = r["stage"]
                 dev.model = r.get("model")
                 if st.policy.enforcement(dev.category, dev.confidence, dev.stage) is not None:
                     dev.enforced = (dev.category, dev.confidence, dev.stage)
-                if dev.stage in (CONFIRMED, UNKNOWN):
-                    dev.mirroring = False
-                    dev.next_check_ns = now_ns + int(st.settings.recheck_interval * SEC)
+                dev.mirroring = False
+                dev.next_check_ns = now_ns + int(st.settings.recheck_interval * SEC)
+            if dev.attached:
+                st.detach(dev)
+            dev.dpid, dev.port = r.get("dpid"), r.get("port")
+            if dev.dpid is not None and now_ns - dev.last_ns <= st.settings.host_timeout * SEC:
+                if dev.slot is None:
+                    dev.slot = st.alloc_slot()
+                st.attach(dev, dev.dpid, dev.port)
+            else:
+                st.free_slot(dev)
+            out.append(dev)
+        return out

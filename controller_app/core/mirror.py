@@ -29,28 +29,73 @@ class MirrorManager:
     # ------------------------------------------------------------------ rules
 
     def sync(self, dev: Device) -> list:
-        """The device's mirror entries and meter where it should be mirrored (a diff)."""
+        """The device's mirror entries and meter where it should be mirrored (a diff). With
+        ``max_mirrored`` devices mirrored already, a device that wants mirroring waits (in
+        arrival order) for :meth:`promote` to give it a slot."""
+        st = self.state
+        want = st.edge(dev) if dev.mirroring else None
+        if want is None:
+            st.mirror_wait.pop(dev.mac, None)
+        elif dev.mirror_dpid is None and len(st.mirrored) >= st.settings.max_mirrored:
+            if dev.mac not in st.mirror_wait:
+                st.mirror_wait[dev.mac] = None
+                st.counters["mirror_capped"] += 1
+                st.tally["mirror_capped"] += 1
+            want = None
+        if dev.mirror_dpid == want:
+            return []
+        out = self.release(dev)
+        if want is not None:
+            s = st.settings
+            st.mirror_wait.pop(dev.mac, None)
+            out.append(MeterAdd(want, dev.mirror_meter, s.mirror_rate_pps, s.mirror_burst, "pktps"))
+            out += mirror_flows(want, dev.mac, dev.mirror_meter, s.mirror_max_len)
+            dev.mirror_dpid = want
+            dev.mirror_since_ns = st.now_ns
+            st.mirrored.add(dev.mac)
+            st.mirror_index = None
+        return out
+
+    def release(self, dev: Device) -> list:
+        """Remove the device's mirror entries and meter (its buffer stays)."""
         st = self.state
         out: list = []
-        target = dev.dpid if dev.dpid in st.switches else None
-        want_mirror = target if dev.mirroring else None
-        if dev.mirror_dpid != want_mirror:
-            if dev.mirror_dpid is not None and dev.mirror_dpid in st.switches:
+        if dev.mirror_dpid is not None:
+            if dev.mirror_dpid in st.switches:
                 out.append(FlowDelete(dev.mirror_dpid, Table.MIRROR, cookie=cookie(CookieKind.MIRROR, dev.mac),
                                       cookie_mask=FULL_MASK))
                 out.append(MeterDelete(dev.mirror_dpid, dev.mirror_meter))
-            if want_mirror is not None:
-                s = st.settings
-                out.append(MeterAdd(want_mirror, dev.mirror_meter, s.mirror_rate_pps, s.mirror_burst, "pktps"))
-                out += mirror_flows(want_mirror, dev.mac, dev.mirror_meter, s.mirror_max_len)
-            dev.mirror_dpid = want_mirror
+            dev.mirror_dpid = None
+            st.mirrored.discard(dev.mac)
             st.mirror_index = None
+        return out
+
+    def promote(self, now_ns: int) -> list:
+        """Give free mirror slots to waiting devices, first come first served, skipping those
+        not seen on their port any more (their entry idled out: probably gone)."""
+        st = self.state
+        room = st.settings.max_mirrored - len(st.mirrored)
+        out: list = []
+        if room <= 0 or not st.mirror_wait:
+            return out
+        for mac in list(st.mirror_wait):
+            dev = st.devices.get(mac)
+            if dev is None or not dev.mirroring or st.edge(dev) is None:
+                del st.mirror_wait[mac]
+                continue
+            if not dev.located:
+                continue
+            out += self.sync(dev)
+            room -= 1
+            if room <= 0:
+                break
         return out
 
     def switch_gone(self, dpid: int) -> None:
         for dev in self.state.devices.values():
             if dev.mirror_dpid == dpid:
                 dev.mirror_dpid = None
+                self.state.mirrored.discard(dev.mac)
         self.state.mirror_index = None
 
     # ------------------------------------------------------------------ mirrored packets

@@ -86,7 +86,7 @@ class RulesManager:
         """The device's policy entries and rate meter on its edge switch (a diff)."""
         st = self.state
         out: list = []
-        target = dev.dpid if dev.dpid in st.switches else None
+        target = st.edge(dev)
         action = self.desired_action(dev) if target is not None else None
         pools: tuple = ()
         if action is not None:
@@ -122,6 +122,34 @@ class RulesManager:
             out.append(MeterDelete(target, dev.rate_meter))  # after the entries that used it
         dev.meter_kbps = new_rate
         dev.policy_dpid, dev.policy_action, dev.policy_pools, dev.policy_lan = want
+        return out
+
+    def release(self, dev: Device) -> list:
+        """Remove the device's policy entries and rate meter from its switch."""
+        out: list = []
+        if dev.policy_dpid is not None and dev.policy_dpid in self.state.switches:
+            out.append(FlowDelete(dev.policy_dpid, OFPTT_ALL, cookie=cookie(CookieKind.POLICY, dev.mac),
+                                  cookie_mask=FULL_MASK))
+            if dev.meter_kbps is not None:
+                out.append(MeterDelete(dev.policy_dpid, dev.rate_meter))
+        dev.policy_dpid = dev.policy_action = dev.policy_pools = dev.policy_lan = dev.meter_kbps = None
+        return out
+
+    def pools_dropped(self, mac: int) -> None:
+        """A pool look-up that could not be queued: asked again by :meth:`retry`."""
+        dev = self.state.devices.get(mac)
+        if dev is not None:
+            dev.pools_pending = False
+            self.state.pools_retry.add(mac)
+            self.state.counters["pools_requeued"] += 1
+
+    def retry(self) -> list:
+        out: list = []
+        st = self.state
+        while st.pools_retry:
+            dev = st.devices.get(st.pools_retry.pop())
+            if dev is not None:
+                out += self.sync(dev)
         return out
 
     def switch_gone(self, dpid: int) -> None:

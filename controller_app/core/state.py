@@ -7,6 +7,7 @@ or a clock: times are passed in (nanoseconds).
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import networkx as nx
 import numpy as np
 
 from classifier.capture.packets import mac_to_str
+from classifier.engine.decision import CONFIRMED, UNKNOWN
 
 from controller_app.intents import FlowAdd, FlowDelete, MeterAdd, MeterDelete
 from controller_app.learning import Learner
@@ -40,6 +42,17 @@ class Settings:
     link_timeout: float = 16.0         #: seconds without a probe before a link is gone
     max_buffer_packets: int = 50_000   #: mirrored packets kept per learning device
     time_scale: float = 1.0            #: replays: the classifier sees t0 + (t - t0) * time_scale
+    # bounds (see docs/controller.md, "Bounded learning"): at a cap new MACs are forwarded, not learned
+    max_hosts_per_port: int = 256      #: devices learned on one switch port (Faucet's max_hosts)
+    max_hosts_per_switch: int = 2048   #: devices learned on one switch
+    max_mirrored: int = 1000           #: devices mirrored at once (one meter and two entries each)
+    learn_ban_timeout: float = 30.0    #: seconds a port (switch) at its cap stops copying unknown sources
+    learn_rate_pps: int = 500          #: per switch: unknown sources' copies to the controller/s (0: no meter)
+    learn_burst: int = 500             #: that meter's burst (packets)
+    host_timeout: float = 600.0        #: seconds unseen before a device gives its switch resources back
+    max_pending_decisions: int = 256   #: decision requests outstanding at once
+    decide_timeout: float = 300.0      #: seconds after which an unanswered decision request is asked again
+    cap_log_interval: float = 60.0     #: seconds between log lines about caps and expired devices
     gateways: tuple = ()               #: MACs (int) of routers: forwarded, never classified
 
 
@@ -47,17 +60,18 @@ class Device:
     """Compact per-device state (no buffers, no strings of its own: categories, stages and
     model names are interned)."""
 
-    __slots__ = ("mac", "slot", "dpid", "port", "located", "gateway", "first_ns", "last_ns",
+    __slots__ = ("mac", "slot", "dpid", "port", "attached", "located", "gateway", "first_ns", "last_ns",
                  "category", "confidence", "stage", "model", "enforced",
-                 "mirroring", "mirror_dpid", "policy_dpid", "policy_action", "policy_pools", "policy_lan", "meter_kbps",
-                 "next_check_ns", "recheck_until_ns", "last_decide_ns", "pools", "pools_pending",
-                 "thin_answers")
+                 "mirroring", "mirror_dpid", "mirror_since_ns", "policy_dpid", "policy_action", "policy_pools",
+                 "policy_lan", "meter_kbps", "next_check_ns", "recheck_until_ns", "last_decide_ns", "decide_retry",
+                 "pools", "pools_pending", "thin_answers")
 
-    def __init__(self, mac: int, slot: int, now_ns: int):
+    def __init__(self, mac: int, slot: int | None, now_ns: int):
         self.mac = mac
-        self.slot = slot
+        self.slot = slot          # meter ids; None while the device holds no switch resources (parked)
         self.dpid = None          # edge switch (last known), where policy and mirror rules live
         self.port = None
+        self.attached = False     # counted at (dpid, port) for the caps; False: parked, holds nothing
         self.located = False      # an ETH_SRC entry is installed for (dpid, port)
         self.gateway = False
         self.first_ns = now_ns
@@ -69,6 +83,7 @@ class Device:
         self.enforced = None      # (category, confidence, stage) of the decision last enforced
         self.mirroring = False    # wanted: mirror this device
         self.mirror_dpid = None   # installed: mirror flows + meter on this switch
+        self.mirror_since_ns = None
         self.policy_dpid = None   # installed: policy flows on this switch ...
         self.policy_action = None  # ... for this action ...
         self.policy_pools = None  # ... with these resolved pool prefixes ...
@@ -77,6 +92,7 @@ class Device:
         self.next_check_ns = None
         self.recheck_until_ns = None
         self.last_decide_ns = None
+        self.decide_retry = False  # a request that could not be queued: ask again without new packets
         self.pools = None         # pool name -> tuple of networks (only for devices that need it)
         self.pools_pending = False
         self.thin_answers = 0     # engine answers "not enough evidence yet" since the last decision
@@ -95,18 +111,20 @@ class Device:
                 "category": self.category, "confidence": self.confidence, "stage": self.stage,
                 "model": self.model, "mirroring": self.mirroring, "gateway": self.gateway,
                 "enforced": self.policy_action.describe() if self.policy_action is not None else None,
-                "thin_answers": self.thin_answers}
+                "thin_answers": self.thin_answers, "parked": not self.attached}
 
 
 class Switch:
-    __slots__ = ("dpid", "ports", "flood", "link_ports_installed", "fwd")
+    __slots__ = ("dpid", "ports", "flood", "no_flood", "link_ports_installed", "fwd", "link_ports")
 
     def __init__(self, dpid: int, ports):
         self.dpid = dpid
         self.ports = set(ports)
-        self.flood: dict = {}                 # in_port -> tuple of output ports installed
+        self.flood: tuple | None = None       # output ports of the flood entry installed
+        self.no_flood: set = set()            # link ports outside the tree with a no-flood entry
         self.link_ports_installed: set = set()
         self.fwd: dict = {}                   # mac -> output port installed in ETH_DST
+        self.link_ports: set = set()          # ports with a link (from State.links)
 
 
 @dataclass
@@ -151,18 +169,36 @@ class State:
         self.links: dict[tuple, tuple] = {}     # (dpid, port) -> (peer dpid, peer port, last seen ns)
         self.learner = Learner(self.settings.max_buffer_packets)
         self.counters: Counter = Counter()
+        self.now_ns = 0                         # the time of the event being handled
         self.gateways = set(int(g) for g in self.settings.gateways)
         # topology, derived from switches and links (TopologyManager)
         self.graph = nx.Graph()
         self.tree_ports: dict[int, set] = {}
         self.paths: dict[int, dict] = {}        # edge dpid -> {dpid: port toward the edge}
         self.next_lldp_ns = 0
+        # hosts (HostManager): who is attached where, for the caps; learning bans
+        self.port_hosts: dict[tuple, set] = {}  # (dpid, port) -> MACs attached there
+        self.switch_hosts: Counter = Counter()  # dpid -> devices attached
+        self.bans: dict[tuple, int] = {}        # (dpid, port or None for the switch) -> ban ends (ns)
+        self.forgotten: list[int] = []          # MACs forgotten since the shell last asked
         # mirroring (MirrorManager)
         self.mirror_index = None                # (sorted macs, their dpids) of mirrored devices
         self.time_origin_ns = None              # t0 of the classifier's time scale (first mirrored packet)
+        self.mirrored: set = set()              # MACs with mirror entries installed (at most max_mirrored)
+        self.mirror_wait: dict = {}             # MACs waiting for a mirror slot, in arrival order
+        # decisions (DecisionManager)
+        self.deciding: dict[int, tuple] = {}    # mac -> (request sent ns, last_decide_ns before it)
+        self.pools_retry: set = set()           # MACs whose pool look-up could not be queued
+        # slots: meter ids of devices holding switch resources
+        self._slot_heap: list[int] = []        # heap: the lowest free slot first
+        self._next_slot = 0
+        # what the periodic log line reports (counts since the last one)
+        self.tally: Counter = Counter()
+        self.capped_at: set = set()             # (dpid, port or None) where learning was refused
+        self.next_log_ns = 0
 
-    def new_device(self, mac: int, now_ns: int) -> Device:
-        dev = Device(mac, len(self.devices), now_ns)
+    def new_device(self, mac: int, now_ns: int, slot: bool = True) -> Device:
+        dev = Device(mac, self.alloc_slot() if slot else None, now_ns)
         dev.gateway = mac in self.gateways
         self.devices[mac] = dev
         if not dev.gateway and not self.pinned(mac):
@@ -171,6 +207,53 @@ class State:
 
     def pinned(self, mac: int) -> bool:
         return mac in self.policy.overrides
+
+    def keeps(self, dev: Device) -> bool:
+        """Kept (parked) when absent, rather than forgotten: a final decision, an override, a gateway."""
+        return dev.stage in (CONFIRMED, UNKNOWN) or dev.gateway or self.pinned(dev.mac)
+
+    def edge(self, dev: Device) -> int | None:
+        """The switch where the device's mirror and policy rules belong now (None: nowhere)."""
+        return dev.dpid if dev.attached and dev.dpid in self.switches else None
+
+    # ------------------------------------------------------------------ slots
+
+    def alloc_slot(self) -> int:
+        if self._slot_heap:
+            return heapq.heappop(self._slot_heap)
+        self._next_slot += 1
+        return self._next_slot - 1
+
+    def free_slot(self, dev: Device) -> None:
+        if dev.slot is not None:
+            heapq.heappush(self._slot_heap, dev.slot)
+            dev.slot = None
+
+    def slots_in_use(self) -> int:
+        return self._next_slot - len(self._slot_heap)
+
+    # ------------------------------------------------------------------ attachment (the caps count it)
+
+    def attach(self, dev: Device, dpid: int, port: int) -> None:
+        if dev.attached:
+            self.detach(dev)
+        dev.dpid, dev.port, dev.attached = dpid, port, True
+        self.port_hosts.setdefault((dpid, port), set()).add(dev.mac)
+        self.switch_hosts[dpid] += 1
+
+    def detach(self, dev: Device) -> None:
+        if not dev.attached:
+            return
+        key = (dev.dpid, dev.port)
+        macs = self.port_hosts.get(key)
+        if macs is not None:
+            macs.discard(dev.mac)
+            if not macs:
+                del self.port_hosts[key]
+        self.switch_hosts[dev.dpid] -= 1
+        if self.switch_hosts[dev.dpid] <= 0:
+            del self.switch_hosts[dev.dpid]
+        dev.attached = False
 
     def count(self, intents: list) -> list:
         """Count the rule and meter changes in ``intents`` (returned unchanged)."""

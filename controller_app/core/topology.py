@@ -13,8 +13,9 @@ import networkx as nx
 from controller_app import lldp
 from controller_app.core.state import SEC, State, Switch
 from controller_app.intents import (OFPCML_NO_BUFFER, OFPM_ALL, OFPP_CONTROLLER, OFPP_MAX, OFPTT_ALL, FlowAdd,
-                                    FlowDelete, Match, MeterDelete, Output, PacketOut)
-from controller_app.pipeline import (PRIO_FLOOD, PRIO_LINK_PORT, PRIO_LLDP, PRIO_MISS, CookieKind, Table, cookie)
+                                    FlowDelete, Match, MeterAdd, MeterDelete, Output, PacketOut)
+from controller_app.pipeline import (LEARN_METER, META_UNKNOWN_SRC, PRIO_FLOOD, PRIO_LEARN_COPY, PRIO_LINK_PORT,
+                                     PRIO_LLDP, PRIO_MISS, PRIO_NO_FLOOD, CookieKind, Table, cookie)
 
 LOG = logging.getLogger("controller_app.core")
 
@@ -34,18 +35,29 @@ class TopologyManager:
         return out
 
     def defaults(self, dpid: int) -> list:
+        """Every table's default entry; unknown sources are marked in ETH_SRC and copied, through
+        the switch's learning meter, in LEARN (after forwarding, so the meter drops only copies)."""
         s = self.state.settings
         d = cookie(CookieKind.DEFAULT)
-        return [
+        lc = cookie(CookieKind.LEARN)
+        meter = LEARN_METER if s.learn_rate_pps > 0 else None
+        out: list = []
+        if meter is not None:
+            out.append(MeterAdd(dpid, LEARN_METER, s.learn_rate_pps, max(1, s.learn_burst), "pktps"))
+        out += [
             FlowAdd(dpid, Table.POLICY_SRC, PRIO_LLDP, Match(eth_src=lldp.PROBE_SRC, eth_type=lldp.ETH_TYPE_LLDP),
                     actions=(Output(OFPP_CONTROLLER, OFPCML_NO_BUFFER),), cookie=cookie(CookieKind.LLDP)),
             FlowAdd(dpid, Table.POLICY_SRC, PRIO_MISS, Match(), goto=Table.POLICY_DST, cookie=d),
             FlowAdd(dpid, Table.POLICY_DST, PRIO_MISS, Match(), goto=Table.ETH_SRC, cookie=d),
-            FlowAdd(dpid, Table.ETH_SRC, PRIO_MISS, Match(), actions=(Output(OFPP_CONTROLLER, s.learn_max_len),),
-                    goto=Table.ETH_DST, cookie=cookie(CookieKind.LEARN)),
-            FlowAdd(dpid, Table.ETH_DST, PRIO_MISS, Match(), goto=Table.MIRROR, cookie=d),
+            FlowAdd(dpid, Table.ETH_SRC, PRIO_MISS, Match(), write_metadata=(META_UNKNOWN_SRC, META_UNKNOWN_SRC),
+                    goto=Table.ETH_DST, cookie=lc),
+            FlowAdd(dpid, Table.ETH_DST, PRIO_MISS, Match(), goto=Table.LEARN, cookie=d),
+            FlowAdd(dpid, Table.LEARN, PRIO_LEARN_COPY, Match(metadata=(META_UNKNOWN_SRC, META_UNKNOWN_SRC)),
+                    actions=(Output(OFPP_CONTROLLER, s.learn_max_len),), meter=meter, goto=Table.MIRROR, cookie=lc),
+            FlowAdd(dpid, Table.LEARN, PRIO_MISS, Match(), goto=Table.MIRROR, cookie=d),
             FlowAdd(dpid, Table.MIRROR, PRIO_MISS, Match(), cookie=d),
         ]
+        return out
 
     def switch_removed(self, dpid: int):
         """Forget a switch and its links; returns its record (None if it was not known)."""
@@ -65,21 +77,23 @@ class TopologyManager:
         sw.ports.add(port)
         return self.probes(dpid, [port])
 
-    def port_down(self, dpid: int, port: int) -> bool:
-        """A port went down: forget it and its link. False if nothing changed."""
+    def port_down(self, dpid: int, port: int) -> tuple[bool, bool]:
+        """A port went down: forget it and its link. Returns (the port was up, a link went)."""
         st = self.state
         sw = st.switches[dpid]
         if port not in sw.ports:
-            return False
+            return False, False
         sw.ports.discard(port)
-        for key in [k for k, v in st.links.items() if k == (dpid, port) or v[:2] == (dpid, port)]:
+        gone = [k for k, v in st.links.items() if k == (dpid, port) or v[:2] == (dpid, port)]
+        for key in gone:
             del st.links[key]
-        return True
+        return True, bool(gone)
 
     # ------------------------------------------------------------------ LLDP and links
 
     def link_ports(self, dpid: int) -> set:
-        return {p for (d, p) in self.state.links if d == dpid}
+        sw = self.state.switches.get(dpid)
+        return sw.link_ports if sw is not None else {p for (d, p) in self.state.links if d == dpid}
 
     def probes(self, dpid: int, ports) -> list:
         return [PacketOut(dpid, lldp.probe_frame(dpid, p), p) for p in ports]
@@ -126,8 +140,13 @@ class TopologyManager:
     # ------------------------------------------------------------------ spanning tree and paths
 
     def changed(self) -> None:
-        """Recompute the graph, its spanning tree and (lazily) the paths."""
+        """Recompute the link ports, the graph, its spanning tree and (lazily) the paths."""
         st = self.state
+        for sw in st.switches.values():
+            sw.link_ports = set()
+        for d, p in st.links:
+            if d in st.switches:
+                st.switches[d].link_ports.add(p)
         g = nx.Graph()
         g.add_nodes_from(sorted(st.switches))
         for (d1, p1), (d2, p2, _) in sorted(st.links.items()):
@@ -160,26 +179,38 @@ class TopologyManager:
     def sync(self) -> list:
         """Flooding and link-port entries on every switch, as a diff."""
         out: list = []
-        for dpid, sw in self.state.switches.items():
-            lp = self.link_ports(dpid)
-            tree = self.state.tree_ports.get(dpid, set())
-            flood_ports = sorted((sw.ports - lp) | (tree & sw.ports))
-            want = {}
-            for p in sw.ports:
-                want[p] = () if (p in lp and p not in tree) else tuple(q for q in flood_ports if q != p)
-            fc = cookie(CookieKind.FLOOD)
-            for p, outs in want.items():
-                if sw.flood.get(p) != outs:
-                    out.append(FlowAdd(dpid, Table.ETH_DST, PRIO_FLOOD, Match(in_port=p),
-                                       actions=tuple(Output(q) for q in outs), goto=Table.MIRROR, cookie=fc))
-            for p in set(sw.flood) - set(want):
-                out.append(FlowDelete(dpid, Table.ETH_DST, Match(in_port=p), priority=PRIO_FLOOD))
-            sw.flood = want
-            lc = cookie(CookieKind.LEARN)
-            for p in sorted(lp - sw.link_ports_installed):
-                out.append(FlowAdd(dpid, Table.ETH_SRC, PRIO_LINK_PORT, Match(in_port=p), goto=Table.ETH_DST,
-                                   cookie=lc))
-            for p in sorted(sw.link_ports_installed - lp):
-                out.append(FlowDelete(dpid, Table.ETH_SRC, Match(in_port=p), priority=PRIO_LINK_PORT))
-            sw.link_ports_installed = set(lp)
+        for dpid in self.state.switches:
+            out += self.sync_switch(dpid)
+        return out
+
+    def sync_switch(self, dpid: int) -> list:
+        """One switch's flooding and link-port entries, as a diff.
+
+        Flooding is one entry whatever the number of ports: output to every edge port and every
+        spanning-tree port (a switch never sends a packet back out of the port it came in on),
+        plus one no-flood entry per link port outside the tree. A port that comes or goes
+        changes the flood entry only: linear in ports, not quadratic."""
+        sw = self.state.switches[dpid]
+        lp = sw.link_ports
+        tree = self.state.tree_ports.get(dpid, set())
+        flood = tuple(sorted((sw.ports - lp) | (tree & sw.ports)))
+        no_flood = (lp & sw.ports) - tree
+        out: list = []
+        if sw.flood != flood:
+            out.append(FlowAdd(dpid, Table.ETH_DST, PRIO_FLOOD, Match(), actions=tuple(Output(q) for q in flood),
+                               goto=Table.LEARN, cookie=cookie(CookieKind.FLOOD)))
+            sw.flood = flood
+        for p in sorted(no_flood - sw.no_flood):
+            out.append(FlowAdd(dpid, Table.ETH_DST, PRIO_NO_FLOOD, Match(in_port=p), goto=Table.LEARN,
+                               cookie=cookie(CookieKind.FLOOD)))
+        for p in sorted(sw.no_flood - no_flood):
+            out.append(FlowDelete(dpid, Table.ETH_DST, Match(in_port=p), priority=PRIO_NO_FLOOD))
+        sw.no_flood = no_flood
+        lc = cookie(CookieKind.LEARN)
+        for p in sorted(lp - sw.link_ports_installed):
+            out.append(FlowAdd(dpid, Table.ETH_SRC, PRIO_LINK_PORT, Match(in_port=p), goto=Table.ETH_DST,
+                               cookie=lc))
+        for p in sorted(sw.link_ports_installed - lp):
+            out.append(FlowDelete(dpid, Table.ETH_SRC, Match(in_port=p), priority=PRIO_LINK_PORT))
+        sw.link_ports_installed = set(lp)
         return out
