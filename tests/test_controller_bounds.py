@@ -104,3 +104,26 @@ def test_cap_options_defaults_and_errors():
         parse("--max-hosts-per-switch", "-1")
     with pytest.raises(ValueError, match="--host-timeout: 0.0 is not a positive number"):
         parse("--host-timeout", "0")
+
+
+def test_port_churn_through_the_app_is_linear(app_factory):
+    """248 ports added one at a time, then deleted, by port-status messages: each change costs
+    one flow-mod (the switch's flood entry), where one flood entry per in_port cost ~n^2/2."""
+    from testing.fakeswitch import port_status
+    app = app_factory()
+    sw = FakeSwitch("127.0.0.1", app.of_port, dpid=12, ports=[1, 2])
+    sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
+    time.sleep(0.5)
+    before = len(flow_mods(sw))
+    for p in range(3, 251):
+        sw.send(port_status(p, 0))                                   # OFPPR_ADD
+    for p in range(3, 251):
+        sw.send(port_status(p, 1))                                   # OFPPR_DELETE
+    flood = lambda fm: fm.table_id == Table.ETH_DST and fm.priority == 10  # noqa: E731
+    sw.wait_for(lambda r: len(flow_mods(sw, flood)) >= 1 + 2 * 248, timeout=120)
+    time.sleep(1.0)
+    assert len(flow_mods(sw)) - before == 2 * 248                    # nothing else changed
+    assert [len(fm.instructions[0].actions) for fm in flow_mods(sw, flood)] == \
+        list(range(2, 251)) + list(range(249, 1, -1))
+    sw.close()
+    assert app.stop() == 0
