@@ -38,6 +38,7 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.models
 	$(VENV)/bin/python -m benchmarks.controller packet-ins
 	$(VENV)/bin/python -m benchmarks.controller memory
+	$(VENV)/bin/python -m benchmarks.flood --baseline-macs 20000
 
 clean:
 	rm -rf $(VENV) build *.egg-info

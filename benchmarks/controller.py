@@ -211,7 +211,8 @@ def run_memory(n_devices: int) -> dict:
     from controller_app.core import Core, PacketInBatch, Settings
 
     def build(n: int):
-        core = Core(Settings(decide_min_packets=1))
+        core = Core(Settings(decide_min_packets=1, max_hosts_per_port=10**9, max_hosts_per_switch=10**9,
+                             max_mirrored=10**9))
         core.switch_up(1, range(1, 49), 0)
         rows = []
         for i in range(n):
