@@ -311,12 +311,14 @@ class Core:
         if not st.tally or now_ns < st.next_log_ns:
             return
         st.next_log_ns = now_ns + int(st.settings.cap_log_interval * SEC)
+        span = "so far" if st.last_log_ns is None else f"last {(now_ns - st.last_log_ns) / SEC:.0f} s"
+        st.last_log_ns = now_ns
         t = st.tally
         where = sorted(st.capped_at, key=lambda k: (k[0], -1 if k[1] is None else k[1]))
         level = logging.WARNING if t["refused_port"] or t["refused_switch"] or t["mirror_capped"] else logging.INFO
-        LOG.log(level, "bounded learning, last %.0f s: %d new MACs refused at the per-port cap, %d at the per-switch "
+        LOG.log(level, "bounded learning, %s: %d new MACs refused at the per-port cap, %d at the per-switch "
                     "cap%s; %d devices waiting for a mirror slot (%d mirrored, cap %d); %d idle devices forgotten, "
-                    "%d parked, %d returned", st.settings.cap_log_interval, t["refused_port"], t["refused_switch"],
+                    "%d parked, %d returned", span, t["refused_port"], t["refused_switch"],
                     (" (at " + ", ".join(f"{d:016x}" + ("" if p is None else f":{p}") for d, p in where[:5])
                      + (", ..." if len(where) > 5 else "") + ")") if where else "",
                     len(st.mirror_wait), len(st.mirrored), st.settings.max_mirrored, t["forgotten"], t["parked"],

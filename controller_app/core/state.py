@@ -196,6 +196,7 @@ class State:
         self.tally: Counter = Counter()
         self.capped_at: set = set()             # (dpid, port or None) where learning was refused
         self.next_log_ns = 0
+        self.last_log_ns = None
 
     def new_device(self, mac: int, now_ns: int, slot: bool = True) -> Device:
         dev = Device(mac, self.alloc_slot() if slot else None, now_ns)
