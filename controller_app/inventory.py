@@ -2,9 +2,10 @@
 
 ``devices``: one row per MAC (where it was last seen: switch and port; first and last seen;
 the latest decision: category, confidence, stage, model version, explanation; the action in
-force). ``decisions``: every decision, in order. The app writes it from its event loop
-(batched); readers (``iotclass devices``, the HTTP endpoint) open it read-only, which WAL
-mode allows while the app runs.
+force). ``decisions``: every decision, in order. ``audit``: every pin and release made from
+the operator page (who, when, from where, what). The app writes it from its event loop
+(batched; audit rows from the HTTP thread); readers (``iotclass devices``, the HTTP endpoint)
+open it read-only, which WAL mode allows while the app runs.
 """
 
 from __future__ import annotations
@@ -46,6 +47,18 @@ CREATE TABLE IF NOT EXISTS decisions (
     evidence TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_mac ON decisions (mac, id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    who TEXT NOT NULL,       -- the operator (named by the token file)
+    client TEXT,             -- address the request came from
+    op TEXT NOT NULL,        -- pin | release
+    mac TEXT NOT NULL,
+    before TEXT,             -- the override before (category=... | action=...), or NULL
+    after TEXT,              -- after, or NULL
+    digest TEXT              -- the policy file's digest after the change
+);
+CREATE INDEX IF NOT EXISTS audit_mac ON audit (mac, id);
 """
 COLUMNS = ("mac", "dpid", "port", "first_seen", "last_seen", "category", "confidence", "stage", "model",
            "explanation", "enforced", "gateway")
@@ -136,6 +149,12 @@ class Inventory:
             self.db.execute("UPDATE devices SET explanation=? WHERE mac=?", (decision.explanation, mac_to_str(mac)))
             self.db.commit()
 
+    def add_audit(self, ts: float, who: str, client: str, op: str, mac: str, before, after, digest) -> None:
+        with self.lock:
+            self.db.execute("INSERT INTO audit (ts, who, client, op, mac, before, after, digest) "
+                            "VALUES (?,?,?,?,?,?,?,?)", (ts, who, client, op, mac, before, after, digest))
+            self.db.commit()
+
     def close(self) -> None:
         with self.lock:
             self.db.close()
@@ -181,6 +200,60 @@ def read_inventory(path: str, history: bool = False) -> list[dict]:
             d["history"] = hist.get(d["mac"], [])
         out.append(d)
     return out
+
+
+def _ro(path: str) -> sqlite3.Connection:
+    import os
+    if not os.path.exists(path):
+        raise InventoryError(f"{path}: no inventory there (the controller creates it; see --inventory-db)")
+    try:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.DatabaseError as exc:
+        raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
+
+
+def device_history(path: str, mac: str, limit: int = 500) -> list[dict]:
+    """One device's decisions, oldest first (the last ``limit``), with their evidence."""
+    db = _ro(path)
+    try:
+        rows = db.execute("SELECT ts, category, confidence, stage, model, explanation, evidence FROM decisions "
+                          "WHERE mac=? ORDER BY id DESC LIMIT ?", (mac, int(limit))).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
+    finally:
+        db.close()
+    out = []
+    for ts, cat, conf, stage, model, expl, ev in reversed(rows):
+        try:
+            evidence = json.loads(ev) if ev else {}
+        except ValueError:
+            evidence = {"unreadable": ev}
+        out.append({"time": _iso(ts), "ts": ts, "category": cat, "confidence": conf, "stage": stage, "model": model,
+                    "explanation": expl, "evidence": evidence})
+    return out
+
+
+def read_audit(path: str, mac: str | None = None, limit: int = 200) -> list[dict]:
+    """Pins and releases made from the operator page, newest first (an inventory written by a
+    version without the audit table has none)."""
+    db = _ro(path)
+    try:
+        q = "SELECT ts, who, client, op, mac, before, after, digest FROM audit"
+        args: tuple = ()
+        if mac is not None:
+            q += " WHERE mac=?"
+            args = (mac,)
+        rows = db.execute(q + " ORDER BY id DESC LIMIT ?", (*args, int(limit))).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
+    finally:
+        db.close()
+    return [{"time": _iso(ts), "ts": ts, "who": who, "client": client, "op": op, "mac": m, "before": before,
+             "after": after, "digest": digest} for ts, who, client, op, m, before, after, digest in rows]
 
 
 def cmd_devices(args) -> int:
