@@ -3,7 +3,9 @@
 It connects to a controller, completes the handshake (hello, features, port description),
 answers echo and barrier requests, records every message the controller sends (flow-mods
 parsed with os-ken's own parser, meter-mods and packet-outs decoded), and sends packet-ins —
-one at a time or as a pre-built burst for load generation.
+one at a time or as a pre-built burst for load generation. Flow-stats requests are answered
+when ``flow_stats`` is set: a function of the request (table, cookie, cookie mask) returning
+entries (table, cookie, packets, bytes, duration in seconds).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ T_HELLO, T_ERROR, T_ECHO_REQUEST, T_ECHO_REPLY = 0, 1, 2, 3
 T_FEATURES_REQUEST, T_FEATURES_REPLY = 5, 6
 T_PACKET_IN, T_FLOW_REMOVED, T_PORT_STATUS, T_PACKET_OUT, T_FLOW_MOD = 10, 11, 12, 13, 14
 T_MULTIPART_REQUEST, T_MULTIPART_REPLY, T_BARRIER_REQUEST, T_BARRIER_REPLY, T_METER_MOD = 18, 19, 20, 21, 29
-MP_PORT_DESC = 13
+MP_FLOW, MP_PORT_DESC = 1, 13
 OFPR_NO_MATCH, OFPR_ACTION = 0, 1
 
 
@@ -40,6 +42,18 @@ def port_desc(port_no: int) -> bytes:
     hw = (0x020000000000 | port_no).to_bytes(6, "big")
     name = f"p{port_no}".encode().ljust(16, b"\x00")
     return struct.pack("!I4x6s2x16sIIIIIIII", port_no, hw, name, 0, 4, 0, 0, 0, 0, 10_000_000, 10_000_000)
+
+
+def flow_stats_reply(entries, xid: int) -> bytes:
+    """An OFPMP_FLOW reply: one ofp_flow_stats per (table, cookie, packets, bytes, duration s),
+    with an empty match and no instructions."""
+    body = b""
+    for table, ck, packets, nbytes, duration in entries:
+        sec = int(duration)
+        body += struct.pack("!HBxIIHHHH4xQQQ", 56, table, sec, int((duration - sec) * 1e9), 100, 0, 0, 0, ck,
+                            packets, nbytes) + struct.pack("!HH4x", 1, 4)
+    body = struct.pack("!HH4x", MP_FLOW, 0) + body
+    return header(T_MULTIPART_REPLY, 8 + len(body), xid) + body
 
 
 def port_status(port_no: int, reason: int, link_down: bool = False) -> bytes:
@@ -66,6 +80,7 @@ class FakeSwitch:
         self.closed = False
         self._echo_xid = 0x10000000
         self._echo_replies: set = set()
+        self.flow_stats = None        #: fn(request dict) -> [(table, cookie, packets, bytes, duration s)]
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
@@ -123,6 +138,11 @@ class FakeSwitch:
             if mp_type == MP_PORT_DESC:
                 body = struct.pack("!HH4x", MP_PORT_DESC, 0) + b"".join(port_desc(p) for p in self.ports)
                 self.send(header(T_MULTIPART_REPLY, 8 + len(body), xid) + body)
+            elif mp_type == MP_FLOW:
+                table, out_port, out_group, ck, mask = struct.unpack_from("!B3xII4xQQ", raw, 16)
+                parsed = {"multipart": "flow", "table": table, "cookie": ck, "cookie_mask": mask}
+                if self.flow_stats is not None:
+                    self.send(flow_stats_reply(self.flow_stats(parsed), xid))
         elif typ == T_BARRIER_REQUEST:
             self.send(header(T_BARRIER_REPLY, 8, xid))
         elif typ == T_FLOW_MOD:
