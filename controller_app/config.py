@@ -33,6 +33,9 @@ class AppConfig:
     inventory_flush_interval: float = 5.0
     pool_mode: str = "offline"               #: IP pools: offline | rdap | auto (classifier.pools.resolver)
     pool_cache: str | None = None            #: pool cache SQLite file (None: the classifier's default)
+    web_pins: bool = False                   #: pins from the operator page (writes the policy's overrides)
+    web_token_file: str | None = None        #: operators' tokens, `name:token` a line (needed for pins)
+    traffic_interval: float = 10.0           #: seconds between reads of the devices' flow counters (0: none)
     core: Settings = field(default_factory=Settings)
 
 
@@ -50,6 +53,12 @@ _APP_OPTS = [
     ("tick-interval", float, 1.0, "seconds between timer events (decisions, re-checks, LLDP)"),
     ("pool-mode", str, "offline", "IP pool look-ups: offline (default), rdap (live, cache first) or auto"),
     ("pool-cache", str, None, "IP pool cache, SQLite (default: $IOT_POOL_CACHE or ~/.cache/iotclass/pools.sqlite)"),
+    ("web-pins", bool, False, "let operators pin a device's category or action from the web page (written to the "
+                              "policy file's overrides; needs --web-token-file); off by default"),
+    ("web-token-file", str, None, "operators' tokens for pins: one `name:token` a line, tokens of 16 characters or "
+                                  "more (keep it chmod 600)"),
+    ("traffic-interval", float, 10.0, "seconds between reads of the switches' per-device forwarding counters, for "
+                                      "the page's traffic plots (0: none)"),
 ]
 _CORE_HELP = {
     "mirror_max_len": "bytes of each mirrored packet copied to the controller",
@@ -92,7 +101,8 @@ def register_opts(cfg_module, conf, cli: bool = True) -> None:
     the command line was already parsed (config-file values still apply)."""
     opts = []
     for name, typ, default, help_ in _APP_OPTS:
-        cls = {str: cfg_module.StrOpt, int: cfg_module.IntOpt, float: cfg_module.FloatOpt}[typ]
+        cls = {str: cfg_module.StrOpt, int: cfg_module.IntOpt, float: cfg_module.FloatOpt,
+               bool: cfg_module.BoolOpt}[typ]
         opts.append(cls(name, default=default, help=help_))
     for f in _core_fields():
         typ = type(f.default)
@@ -133,6 +143,13 @@ def from_conf(conf) -> AppConfig:
     if cfg.pool_mode not in ("offline", "rdap", "auto"):
         raise ValueError(f"--pool-mode: {cfg.pool_mode!r} is not one of offline, rdap, auto")
     cfg.pool_cache = get("pool_cache")
+    cfg.web_pins = bool(get("web_pins", False))
+    cfg.web_token_file = get("web_token_file")
+    if cfg.web_pins and not cfg.web_token_file:
+        raise ValueError("--web-pins: needs --web-token-file (operators' tokens, one `name:token` a line)")
+    cfg.traffic_interval = float(get("traffic_interval", cfg.traffic_interval))
+    if cfg.traffic_interval < 0:
+        raise ValueError(f"--traffic-interval: {cfg.traffic_interval!r} is negative")
     core = {f.name: type(f.default)(get(f.name, f.default)) for f in _core_fields()}
     gws = get("gateway_macs", []) or []
     try:

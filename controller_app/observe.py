@@ -7,6 +7,8 @@ Endpoints (GET only, loopback by default)::
     /devices/<mac>   one device, with its decision history from the inventory
     /policy          the policy in force
     /metrics         Prometheus text format
+    /ui/, /api/...   the operator page and its JSON (:mod:`controller_app.web`); ``/`` asked
+                     for by a browser (Accept: text/html) goes to ``/ui/``
 
 The HTTP threads never touch the core: the event loop publishes a snapshot (:meth:`Observer.publish`)
 and requests are answered from the latest one.
@@ -45,6 +47,10 @@ class Metrics:
                               "that had to wait for a mirror slot (mirror)", ["cap"], registry=r)
         self.expired = Counter("iot_devices_expired", "devices unseen for host_timeout: forgotten (undecided) "
                                "or parked (decided)", ["how"], registry=r)
+        self.policy_reloads = Counter("iot_policy_reloads", "policy reloads, by result (applied, unchanged, "
+                                      "rejected)", ["result"], registry=r)
+        self.pins = Counter("iot_pins", "pins from the operator page, by operation (pin, release, refused)", ["op"],
+                            registry=r)
         self._last_counts: dict = {}
         self._device_labels: set = set()
 
@@ -86,16 +92,19 @@ class Metrics:
 class Observer:
     """Holds the latest published snapshot and serves it over HTTP."""
 
-    def __init__(self, metrics: Metrics, inventory_path: str | None = None):
+    def __init__(self, metrics: Metrics, inventory_path: str | None = None, web=None):
         self.metrics = metrics
         self.inventory_path = inventory_path
-        self._view = {"status": {}, "devices": [], "policy": {}}
+        self.web = web                  #: the operator page (controller_app.web.WebUI), or None
+        self._view = {"status": {}, "devices": [], "policy": {}, "rules": {}}
         self._lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
-    def publish(self, status: dict, devices: list, policy: dict) -> None:
+    def publish(self, status: dict, devices: list, policy: dict, rules: dict | None = None) -> None:
+        """A new snapshot; ``rules``: MAC -> what the page needs to list the device's installed
+        entries (:func:`controller_app.web.rules_state`)."""
         with self._lock:
-            self._view = {"status": status, "devices": devices, "policy": policy}
+            self._view = {"status": status, "devices": devices, "policy": policy, "rules": rules or {}}
 
     def view(self) -> dict:
         with self._lock:
@@ -121,11 +130,38 @@ class Observer:
             def _json(self, code: int, obj) -> None:
                 self._send(code, json.dumps(obj, indent=1, default=str).encode() + b"\n")
 
+            def _web(self, method: str) -> bool:
+                """The operator page's paths: answered by the web UI (True), else False."""
+                web = observer.web
+                raw, _, query = self.path.partition("?")
+                if web is None or not web.handles(raw):
+                    return False
+                try:
+                    reply = web.handle(method, raw, query, self.headers, self.rfile.read, self.client_address[0])
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", reply.ctype)
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    for k, val in reply.headers.items():
+                        self.send_header(k, val)
+                    self.end_headers()
+                    if method != "HEAD":
+                        self.wfile.write(reply.body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                return True
+
             def do_GET(self):  # noqa: N802 (http.server's naming)
+                if self._web("GET"):
+                    return
                 path = self.path.split("?", 1)[0].rstrip("/") or "/"
                 v = observer.view()
                 try:
-                    if path == "/metrics":
+                    if path == "/" and observer.web is not None and "text/html" in (self.headers.get("Accept") or ""):
+                        self.send_response(302)
+                        self.send_header("Location", "/ui/")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                    elif path == "/metrics":
                         self._send(200, observer.metrics.text(), CONTENT_TYPE_LATEST)
                     elif path in ("/", "/status"):
                         self._json(200, v["status"])
@@ -152,7 +188,15 @@ class Observer:
             def _read_only(self):
                 self._json(405, {"error": "read-only endpoint"})
 
-            do_POST = do_PUT = do_DELETE = do_PATCH = _read_only  # noqa: N815
+            def do_POST(self):  # noqa: N802
+                if not self._web("POST"):
+                    self._read_only()
+
+            def do_DELETE(self):  # noqa: N802
+                if not self._web("DELETE"):
+                    self._read_only()
+
+            do_PUT = do_PATCH = _read_only  # noqa: N815
 
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.daemon_threads = True
@@ -163,12 +207,11 @@ class Observer:
     def history(self, mac: str) -> list:
         if not self.inventory_path:
             return []
-        from controller_app.inventory import InventoryError, read_inventory
+        from controller_app.inventory import InventoryError, device_history
         try:
-            rows = read_inventory(self.inventory_path, history=True)
+            return device_history(self.inventory_path, mac)
         except InventoryError:
             return []
-        return next((r["history"] for r in rows if r["mac"] == mac), [])
 
     def stop(self) -> None:
         if self.server is not None:

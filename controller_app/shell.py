@@ -55,13 +55,16 @@ from classifier.capture.packets import mac_to_int, mac_to_str  # noqa: E402
 from controller_app import config as _config  # noqa: E402
 from controller_app import fastpath  # noqa: E402
 from controller_app import ofp  # noqa: E402
+from controller_app import web  # noqa: E402
 from controller_app.core import Core, PacketInBatch  # noqa: E402
-from controller_app.intents import DecideRequest, FlowAdd, FlowDelete, MeterAdd, MeterDelete, PacketOut, ResolvePools  # noqa: E402
+from controller_app.intents import (KIND_MASK, CookieKind, DecideRequest, FlowAdd, FlowDelete, MeterAdd,  # noqa: E402
+                                    MeterDelete, PacketOut, ResolvePools, cookie)
 from controller_app.inventory import Inventory  # noqa: E402
 from controller_app.learning import DecisionWorker  # noqa: E402
 from controller_app.observe import Metrics, Observer  # noqa: E402
 from controller_app.policy import PolicyError, load_policy  # noqa: E402
 from controller_app.poolres import SeenPoolResolver  # noqa: E402
+from controller_app.traffic import TrafficHistory, entries_from_stats  # noqa: E402
 from classifier.pools.resolver import PoolResolver  # noqa: E402
 
 LOG = logging.getLogger("controller_app")
@@ -131,6 +134,11 @@ class IotControllerShell(BaseApp):
         self.resolver = SeenPoolResolver(pool_of=self.pools.resolve_cached_or_offline)
         self.metrics = Metrics()
         self.observer = Observer(self.metrics, self.cfg.inventory_db)
+        self.traffic = TrafficHistory()
+        self.observer.web = web.from_config(self.cfg, self.observer.view, inventory=self.inventory,
+                                            reload=self.request_policy_reload, traffic=self.traffic,
+                                            metrics=self.metrics)
+        self._last_traffic = time.monotonic()
         self.datapaths: dict = {}
         self._batch: list = []
         self._flush_requested = False
@@ -158,7 +166,9 @@ class IotControllerShell(BaseApp):
         self._attach_packet_in_handler()
         if self.cfg.http_port >= 0:
             self.http_port = self.observer.start(self.cfg.http_host, self.cfg.http_port)
-            LOG.info(_structured("http", url=f"http://{self.cfg.http_host}:{self.http_port}/status"))
+            LOG.info(_structured("http", url=f"http://{self.cfg.http_host}:{self.http_port}/status",
+                                 page=f"http://{self.cfg.http_host}:{self.http_port}/ui/",
+                                 pins="on" if self.cfg.web_pins else "off"))
         self.threads.append(hub.spawn(self._ticker))
         self._publish()
         return t
@@ -434,6 +444,9 @@ class IotControllerShell(BaseApp):
             except Exception as exc:  # noqa: BLE001
                 self.metrics.errors.labels("inventory").inc()
                 LOG.error(_structured("inventory_error", error=str(exc)))
+        if self.cfg.traffic_interval > 0 and now_m - self._last_traffic >= self.cfg.traffic_interval:
+            self._last_traffic = now_m
+            self._request_traffic()
         if self.cfg.policy_watch_interval > 0 and now_m - self._last_watch >= self.cfg.policy_watch_interval:
             self._last_watch = now_m
             mt = self._mtime()
@@ -461,13 +474,41 @@ class IotControllerShell(BaseApp):
                                                            "digest": self.core.policy.digest},
                   "model": getattr(self.engine, "version", None), "time_scale": self.cfg.core.time_scale}
         devices = []
+        rules = {}
         for d in self.core.devices.values():
             r = d.to_record()
             r["dpid"] = None if d.dpid is None else f"{d.dpid:016x}"
             buf = self.core.learner.buffers.get(d.mac)
             r["mirrored_packets"] = 0 if buf is None else buf.n
             devices.append(r)
-        self.observer.publish(status, devices, self.core.policy.summary())
+            state = web.rules_state(d, self.cfg.core)
+            if state is not None:
+                rules[r["mac"]] = state
+        self.observer.publish(status, devices, self.core.policy.summary(), rules)
+
+    # ------------------------------------------------------------------ traffic (the switches' counters)
+
+    def _request_traffic(self) -> None:
+        """Ask every switch for its per-host forwarding entries' counters (see controller_app.traffic)."""
+        for dp in list(self.datapaths.values()):
+            ofpx, parser = dp.ofproto, dp.ofproto_parser
+            try:
+                dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofpx.OFPTT_ALL, ofpx.OFPP_ANY, ofpx.OFPG_ANY,
+                                                       cookie(CookieKind.HOST), KIND_MASK, parser.OFPMatch()))
+            except Exception as exc:  # noqa: BLE001 - counters are secondary
+                self.metrics.errors.labels("send").inc()
+                LOG.error(_structured("send_error", dpid=f"{dp.id:016x}", error=str(exc), intent="flow_stats"))
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats(self, ev):
+        msg = ev.msg
+        more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+        devices = self.core.devices
+
+        def edge_of(mac):
+            dev = devices.get(mac)
+            return None if dev is None else dev.dpid
+        self.traffic.add(msg.datapath.id, entries_from_stats(msg.body), time.time(), more, edge_of)
 
     # ------------------------------------------------------------------ policy reload
 
@@ -489,9 +530,11 @@ class IotControllerShell(BaseApp):
             self.metrics.errors.labels("policy").inc()
             LOG.error(_structured("policy_rejected", reason=reason, file=self.cfg.policy_file,
                                   problems=exc.problems, kept=self.core.policy.digest))
+            self.metrics.policy_reloads.labels("rejected").inc()
             return
         if pol.digest == self.core.policy.digest:
             LOG.info(_structured("policy_unchanged", reason=reason, digest=pol.digest))
+            self.metrics.policy_reloads.labels("unchanged").inc()
             return
         old = self.core.policy.digest
         self.policy = pol
@@ -499,6 +542,7 @@ class IotControllerShell(BaseApp):
         changes = sum(1 for i in intents if isinstance(i, (FlowAdd, FlowDelete, MeterAdd, MeterDelete)))
         LOG.info(_structured("policy_reloaded", reason=reason, file=self.cfg.policy_file, digest=pol.digest,
                              previous=old, rule_changes=changes))
+        self.metrics.policy_reloads.labels("applied").inc()
         self._run(intents)
         self._publish()
 

@@ -1,0 +1,561 @@
+"""The operator page: the site's devices, live, and one device's decisions, traffic and rules;
+pins from the page when the operator turns them on.
+
+Served by the controller's HTTP endpoint (:mod:`controller_app.observe`), from the same
+snapshot the JSON endpoints answer from (the event loop publishes it every tick; request
+threads never touch the core). Static files (``controller_app/static``: HTML, one script, one
+style sheet; no build step) and a small JSON API the page reads::
+
+    GET    /ui/                      the devices (sortable, filterable, paged on the server)
+    GET    /ui/device?mac=MAC        one device
+    GET    /api/devices?q=&category=&stage=&pinned=&sort=&order=&offset=&limit=
+    GET    /api/devices/MAC          the device, its decisions (with their explanation), traffic,
+                                     policy entries, pin and pin history
+    GET    /api/session              whether pins are on; who the presented token names
+    POST   /api/devices/MAC/pin      {"category": NAME} or {"action": A}: pin (token needed)
+    DELETE /api/devices/MAC/pin      release the pin (token needed)
+    GET    /api/audit[?mac=MAC]      pins and releases, newest first
+
+Pins are off unless the controller runs with ``--web-pins`` and a token file
+(``--web-token-file``). A pin request carries the operator's token in an
+``Authorization: Bearer`` header (never a cookie, so another site cannot make a browser send
+it), a JSON body (``Content-Type: application/json``), and, when the browser sends one, an
+``Origin`` that is this server. A pin is written to the policy file's ``overrides``
+(:mod:`controller_app.pins`) and applied by the policy hot reload; each change is logged
+(``{"event": "pin", ...}``) and kept in the inventory's ``audit`` table with who, when and
+from where.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, unquote
+
+from classifier.capture.packets import mac_to_int, mac_to_str
+
+from controller_app.intents import Table
+from controller_app.pins import PIN_CATEGORIES, PinError, PolicyEditor, Tokens, pin_from_request
+
+LOG = logging.getLogger("controller_app.web")
+STATIC = Path(__file__).resolve().parent / "static"
+FILES = {"/ui": ("index.html", "text/html; charset=utf-8"), "/ui/": ("index.html", "text/html; charset=utf-8"),
+         "/ui/device": ("device.html", "text/html; charset=utf-8"),
+         "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
+         "/ui/app.css": ("app.css", "text/css; charset=utf-8")}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+SORTS = ("mac", "vendor", "switch", "category", "confidence", "stage", "enforced", "first_seen", "last_seen", "pin")
+MAX_LIMIT = 500
+MAX_BODY = 16 * 1024
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
+
+
+def _structured(kind: str, **fields) -> str:
+    return json.dumps({"event": kind, **fields}, default=str)
+
+
+def no_vendor(mac: str) -> str | None:
+    """The default vendor look-up: none (the page shows the OUI prefix)."""
+    return None
+
+
+# ------------------------------------------------------------------ what the event loop publishes
+
+
+def rules_state(dev, settings):
+    """What the page needs to list a device's installed entries, as immutable values taken on
+    the event loop: (MAC, policy switch, action, pool prefixes, LAN, rate meter id, mirror
+    switch, mirror meter id, mirror max_len, mirror rate and burst). None when nothing is
+    installed."""
+    if dev.policy_dpid is None and dev.mirror_dpid is None:
+        return None
+    return (dev.mac, dev.policy_dpid, dev.policy_action, dev.policy_pools, dev.policy_lan, dev.rate_meter,
+            dev.mirror_dpid, dev.mirror_meter, settings.mirror_max_len, settings.mirror_rate_pps,
+            settings.mirror_burst)
+
+
+def installed_entries(state) -> dict:
+    """The flow entries and meters the controller installed for a device (from its
+    :func:`rules_state`), as the page shows them."""
+    from controller_app.core import mirror_flows, policy_flows
+    from controller_app.ofp import describe
+    if state is None:
+        return {"entries": [], "meters": []}
+    mac, pdp, action, pools, lan, rate_meter, mdp, mirror_meter, max_len, mirror_pps, mirror_burst = state
+    flows, meters = [], []
+    if pdp is not None and action is not None:
+        flows += policy_flows(pdp, mac, action, lan or (), pools or (), rate_meter)
+        if action.rate_limit_kbps:
+            meters.append({"dpid": f"{pdp:016x}", "meter": rate_meter, "rate": action.rate_limit_kbps,
+                           "unit": "kbps", "what": "rate limit"})
+    if mdp is not None:
+        flows += mirror_flows(mdp, mac, mirror_meter, max_len)
+        meters.append({"dpid": f"{mdp:016x}", "meter": mirror_meter, "rate": mirror_pps, "unit": "pktps",
+                       "what": "mirror"})
+    out = []
+    for f in flows:
+        d = describe(f)
+        acts = ([f"meter:{d['meter']}"] if d["meter"] is not None else []) + list(d["actions"])
+        if d["goto"] is not None:
+            acts.append(f"goto_table:{int(d['goto'])}")
+        out.append({"dpid": d["dpid"], "table": d["table"], "table_name": Table(d["table"]).name,
+                    "priority": d["priority"], "match": ", ".join(f"{k}={v}" for k, v in d["match"].items()),
+                    "actions": ", ".join(acts) or "drop", "cookie": d["cookie"]})
+    return {"entries": out, "meters": meters}
+
+
+# ------------------------------------------------------------------ explanations
+
+
+_SESSION = re.compile(r"#(\d+) (.*?) \(([-+]?\d+(?:\.\d+)?)\)(?=, #\d+ |$)")
+_SEGMENT = re.compile(r"(\S+) \(([-+]?\d+(?:\.\d+)?)\)(?=, |$)")
+
+
+def parse_explanation(text: str | None) -> dict:
+    """The engine's one-line explanation, as parts: the sessions its attention weighted most
+    (position among the last sessions, IP pool, weight) and the segment features whose
+    occlusion moved its decision most (feature, change). What does not parse stays as text."""
+    out = {"sessions": [], "segments": [], "text": []}
+    for part in (text or "").split("; "):
+        part = part.strip()
+        if not part:
+            continue
+        if part.startswith("sessions: "):
+            body = part[len("sessions: "):]
+            found = [{"position": int(m.group(1)), "pool": m.group(2), "weight": float(m.group(3))}
+                     for m in _SESSION.finditer(body)]
+            if found:
+                out["sessions"] = found
+                continue
+        elif part.startswith("segments: "):
+            body = part[len("segments: "):]
+            found = [{"feature": m.group(1), "change": float(m.group(2))} for m in _SEGMENT.finditer(body)]
+            if found:
+                out["segments"] = found
+                continue
+        out["text"].append(part)
+    return out
+
+
+# ------------------------------------------------------------------ the snapshot, indexed
+
+
+class _Index:
+    """One published snapshot, with what queries need built once."""
+
+    def __init__(self, view: dict, vendor_of):
+        self.view = view
+        self.devices = view.get("devices") or []
+        self.by_mac = {d["mac"]: d for d in self.devices}
+        self.pins = (view.get("policy") or {}).get("overrides") or {}
+        self.vendor_of = vendor_of
+        self._vendors: dict = {}
+        self._sorted: dict = {}
+        self._text = None
+        self._facets = None
+        self.lock = threading.Lock()
+
+    def vendor(self, mac: str):
+        oui = mac[:8]
+        if oui not in self._vendors:
+            try:
+                self._vendors[oui] = self.vendor_of(mac)
+            except Exception:  # noqa: BLE001 - a look-up that fails shows the prefix alone
+                self._vendors[oui] = None
+        return self._vendors[oui]
+
+    def row(self, d: dict) -> dict:
+        mac = d["mac"]
+        return {"mac": mac, "oui": mac[:8].upper(), "vendor": self.vendor(mac),
+                "local": bool(int(mac[:2], 16) & 2), "dpid": d.get("dpid"), "port": d.get("port"),
+                "category": d.get("category"), "confidence": d.get("confidence") if d.get("stage") else None,
+                "stage": d.get("stage"), "enforced": d.get("enforced"), "first_seen_ns": d.get("first_seen_ns"),
+                "last_seen_ns": d.get("last_seen_ns"), "mirroring": d.get("mirroring"), "gateway": d.get("gateway"),
+                "pin": self.pins.get(mac), "model": d.get("model"), "thin_answers": d.get("thin_answers"),
+                "mirrored_packets": d.get("mirrored_packets")}
+
+    def _value(self, name: str):
+        """The sort value of a device (None: it has none, and goes last in either order)."""
+        if name == "mac":
+            return lambda d: d["mac"]
+        if name == "vendor":
+            return lambda d: self.vendor(d["mac"])
+        if name == "switch":
+            return lambda d: None if d.get("dpid") is None else (d["dpid"], d.get("port") or 0)
+        if name == "confidence":
+            return lambda d: d.get("confidence") if d.get("stage") else None
+        if name in ("first_seen", "last_seen"):
+            return lambda d: d.get(f"{name}_ns")
+        if name == "pin":
+            return lambda d: self.pins.get(d["mac"])
+        return lambda d: d.get(name)
+
+    def sorted(self, name: str, descending: bool) -> list:
+        with self.lock:
+            got = self._sorted.get((name, descending))
+            if got is None:
+                value = self._value(name)
+                keyed = [(value(d), d["mac"], d) for d in self.devices]
+                have = sorted((k for k in keyed if k[0] is not None), key=lambda k: (k[0], k[1]), reverse=descending)
+                none = sorted((k for k in keyed if k[0] is None), key=lambda k: k[1])
+                got = [k[2] for k in have] + [k[2] for k in none]
+                self._sorted[(name, descending)] = got
+            return got
+
+    def text(self) -> dict:
+        with self.lock:
+            if self._text is None:
+                self._text = {d["mac"]: " ".join(str(v).lower() for v in (
+                    d["mac"], d["mac"].replace(":", ""), self.vendor(d["mac"]) or "", d.get("dpid") or "",
+                    d.get("port") or "", d.get("category") or "undecided", d.get("stage") or "learning",
+                    d.get("enforced") or "", self.pins.get(d["mac"]) or "", "gateway" if d.get("gateway") else ""))
+                    for d in self.devices}
+            return self._text
+
+    def facets(self) -> dict:
+        with self.lock:
+            if self._facets is None:
+                cats: dict = {}
+                stages: dict = {}
+                for d in self.devices:
+                    c = "gateway" if d.get("gateway") else (d.get("category") or "undecided")
+                    s = d.get("stage") or ("-" if d.get("gateway") else "learning")
+                    cats[c] = cats.get(c, 0) + 1
+                    stages[s] = stages.get(s, 0) + 1
+                self._facets = {"category": dict(sorted(cats.items())), "stage": dict(sorted(stages.items())),
+                                "pinned": sum(1 for d in self.devices if d["mac"] in self.pins)}
+            return self._facets
+
+
+# ------------------------------------------------------------------ the web UI
+
+
+class Reply:
+    __slots__ = ("status", "body", "ctype", "headers")
+
+    def __init__(self, status: int, body: bytes, ctype: str = "application/json", headers: dict | None = None):
+        self.status, self.body, self.ctype, self.headers = status, body, ctype, headers or {}
+
+
+def _json(status: int, obj, headers: dict | None = None) -> Reply:
+    return Reply(status, json.dumps(obj, default=str, separators=(",", ":")).encode(), "application/json",
+                 {"Cache-Control": "no-store", **(headers or {})})
+
+
+def _error(status: int, message: str, **extra) -> Reply:
+    return _json(status, {"error": message, **extra})
+
+
+class WebUI:
+    """The page's routes. ``view()`` returns the observer's latest snapshot."""
+
+    def __init__(self, view, *, inventory_path: str | None = None, policy_file: str | None = None,
+                 pins: bool = False, tokens: Tokens | None = None, inventory=None, reload=None, traffic=None,
+                 metrics=None, vendor_of=no_vendor, loopback_only: bool = True, apply_wait: float = 5.0):
+        if pins and (tokens is None or policy_file is None):
+            raise ValueError("pins need a token file and a policy file")
+        self.view = view
+        self.inventory_path = inventory_path
+        self.policy_file = policy_file
+        self.pins = bool(pins)
+        self.tokens = tokens
+        self.editor = PolicyEditor(policy_file) if pins else None
+        self.inventory = inventory
+        self.reload = reload
+        self.traffic = traffic
+        self.metrics = metrics
+        self.vendor_of = vendor_of
+        self.loopback_only = loopback_only
+        self.apply_wait = apply_wait
+        self._index: _Index | None = None
+        self._index_lock = threading.Lock()
+        self._files: dict = {}
+
+    # ---------------------------------------------------------------- plumbing
+
+    def handles(self, path: str) -> bool:
+        return path in FILES or path == "/api" or path.startswith("/api/")
+
+    def index(self) -> _Index:
+        v = self.view()
+        with self._index_lock:
+            if self._index is None or self._index.view is not v:
+                self._index = _Index(v, self.vendor_of)
+            return self._index
+
+    def _file(self, name: str) -> bytes:
+        body = self._files.get(name)
+        if body is None:
+            body = (STATIC / name).read_bytes()
+            self._files[name] = body
+        return body
+
+    def _host_ok(self, headers) -> bool:
+        """On loopback, only loopback host names (a page of another site that resolves its own
+        name to 127.0.0.1 cannot read or write here)."""
+        if not self.loopback_only:
+            return True
+        host = (headers.get("Host") or "").strip().lower()
+        if host.startswith("["):
+            name = host[:host.find("]") + 1]
+        else:
+            name = host.rsplit(":", 1)[0] if ":" in host else host
+        return name in LOOPBACK_NAMES
+
+    def handle(self, method: str, path: str, query: str, headers, read_body, client: str) -> Reply:
+        """Answer one request for a path :meth:`handles`. ``read_body(n)`` reads the body."""
+        if not self._host_ok(headers):
+            return _error(421, "this server answers only for its loopback address (Host header)")
+        try:
+            if method == "GET" and path in FILES:
+                name, ctype = FILES[path]
+                return Reply(200, self._file(name), ctype, {**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+            q = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+            parts = [unquote(p) for p in path.split("/") if p][1:]  # after "api"
+            if method == "GET":
+                if parts == ["devices"]:
+                    return self.devices(q)
+                if parts == ["session"]:
+                    return _json(200, self.session(headers))
+                if parts == ["audit"]:
+                    return self.audit(q.get("mac"), q)
+                if len(parts) == 2 and parts[0] == "devices":
+                    return self.device(parts[1])
+                return _error(404, f"no such endpoint: {path}")
+            if method in ("POST", "DELETE") and len(parts) == 3 and parts[0] == "devices" and parts[2] == "pin":
+                return self.pin(method, parts[1], headers, read_body, client)
+            if method in ("POST", "DELETE", "PUT", "PATCH"):
+                return _error(405, f"{method} {path}: not allowed (only POST and DELETE of /api/devices/MAC/pin)")
+            return _error(404, f"no such endpoint: {path}")
+        except PinError as exc:
+            return _error(exc.status, str(exc))
+
+    # ---------------------------------------------------------------- reads
+
+    def _status(self, idx: _Index) -> dict:
+        st = idx.view.get("status") or {}
+        pol = idx.view.get("policy") or {}
+        return {"switches": st.get("switches", []), "devices": st.get("devices", len(idx.devices)),
+                "learning": st.get("learning"), "packet_ins_per_second": st.get("packet_ins_per_second"),
+                "links": st.get("links"), "model": st.get("model"), "policy": {
+                    "source": pol.get("source"), "digest": pol.get("digest"), "enforce_on": pol.get("enforce_on"),
+                    "min_confidence": pol.get("min_confidence")},
+                "pins_enabled": self.pins}
+
+    def devices(self, q: dict) -> Reply:
+        idx = self.index()
+        sort = q.get("sort") or "last_seen"
+        if sort not in SORTS:
+            return _error(400, f"sort: {sort!r} is not one of {', '.join(SORTS)}")
+        order = q.get("order") or ("desc" if sort in ("last_seen", "first_seen", "confidence") else "asc")
+        if order not in ("asc", "desc"):
+            return _error(400, f"order: {order!r} is not asc or desc")
+        try:
+            offset = max(0, int(q.get("offset") or 0))
+            limit = min(MAX_LIMIT, max(1, int(q.get("limit") or 100)))
+        except ValueError:
+            return _error(400, "offset and limit: expected whole numbers")
+        rows = idx.sorted(sort, order == "desc")
+        cat, stage = q.get("category") or "", q.get("stage") or ""
+        if cat:
+            rows = [d for d in rows if ("gateway" if d.get("gateway") else (d.get("category") or "undecided")) == cat]
+        if stage:
+            rows = [d for d in rows if (d.get("stage") or ("-" if d.get("gateway") else "learning")) == stage]
+        if q.get("pinned") in ("1", "true", "yes"):
+            rows = [d for d in rows if d["mac"] in idx.pins]
+        text = (q.get("q") or "").strip().lower()
+        if text:
+            index = idx.text()
+            words = text.split()
+            rows = [d for d in rows if all(w in index[d["mac"]] for w in words)]
+        page = [idx.row(d) for d in rows[offset:offset + limit]]
+        return _json(200, {"total": len(idx.devices), "matched": len(rows), "offset": offset, "limit": limit,
+                           "sort": sort, "order": order, "rows": page, "facets": idx.facets(),
+                           "status": self._status(idx), "generated": time.time()})
+
+    def _mac(self, text: str) -> str:
+        t = text.strip().lower()
+        if not _MAC_RE.match(t):
+            raise PinError(f"{text!r} is not a MAC address like 02:00:00:00:01:01", 400)
+        return t.replace("-", ":")
+
+    def device(self, mac_text: str) -> Reply:
+        try:
+            mac = self._mac(mac_text)
+        except PinError as exc:
+            return _error(400, str(exc))
+        idx = self.index()
+        d = idx.by_mac.get(mac)
+        if d is None:
+            return _error(404, f"no device {mac} (the controller has not seen it)")
+        from controller_app.inventory import InventoryError, device_history, read_audit
+        history, audit, problems = [], [], []
+        if self.inventory_path:
+            try:
+                history = device_history(self.inventory_path, mac)
+                audit = read_audit(self.inventory_path, mac, 50)
+            except InventoryError as exc:
+                problems.append(str(exc))
+        for h in history:
+            h["explained"] = parse_explanation(h.get("explanation"))
+        rules = installed_entries((idx.view.get("rules") or {}).get(mac))
+        pol = idx.view.get("policy") or {}
+        cats = pol.get("categories") or {}
+        choices = [{"category": c, "action": (pol.get("unknown") if c == "unknown" else cats.get(c, pol.get("default")))}
+                   for c in PIN_CATEGORIES]
+        traffic = self.traffic.series(mac_to_int(mac)) if self.traffic is not None else None
+        return _json(200, {"device": idx.row(d), "history": history, "rules": rules, "traffic": traffic,
+                           "audit": audit, "choices": choices, "status": self._status(idx), "problems": problems})
+
+    def audit(self, mac: str | None, q: dict) -> Reply:
+        from controller_app.inventory import InventoryError, read_audit
+        if not self.inventory_path:
+            return _json(200, [])
+        try:
+            mac = self._mac(mac) if mac else None
+            limit = min(1000, max(1, int(q.get("limit") or 200)))
+        except (PinError, ValueError) as exc:
+            return _error(400, str(exc) if isinstance(exc, PinError) else "limit: expected a whole number")
+        try:
+            return _json(200, read_audit(self.inventory_path, mac, limit))
+        except InventoryError as exc:
+            return _error(500, str(exc))
+
+    def session(self, headers) -> dict:
+        who = self._who(headers) if self.pins else None
+        return {"pins_enabled": self.pins, "operator": who,
+                "token_presented": bool(_bearer(headers)), "categories": list(PIN_CATEGORIES)}
+
+    # ---------------------------------------------------------------- pins
+
+    def _who(self, headers) -> str | None:
+        return self.tokens.who(_bearer(headers)) if self.tokens is not None else None
+
+    def _refuse(self, status: int, message: str, client: str, mac: str, why: str) -> Reply:
+        LOG.warning(_structured("pin_refused", client=client, mac=mac, reason=why))
+        if self.metrics is not None:
+            self.metrics.pins.labels("refused").inc()
+        return _error(status, message)
+
+    def pin(self, method: str, mac_text: str, headers, read_body, client: str) -> Reply:
+        op = "pin" if method == "POST" else "release"
+        if not self.pins:
+            return self._refuse(403, "pinning from this page is off: the operator starts the controller with "
+                                     "--web-pins and --web-token-file to turn it on", client, mac_text, "off")
+        origin = headers.get("Origin")
+        host = headers.get("Host") or ""
+        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+            return self._refuse(403, f"refused: a request from another site ({origin})", client, mac_text,
+                                "cross-origin")
+        who = self._who(headers)
+        if who is None:
+            time.sleep(0.25)           # slows guessing; the page is read-only without a token
+            reply = self._refuse(401, "refused: this needs an operator's token (Authorization: Bearer TOKEN); "
+                                      "without one the page is read-only", client, mac_text,
+                                 "bad token" if _bearer(headers) else "no token")
+            reply.headers["WWW-Authenticate"] = 'Bearer realm="iot-controller"'
+            return reply
+        try:
+            mac = self._mac(mac_text)
+        except PinError as exc:
+            return _error(400, str(exc))
+        mac_int = mac_to_int(mac)
+        override = None
+        if op == "pin":
+            ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/json":
+                return _error(415, "expected a JSON body (Content-Type: application/json)")
+            try:
+                n = int(headers.get("Content-Length") or 0)
+            except ValueError:
+                return _error(400, "bad Content-Length")
+            if n <= 0 or n > MAX_BODY:
+                return _error(400 if n <= 0 else 413, "expected a JSON body of at most 16 KB")
+            try:
+                body = json.loads(read_body(n))
+            except (ValueError, UnicodeDecodeError):
+                return _error(400, "the body is not valid JSON")
+            idx = self.index()
+            dev = idx.by_mac.get(mac)
+            if dev is None:
+                return _error(404, f"no device {mac} (the controller has not seen it)")
+            if dev.get("gateway"):
+                return _error(400, f"{mac} is a gateway (--gateway-macs): it is never classified or enforced")
+            override = pin_from_request(body, mac_int)
+        change = self.editor.set(mac_int, override)
+        if not change.changed:
+            return _json(200, {"ok": True, "changed": False, "mac": mac, "pin": change.after, "digest": change.digest,
+                               "applied": True, "message": f"{mac}: " + (f"already pinned ({change.after})" if
+                                                                         change.after else "not pinned")})
+        now = time.time()
+        LOG.info(_structured(op, who=who, client=client, mac=mac, before=change.before, after=change.after,
+                             file=self.policy_file, digest=change.digest, previous=change.digest_before))
+        if self.metrics is not None:
+            self.metrics.pins.labels(op).inc()
+        problems = []
+        if self.inventory is not None:
+            try:
+                self.inventory.add_audit(now, who, client, op, mac, change.before, change.after, change.digest)
+            except Exception as exc:  # noqa: BLE001 - the file is written; say the audit row is missing
+                LOG.error(_structured("audit_error", error=str(exc)))
+                problems.append(f"the change is in the policy file but its audit row could not be written: {exc}")
+        if self.reload is not None:
+            self.reload(f"{op} by {who}")
+        applied = self._wait_applied(change.digest)
+        what = f"pinned {change.after}" if op == "pin" else "pin released"
+        msg = f"{mac}: {what} by {who}; " + ("in force" if applied else
+                                              "written to the policy file, not applied yet (see the controller log)")
+        return _json(200, {"ok": True, "changed": True, "mac": mac, "pin": change.after, "before": change.before,
+                           "digest": change.digest, "applied": applied, "who": who, "message": msg,
+                           "problems": problems})
+
+    def _wait_applied(self, digest: str) -> bool:
+        deadline = time.monotonic() + self.apply_wait
+        while True:
+            if ((self.view().get("policy") or {}).get("digest")) == digest:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def _bearer(headers) -> str | None:
+    auth = headers.get("Authorization") or ""
+    scheme, _, tok = auth.strip().partition(" ")
+    if scheme.lower() != "bearer" or not tok.strip():
+        return None
+    return tok.strip()
+
+
+def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics=None) -> WebUI:
+    """The page as the app's configuration asks (pins need ``web_pins`` and a token file)."""
+    tokens = None
+    if cfg.web_pins:
+        if not cfg.web_token_file:
+            raise ValueError("--web-pins needs --web-token-file (a file of `name:token` lines)")
+        tokens = Tokens.load(cfg.web_token_file)
+        from controller_app.pins import world_readable
+        if world_readable(cfg.web_token_file):
+            LOG.warning(_structured("token_file_readable", file=cfg.web_token_file,
+                                    advice="chmod 600: other users can read the operators' tokens"))
+    host = (cfg.http_host or "").strip("[]")
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    if cfg.web_pins and not loopback:
+        LOG.warning(_structured("pins_not_loopback", host=cfg.http_host,
+                                advice="tokens cross the network in clear text; put TLS in front"))
+    return WebUI(view, inventory_path=cfg.inventory_db, policy_file=cfg.policy_file, pins=cfg.web_pins, tokens=tokens,
+                 inventory=inventory, reload=reload, traffic=traffic, metrics=metrics, loopback_only=loopback)
+
+
+__all__ = ["WebUI", "from_config", "rules_state", "installed_entries", "parse_explanation", "mac_to_str"]
