@@ -21,11 +21,20 @@ def pytest_configure(config):
     except ImportError:
         pass
     config.e2e_figures = []      # (what, figure) measured by the end-to-end tests
+    config.artefacts = []        # files the tests kept (the page tests' screenshots)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The end-to-end tests' measured figures (time to rules, rate-limit accuracy, ...), also
     written as JSON to $IOT_E2E_REPORT when that is set."""
+    artefacts = getattr(config, "artefacts", [])
+    if artefacts:
+        terminalreporter.section("test artefacts")
+        folder = getattr(config, "artefacts_dir", None)
+        if folder is not None:
+            terminalreporter.write_line(f"folder: {folder}")
+        for path in artefacts:
+            terminalreporter.write_line(f"  {path}")
     figures = getattr(config, "e2e_figures", [])
     if not figures:
         return

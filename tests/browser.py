@@ -1,0 +1,135 @@
+"""Headless Chromium for the page tests: Debian's ``chromium`` and ``chromium-driver``, driven by
+Selenium, offline (no driver download, no browser phoning home), a fresh profile each time.
+
+Screenshots go to ``$IOT_ARTEFACTS`` (default: a new folder under /tmp); the folder is printed
+at the end of the test run (conftest's "test artefacts")."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1400,1000")
+
+
+def why_no_browser() -> str | None:
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
+    if missing:
+        return f"browser tests need Debian's chromium and chromium-driver ({', '.join(missing)} missing; " \
+               "make install as root installs them)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "browser tests need selenium (pip install -e '.[test]')"
+    return None
+
+
+def artefacts_dir(config) -> Path:
+    d = getattr(config, "artefacts_dir", None)
+    if d is None:
+        d = Path(os.environ.get("IOT_ARTEFACTS") or tempfile.mkdtemp(prefix="iot-artefacts-"))
+        d.mkdir(parents=True, exist_ok=True)
+        config.artefacts_dir = d
+    return d
+
+
+class Browser:
+    def __init__(self, config):
+        os.environ.setdefault("SE_OFFLINE", "true")          # Selenium Manager: never download
+        os.environ.setdefault("SE_AVOID_STATS", "true")
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        self.profile = tempfile.mkdtemp(prefix="iot-chromium-")
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for f in FLAGS:
+            opts.add_argument(f)
+        opts.add_argument(f"--user-data-dir={self.profile}")
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+        self.driver.set_page_load_timeout(30)
+        self.config = config
+        self.shots: list[Path] = []
+
+    def get(self, url: str) -> None:
+        self.driver.get(url)
+
+    def wait(self, pred, timeout: float = 20.0, what: str = "the page"):
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            try:
+                v = pred(self.driver)
+                if v:
+                    return v
+            except Exception as exc:  # noqa: BLE001 - elements come and go while the page refreshes
+                last = exc
+            if time.monotonic() > deadline:
+                self.screenshot(f"timeout-{int(time.time())}")
+                raise AssertionError(f"waiting for {what}: not within {timeout:g} s (last error: {last!r})")
+            time.sleep(0.2)
+
+    def css(self, sel: str):
+        from selenium.webdriver.common.by import By
+        return self.driver.find_elements(By.CSS_SELECTOR, sel)
+
+    def one(self, sel: str):
+        from selenium.webdriver.common.by import By
+        return self.driver.find_element(By.CSS_SELECTOR, sel)
+
+    def screenshot(self, name: str) -> Path:
+        """A screenshot of the whole page (beyond the window), kept as an artefact."""
+        import base64
+        d = artefacts_dir(self.config)
+        path = d / f"{name}.png"
+        try:
+            size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": 1400, "height": int(min(max(size["height"], 600), 8000)), "deviceScaleFactor": 1,
+                "mobile": False})
+            shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png",
+                                                                          "captureBeyondViewport": True})
+            path.write_bytes(base64.b64decode(shot["data"]))
+        finally:
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        self.shots.append(path)
+        arts = getattr(self.config, "artefacts", None)
+        if arts is not None:
+            arts.append(str(path))
+        return path
+
+    def console_errors(self) -> list:
+        """Script errors and content-security-policy violations (not failed requests: a refused
+        pin is an HTTP error the page expects)."""
+        try:
+            return [e for e in self.driver.get_log("browser") if e.get("level") == "SEVERE"
+                    and e.get("source") != "network"]
+        except Exception:  # noqa: BLE001 - not every driver keeps the log
+            return []
+
+    def quit(self) -> None:
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(request):
+    reason = why_no_browser()
+    if reason:
+        pytest.skip(reason)
+    b = Browser(request.config)
+    try:
+        yield b
+    finally:
+        b.quit()

@@ -1,0 +1,159 @@
+"""The operator page in a real browser (headless Chromium), against the real app driven by a fake
+switch: the devices with their categories, sorting and filtering, a device's page, a pin refused
+without a token and for bad input, a pin made (the switch gets the new rules, the policy file its
+override, the pin history its row) and released. Screenshots of each page are kept (see the
+"test artefacts" section at the end of the run). Skipped where Chromium is not installed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from browser import browser  # noqa: F401  (fixture)
+from classifier.capture.packets import mac_to_int
+from controller_app.policy import Override, load_policy
+from testing.fakeswitch import T_METER_MOD
+from web_app import A, B, C, GW, POLICY, WebApp
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def app(tmp_path):
+    a = WebApp(tmp_path)
+    try:
+        a.populate()
+        yield a
+    finally:
+        a.stop()
+
+
+def rows(b) -> dict:
+    return {r.get_attribute("data-mac"): r for r in b.css("#devices tbody tr[data-mac]")}
+
+
+def cells(row) -> list[str]:
+    from selenium.webdriver.common.by import By
+    return [c.text for c in row.find_elements(By.CSS_SELECTOR, "td")]
+
+
+def test_operator_page_lists_devices_and_pins_a_category(app, browser):  # noqa: F811
+    from selenium.webdriver.support.ui import Select
+    b = browser
+    b.get(app.base + "/")                                  # a browser at / lands on the page
+    b.wait(lambda d: len(rows(b)) == 4, what="the four devices")
+    assert b.driver.current_url.endswith("/ui/")
+    r = rows(b)
+    assert cells(r[A])[3] == "camera" and cells(r[A])[5] == "confirmed" and cells(r[A])[6] == "block"
+    assert cells(r[B])[3] == "plug" and cells(r[B])[4] == "0.70" and cells(r[B])[5] == "provisional"
+    assert cells(r[C])[3] == "undecided" and cells(r[C])[5] == "learning"
+    assert cells(r[GW])[3] == "gateway"
+    assert cells(r[A])[1].startswith("02:00:00") and "locally administered" in cells(r[A])[1]
+    assert cells(r[A])[2] == "abcd · 1"
+    assert "pins on" in b.one("#status").text and "1 switch" in b.one("#status").text
+    b.screenshot("01-devices")
+
+    # sort by category (ascending, undecided and the gateway's none last), then descending
+    b.one('th[data-sort="category"]').click()
+    b.wait(lambda d: [x.get_attribute("data-mac") for x in b.css("#devices tbody tr[data-mac]")][:2] == [A, B],
+           what="sorted by category")
+    b.one('th[data-sort="category"]').click()
+    b.wait(lambda d: [x.get_attribute("data-mac") for x in b.css("#devices tbody tr[data-mac]")][:2] == [B, A],
+           what="sorted by category, descending")
+    assert b.one('th[data-sort="category"]').get_attribute("aria-sort") == "descending"
+    # filter: text, then the category list
+    b.one("#q").send_keys("camera")
+    b.wait(lambda d: list(rows(b)) == [A], what="the filter to leave the camera")
+    assert "1–1 of 1 (of 4)" in b.one("#range").text
+    b.one("#q").clear()
+    b.one("#q").send_keys(" ")
+    b.wait(lambda d: len(rows(b)) == 4, what="the filter cleared")
+    Select(b.one("#f-category")).select_by_value("plug")
+    b.wait(lambda d: list(rows(b)) == [B], what="the plug alone")
+    Select(b.one("#f-category")).select_by_value("")
+    b.wait(lambda d: len(rows(b)) == 4, what="every category again")
+
+    # a device's page: its decision, explanation, entries, traffic
+    rows(b)[A].find_element("css selector", "a.mac").click()
+    b.wait(lambda d: b.css("body[data-loaded]") and b.one("#history tbody").text, what="the device page")
+    assert "camera" in b.one("#title").text and "table says camera" in b.one("#history tbody").text
+    assert "5 packets" in b.one("#history tbody").text
+    entries = [cells(x) for x in b.css("#rules tbody tr")]
+    assert [(e[1], e[2], e[4]) for e in entries] == [("0 POLICY_SRC", "100", "goto_table:4"),
+                                                    ("1 POLICY_DST", "100", "goto_table:4")]
+    b.wait(lambda d: len(b.css("#traffic svg polyline.tx")) == 1, what="the traffic plot")
+    assert "from the device" in b.one("#traffic").text
+    assert "Read-only until you sign in" in b.one("#pin-note").text
+    b.screenshot("02-device-read-only")
+
+    # without a token: refused, nothing written
+    Select(b.one("#pin-cat")).select_by_value("plug")
+    b.one("#pin-cat-btn").click()
+    b.wait(lambda d: "Refused (401)" in b.one("#pin-msg").text, what="the refusal")
+    assert "without one the page is read-only" in b.one("#pin-msg").text
+    assert app.policy.read_text() == POLICY
+
+    # sign in; a wrong token first
+    b.one("#token").send_keys("not-the-token-at-all")
+    b.one("#signin-btn").click()
+    b.wait(lambda d: "unknown token" in b.one("#signin-msg").text, what="the wrong token refused")
+    b.one("#token").send_keys(app.token)
+    b.one("#signin-btn").click()
+    b.wait(lambda d: "signed in as alice" in b.one("#operator").text, what="signed in")
+
+    # bad input: a clear message, nothing written
+    Select(b.one("#pin-act")).select_by_value("custom")
+    b.one("#pin-custom").send_keys("{rate_limit_kbps: -5}")
+    b.one("#pin-act-btn").click()
+    b.wait(lambda d: "Refused (400)" in b.one("#pin-msg").text, what="the bad action refused")
+    assert "rate_limit_kbps: expected an integer 1..100000000, got '-5'" in b.one("#pin-msg").text
+    assert app.policy.read_text() == POLICY
+
+    # pin the camera as a plug: the switch gets a 77 kbps meter and metered entries
+    meters_before = len(app.sw.messages(T_METER_MOD))
+    Select(b.one("#pin-cat")).select_by_value("plug")
+    b.one("#pin-cat-btn").click()
+    b.wait(lambda d: "pinned category=plug by alice; in force" in b.one("#pin-msg").text, what="the pin")
+    app.sw.wait_for(lambda r: any(m.type == T_METER_MOD and m.parsed["bands"] and m.parsed["bands"][0][1] == 77
+                                  for m in r[meters_before:] if m.parsed))
+    assert load_policy(str(app.policy)).overrides == {mac_to_int(A): Override(category="plug")}
+    assert app.policy.read_text() == POLICY.replace("overrides: {}", f'overrides: {{"{A}": {{category: plug}}}}')
+    b.wait(lambda d: b.one("#enforced").text == "rate_limit_kbps=77", what="the new action on the page")
+    b.wait(lambda d: "alice" in b.one("#audit tbody").text and "pinned category=plug" in b.one("#audit tbody").text,
+           what="the pin history")
+    entries = [cells(x) for x in b.css("#rules tbody tr")]
+    assert [e[1] for e in entries] == ["0 POLICY_SRC", "1 POLICY_DST"] and all("meter:" in e[4] for e in entries)
+    assert "77 kbps" in b.one("#meters").text and "pinned: category=plug" in b.one("#summary").text
+    b.screenshot("03-device-pinned")
+
+    # the list shows the pin
+    b.get(app.base + "/ui/?pinned=1")
+    b.wait(lambda d: list(rows(b)) == [A] and "pinned" in cells(rows(b)[A])[0], what="the pinned device listed")
+    b.screenshot("04-devices-pinned")
+
+    # release: the policy file as it was, the camera blocked again
+    b.get(app.base + f"/ui/device?mac={A}")
+    b.wait(lambda d: b.css("body[data-loaded]") and not b.one("#pin-release").get_attribute("hidden"),
+           what="the release button")
+    b.one("#release-btn").click()
+    b.wait(lambda d: "pin released by alice" in b.one("#pin-msg").text, what="the release")
+    assert app.policy.read_text() == POLICY
+    b.wait(lambda d: b.one("#enforced").text == "block", what="blocked again")
+    assert not b.console_errors(), b.console_errors()
+
+
+def test_page_is_read_only_when_pins_are_off(tmp_path, browser):  # noqa: F811
+    app = WebApp(tmp_path, pins=False)
+    try:
+        app.populate()
+        b = browser
+        b.get(app.base + f"/ui/device?mac={A}")
+        b.wait(lambda d: b.css("body[data-loaded]") and b.one("#history tbody").text, what="the device page")
+        assert "Pinning is off" in b.one("#pin-note").text and b.one("#pin-cat-btn").get_attribute("disabled")
+        assert "read-only" in b.one("#signin").text and "pins off" in b.one("#status").text
+        b.screenshot("05-device-pins-off")
+        time.sleep(0.5)
+        assert app.policy.read_text() == POLICY
+    finally:
+        app.stop()
