@@ -96,15 +96,15 @@ class Observer:
         self.metrics = metrics
         self.inventory_path = inventory_path
         self.web = web                  #: the operator page (controller_app.web.WebUI), or None
-        self._view = {"status": {}, "devices": [], "policy": {}, "rules": {}}
+        self._view = {"status": {}, "devices": [], "policy": {}, "rules": []}
         self._lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
 
-    def publish(self, status: dict, devices: list, policy: dict, rules: dict | None = None) -> None:
-        """A new snapshot; ``rules``: MAC -> what the page needs to list the device's installed
-        entries (:func:`controller_app.web.rules_state`)."""
+    def publish(self, status: dict, devices: list, policy: dict, rules: list | None = None) -> None:
+        """A new snapshot; ``rules``: beside each device (same order), what the page needs to
+        list its installed entries (:func:`controller_app.web.rules_state`)."""
         with self._lock:
-            self._view = {"status": status, "devices": devices, "policy": policy, "rules": rules or {}}
+            self._view = {"status": status, "devices": devices, "policy": policy, "rules": rules or []}
 
     def view(self) -> dict:
         with self._lock:

@@ -473,17 +473,7 @@ class IotControllerShell(BaseApp):
                   "counters": snap["counters"], "policy": {"source": self.policy.source,
                                                            "digest": self.core.policy.digest},
                   "model": getattr(self.engine, "version", None), "time_scale": self.cfg.core.time_scale}
-        devices = []
-        rules = {}
-        for d in self.core.devices.values():
-            r = d.to_record()
-            r["dpid"] = None if d.dpid is None else f"{d.dpid:016x}"
-            buf = self.core.learner.buffers.get(d.mac)
-            r["mirrored_packets"] = 0 if buf is None else buf.n
-            devices.append(r)
-            state = web.rules_state(d, self.cfg.core)
-            if state is not None:
-                rules[r["mac"]] = state
+        devices, rules = web.device_records(self.core, self.cfg.core)
         self.observer.publish(status, devices, self.core.policy.summary(), rules)
 
     # ------------------------------------------------------------------ traffic (the switches' counters)

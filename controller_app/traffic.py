@@ -7,8 +7,8 @@ counts what the switch forwarded *from* it and its ETH_DST entry (``eth_dst``) w
 forwarded *to* it: traffic the policy let through (a blocked device's frames skip
 forwarding, so they count nowhere here; a rate-limited device's count after its meter).
 
-Samples are kept per device as rates (bytes/s and packets/s) over the last ``samples``
-intervals, in a small fixed-size ring (float32): about 1.4 KB a device with the default 90.
+Samples are kept per device as rates (bytes/s each way) over the last ``samples`` intervals,
+in a small fixed-size ring (float32); ``python -m benchmarks.web`` measures its bytes a device.
 An entry that was re-installed (its duration went back) counts from zero again; the first
 reading of an entry gives no rate (there is nothing to compare it with).
 """
@@ -16,13 +16,14 @@ reading of an entry gives no rate (there is nothing to compare it with).
 from __future__ import annotations
 
 import threading
+from array import array
 
 import numpy as np
 
 from controller_app.intents import KIND_SHIFT, CookieKind, Table, cookie_mac
 
 _TX, _RX = int(Table.ETH_SRC), int(Table.ETH_DST)
-FIELDS = ("t", "tx_Bps", "rx_Bps", "tx_pps", "rx_pps")
+FIELDS = ("t", "tx_Bps", "rx_Bps")
 
 
 def entries_from_stats(body) -> list[tuple]:
@@ -31,13 +32,16 @@ def entries_from_stats(body) -> list[tuple]:
             for s in body]
 
 
+_NAN = float("nan")
+
+
 class _Ring:
     __slots__ = ("data", "n", "last")
 
     def __init__(self, samples: int):
-        self.data = np.zeros((samples, len(FIELDS)), np.float32)
-        self.n = 0                    # samples written so far
-        self.last: dict = {}          # (table) -> (packets, bytes, duration, t)
+        self.data = array("f", bytes(4 * samples * len(FIELDS)))   # samples x (t, tx, rx), oldest overwritten
+        self.n = 0                                                  # samples written so far
+        self.last = array("d", [_NAN] * 6)         # per direction: bytes, duration, t of the last reading
 
 
 class TrafficHistory:
@@ -62,50 +66,49 @@ class TrafficHistory:
             return 0
         entries = self._pending.pop(dpid)
         host = int(CookieKind.HOST)
-        seen: dict[int, dict] = {}
+        seen: dict[int, list] = {}
         for table, ck, packets, nbytes, duration in entries:
             if (ck >> KIND_SHIFT) != host or table not in (_TX, _RX):
                 continue
             mac = cookie_mac(ck)
             if edge_of(mac) != dpid:
                 continue
-            seen.setdefault(mac, {})[table] = (int(packets), int(nbytes), float(duration))
+            seen.setdefault(mac, [None, None])[0 if table == _TX else 1] = (float(nbytes), float(duration))
         if self.t0 is None:
             self.t0 = now_s
         t = now_s - self.t0
         with self._lock:
             self.replies += 1
-            for mac, tables in seen.items():
+            for mac, dirs in seen.items():
                 ring = self._rings.get(mac)
                 if ring is None:
                     ring = self._rings[mac] = _Ring(self.samples)
-                row = [t, 0.0, 0.0, 0.0, 0.0]
+                tx = rx = 0.0
                 have = False
-                for table, (packets, nbytes, duration) in tables.items():
-                    prev = ring.last.get(table)
-                    ring.last[table] = (packets, nbytes, duration, t)
-                    if prev is None:
+                last = ring.last
+                for k, got in enumerate(dirs):
+                    if got is None:
                         continue
-                    p0, b0, d0, t_prev = prev
+                    nbytes, duration = got
+                    j = 3 * k
+                    b0, d0, t_prev = last[j], last[j + 1], last[j + 2]
+                    last[j], last[j + 1], last[j + 2] = nbytes, duration, t
+                    if not t > t_prev:                 # the first reading (nan), or no time between
+                        continue
                     dt = t - t_prev
-                    if dt <= 0:
-                        continue
-                    if duration < d0 or packets < p0 or nbytes < b0:    # re-installed: counts from zero
-                        p0 = b0 = 0
+                    if duration < d0 or nbytes < b0:   # re-installed: it counts from zero again
+                        b0 = 0.0
                         dt = min(dt, max(duration, 1e-3))
-                    k = 1 if table == _TX else 2
-                    row[k] = (nbytes - b0) / dt
-                    row[k + 2] = (packets - p0) / dt
+                    if k == 0:
+                        tx = (nbytes - b0) / dt
+                    else:
+                        rx = (nbytes - b0) / dt
                     have = True
                 if have:
-                    ring.data[ring.n % self.samples] = row
+                    i = 3 * (ring.n % self.samples)
+                    ring.data[i:i + 3] = array("f", (t, tx, rx))
                     ring.n += 1
         return len(seen)
-
-    def forget(self, macs) -> None:
-        with self._lock:
-            for m in macs:
-                self._rings.pop(m, None)
 
     def series(self, mac: int) -> dict:
         """The device's samples, oldest first: {"start": epoch seconds of t = 0, "t": seconds,
@@ -115,8 +118,10 @@ class TrafficHistory:
             if ring is None or ring.n == 0:
                 return {"start": self.t0, **{f: [] for f in FIELDS}}
             k = min(ring.n, self.samples)
-            start = ring.n % self.samples if ring.n > self.samples else 0
-            rows = np.roll(ring.data, -start, axis=0)[:k] if ring.n > self.samples else ring.data[:k].copy()
+            rows = np.frombuffer(ring.data, np.float32).reshape(self.samples, len(FIELDS)).copy()
+            if ring.n > self.samples:
+                rows = np.roll(rows, -(ring.n % self.samples), axis=0)
+            rows = rows[:k]
         return {"start": self.t0, **{f: [round(float(v), 3) for v in rows[:, i]] for i, f in enumerate(FIELDS)}}
 
     def __len__(self) -> int:

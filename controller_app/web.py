@@ -85,6 +85,22 @@ def rules_state(dev, settings):
             settings.mirror_burst)
 
 
+def device_records(core, settings) -> tuple[list, list]:
+    """The devices as the JSON endpoints and the page show them (each device's record, its
+    switch as hex, the mirrored packets held), and each one's :func:`rules_state`, in the
+    same order."""
+    devices, rules = [], []
+    buffers = core.learner.buffers
+    for d in core.devices.values():
+        r = d.to_record()
+        r["dpid"] = None if d.dpid is None else f"{d.dpid:016x}"
+        buf = buffers.get(d.mac)
+        r["mirrored_packets"] = 0 if buf is None else buf.n
+        devices.append(r)
+        rules.append(rules_state(d, settings))
+    return devices, rules
+
+
 def installed_entries(state) -> dict:
     """The flow entries and meters the controller installed for a device (from its
     :func:`rules_state`), as the page shows them."""
@@ -157,6 +173,7 @@ class _Index:
     def __init__(self, view: dict, vendor_of):
         self.view = view
         self.devices = view.get("devices") or []
+        self.rules = view.get("rules") or []
         self.by_mac = {d["mac"]: d for d in self.devices}
         self.pins = (view.get("policy") or {}).get("overrides") or {}
         self.vendor_of = vendor_of
@@ -164,7 +181,16 @@ class _Index:
         self._sorted: dict = {}
         self._text = None
         self._facets = None
+        self._position = None
         self.lock = threading.Lock()
+
+    def rules_of(self, d: dict):
+        """The device's :func:`rules_state` (published beside the records, in their order)."""
+        with self.lock:
+            if self._position is None:
+                self._position = {id(r): i for i, r in enumerate(self.devices)}
+        i = self._position.get(id(d))
+        return self.rules[i] if i is not None and i < len(self.rules) else None
 
     def vendor(self, mac: str):
         oui = mac[:8]
@@ -190,7 +216,7 @@ class _Index:
         if name == "mac":
             return lambda d: d["mac"]
         if name == "vendor":
-            return lambda d: self.vendor(d["mac"])
+            return (lambda d: None) if self.vendor_of is no_vendor else (lambda d: self.vendor(d["mac"]))
         if name == "switch":
             return lambda d: None if d.get("dpid") is None else (d["dpid"], d.get("port") or 0)
         if name == "confidence":
@@ -205,34 +231,39 @@ class _Index:
         with self.lock:
             got = self._sorted.get((name, descending))
             if got is None:
-                value = self._value(name)
-                keyed = [(value(d), d["mac"], d) for d in self.devices]
-                have = sorted((k for k in keyed if k[0] is not None), key=lambda k: (k[0], k[1]), reverse=descending)
-                none = sorted((k for k in keyed if k[0] is None), key=lambda k: k[1])
-                got = [k[2] for k in have] + [k[2] for k in none]
+                if name in ("first_seen", "last_seen"):          # never missing: the common, cheap case
+                    field = f"{name}_ns"
+                    got = sorted(self.devices, key=lambda d: d[field] or 0, reverse=descending)
+                else:
+                    value = self._value(name)
+                    keyed = [(value(d), d["mac"], d) for d in self.devices]   # MACs are unique: the
+                    have = [k for k in keyed if k[0] is not None]             # dicts are never compared
+                    have.sort(reverse=descending)
+                    none = sorted(k[1:] for k in keyed if k[0] is None)
+                    got = [k[2] for k in have] + [k[1] for k in none]
                 self._sorted[(name, descending)] = got
             return got
 
     def text(self) -> dict:
+        """MAC -> what the filter searches (lower case)."""
         with self.lock:
             if self._text is None:
-                self._text = {d["mac"]: " ".join(str(v).lower() for v in (
-                    d["mac"], d["mac"].replace(":", ""), self.vendor(d["mac"]) or "", d.get("dpid") or "",
-                    d.get("port") or "", d.get("category") or "undecided", d.get("stage") or "learning",
-                    d.get("enforced") or "", self.pins.get(d["mac"]) or "", "gateway" if d.get("gateway") else ""))
-                    for d in self.devices}
+                pins = self.pins
+                vendor = self.vendor if self.vendor_of is not no_vendor else (lambda mac: None)
+                self._text = {d["mac"]: (
+                    f"{d['mac']} {d['mac'].replace(':', '')} {vendor(d['mac']) or ''} {d.get('dpid') or ''} "
+                    f"{d.get('port') or ''} {d.get('category') or 'undecided'} {d.get('stage') or 'learning'} "
+                    f"{d.get('enforced') or ''} {pins.get(d['mac']) or ''}{' gateway' if d.get('gateway') else ''}"
+                    ).lower() for d in self.devices}
             return self._text
 
     def facets(self) -> dict:
         with self.lock:
             if self._facets is None:
-                cats: dict = {}
-                stages: dict = {}
-                for d in self.devices:
-                    c = "gateway" if d.get("gateway") else (d.get("category") or "undecided")
-                    s = d.get("stage") or ("-" if d.get("gateway") else "learning")
-                    cats[c] = cats.get(c, 0) + 1
-                    stages[s] = stages.get(s, 0) + 1
+                from collections import Counter
+                cats = Counter("gateway" if d.get("gateway") else (d.get("category") or "undecided")
+                               for d in self.devices)
+                stages = Counter(d.get("stage") or ("-" if d.get("gateway") else "learning") for d in self.devices)
                 self._facets = {"category": dict(sorted(cats.items())), "stage": dict(sorted(stages.items())),
                                 "pinned": sum(1 for d in self.devices if d["mac"] in self.pins)}
             return self._facets
@@ -377,8 +408,8 @@ class WebUI:
         text = (q.get("q") or "").strip().lower()
         if text:
             index = idx.text()
-            words = text.split()
-            rows = [d for d in rows if all(w in index[d["mac"]] for w in words)]
+            for w in text.split():
+                rows = [d for d in rows if w in index[d["mac"]]]
         page = [idx.row(d) for d in rows[offset:offset + limit]]
         return _json(200, {"total": len(idx.devices), "matched": len(rows), "offset": offset, "limit": limit,
                            "sort": sort, "order": order, "rows": page, "facets": idx.facets(),
@@ -409,7 +440,7 @@ class WebUI:
                 problems.append(str(exc))
         for h in history:
             h["explained"] = parse_explanation(h.get("explanation"))
-        rules = installed_entries((idx.view.get("rules") or {}).get(mac))
+        rules = installed_entries(idx.rules_of(d))
         pol = idx.view.get("policy") or {}
         cats = pol.get("categories") or {}
         choices = [{"category": c, "action": (pol.get("unknown") if c == "unknown" else cats.get(c, pol.get("default")))}

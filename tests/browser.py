@@ -86,6 +86,32 @@ class Browser:
         from selenium.webdriver.common.by import By
         return self.driver.find_element(By.CSS_SELECTOR, sel)
 
+    def click(self, sel: str, timeout: float = 10.0) -> None:
+        """Click an element, finding it again if the page re-rendered it meanwhile (the page
+        refreshes itself every few seconds)."""
+        def go(d):
+            self.one(sel).click()
+            return True
+        self.wait(go, timeout, f"a click on {sel}")
+
+    def table(self, sel: str) -> dict:
+        """The rows of a table that have ``data-mac``: MAC -> cell texts, read in one step (the
+        page may replace its rows between two separate reads)."""
+        rows = self.driver.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0] + ' tbody tr[data-mac]'))"
+            ".map(tr => [tr.dataset.mac, Array.from(tr.cells).map(td => td.innerText.trim())]);", sel)
+        return {mac: cells for mac, cells in rows}
+
+    def texts(self, sel: str) -> list[list[str]]:
+        """Each row's cell texts of ``sel`` (a tbody's rows), read in one step."""
+        return self.driver.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0]))"
+            ".map(tr => Array.from(tr.cells).map(td => td.innerText.trim()));", sel)
+
+    def text(self, sel: str) -> str:
+        return self.driver.execute_script("const e = document.querySelector(arguments[0]);"
+                                          "return e ? e.innerText : null;", sel) or ""
+
     def screenshot(self, name: str) -> Path:
         """A screenshot of the whole page (beyond the window), kept as an artefact."""
         import base64

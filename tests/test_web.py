@@ -210,7 +210,7 @@ def test_traffic_rates_from_counters_and_a_reinstalled_entry():
     th.add(7, [(2, ck, 30, 3000, 15.0)], 110.0, True, edge)               # a reply in two parts
     th.add(7, [(3, ck, 60, 8000, 15.0), (3, cookie(CookieKind.HOST, M2), 1, 1, 1.0)], 110.0, False, edge)
     s = th.series(M1)
-    assert s["t"] == [10.0] and s["tx_Bps"] == [200.0] and s["rx_Bps"] == [400.0] and s["tx_pps"] == [2.0]
+    assert s["t"] == [10.0] and s["tx_Bps"] == [200.0] and s["rx_Bps"] == [400.0]
     th.add(7, [(2, ck, 5, 500, 2.0), (3, ck, 70, 9000, 25.0)], 120.0, False, edge)   # tx entry re-installed
     s = th.series(M1)
     assert s["tx_Bps"][-1] == 250.0 and s["rx_Bps"][-1] == 100.0
@@ -242,7 +242,7 @@ class _View:
     def __init__(self, devices, overrides=None, digest="abc"):
         self.v = {"status": {"devices": len(devices)}, "devices": devices,
                   "policy": {"digest": digest, "overrides": overrides or {}, "categories": {"camera": "block"},
-                             "default": "allow", "unknown": "rate_limit_kbps=512"}, "rules": {}}
+                             "default": "allow", "unknown": "rate_limit_kbps=512"}, "rules": []}
 
     def __call__(self):
         return self.v

@@ -30,12 +30,12 @@ def app(tmp_path):
 
 
 def rows(b) -> dict:
-    return {r.get_attribute("data-mac"): r for r in b.css("#devices tbody tr[data-mac]")}
+    """MAC -> the device table's cell texts."""
+    return b.table("#devices")
 
 
-def cells(row) -> list[str]:
-    from selenium.webdriver.common.by import By
-    return [c.text for c in row.find_elements(By.CSS_SELECTOR, "td")]
+def order(b) -> list:
+    return list(b.table("#devices"))
 
 
 def test_operator_page_lists_devices_and_pins_a_category(app, browser):  # noqa: F811
@@ -45,27 +45,25 @@ def test_operator_page_lists_devices_and_pins_a_category(app, browser):  # noqa:
     b.wait(lambda d: len(rows(b)) == 4, what="the four devices")
     assert b.driver.current_url.endswith("/ui/")
     r = rows(b)
-    assert cells(r[A])[3] == "camera" and cells(r[A])[5] == "confirmed" and cells(r[A])[6] == "block"
-    assert cells(r[B])[3] == "plug" and cells(r[B])[4] == "0.70" and cells(r[B])[5] == "provisional"
-    assert cells(r[C])[3] == "undecided" and cells(r[C])[5] == "learning"
-    assert cells(r[GW])[3] == "gateway"
-    assert cells(r[A])[1].startswith("02:00:00") and "locally administered" in cells(r[A])[1]
-    assert cells(r[A])[2] == "abcd · 1"
-    assert "pins on" in b.one("#status").text and "1 switch" in b.one("#status").text
+    assert r[A][3] == "camera" and r[A][5] == "confirmed" and r[A][6] == "block"
+    assert r[B][3] == "plug" and r[B][4] == "0.70" and r[B][5] == "provisional"
+    assert r[C][3] == "undecided" and r[C][5] == "learning"
+    assert r[GW][3] == "gateway"
+    assert r[A][1].startswith("02:00:00") and "locally administered" in r[A][1]
+    assert r[A][2] == "abcd · 1"
+    assert "pins on" in b.text("#status") and "1 switch" in b.text("#status")
     b.screenshot("01-devices")
 
     # sort by category (ascending, undecided and the gateway's none last), then descending
-    b.one('th[data-sort="category"]').click()
-    b.wait(lambda d: [x.get_attribute("data-mac") for x in b.css("#devices tbody tr[data-mac]")][:2] == [A, B],
-           what="sorted by category")
-    b.one('th[data-sort="category"]').click()
-    b.wait(lambda d: [x.get_attribute("data-mac") for x in b.css("#devices tbody tr[data-mac]")][:2] == [B, A],
-           what="sorted by category, descending")
+    b.click('th[data-sort="category"]')
+    b.wait(lambda d: order(b)[:2] == [A, B], what="sorted by category")
+    b.click('th[data-sort="category"]')
+    b.wait(lambda d: order(b)[:2] == [B, A], what="sorted by category, descending")
     assert b.one('th[data-sort="category"]').get_attribute("aria-sort") == "descending"
     # filter: text, then the category list
     b.one("#q").send_keys("camera")
     b.wait(lambda d: list(rows(b)) == [A], what="the filter to leave the camera")
-    assert "1–1 of 1 (of 4)" in b.one("#range").text
+    assert "1–1 of 1 (of 4)" in b.text("#range")
     b.one("#q").clear()
     b.one("#q").send_keys(" ")
     b.wait(lambda d: len(rows(b)) == 4, what="the filter cleared")
@@ -75,71 +73,71 @@ def test_operator_page_lists_devices_and_pins_a_category(app, browser):  # noqa:
     b.wait(lambda d: len(rows(b)) == 4, what="every category again")
 
     # a device's page: its decision, explanation, entries, traffic
-    rows(b)[A].find_element("css selector", "a.mac").click()
-    b.wait(lambda d: b.css("body[data-loaded]") and b.one("#history tbody").text, what="the device page")
-    assert "camera" in b.one("#title").text and "table says camera" in b.one("#history tbody").text
-    assert "5 packets" in b.one("#history tbody").text
-    entries = [cells(x) for x in b.css("#rules tbody tr")]
+    b.click(f'#devices tr[data-mac="{A}"] a.mac')
+    b.wait(lambda d: b.css("body[data-loaded]") and b.text("#history tbody"), what="the device page")
+    assert "camera" in b.text("#title") and "table says camera" in b.text("#history tbody")
+    assert "5 packets" in b.text("#history tbody")
+    entries = b.texts("#rules tbody tr")
     assert [(e[1], e[2], e[4]) for e in entries] == [("0 POLICY_SRC", "100", "goto_table:4"),
                                                     ("1 POLICY_DST", "100", "goto_table:4")]
     b.wait(lambda d: len(b.css("#traffic svg polyline.tx")) == 1, what="the traffic plot")
-    assert "from the device" in b.one("#traffic").text
-    assert "Read-only until you sign in" in b.one("#pin-note").text
+    assert "from the device" in b.text("#traffic")
+    assert "Read-only until you sign in" in b.text("#pin-note")
     b.screenshot("02-device-read-only")
 
     # without a token: refused, nothing written
     Select(b.one("#pin-cat")).select_by_value("plug")
-    b.one("#pin-cat-btn").click()
-    b.wait(lambda d: "Refused (401)" in b.one("#pin-msg").text, what="the refusal")
-    assert "without one the page is read-only" in b.one("#pin-msg").text
+    b.click("#pin-cat-btn")
+    b.wait(lambda d: "Refused (401)" in b.text("#pin-msg"), what="the refusal")
+    assert "without one the page is read-only" in b.text("#pin-msg")
     assert app.policy.read_text() == POLICY
 
     # sign in; a wrong token first
     b.one("#token").send_keys("not-the-token-at-all")
-    b.one("#signin-btn").click()
-    b.wait(lambda d: "unknown token" in b.one("#signin-msg").text, what="the wrong token refused")
+    b.click("#signin-btn")
+    b.wait(lambda d: "unknown token" in b.text("#signin-msg"), what="the wrong token refused")
     b.one("#token").send_keys(app.token)
-    b.one("#signin-btn").click()
-    b.wait(lambda d: "signed in as alice" in b.one("#operator").text, what="signed in")
+    b.click("#signin-btn")
+    b.wait(lambda d: "signed in as alice" in b.text("#operator"), what="signed in")
 
     # bad input: a clear message, nothing written
     Select(b.one("#pin-act")).select_by_value("custom")
     b.one("#pin-custom").send_keys("{rate_limit_kbps: -5}")
-    b.one("#pin-act-btn").click()
-    b.wait(lambda d: "Refused (400)" in b.one("#pin-msg").text, what="the bad action refused")
-    assert "rate_limit_kbps: expected an integer 1..100000000, got '-5'" in b.one("#pin-msg").text
+    b.click("#pin-act-btn")
+    b.wait(lambda d: "Refused (400)" in b.text("#pin-msg"), what="the bad action refused")
+    assert "rate_limit_kbps: expected an integer 1..100000000, got '-5'" in b.text("#pin-msg")
     assert app.policy.read_text() == POLICY
 
     # pin the camera as a plug: the switch gets a 77 kbps meter and metered entries
     meters_before = len(app.sw.messages(T_METER_MOD))
     Select(b.one("#pin-cat")).select_by_value("plug")
-    b.one("#pin-cat-btn").click()
-    b.wait(lambda d: "pinned category=plug by alice; in force" in b.one("#pin-msg").text, what="the pin")
+    b.click("#pin-cat-btn")
+    b.wait(lambda d: "pinned category=plug by alice; in force" in b.text("#pin-msg"), what="the pin")
     app.sw.wait_for(lambda r: any(m.type == T_METER_MOD and m.parsed["bands"] and m.parsed["bands"][0][1] == 77
                                   for m in r[meters_before:] if m.parsed))
     assert load_policy(str(app.policy)).overrides == {mac_to_int(A): Override(category="plug")}
     assert app.policy.read_text() == POLICY.replace("overrides: {}", f'overrides: {{"{A}": {{category: plug}}}}')
-    b.wait(lambda d: b.one("#enforced").text == "rate_limit_kbps=77", what="the new action on the page")
-    b.wait(lambda d: "alice" in b.one("#audit tbody").text and "pinned category=plug" in b.one("#audit tbody").text,
+    b.wait(lambda d: b.text("#enforced") == "rate_limit_kbps=77", what="the new action on the page")
+    b.wait(lambda d: "alice" in b.text("#audit tbody") and "pinned category=plug" in b.text("#audit tbody"),
            what="the pin history")
-    entries = [cells(x) for x in b.css("#rules tbody tr")]
-    assert [e[1] for e in entries] == ["0 POLICY_SRC", "1 POLICY_DST"] and all("meter:" in e[4] for e in entries)
-    assert "77 kbps" in b.one("#meters").text and "pinned: category=plug" in b.one("#summary").text
+    b.wait(lambda d: (lambda e: [x[1] for x in e] == ["0 POLICY_SRC", "1 POLICY_DST"]
+                      and all("meter:" in x[4] for x in e))(b.texts("#rules tbody tr")), what="metered entries")
+    assert "77 kbps" in b.text("#meters") and "pinned: category=plug" in b.text("#summary")
     b.screenshot("03-device-pinned")
 
     # the list shows the pin
     b.get(app.base + "/ui/?pinned=1")
-    b.wait(lambda d: list(rows(b)) == [A] and "pinned" in cells(rows(b)[A])[0], what="the pinned device listed")
+    b.wait(lambda d: list(rows(b)) == [A] and "pinned" in rows(b)[A][0], what="the pinned device listed")
     b.screenshot("04-devices-pinned")
 
     # release: the policy file as it was, the camera blocked again
     b.get(app.base + f"/ui/device?mac={A}")
     b.wait(lambda d: b.css("body[data-loaded]") and not b.one("#pin-release").get_attribute("hidden"),
            what="the release button")
-    b.one("#release-btn").click()
-    b.wait(lambda d: "pin released by alice" in b.one("#pin-msg").text, what="the release")
+    b.click("#release-btn")
+    b.wait(lambda d: "pin released by alice" in b.text("#pin-msg"), what="the release")
     assert app.policy.read_text() == POLICY
-    b.wait(lambda d: b.one("#enforced").text == "block", what="blocked again")
+    b.wait(lambda d: b.text("#enforced") == "block", what="blocked again")
     assert not b.console_errors(), b.console_errors()
 
 
@@ -149,9 +147,9 @@ def test_page_is_read_only_when_pins_are_off(tmp_path, browser):  # noqa: F811
         app.populate()
         b = browser
         b.get(app.base + f"/ui/device?mac={A}")
-        b.wait(lambda d: b.css("body[data-loaded]") and b.one("#history tbody").text, what="the device page")
-        assert "Pinning is off" in b.one("#pin-note").text and b.one("#pin-cat-btn").get_attribute("disabled")
-        assert "read-only" in b.one("#signin").text and "pins off" in b.one("#status").text
+        b.wait(lambda d: b.css("body[data-loaded]") and b.text("#history tbody"), what="the device page")
+        assert "Pinning is off" in b.text("#pin-note") and b.one("#pin-cat-btn").get_attribute("disabled")
+        assert "read-only" in b.text("#signin") and "pins off" in b.text("#status")
         b.screenshot("05-device-pins-off")
         time.sleep(0.5)
         assert app.policy.read_text() == POLICY

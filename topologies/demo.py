@@ -2,29 +2,34 @@
 
 Starts Open vSwitch (if it is not running) and a Mininet network (one switch, a host per
 device, a gateway host), starts ``ryu-manager controller_app`` with the shipped default model
-and ``policies/default.yaml``, replays a whole-home capture from ``../shared/datasets`` (a
-generated one where that is absent) 60 times faster than it was recorded, and shows a live
-table of the devices the controller sees until the replay ends. Then a summary, and
-everything it started is stopped and removed.
+and a copy of ``policies/default.yaml``, replays a whole-home capture from
+``../shared/datasets`` (a generated one where that is absent) 60 times faster than it was
+recorded, and shows a live table of the devices the controller sees until the replay ends.
+The operator page is up meanwhile (its address and a one-time operator token for pins are
+printed first). Then a summary, and everything it started is stopped and removed.
 
     sudo make demo                      # or: sudo .venv/bin/python -m topologies.demo [options]
     --capture FILE --devices CSV        another capture and its labels (one gateway, by MAC)
     --minutes M                         how much of the capture to replay (default 45)
     --speedup K                         how much faster than real time (default 60)
-    --keep                              keep the working folder (logs, inventory, captures)
+    --http-port N                       the page's port (default 8080, or a free one if taken)
+    --keep                              keep the controller and its page up after the replay
+                                        (until Ctrl-C), and the working folder afterwards
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 
-from topologies.harness import ROOT, LabError, tempdir, why_not_runnable
+from topologies.harness import ROOT, LabError, free_port, tempdir, why_not_runnable
 from topologies.replay import ReplayError, format_effects, plan_capture, plan_synthetic
 
 HOME = "home/training_2023-5-26_1_13_9.pcapng.gz"
@@ -88,7 +93,10 @@ def main(argv=None) -> int:
     ap.add_argument("--devices", help="its devices.csv")
     ap.add_argument("--minutes", type=float, default=45.0, help="minutes of the capture to replay (default 45)")
     ap.add_argument("--speedup", type=float, default=60.0, help="replay speed-up (default 60)")
-    ap.add_argument("--keep", action="store_true", help="keep the working folder")
+    ap.add_argument("--http-port", type=int, default=8080, help="the operator page's port (default 8080, or a free "
+                                                                 "one if 8080 is taken)")
+    ap.add_argument("--keep", action="store_true", help="keep the controller and its page up after the replay "
+                                                        "(until Ctrl-C), and the working folder")
     args = ap.parse_args(argv)
     reason = why_not_runnable()
     if reason:
@@ -119,17 +127,27 @@ def main(argv=None) -> int:
             source = "a generated capture (../shared/datasets is absent): caricatures of 7 device types"
         ryu = Path(sys.executable).parent / "ryu-manager"
         command = [str(ryu)] if ryu.exists() else None
-        policy = ROOT / "policies" / "default.yaml"
+        shipped = ROOT / "policies" / "default.yaml"
+        policy = work / "policy.yaml"            # pins from the page edit this copy, not the shipped file
+        policy.write_text(shipped.read_text())
+        token = secrets.token_urlsafe(18)
+        tokens = work / "operator-tokens"
+        tokens.write_text(f"demo:{token}\n")
+        os.chmod(tokens, 0o600)
+        port = args.http_port if _port_free(args.http_port) else free_port()
         print(f"capture : {source}, first {plan.duration_s / 60:.0f} min, {len(plan.devices)} devices")
         print(f"replay  : {args.speedup:g}x faster (about {plan.duration_s / args.speedup:.0f} s), one Mininet host "
               f"per device, tcpreplay, the gateway host for the router and the internet")
-        print(f"control : ryu-manager controller_app, default model, {policy.relative_to(ROOT)}, --time-scale "
-              f"{args.speedup:g}")
+        print(f"control : ryu-manager controller_app, default model, a copy of {shipped.relative_to(ROOT)} "
+              f"({policy}), --time-scale {args.speedup:g}")
         print("starting Open vSwitch (if needed), Mininet and the controller ...")
-        sc = Scenario(plan, work, policy, speedup=args.speedup, prefix="iotdemo", controller_command=command)
+        sc = Scenario(plan, work, policy, speedup=args.speedup, prefix="iotdemo", controller_command=command,
+                      http_port=port, controller_args=["--web-pins", "--web-token-file", str(tokens),
+                                                       "--traffic-interval", "2"])
         with sc:
             print(f"controller up: http://127.0.0.1:{sc.controller.http_port}/status  (inventory "
-                  f"{sc.controller.inventory})\n")
+                  f"{sc.controller.inventory})")
+            print(f"operator page: http://127.0.0.1:{sc.controller.http_port}/ui/   (token for pins: {token})\n")
             table = LiveTable(plan, args.speedup)
             sc.replay(on_poll=table, poll_interval=1.0)
             devices = sc.devices()
@@ -152,10 +170,18 @@ def main(argv=None) -> int:
             print(f"  {sc.effect_text()}")
             if sc.effects:
                 print(f"  {format_effects(sc.effects)}")
+            if args.keep:
+                print(f"\nthe operator page stays up: http://127.0.0.1:{sc.controller.http_port}/ui/  (token for pins: "
+                      f"{token}); Ctrl-C to stop")
+                while sc.controller.proc is not None and sc.controller.proc.poll() is None:
+                    time.sleep(1)
             print("\nstopping the controller and removing the network ...")
         print("done.")
         return 0
     except KeyboardInterrupt:
+        if args.keep:
+            print("\nstopped: everything the demo started has been stopped and removed")
+            return 0
         print("\ninterrupted: everything the demo started has been stopped and removed", file=sys.stderr)
         return 130
     except (LabError, ReplayError, OSError) as exc:
@@ -166,6 +192,15 @@ def main(argv=None) -> int:
             print(f"kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ class Scenario:
     def __init__(self, plan: ReplayPlan, workdir: str | Path, policy_file: str | Path, speedup: float = 60.0,
                  topology: str = "single", second_switch: set | None = None, prefix: str = "iotsw",
                  decide_interval: float = 2.0, controller_args: list[str] = (), controller_command=None,
-                 capture_gateway: bool = True):
+                 capture_gateway: bool = True, http_port: int | None = None):
         self.plan = plan
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +52,8 @@ class Scenario:
         args = ["--gateway-macs", plan.gateway.mac, "--time-scale", f"{self.speedup:g}",
                 "--mirror-rate-pps", str(self.mirror_rate), "--decide-interval", f"{decide_interval:g}",
                 "--policy-watch-interval", "0.5", *controller_args]
-        self.controller = Controller(self.workdir / "controller", self.policy_file, args, command=controller_command)
+        self.controller = Controller(self.workdir / "controller", self.policy_file, args, command=controller_command,
+                                     http_port=http_port)
         self.lab: Lab | None = None
         self.run: ReplayRun | None = None
         self.sent: dict = {}

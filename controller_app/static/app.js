@@ -373,8 +373,8 @@ function renderTraffic(tr, d) {
       line(tr.tx_Bps, "tx"), line(tr.rx_Bps, "rx"), dots(tr.tx_Bps, "tx"), dots(tr.rx_Bps, "rx"));
     const last = n - 1;
     box.replaceChildren(plot, el("div", { class: "legend" },
-      el("span", { class: "key tx" }), ` from the device (now ${fmtRate(tr.tx_Bps[last])}, ${tr.tx_pps[last].toFixed(1)} packets/s)  `,
-      el("span", { class: "key rx" }), ` to the device (now ${fmtRate(tr.rx_Bps[last])}, ${tr.rx_pps[last].toFixed(1)} packets/s)`));
+      el("span", { class: "key tx" }), ` from the device (now ${fmtRate(tr.tx_Bps[last])})  `,
+      el("span", { class: "key rx" }), ` to the device (now ${fmtRate(tr.rx_Bps[last])})`));
   }
   note.textContent = "What the switch forwarded from and to the device (its forwarding entries' counters)" +
     (d && d.enforced === "block" ? "; a blocked device's frames are dropped before forwarding, so they do not show here." : ".");
