@@ -7,9 +7,10 @@ categories and stages, a tenth still learning) under a policy that blocks, rate-
 restricts some categories; the inventory holds each one with its decisions; the traffic
 history holds 90 samples for each. The app's HTTP endpoint (the observer and the page's
 routes, the same code the controller runs) serves the snapshot the event loop publishes.
-Each request is a new connection (as a browser's fetch to this HTTP/1.0 server). Two times a
-request: wall clock at the client (what a browser waits; on a busy machine it includes waiting
-for a core), and the CPU time the server's thread spent answering (the page's own cost).
+Each request is a new connection (as a browser's fetch to this HTTP/1.0 server), made by a
+client in a process of its own (as a browser is). Two times a request: wall clock at the
+client (what a browser waits; on a busy machine it includes waiting for a core), and the CPU
+time the server's thread spent answering (the page's own cost, whatever the machine's load).
 
 Measured, in the same run:
 
@@ -133,11 +134,33 @@ def traffic_bytes_per_device(core, samples: int = 90) -> float:
     return used / max(n, 1)
 
 
-def _get(url: str) -> tuple[float, int]:
+CLIENT = """
+import sys, time, urllib.request
+for line in sys.stdin:
     t = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=30) as r:
-        body = r.read()
-    return (time.perf_counter() - t) * 1000, len(body)
+    with urllib.request.urlopen(line.strip(), timeout=60) as r:
+        n = len(r.read())
+    print(f"{(time.perf_counter() - t) * 1000:.3f} {n}", flush=True)
+"""
+
+
+class Client:
+    """A fetching process: one URL a line in, "ms bytes" a line out."""
+
+    def __init__(self):
+        import subprocess
+        self.proc = subprocess.Popen([sys.executable, "-c", CLIENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+
+    def get(self, url: str) -> tuple[float, int]:
+        self.proc.stdin.write(url + "\n")
+        self.proc.stdin.flush()
+        ms, n = self.proc.stdout.readline().split()
+        return float(ms), int(n)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(30)
 
 
 def _summary(ms: list) -> dict:
@@ -190,6 +213,8 @@ def run(n: int, per_device: int, requests: int) -> dict:
     obs.publish(status, devices, policy, rules)
     port = obs.start("127.0.0.1", 0)
     base = f"http://127.0.0.1:{port}"
+    client = Client()
+    _get = client.get
     some = [d["mac"] for d in devices[:: max(1, n // 50)]]
     queries = {
         "list: last seen (the default)": "/api/devices",
@@ -229,6 +254,7 @@ def run(n: int, per_device: int, requests: int) -> dict:
             base_ms.append(ms)
         out["baseline /devices (every device)"] = {**_summary(base_ms), "bytes": size}
     finally:
+        client.close()
         obs.stop()
     del traffic
     out["traffic_bytes_per_device"] = traffic_bytes_per_device(core)
