@@ -258,6 +258,19 @@ def read_audit(path: str, mac: str | None = None, limit: int = 200) -> list[dict
 
 def cmd_devices(args) -> int:
     import sys
+    if args.audit:
+        rows = read_audit(args.db, limit=100_000)
+        if args.json:
+            json.dump(rows, sys.stdout, indent=2)
+            print()
+            return 0
+        if not rows:
+            print("(no pin or release made from the operator page)")
+        for r in reversed(rows):
+            what = f"pinned {r['after']}" + (f" (was {r['before']})" if r["before"] else "") if r["op"] == "pin" \
+                else f"released {r['before'] or ''}".rstrip()
+            print(f"{r['time']}  {r['who']:<12s} {r['client'] or '':<15s} {r['mac']}  {what}  (policy {r['digest']})")
+        return 0
     rows = read_inventory(args.db, history=args.history)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -284,4 +297,6 @@ def add_devices_command(subparsers) -> None:
                     help="inventory database (default: inventory.sqlite, the controller's default)")
     sp.add_argument("--json", action="store_true", help="a JSON list of objects")
     sp.add_argument("--history", action="store_true", help="with each device's decisions (JSON)")
+    sp.add_argument("--audit", action="store_true", help="the pins and releases made from the operator page: who, "
+                                                         "when, from where, what")
     sp.set_defaults(func=cmd_devices)

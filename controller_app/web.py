@@ -225,32 +225,28 @@ class _Index:
             return lambda d: self.pins.get(d["mac"])
         return lambda d: d.get(name)
 
+    def sort_rows(self, rows: list, name: str, descending: bool) -> list:
+        """``rows`` sorted by ``name``, ties by MAC (ascending), rows without a value last."""
+        if name in ("first_seen", "last_seen"):                # never missing; ties (same ns) are rare
+            field = f"{name}_ns"
+            return sorted(rows, key=lambda d: d[field] or 0, reverse=descending)
+        by_mac = sorted(rows, key=lambda d: d["mac"])
+        if name == "mac":
+            return by_mac[::-1] if descending else by_mac
+        value = self._value(name)
+        if value is None:                                      # nobody has one
+            return by_mac
+        vals = list(map(value, by_mac))
+        have = [i for i, v in enumerate(vals) if v is not None]
+        have.sort(key=vals.__getitem__, reverse=descending)    # stable: ties stay in MAC order
+        return [by_mac[i] for i in have] + [d for d, v in zip(by_mac, vals) if v is None]
+
     def sorted(self, name: str, descending: bool) -> list:
-        """The devices sorted by ``name``, ties by MAC (ascending), devices without a value last."""
+        """Every device sorted (kept for the snapshot: the unfiltered list is the common view)."""
         with self.lock:
             got = self._sorted.get((name, descending))
-            if got is not None:
-                return got
-            if name in ("first_seen", "last_seen"):            # never missing; ties (same ns) are rare
-                field = f"{name}_ns"
-                got = sorted(self.devices, key=lambda d: d[field] or 0, reverse=descending)
-                self._sorted[(name, descending)] = got
-                return got
-            by_mac = self._sorted.get(("mac", False))
-            if by_mac is None:
-                by_mac = self._sorted[("mac", False)] = sorted(self.devices, key=lambda d: d["mac"])
-            if name == "mac":
-                got = by_mac if not descending else by_mac[::-1]
-            else:
-                value = self._value(name)
-                if value is None:                              # nobody has one
-                    got = by_mac
-                else:
-                    vals = list(map(value, by_mac))
-                    have = [i for i, v in enumerate(vals) if v is not None]
-                    have.sort(key=vals.__getitem__, reverse=descending)    # stable: ties stay in MAC order
-                    got = [by_mac[i] for i in have] + [d for d, v in zip(by_mac, vals) if v is None]
-            self._sorted[(name, descending)] = got
+            if got is None:
+                got = self._sorted[(name, descending)] = self.sort_rows(self.devices, name, descending)
             return got
 
     def text(self) -> dict:
@@ -406,19 +402,33 @@ class WebUI:
             limit = min(MAX_LIMIT, max(1, int(q.get("limit") or 100)))
         except ValueError:
             return _error(400, "offset and limit: expected whole numbers")
-        rows = idx.sorted(sort, order == "desc")
+        # filter first, then sort what is left (the unfiltered list is sorted once a snapshot)
+        rows = idx.devices
+        filtered = False
         cat, stage = q.get("category") or "", q.get("stage") or ""
         if cat:
-            rows = [d for d in rows if ("gateway" if d.get("gateway") else (d.get("category") or "undecided")) == cat]
+            filtered = True
+            if cat in ("gateway", "undecided"):
+                rows = [d for d in rows if ("gateway" if d.get("gateway") else
+                                            (d.get("category") or "undecided")) == cat]
+            else:                                              # gateways have no category
+                rows = [d for d in rows if d.get("category") == cat]
         if stage:
-            rows = [d for d in rows if (d.get("stage") or ("-" if d.get("gateway") else "learning")) == stage]
+            filtered = True
+            if stage in ("-", "learning"):
+                rows = [d for d in rows if (d.get("stage") or ("-" if d.get("gateway") else "learning")) == stage]
+            else:
+                rows = [d for d in rows if d.get("stage") == stage]
         if q.get("pinned") in ("1", "true", "yes"):
+            filtered = True
             rows = [d for d in rows if d["mac"] in idx.pins]
         text = (q.get("q") or "").strip().lower()
         if text:
+            filtered = True
             index = idx.text()
             for w in text.split():
                 rows = [d for d in rows if w in index[d["mac"]]]
+        rows = idx.sort_rows(rows, sort, order == "desc") if filtered else idx.sorted(sort, order == "desc")
         page = [idx.row(d) for d in rows[offset:offset + limit]]
         return _json(200, {"total": len(idx.devices), "matched": len(rows), "offset": offset, "limit": limit,
                            "sort": sort, "order": order, "rows": page, "facets": idx.facets(),
@@ -578,8 +588,10 @@ def _bearer(headers) -> str | None:
     return tok.strip()
 
 
-def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics=None) -> WebUI:
-    """The page as the app's configuration asks (pins need ``web_pins`` and a token file)."""
+def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics=None, vendor_of=no_vendor) -> WebUI:
+    """The page as the app's configuration asks (pins need ``web_pins`` and a token file).
+    ``vendor_of(mac)``: the vendor's name for a MAC (an OUI database), or None; without one the
+    page shows the OUI prefix alone."""
     tokens = None
     if cfg.web_pins:
         if not cfg.web_token_file:
@@ -595,7 +607,8 @@ def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics
         LOG.warning(_structured("pins_not_loopback", host=cfg.http_host,
                                 advice="tokens cross the network in clear text; put TLS in front"))
     return WebUI(view, inventory_path=cfg.inventory_db, policy_file=cfg.policy_file, pins=cfg.web_pins, tokens=tokens,
-                 inventory=inventory, reload=reload, traffic=traffic, metrics=metrics, loopback_only=loopback)
+                 inventory=inventory, reload=reload, traffic=traffic, metrics=metrics, vendor_of=vendor_of,
+                 loopback_only=loopback)
 
 
 __all__ = ["WebUI", "from_config", "rules_state", "installed_entries", "parse_explanation", "mac_to_str"]

@@ -420,6 +420,14 @@ def test_real_app_pin_is_applied_by_the_hot_reload_and_audited(web_app):
     app.wait(lambda: app.devices()[A]["enforced"] == "block", 10, "A blocked again")
     st_, audit = app.request("GET", "/api/audit")
     assert [a["op"] for a in audit] == ["release", "pin"]
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "classifier.cli", "devices", "--db", str(app.inventory), "--audit"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and len(lines) == 2, out
+    assert "alice" in lines[0] and A in lines[0] and "pinned category=plug" in lines[0]
+    assert "alice" in lines[1] and "released category=plug" in lines[1]
     # the browser's / goes to the page; the JSON endpoints stay read-only
     st_, _ = app.request("PUT", "/devices", {"x": 1})
     assert st_ == 405
