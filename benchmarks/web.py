@@ -218,7 +218,7 @@ def run(n: int, per_device: int, requests: int) -> dict:
     some = [d["mac"] for d in devices[:: max(1, n // 50)]]
     queries = {
         "list: last seen (the default)": "/api/devices",
-        "list: by category, page 50": "/api/devices?sort=category&offset=5000",
+        "list: by category, offset 5000": "/api/devices?sort=category&offset=5000",
         "list: filter 'camera', by vendor": "/api/devices?q=camera&sort=vendor",
         "list: plug+confirmed, by confidence": "/api/devices?category=plug&stage=confirmed&sort=confidence&order=desc",
     }
