@@ -39,6 +39,7 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.controller packet-ins
 	$(VENV)/bin/python -m benchmarks.controller memory
 	$(VENV)/bin/python -m benchmarks.flood --baseline-macs 20000
+	$(VENV)/bin/python -m benchmarks.web
 
 clean:
 	rm -rf $(VENV) build *.egg-info
