@@ -38,7 +38,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import urllib.request
 from pathlib import Path
 
 GOAL_MS = 100.0

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
-from classifier.capture.packets import mac_to_int, mac_to_str
+from classifier.capture.packets import mac_to_int
 
 from controller_app.intents import Table
 from controller_app.pins import PIN_CATEGORIES, PinError, PolicyEditor, Tokens, pin_from_request
@@ -298,7 +298,7 @@ class WebUI:
 
     def __init__(self, view, *, inventory_path: str | None = None, policy_file: str | None = None,
                  pins: bool = False, tokens: Tokens | None = None, inventory=None, reload=None, traffic=None,
-                 metrics=None, vendor_of=no_vendor, loopback_only: bool = True, apply_wait: float = 5.0):
+                 metrics=None, vendor_of=no_vendor, host_names=LOOPBACK_NAMES, apply_wait: float = 5.0):
         if pins and (tokens is None or policy_file is None):
             raise ValueError("pins need a token file and a policy file")
         self.view = view
@@ -312,7 +312,7 @@ class WebUI:
         self.traffic = traffic
         self.metrics = metrics
         self.vendor_of = vendor_of
-        self.loopback_only = loopback_only
+        self.host_names = None if host_names is None else tuple(h.lower() for h in host_names)
         self.apply_wait = apply_wait
         self._index: _Index | None = None
         self._index_lock = threading.Lock()
@@ -339,15 +339,15 @@ class WebUI:
 
     def _host_ok(self, headers) -> bool:
         """On loopback, only loopback host names (a page of another site that resolves its own
-        name to 127.0.0.1 cannot read or write here)."""
-        if not self.loopback_only:
+        name to 127.0.0.1 cannot read or write here). ``host_names`` None: any."""
+        if self.host_names is None:
             return True
         host = (headers.get("Host") or "").strip().lower()
         if host.startswith("["):
             name = host[:host.find("]") + 1]
         else:
             name = host.rsplit(":", 1)[0] if ":" in host else host
-        return name in LOOPBACK_NAMES
+        return name in self.host_names
 
     def handle(self, method: str, path: str, query: str, headers, read_body, client: str) -> Reply:
         """Answer one request for a path :meth:`handles`. ``read_body(n)`` reads the body."""
@@ -601,14 +601,15 @@ def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics
         if world_readable(cfg.web_token_file):
             LOG.warning(_structured("token_file_readable", file=cfg.web_token_file,
                                     advice="chmod 600: other users can read the operators' tokens"))
-    host = (cfg.http_host or "").strip("[]")
+    host = (cfg.http_host or "").strip("[]").lower()
     loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
     if cfg.web_pins and not loopback:
         LOG.warning(_structured("pins_not_loopback", host=cfg.http_host,
                                 advice="tokens cross the network in clear text; put TLS in front"))
     return WebUI(view, inventory_path=cfg.inventory_db, policy_file=cfg.policy_file, pins=cfg.web_pins, tokens=tokens,
                  inventory=inventory, reload=reload, traffic=traffic, metrics=metrics, vendor_of=vendor_of,
-                 loopback_only=loopback)
+                 host_names=LOOPBACK_NAMES + (host, f"[{host}]") if loopback else None)
 
 
-__all__ = ["WebUI", "from_config", "rules_state", "installed_entries", "parse_explanation", "mac_to_str"]
+__all__ = ["WebUI", "from_config", "device_records", "rules_state", "installed_entries", "parse_explanation",
+           "no_vendor"]

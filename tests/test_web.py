@@ -433,6 +433,19 @@ def test_real_app_pin_is_applied_by_the_hot_reload_and_audited(web_app):
     assert st_ == 405
 
 
+def test_real_app_pin_is_applied_without_the_file_watcher(web_app):
+    """With the policy file's watcher off (SIGHUP only), a pin still takes effect: the page asks
+    the event loop for the reload itself."""
+    from web_app import A
+    app = web_app(extra=("--policy-watch-interval", "0"))
+    app.populate()
+    st_, body = app.request("POST", f"/api/devices/{A}/pin", {"action": "{rate_limit_kbps: 99}"}, app.auth())
+    assert st_ == 200 and body["applied"], body
+    app.wait(lambda: app.devices()[A]["enforced"] == "rate_limit_kbps=99", 10, "the pinned action")
+    reloads = [json.loads(ln[ln.index("{"):]) for ln in app.text().splitlines() if '"event": "policy_' in ln]
+    assert [(e["event"], e["reason"]) for e in reloads] == [("policy_reloaded", "pin by alice")], reloads
+
+
 def test_real_app_refuses_pins_when_off_and_to_start_with_pins_but_no_tokens(web_app, tmp_path):
     import subprocess
     import sys
@@ -486,14 +499,14 @@ def test_every_metric_the_dashboard_queries_is_in_the_controllers_metrics(web_ap
     from controller_app.intents import CookieKind, Table, cookie
     app.sw.send(packet_in(b"\x01\x02", 2, cookie(CookieKind.MIRROR, mac_to_int(A)), int(Table.MIRROR), 60))
 
-    def samples():
+    def read_samples():
         out = {}
         for fam in text_string_to_metric_families(app.request("GET", "/metrics")[1]):
             for s in fam.samples:
                 out.setdefault(s.name, set()).update(s.labels)
         return out
     samples = app.wait(lambda: (lambda s: s if {"iot_policy_reloads_total", "iot_errors_total", "iot_pins_total"}
-                                <= set(s) else None)(samples()), 10, "a policy reload, a pin and an error counted")
+                                <= set(s) else None)(read_samples()), 10, "a policy reload, a pin and an error counted")
     used = set()
     for e in exprs:
         for name in re.findall(r"\b(iot_[a-z_]+)\b", e):
