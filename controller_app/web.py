@@ -78,8 +78,8 @@ def rules_state(dev, settings):
     the event loop: (MAC, policy switch, action, pool prefixes, LAN, rate meter id, mirror
     switch, mirror meter id, mirror max_len, mirror rate and burst). None when nothing is
     installed."""
-    if dev.policy_dpid is None and dev.mirror_dpid is None:
-        return None
+    if (dev.policy_dpid is None and dev.mirror_dpid is None) or dev.slot is None:
+        return None                   # a parked device holds nothing on any switch
     return (dev.mac, dev.policy_dpid, dev.policy_action, dev.policy_pools, dev.policy_lan, dev.rate_meter,
             dev.mirror_dpid, dev.mirror_meter, settings.mirror_max_len, settings.mirror_rate_pps,
             settings.mirror_burst)

@@ -35,12 +35,14 @@ if why_no_browser():
 
 from classifier.capture.packets import mac_to_int  # noqa: E402
 from classifier.shared import datasets_root  # noqa: E402
+from controller_app.intents import Table  # noqa: E402
 from controller_app.policy import Override, load_policy  # noqa: E402
 from topologies import ovs  # noqa: E402
 from topologies.replay import plan_capture, plan_synthetic  # noqa: E402
 from topologies.scenario import Scenario, policy_flows  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+BLOCK = f"goto_table:{int(Table.MIRROR)}"        # a blocked device's entries: to the mirror table, not forwarded
 
 SPEEDUP = 60.0
 HOME_CAPTURE = "home/training_2023-5-26_1_13_9.pcapng.gz"
@@ -165,7 +167,7 @@ def test_pin_a_category_from_the_device_page_changes_the_switch_and_the_policy_f
     assert cands, f"no decided, unblocked device to pin: {devs}"
     mac = sorted(cands, key=lambda m: (devs[m]["enforced"] != "allow", m))[0]
     before = switch_entries(site, mac)
-    assert before and not any(a == "goto_table:4" for _, _, a in before), before
+    assert before and not any(a == BLOCK for _, _, a in before), before
     b.get(site.base + "/ui/")
     b.wait(lambda d: mac in page_rows(b), what="the device's row")
     b.click(f'#devices tr[data-mac="{mac}"] a.mac')
@@ -188,7 +190,7 @@ def test_pin_a_category_from_the_device_page_changes_the_switch_and_the_policy_f
     t = time.monotonic()
     b.click("#pin-cat-btn")
     b.wait(lambda d: "pinned category=camera by e2e-operator; in force" in b.text("#pin-msg"), what="the pin")
-    blocked = wait_for(lambda: (lambda e: e if e and all(a == "goto_table:4" for _, _, a in e) else None)(
+    blocked = wait_for(lambda: (lambda e: e if e and all(a == BLOCK for _, _, a in e) else None)(
         switch_entries(site, mac)), 30, "the switch's block entries")
     pin_s = time.monotonic() - t
     assert {(t_, p) for t_, p, _ in blocked} == {(0, 100), (1, 100)}, blocked
@@ -196,7 +198,7 @@ def test_pin_a_category_from_the_device_page_changes_the_switch_and_the_policy_f
     assert site.policy_path.read_text() == POLICY.replace("overrides: {}", f'overrides: {{"{mac}": {{category: camera}}}}')
     b.wait(lambda d: b.text("#enforced") == "block", what="block on the page")
     b.wait(lambda d: "e2e-operator" in b.text("#audit tbody"), what="the pin history")
-    b.wait(lambda d: [r[4] for r in b.texts("#rules tbody tr")] == ["goto_table:4", "goto_table:4"],
+    b.wait(lambda d: [r[4] for r in b.texts("#rules tbody tr")] == [BLOCK, BLOCK],
            what="the block entries on the page")
     b.screenshot("e2e-04-device-pinned")
     assert site.controller.devices()[mac]["enforced"] == "block"

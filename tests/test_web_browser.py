@@ -12,6 +12,7 @@ import pytest
 
 from browser import browser  # noqa: F401  (fixture)
 from classifier.capture.packets import mac_to_int
+from controller_app.intents import Table
 from controller_app.policy import Override, load_policy
 from testing.fakeswitch import T_METER_MOD
 from web_app import A, B, C, GW, POLICY, WebApp
@@ -78,8 +79,8 @@ def test_operator_page_lists_devices_and_pins_a_category(app, browser):  # noqa:
     assert "camera" in b.text("#title") and "table says camera" in b.text("#history tbody")
     assert "5 packets" in b.text("#history tbody")
     entries = b.texts("#rules tbody tr")
-    assert [(e[1], e[2], e[4]) for e in entries] == [("0 POLICY_SRC", "100", "goto_table:4"),
-                                                    ("1 POLICY_DST", "100", "goto_table:4")]
+    block = f"goto_table:{int(Table.MIRROR)}"       # a blocked device's frames go to the mirror table only
+    assert [(e[1], e[2], e[4]) for e in entries] == [("0 POLICY_SRC", "100", block), ("1 POLICY_DST", "100", block)]
     b.wait(lambda d: len(b.css("#traffic svg polyline.tx")) == 1, what="the traffic plot")
     assert "from the device" in b.text("#traffic")
     assert "Read-only until you sign in" in b.text("#pin-note")
