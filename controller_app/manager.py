@@ -9,10 +9,22 @@ Ryu 4.34 (its last release) does not start on Python >= 3.10, and os-ken 4.x dro
 With no app named it runs ``controller_app``. Options come from oslo.config, as in Ryu: every
 flag is also a config-file key under ``[DEFAULT]`` (``ofp_tcp_listen_port = 6653``).
 
+The OpenFlow side (listener and switch connections) is :mod:`controller_app.ofconn` in place of
+os-ken's own (installed before the apps load; see that module for what it changes and why):
+handshake and idle timeouts, connection limits, a connected switch's datapath id not taken over
+by another connection while the switch answers, ``accept()`` errors survived, malformed messages
+counted and their logging rate-limited. Its options: ``--ofp-handshake-timeout``,
+``--ofp-echo-interval``, ``--ofp-idle-timeout``, ``--ofp-takeover-probe-timeout``,
+``--ofp-max-connections[-per-host]``, ``--ofp-max-handshakes[-per-host]``, ``--ofp-max-malformed``.
+TLS: os-ken's ``--ctl-privkey``, ``--ctl-cert``, ``--ca-certs``, ``--ofp-ssl-listen-port``
+(docs/deployment.md).
+
 Stopping: Ctrl-C (SIGINT) and SIGTERM close every app (the controller writes its inventory)
-and exit 0. SIGHUP asks apps that can (``request_policy_reload``) to reload their policy.
-os-ken's native hub runs switch connections on non-daemon threads blocked in ``recv`` that
-``hub.kill`` cannot stop, so after the apps are closed the process ends with ``os._exit``.
+and exit 0; if closing takes longer than ``CLOSE_TIMEOUT`` seconds the process exits 1 saying
+so. SIGHUP asks apps that can (``request_policy_reload``) to reload their policy. A failure the
+process cannot survive (the OpenFlow port cannot be bound, an app's event loop ended) exits 1
+with the reason. The process ends with ``os._exit``: os-ken may leave threads that no one can
+stop.
 """
 
 from __future__ import annotations
@@ -44,10 +56,12 @@ from os_ken.controller import controller  # noqa: E402,F401  (registers --ofp-* 
 from classifier import __version__  # noqa: E402
 
 from controller_app import config as app_config  # noqa: E402
+from controller_app import guard, ofconn  # noqa: E402
 
 LOG = logging.getLogger("ryu-manager")
 CONF = cfg.CONF
 DEFAULT_APP = "controller_app"
+CLOSE_TIMEOUT = 30.0
 
 
 def _register() -> None:
@@ -60,6 +74,30 @@ def _register() -> None:
         if opt.dest not in CONF:
             CONF.register_cli_opt(opt)
     app_config.register_opts(cfg, CONF, cli=True)
+    ofconn.register_opts(CONF, cli=True)
+
+
+def _harden_openflow(limits):
+    """The project's OpenFlow connection handling in place of os-ken's (controller_app.ofconn),
+    and for every app (the OpenFlow service included) an event loop that survives a failing
+    handler: os-ken's, on its thread hub, ends at the first exception without a word."""
+    OSKenApp._event_loop = _surviving_event_loop
+    return ofconn.install(limits)
+
+
+def _surviving_event_loop(self):
+    guard.run_event_loop(self)
+
+
+def _warn_if_exposed() -> None:
+    host = CONF.ofp_listen_host
+    tls = CONF.ctl_privkey is not None and CONF.ctl_cert is not None
+    if host in ("0.0.0.0", "::", "") and not (tls and CONF.ca_certs):
+        LOG.warning("OpenFlow listens on every address (--ofp-listen-host %s) %s: any host that reaches the "
+                    "port can connect as a switch. Listen on the switches' network only, firewall the port, "
+                    "or require switch certificates (--ctl-privkey, --ctl-cert, --ca-certs): "
+                    "see docs/deployment.md", host or "''",
+                    "with TLS but without --ca-certs" if tls else "without TLS")
 
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -92,6 +130,13 @@ def serve(argv: list[str] | None = None) -> int:
     CONF(args=sys.argv[1:] if argv is None else argv, prog="ryu-manager", project="iot-sdn-classifier",
          version=f"ryu-manager (iot-sdn-classifier {__version__}, os-ken {osken_version})")
     log.init_log()
+    try:
+        limits = ofconn.limits_from_conf(CONF)
+    except ValueError as exc:
+        LOG.error("ryu-manager: cannot start: %s", exc)
+        return 1
+    connections = _harden_openflow(limits)
+    _warn_if_exposed()
     apps = list(CONF.app_lists) + list(CONF.app) or [DEFAULT_APP]
     if CONF.pid_file:
         with open(CONF.pid_file, "w") as fh:
@@ -131,17 +176,43 @@ def serve(argv: list[str] | None = None) -> int:
             LOG.error("ryu-manager: cannot start: %s", exc)
             return 1
         while not stop.wait(0.5):
+            reason = guard.fatal_reason()
+            if reason:
+                LOG.error("ryu-manager: cannot go on: %s", reason)
+                status = 1
+                break
             if services and not any(t.is_alive() for t in services):
                 LOG.error("ryu-manager: the OpenFlow listener stopped (is the port in use?)")
                 status = 1
                 break
     finally:
+        if connections is not None:
+            for lst in list(connections.listeners):   # no new switches while closing
+                lst.stop()
+        status = _close(mgr) or status
+        if connections is not None:
+            connections.stop()
+    return status
+
+
+def _close(mgr: AppManager) -> int:
+    """Close every app (in a thread, so that a stuck close cannot hang the process)."""
+    failed = []
+
+    def run():
         try:
             mgr.close()
         except Exception:  # noqa: BLE001 - closing: log and exit anyway
             LOG.exception("closing the apps")
-            status = status or 1
-    return status
+            failed.append(1)
+
+    t = threading.Thread(target=run, name="close-apps", daemon=True)
+    t.start()
+    t.join(CLOSE_TIMEOUT)
+    if t.is_alive():
+        LOG.error("ryu-manager: closing the apps did not finish within %g s; exiting anyway", CLOSE_TIMEOUT)
+        return 1
+    return 1 if failed else 0
 
 
 def main() -> None:

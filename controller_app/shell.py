@@ -54,6 +54,7 @@ from classifier.capture.packets import mac_to_int, mac_to_str  # noqa: E402
 
 from controller_app import config as _config  # noqa: E402
 from controller_app import fastpath  # noqa: E402
+from controller_app import guard  # noqa: E402
 from controller_app import ofp  # noqa: E402
 from controller_app import web  # noqa: E402
 from controller_app.core import Core, PacketInBatch  # noqa: E402
@@ -133,12 +134,14 @@ class IotControllerShell(BaseApp):
             self.engine.resolver = self.pools
         self.resolver = SeenPoolResolver(pool_of=self.pools.resolve_cached_or_offline)
         self.metrics = Metrics()
+        guard.ERRORS.attach(self.metrics.errors)      # framework and connection errors count here too
         self.observer = Observer(self.metrics, self.cfg.inventory_db)
         self.traffic = TrafficHistory()
         self.observer.web = web.from_config(self.cfg, self.observer.view, inventory=self.inventory,
                                             reload=self.request_policy_reload, traffic=self.traffic,
                                             metrics=self.metrics)
         self._last_traffic = time.monotonic()
+        self._switch_error_log = guard.RateLimitedLog(LOG, burst=5, per=60.0)
         self.datapaths: dict = {}
         self._batch: list = []
         self._flush_requested = False
@@ -173,11 +176,17 @@ class IotControllerShell(BaseApp):
         self._publish()
         return t
 
+    def _event_loop(self):
+        # The framework's loop ends on the first failing handler under os-ken's thread hub
+        # (it takes every Exception for a stop request), silently; this one logs, counts
+        # (iot_errors_total{kind="handler"}) and goes on. See controller_app.guard.
+        guard.run_event_loop(self)
+
     def _ticker(self):
         while self._running and self.is_active:
             hub.sleep(self.cfg.flush_interval)
             if self._running and self.is_active:
-                self.send_event(self.name, EventTick())
+                guard.guarded("ticker", self.send_event, self.name, EventTick(), interval=1.0)
 
     def request_policy_reload(self, reason: str = "SIGHUP") -> None:
         """Ask the event loop to reload the policy (safe from a signal handler)."""
@@ -205,6 +214,7 @@ class IotControllerShell(BaseApp):
         except Exception:  # noqa: BLE001
             LOG.exception("writing the inventory at close")
         self.observer.stop()
+        guard.ERRORS.detach(self.metrics.errors)
         self.inventory.close()
         self.pools.close()
         LOG.info(_structured("shutdown", devices=len(self.core.devices)))
@@ -344,8 +354,10 @@ class IotControllerShell(BaseApp):
         dpid = msg.datapath.id
         self.core.switch_error(dpid or 0, msg.type, msg.code, time.time_ns())
         self.metrics.errors.labels("switch").inc()
-        LOG.error(_structured("switch_error", dpid=f"{dpid or 0:016x}", type=msg.type, code=msg.code,
-                              data=bytes(msg.data[:64]).hex() if msg.data else ""))
+        ok, held = self._switch_error_log.allow(dpid)      # every error counted; a few a minute logged
+        if ok:
+            LOG.error(_structured("switch_error", dpid=f"{dpid or 0:016x}", type=msg.type, code=msg.code,
+                                  data=bytes(msg.data[:64]).hex() if msg.data else "", suppressed=held))
 
     # ------------------------------------------------------------------ packet-ins: append, decode in batches
     #
@@ -473,6 +485,9 @@ class IotControllerShell(BaseApp):
                   "counters": snap["counters"], "policy": {"source": self.policy.source,
                                                            "digest": self.core.policy.digest},
                   "model": getattr(self.engine, "version", None), "time_scale": self.cfg.core.time_scale}
+        connections = _openflow_connections()
+        if connections is not None:
+            status["openflow"] = connections
         devices, rules = web.device_records(self.core, self.cfg.core)
         self.observer.publish(status, devices, self.core.policy.summary(), rules)
 
@@ -522,6 +537,11 @@ class IotControllerShell(BaseApp):
                                   problems=exc.problems, kept=self.core.policy.digest))
             self.metrics.policy_reloads.labels("rejected").inc()
             return
+        except Exception as exc:  # noqa: BLE001 - a loader failure keeps the policy in force, like a bad file
+            self.metrics.errors.labels("policy").inc()
+            LOG.error(_structured("policy_rejected", reason=reason, file=self.cfg.policy_file,
+                                  problems=[f"{type(exc).__name__}: {str(exc)[:300]}"], kept=self.core.policy.digest))
+            return
         if pol.digest == self.core.policy.digest:
             LOG.info(_structured("policy_unchanged", reason=reason, digest=pol.digest))
             self.metrics.policy_reloads.labels("unchanged").inc()
@@ -535,6 +555,14 @@ class IotControllerShell(BaseApp):
         self.metrics.policy_reloads.labels("applied").inc()
         self._run(intents)
         self._publish()
+
+
+def _openflow_connections():
+    """The connection registry's summary (``/status`` section ``openflow``) when the project's
+    ``ryu-manager`` runs the OpenFlow side (controller_app.ofconn); None otherwise."""
+    mod = sys.modules.get("controller_app.ofconn")
+    reg = mod.current() if mod is not None else None
+    return reg.status() if reg is not None else None
 
 
 __all__ = ["IotControllerShell", "FRAMEWORK"]

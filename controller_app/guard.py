@@ -1,0 +1,193 @@
+"""Keeping the controller alive: counted errors, rate-limited logs, event loops that survive
+their handlers, and one place to say why the process cannot go on.
+
+No framework import here: the shell uses it under os-ken and under Ryu, the manager and
+:mod:`controller_app.ofconn` (the OpenFlow connections) under os-ken.
+
+- :data:`ERRORS` counts errors by kind for the whole process. The app attaches its Prometheus
+  counter (``iot_errors_total{kind=...}``) to it; counts made before that are carried over.
+- :class:`RateLimitedLog` logs the first few lines of a kind and then at most a few a minute,
+  saying how many it held back, so that a switch sending garbage cannot fill the disk.
+- :func:`run_event_loop` is the app's event loop. os-ken's own loop re-raises what it takes for
+  a thread-stop request, and on its native (thread) hub that is *every* ``Exception``: one
+  failing handler ended the loop without a log line, and with it the app. Here a failing
+  handler is logged with its traceback (rate-limited), counted, and the loop goes on.
+- :func:`fatal` records a failure the process cannot survive (a dead event loop, a listener
+  that cannot bind); the manager exits non-zero with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter as _Counter
+
+LOG = logging.getLogger("controller_app.guard")
+
+
+class ErrorLedger:
+    """Thread-safe error counts by kind, mirrored into a Prometheus counter once attached."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: _Counter = _Counter()
+        self._sink = None
+
+    def count(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[kind] += n
+            sink = self._sink
+        if sink is not None:
+            try:
+                sink.labels(kind).inc(n)
+            except Exception:  # noqa: BLE001 - counting must never be the next failure
+                pass
+
+    def attach(self, counter) -> None:
+        """Mirror every count (past and future) into ``counter`` (a labelled Counter, label: kind)."""
+        with self._lock:
+            self._sink = counter
+            past = dict(self._counts)
+        for kind, n in past.items():
+            counter.labels(kind).inc(n)
+
+    def detach(self, counter) -> None:
+        with self._lock:
+            if self._sink is counter:
+                self._sink = None
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return dict(self._counts)
+
+
+ERRORS = ErrorLedger()
+
+
+class RateLimitedLog:
+    """Per key: the first ``burst`` lines, then one line per ``per / burst`` seconds (token
+    bucket); a line that follows suppressed ones says how many (``suppressed=N``)."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 5, per: float = 60.0, max_keys: int = 4096):
+        self.logger = logger
+        self.burst = max(1, int(burst))
+        self.rate = self.burst / float(per)
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._buckets: dict = {}          # key -> [tokens, last time, suppressed]
+
+    def allow(self, key) -> tuple[bool, int]:
+        """(may this line be logged, how many were suppressed before it)."""
+        now = time.monotonic()
+        with self._lock:
+            b = self._buckets.get(key)
+            if b is None:
+                if len(self._buckets) >= self.max_keys:     # bounded: forget the oldest keys
+                    for k in list(self._buckets)[: self.max_keys // 4]:
+                        del self._buckets[k]
+                b = self._buckets[key] = [float(self.burst), now, 0]
+            b[0] = min(float(self.burst), b[0] + (now - b[1]) * self.rate)
+            b[1] = now
+            if b[0] >= 1.0:
+                b[0] -= 1.0
+                held, b[2] = b[2], 0
+                return True, held
+            b[2] += 1
+            return False, 0
+
+    def log(self, level: int, key, msg: str, *args, exc_info=None) -> bool:
+        ok, held = self.allow(key)
+        if ok:
+            if held:
+                msg = msg + " (%d similar lines suppressed)"
+                args = (*args, held)
+            self.logger.log(level, msg, *args, exc_info=exc_info)
+        return ok
+
+    def forget(self, key) -> None:
+        with self._lock:
+            self._buckets.pop(key, None)
+
+
+_fatal_lock = threading.Lock()
+_fatal: list[str] = []
+
+
+def fatal(reason: str) -> None:
+    """Record a failure the process cannot survive; the manager exits non-zero with it."""
+    with _fatal_lock:
+        _fatal.append(reason)
+    LOG.critical("cannot go on: %s", reason)
+
+
+def fatal_reason() -> str | None:
+    with _fatal_lock:
+        return "; ".join(_fatal) if _fatal else None
+
+
+_handler_log = RateLimitedLog(LOG, burst=5, per=60.0)
+
+
+def run_event_loop(app, on_error=None) -> None:
+    """An os-ken/Ryu app's event loop (``OSKenApp._event_loop``) that survives its handlers.
+
+    Same contract as the framework's: runs until ``app.is_active`` is false and the queue is
+    empty; the framework's stop event wakes it. A handler raising an ``Exception`` is logged
+    (first few with a traceback, then rate-limited), counted as ``handler`` in :data:`ERRORS`
+    and passed to ``on_error(handler_name, event, exc)``; the next handler and event go on.
+    Anything else (``SystemExit``, ``KeyboardInterrupt``, a green thread's kill) ends the loop;
+    if the app was still active that is recorded with :func:`fatal`."""
+    stop = getattr(app, "_event_stop", None)
+    try:
+        while app.is_active or not app.events.empty():
+            ev, state = app.events.get()
+            app._events_sem.release()
+            if ev is stop:
+                continue
+            for handler in app.get_handlers(ev, state):
+                try:
+                    handler(ev)
+                except Exception as exc:  # noqa: BLE001 - the whole point: log, count, go on
+                    name = getattr(handler, "__name__", repr(handler))
+                    ERRORS.count("handler")
+                    _handler_log.log(logging.ERROR, ("handler", name, type(exc).__name__),
+                                     "%s: handler %s failed on %s: %s: %s (the event loop goes on)",
+                                     app.name, name, type(ev).__name__, type(exc).__name__, _short(exc),
+                                     exc_info=exc)
+                    if on_error is not None:
+                        try:
+                            on_error(name, ev, exc)
+                        except Exception:  # noqa: BLE001
+                            pass
+    except BaseException as exc:
+        if app.is_active:
+            fatal(f"the event loop of {app.name} stopped: {type(exc).__name__}: {_short(exc)}")
+        raise
+    if app.is_active:  # pragma: no cover - the loop only ends when the app is stopped
+        fatal(f"the event loop of {app.name} stopped")
+
+
+def guarded(kind: str, fn, *args, interval: float = 0.0, log: RateLimitedLog | None = None):
+    """Call ``fn(*args)``; an ``Exception`` is logged (rate-limited), counted as ``kind`` and
+    swallowed. For the body of a background loop, so that one failed round is not the last."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001
+        ERRORS.count(kind)
+        (log or _handler_log).log(logging.ERROR, (kind, type(exc).__name__), "%s failed: %s: %s (retrying)",
+                                  kind, type(exc).__name__, _short(exc), exc_info=exc)
+        if interval:
+            time.sleep(interval)
+        return None
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not break the report
+        text = "?"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+__all__ = ["ERRORS", "ErrorLedger", "RateLimitedLog", "fatal", "fatal_reason", "guarded", "run_event_loop"]
