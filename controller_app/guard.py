@@ -96,6 +96,17 @@ class RateLimitedLog:
             b[2] += 1
             return False, 0
 
+    def allow_each(self, *keys) -> tuple[bool, int]:
+        """Like :meth:`allow`, for a line counted under several keys (say, one peer and all
+        peers): logged only if every key has room."""
+        held = 0
+        for key in keys:
+            ok, h = self.allow(key)
+            if not ok:
+                return False, 0
+            held += h
+        return True, held
+
     def log(self, level: int, key, msg: str, *args, exc_info=None) -> bool:
         ok, held = self.allow(key)
         if ok:

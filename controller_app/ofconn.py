@@ -132,8 +132,8 @@ def limits_from_conf(conf) -> Limits:
     return lim
 
 
-def _event(kind: str, **fields) -> str:
-    return json.dumps({"event": kind, **fields}, default=str)
+def _event(event: str, /, **fields) -> str:
+    return json.dumps({"event": event, **fields}, default=str)
 
 
 def _dpid(v) -> str:
@@ -184,15 +184,15 @@ class Connections:
         if error:
             ERRORS.count(f"openflow_{kind}")
 
-    def note(self, level: int, key, kind: str, **fields) -> None:
+    def note(self, level: int, key, event: str, /, **fields) -> None:
         """A rate-limited structured log line: per ``key`` (e.g. the peer's address) and overall."""
-        ok, held = self.log.allow((kind, key))
+        ok, held = self.log.allow((event, key))
         if ok:
-            ok2, held2 = self.log_all.allow(kind)
+            ok2, held2 = self.log_all.allow(event)
             if ok2:
                 if held or held2:
                     fields["suppressed"] = held + held2
-                LOG.log(level, _event(kind, **fields))
+                LOG.log(level, _event(event, **fields))
 
     # -------------------------------------------------------------- admission
 
@@ -413,6 +413,7 @@ class GuardedDatapath(of_controller.Datapath):
         self._xid_lock = threading.Lock()
         self._echo_waiters: dict = {}
         self._malformed = [time.monotonic(), 0]
+        self._rx = bytearray()
         super().__init__(sock, address)
         self.send_q = None          # os-ken's queue is not used (see send); None tells its helpers so
         self.socket.settimeout(max(0.5, min(CONF.socket_timeout or 5.0, self.limits.send_timeout)))
@@ -568,7 +569,6 @@ class GuardedDatapath(of_controller.Datapath):
             self.is_active = False
 
     def _recv_loop(self):
-        buf = bytearray()
         sock = self.socket
         while not self.closing:
             try:
@@ -580,18 +580,26 @@ class GuardedDatapath(of_controller.Datapath):
             if not chunk:
                 break
             self.last_rx = time.monotonic()
-            buf += chunk
-            while len(buf) >= 8 and not self.closing:
-                version, msg_type, msg_len, xid = HEADER.unpack_from(buf)
-                if msg_len < 8:
-                    self.malformed("bad_length", version, msg_type, msg_len, f"length {msg_len} < 8: stream lost")
-                    self.abort("unframeable message")
-                    return
-                if len(buf) < msg_len:
-                    break
-                raw = buf[:msg_len]
-                del buf[:msg_len]
-                self.dispatch(version, msg_type, msg_len, xid, raw)
+            self.feed(chunk)
+
+    def feed(self, chunk) -> None:
+        """Bytes from the switch: every complete message is dispatched, a partial one kept
+        (at most one message, < 64 KiB, since the length field has 16 bits). A length under
+        the header's 8 bytes cannot be framed: the connection is closed."""
+        buf = self._rx
+        buf += chunk
+        while len(buf) >= 8 and not self.closing:
+            version, msg_type, msg_len, xid = HEADER.unpack_from(buf)
+            if msg_len < 8:
+                self.malformed("bad_length", version, msg_type, msg_len, f"length {msg_len} < 8: stream lost")
+                self.abort("unframeable message")
+                buf.clear()
+                return
+            if len(buf) < msg_len:
+                return
+            raw = buf[:msg_len]
+            del buf[:msg_len]
+            self.dispatch(version, msg_type, msg_len, xid, raw)
 
     def dispatch(self, version: int, msg_type: int, msg_len: int, xid: int, raw) -> None:
         """One framed message: parse it, hand its event to the observers and to the handlers
@@ -608,6 +616,26 @@ class GuardedDatapath(of_controller.Datapath):
         if isinstance(table, dict) and msg_type not in table:
             self.malformed("type", version, msg_type, msg_len, f"unknown message type {msg_type}")
             return
+        brick = self.ofp_brick
+        state = self.state
+        # Parse only what some handler listens for in this state: os-ken's parsers of several
+        # replies no app here asks for (flow, group, meter statistics...) loop for ever on a
+        # zero length field, as its hello parser does on a zero-length element (checked below).
+        try:
+            cls = _message_class(table, msg_type, raw) if isinstance(table, dict) else None
+            ev_cls = ofp_event._OFP_MSG_EVENTS.get("Event" + cls.__name__) if cls is not None else None
+            unwanted = cls is not None and brick is not None and (ev_cls is None or
+                                                                   not _listened(brick, ev_cls, state))
+        except Exception:  # noqa: BLE001 - cannot tell (handlers changing): parse it
+            unwanted = False
+        if unwanted:
+            self.registry.count("ignored", error=False)
+            return
+        if msg_type == OFPT_HELLO and version >= 4:
+            bad = _bad_hello(raw, msg_len)
+            if bad:
+                self.malformed("hello", version, msg_type, msg_len, bad)
+                return
         try:
             msg = vparser(self, version, msg_type, msg_len, xid, raw)
             ev = ofp_event.ofp_msg_to_ev(msg) if msg is not None else None
@@ -617,10 +645,8 @@ class GuardedDatapath(of_controller.Datapath):
         if ev is None:
             self.malformed("parse", version, msg_type, msg_len, "no message")
             return
-        brick = self.ofp_brick
         if brick is None:
             return
-        state = self.state
         try:
             brick.send_event_to_observers(ev, state)
         except Exception as exc:  # noqa: BLE001
@@ -635,7 +661,7 @@ class GuardedDatapath(of_controller.Datapath):
         reg = self.registry
         reg.count("malformed")
         reg.note(logging.WARNING, self.address[0] if self.address else "?", "of_malformed", peer=_peer(self),
-                 dpid=_dpid(self.id), kind=kind, version=version, type=msg_type, length=msg_len, detail=detail)
+                 dpid=_dpid(self.id), problem=kind, version=version, type=msg_type, length=msg_len, detail=detail)
         now = time.monotonic()
         w = self._malformed
         if now - w[0] > 10.0:
@@ -652,9 +678,46 @@ class GuardedDatapath(of_controller.Datapath):
         reg.count("handler")
         ok, held = reg.log.allow(("handler", name, type(exc).__name__))
         if ok:
-            LOG.error(_event("of_handler_error", handler=name, event=type(ev).__name__, peer=_peer(self),
+            LOG.error(_event("of_handler_error", handler=name, on=type(ev).__name__, peer=_peer(self),
                              dpid=_dpid(self.id), error=f"{type(exc).__name__}: {str(exc)[:300]}",
                              suppressed=held), exc_info=exc)
+
+
+def _message_class(table: dict, msg_type: int, raw):
+    """The message class os-ken's parser would build for this message (None: cannot tell)."""
+    fn = table.get(msg_type)
+    cls = getattr(fn, "__self__", None)
+    if cls is None:
+        return None
+    stats = getattr(cls, "_STATS_MSG_TYPES", None)
+    if stats is not None and len(raw) >= 10:                  # multipart: the body's type decides
+        return stats.get(struct.unpack_from("!H", raw, 8)[0])
+    return cls
+
+
+def _listened(brick, ev_cls, state) -> bool:
+    """Does a handler of the OpenFlow service, or an observing app, take this event in this state?"""
+    for h in brick.event_handlers.get(ev_cls, ()):
+        caller = (getattr(h, "callers", None) or {}).get(ev_cls)
+        if caller is not None and state in caller.dispatchers:
+            return True
+    for states in brick.observers.get(ev_cls, {}).values():
+        if not states or state in states:
+            return True
+    return False
+
+
+def _bad_hello(raw, msg_len: int) -> str | None:
+    """Hello elements (OpenFlow 1.3+): each at least its 4-byte header, all within the message."""
+    off = 8
+    while off < msg_len:
+        if off + 4 > msg_len:
+            return f"hello element header cut at byte {off}"
+        etype, elen = struct.unpack_from("!HH", raw, off)
+        if elen < 4 or off + elen > msg_len:
+            return f"hello element at byte {off}: length {elen}"
+        off += elen
+    return None
 
 
 def _wants(handler, ev, state) -> bool:
@@ -873,7 +936,34 @@ def install(limits: Limits | None = None) -> Connections:
     _REGISTRY = Connections(limits)
     ofp_handler.OpenFlowController = GuardedOpenFlowController
     _quiet_framework_logs()
+    _lighter_error_handler()
     return _REGISTRY
+
+
+def _lighter_error_handler() -> None:
+    """os-ken's handler of switch error messages formats a hex dump of the whole message for a
+    debug line before it knows whether debug lines are wanted: about 8 ms per 64 KiB error
+    message, which a peer can send as fast as it likes. In its place: the same lines when
+    debug logging is on; otherwise only its one warning (short data), rate-limited."""
+    from os_ken.controller.handler import set_ev_handler
+
+    cls = ofp_handler.OFPHandler
+    original = getattr(cls.error_msg_handler, "__wrapped__", cls.error_msg_handler)
+    dispatchers = [HANDSHAKE_DISPATCHER, CONFIG_DISPATCHER, MAIN_DISPATCHER]
+
+    def error_msg_handler(self, ev):
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return original(self, ev)
+        msg = ev.msg
+        ofp = msg.datapath.ofproto
+        if msg.type not in (ofp.OFPET_HELLO_FAILED, ofp.OFPET_EXPERIMENTER) and len(msg.data) < ofp.OFP_HEADER_SIZE:
+            self.logger.warning("error message from %s: its data field is shorter than an OpenFlow header "
+                                "(the specification asks for at least 64 bytes of the failed request)",
+                                msg.datapath.address)
+        return None
+
+    error_msg_handler.__wrapped__ = original
+    cls.error_msg_handler = set_ev_handler(ofp_event.EventOFPErrorMsg, dispatchers)(error_msg_handler)
 
 
 class _RateLimitFilter(logging.Filter):

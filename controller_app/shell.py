@@ -354,7 +354,7 @@ class IotControllerShell(BaseApp):
         dpid = msg.datapath.id
         self.core.switch_error(dpid or 0, msg.type, msg.code, time.time_ns())
         self.metrics.errors.labels("switch").inc()
-        ok, held = self._switch_error_log.allow(dpid)      # every error counted; a few a minute logged
+        ok, held = self._switch_error_log.allow_each(dpid, "all")   # all counted; a few a minute logged
         if ok:
             LOG.error(_structured("switch_error", dpid=f"{dpid or 0:016x}", type=msg.type, code=msg.code,
                                   data=bytes(msg.data[:64]).hex() if msg.data else "", suppressed=held))
@@ -374,7 +374,10 @@ class IotControllerShell(BaseApp):
         msg = ev.msg
         in_port = getattr(msg, "in_port", None)
         if in_port is None:
-            in_port = msg.match.get("in_port", 0)
+            try:
+                in_port = msg.match.get("in_port", 0)
+            except Exception:  # noqa: BLE001 - a match the parser cannot read: port 0, counted as unknown
+                in_port = 0
         batch = self._batch
         batch.append((msg.datapath.id, in_port, msg.cookie, msg.total_len, time.time_ns(), msg.data))
         if len(batch) >= self.cfg.batch_size:

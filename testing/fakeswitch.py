@@ -5,7 +5,9 @@ answers echo and barrier requests, records every message the controller sends (f
 parsed with os-ken's own parser, meter-mods and packet-outs decoded), and sends packet-ins —
 one at a time or as a pre-built burst for load generation. Flow-stats requests are answered
 when ``flow_stats`` is set: a function of the request (table, cookie, cookie mask) returning
-entries (table, cookie, packets, bytes, duration in seconds).
+entries (table, cookie, packets, bytes, duration in seconds). ``tls`` (an ``ssl.SSLContext``)
+makes it connect over TLS; ``answer_echo = False`` makes it stop answering echo requests (a
+switch that hangs without closing its connection).
 """
 
 from __future__ import annotations
@@ -72,8 +74,11 @@ class Received:
 
 
 class FakeSwitch:
-    def __init__(self, host: str, port: int, dpid: int = 1, ports=(1, 2, 3), connect_timeout: float = 20.0):
+    def __init__(self, host: str, port: int, dpid: int = 1, ports=(1, 2, 3), connect_timeout: float = 20.0,
+                 tls=None):
         self.dpid = dpid
+        self.answer_echo = True
+        self.echo_requests = 0
         self.ports = list(ports)
         self.received: list[Received] = []
         self.cond = threading.Condition()
@@ -91,6 +96,8 @@ class FakeSwitch:
                     raise
                 time.sleep(0.1)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=None)
         self.sock.settimeout(None)
         self._send_lock = threading.Lock()
         self.send(header(T_HELLO, 8, 1))
@@ -129,7 +136,9 @@ class FakeSwitch:
     def _handle(self, typ: int, xid: int, raw: bytes) -> None:
         parsed = None
         if typ == T_ECHO_REQUEST:
-            self.send(header(T_ECHO_REPLY, len(raw), xid) + raw[8:])
+            self.echo_requests += 1
+            if self.answer_echo:
+                self.send(header(T_ECHO_REPLY, len(raw), xid) + raw[8:])
         elif typ == T_FEATURES_REQUEST:
             body = struct.pack("!QIBB2xII", self.dpid, 0, 254, 0, 0x4F, 0)
             self.send(header(T_FEATURES_REPLY, 8 + len(body), xid) + body)

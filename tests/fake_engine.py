@@ -40,3 +40,37 @@ def make(path=None):
     n = int(spec.pop("min_packets", 1))
     delay = float(spec.pop("delay", 0.0))
     return TableEngine(spec, n, delay)
+
+
+class _Poison:
+    """A confidence that fails whatever the app does with it, as a buggy engine's answer might."""
+
+    def _fail(self, *args):
+        raise RecursionError("maximum recursion depth exceeded (injected by the test engine)")
+
+    __float__ = __lt__ = __le__ = __gt__ = __ge__ = __round__ = __format__ = _fail
+
+    def __repr__(self):
+        return "<poison>"
+
+
+class PoisonEngine(TableEngine):
+    """Decides like :class:`TableEngine`; for the MACs under ``"poison"`` it answers a decision
+    whose confidence raises RecursionError when used: an exception inside the app's handler."""
+
+    def __init__(self, table: dict, min_packets: int, poison):
+        super().__init__(table, min_packets)
+        self.poison = {mac_to_int(m) for m in poison}
+
+    def decide(self, pk, mac, now_ns=None):
+        if mac in self.poison and len(pk) >= self.min_packets:
+            return Decision("camera", _Poison(), "confirmed", self.version, "poisoned", {"packets": len(pk)})
+        return super().decide(pk, mac, now_ns)
+
+
+def make_poisoned(path):
+    with open(path) as fh:
+        spec = json.load(fh)
+    n = int(spec.pop("min_packets", 1))
+    poison = spec.pop("poison", [])
+    return PoisonEngine(spec, n, poison)
