@@ -226,6 +226,8 @@ class Connections:
                 c.ready = True
                 self._handshaking -= 1
                 self._hs_per_host[c.host] -= 1
+                if self._hs_per_host[c.host] <= 0:
+                    del self._hs_per_host[c.host]
 
     def leave(self, c: Conn) -> None:
         with self._lock:
@@ -426,6 +428,10 @@ class GuardedDatapath(of_controller.Datapath):
         if self.__dict__.get("closing") and state != DEAD_DISPATCHER:
             return                                   # closing: no more "up" announcements
         if state == MAIN_DISPATCHER and "registry" in self.__dict__:
+            if self.id is None:
+                self.malformed("handshake", self.ofproto.OFP_VERSION, 0, 0, "ready without a features reply")
+                self.abort("no datapath id")
+                return
             if not self.registry.claim(self):
                 self.abort("datapath id held by a live switch")
                 return

@@ -65,7 +65,6 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
 
-import pytest  # noqa: E402
 
 import struct  # noqa: E402
 

@@ -7,7 +7,7 @@ the real app (``ryu-manager controller_app``) against fake switches over TCP and
   opened and closed leave no thread behind; connection limits; ``accept()`` failing for lack of
   file descriptors is survived;
 - an exception inside an event handler is logged, counted, and the app goes on;
-- a port in use ends the process with status 1 and the reason;
+- a port in use, or TLS files that cannot be read, end the process with status 1 and the reason;
 - TLS with switch certificates: a switch with a certificate from the right CA is served, one
   without is refused and counted.
 """
@@ -17,23 +17,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import resource
-import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from controller_app import guard
 from controller_app.intents import Table
 from testing.fakeswitch import T_FLOW_MOD, FakeSwitch, header
+from testing.pki import client_context, have_openssl, make_pki
 from test_controller_app import A, ROOT, App, flow_mods, fm_match, free_port, learn, mirror
 
 B = "02:00:00:00:00:0b"
@@ -129,8 +126,7 @@ def test_impostor_is_refused_and_a_dead_switch_is_replaced(apps):
     # the real switch keeps its place: a new device there gets its rules, the switch stays listed
     learn(real, B, 2)
     real.wait_for(lambda r: host_rule_for(real, B))
-    st = app.get("/status")
-    assert st["switches"] == ["000000000000abcd"] and st["openflow"]["counts"]["takeover"] == 1
+    app.wait_status(lambda s: s["switches"] == ["000000000000abcd"] and s["openflow"]["counts"].get("takeover") == 1)
     real.echo(timeout=10)
     assert not real.closed
 
@@ -186,7 +182,7 @@ def test_1500_idle_connections_leave_no_thread_behind(apps):
     assert held_threads >= before_threads + n          # they were all held (two threads each)
     assert after_threads <= before_threads
     assert new_device_s < 5 and new_switch_s < 5
-    assert app.get("/status")["openflow"]["connections"] == 2
+    app.wait_status(lambda s: s["openflow"]["connections"] == 2 and s["openflow"]["handshaking"] == 0)
     sw.close()
     sw2.close()
     assert app.stop() == 0
@@ -203,7 +199,7 @@ def test_timeouts_limits_and_running_out_of_file_descriptors(apps):
     hello_only.sendall(header(0, 8, 1))
     t0 = time.monotonic()
     assert closed_by_peer(mute, 5) and closed_by_peer(hello_only, 5)
-    assert time.monotonic() - t0 < 4
+    assert time.monotonic() - t0 < 8
     wait(lambda: metric(app, "iot_errors_total", kind="openflow_handshake_timeout") == 2, 5,
          "two handshake timeouts counted")
 
@@ -211,8 +207,8 @@ def test_timeouts_limits_and_running_out_of_file_descriptors(apps):
     hung = ready_switch(app, 0x62)
     hung.answer_echo = False
     hung_t0 = time.monotonic()
-    wait(lambda: hung.closed, 6, "the hung switch closed by the controller")
-    assert hung.echo_requests >= 1 and time.monotonic() - hung_t0 < 5
+    wait(lambda: hung.closed, 10, "the hung switch closed by the controller")
+    assert hung.echo_requests >= 1 and time.monotonic() - hung_t0 < 8
     wait(lambda: '"event": "switch_down", "dpid": "0000000000000062"' in app.text(), 5, "switch_down logged")
     assert metric(app, "iot_errors_total", kind="openflow_idle_timeout") == 1.0
     assert not sw.closed                                    # the healthy switch answers its echoes and stays
@@ -224,7 +220,7 @@ def test_timeouts_limits_and_running_out_of_file_descriptors(apps):
         flood.append(socket.create_connection(("127.0.0.1", app.of_port)))
     wait(lambda: metric(app, "iot_errors_total", kind="openflow_refused") >= 300 - 64, 10, "refusals counted")
     peak = proc_status(pid, "Threads")
-    assert peak <= before + 2 * 64 + 4, (before, peak)
+    assert peak <= before + 2 * 64 + 16, (before, peak)          # 64 in handshake at a time, two threads each
     for s in flood:
         s.close()
     refused_lines = app.text().count('"event": "of_connection_refused"')
@@ -331,22 +327,32 @@ def test_event_loop_survives_handlers_in_process():
     assert guard.fatal_reason() is None
 
 
-def test_port_in_use_exits_1_with_the_reason(tmp_path):
+def test_port_in_use_or_unreadable_tls_files_exit_1_with_the_reason(tmp_path):
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
+
+    def run(port, *extra):
+        return subprocess.run([sys.executable, "-m", "controller_app.manager", "--ofp-tcp-listen-port", str(port),
+                               "--ofp-listen-host", "127.0.0.1", "--engine", "fake_engine:make", "--http-port", "-1",
+                               "--inventory-db", str(tmp_path / "i.sqlite"), *extra], capture_output=True, text=True,
+                              cwd=ROOT, env=env, timeout=120)
+
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen(1)
     port = holder.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
     try:
-        r = subprocess.run([sys.executable, "-m", "controller_app.manager", "--ofp-tcp-listen-port", str(port),
-                            "--ofp-listen-host", "127.0.0.1", "--engine", "fake_engine:make", "--http-port", "-1",
-                            "--inventory-db", str(tmp_path / "i.sqlite")], capture_output=True, text=True, cwd=ROOT,
-                           env=env, timeout=120)
+        r = run(port)
     finally:
         holder.close()
     assert r.returncode == 1
     assert f"cannot go on: cannot listen for OpenFlow on 127.0.0.1:{port}" in r.stderr
     assert "Address already in use" in r.stderr
+
+    missing = tmp_path / "no-such-key.pem"
+    r = run(free_port(), "--ofp-ssl-listen-port", str(free_port()), "--ctl-privkey", str(missing),
+            "--ctl-cert", str(missing))
+    assert r.returncode == 1
+    assert "cannot go on: TLS for OpenFlow: cannot load --ctl-cert" in r.stderr and str(missing) in r.stderr
 
 
 def test_rate_limited_log_and_limits_from_conf():
@@ -385,33 +391,7 @@ def test_rate_limited_log_and_limits_from_conf():
 # ---------------------------------------------------------------------------- TLS (no Open vSwitch needed)
 
 
-def make_pki(d: Path, name: str = "ca") -> dict:
-    """A CA, a controller certificate and a switch certificate, made with the openssl command."""
-    def run(*args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-    d.mkdir(parents=True, exist_ok=True)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=test {name}",
-        "-keyout", f"{name}-key.pem", "-out", f"{name}-cert.pem")
-    out = {"ca": d / f"{name}-cert.pem"}
-    for who in ("controller", "switch"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}", "-keyout", f"{who}-key.pem",
-            "-out", f"{who}.csr")
-        run("x509", "-req", "-in", f"{who}.csr", "-CA", f"{name}-cert.pem", "-CAkey", f"{name}-key.pem",
-            "-CAcreateserial", "-days", "2", "-out", f"{who}-cert.pem")
-        out[who] = (d / f"{who}-cert.pem", d / f"{who}-key.pem")
-    return out
-
-
-def client_context(pki: dict, with_cert: bool = True) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.load_verify_locations(pki["ca"])
-    if with_cert:
-        ctx.load_cert_chain(*pki["switch"])
-    return ctx
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="TLS test needs the openssl command (Debian: openssl)")
+@pytest.mark.skipif(not have_openssl(), reason="TLS test needs the openssl command (Debian: openssl)")
 def test_tls_with_switch_certificates(apps, tmp_path):
     pki = make_pki(tmp_path / "pki")
     other = make_pki(tmp_path / "other", "rogue")
@@ -419,14 +399,14 @@ def test_tls_with_switch_certificates(apps, tmp_path):
     app = apps("--ofp-ssl-listen-port", str(port), "--ctl-privkey", str(pki["controller"][1]),
                "--ctl-cert", str(pki["controller"][0]), "--ca-certs", str(pki["ca"]))
     app.of_port = port
-    sw = FakeSwitch("127.0.0.1", port, dpid=0x81, ports=[1, 2], tls=client_context(pki))
+    sw = FakeSwitch("127.0.0.1", port, dpid=0x81, ports=[1, 2], tls=client_context(pki["ca"], pki["switch"]))
     sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
     learn(sw, A, 1)
     sw.wait_for(lambda r: host_rule_for(sw, A))
     assert '"tls": true, "client_certificates": true' in app.text()
 
     # no client certificate, then one from another CA: the TLS handshake fails, nothing is served
-    for ctx in (client_context(pki, with_cert=False), client_context(dict(other, ca=pki["ca"]))):
+    for ctx in (client_context(pki["ca"], None), client_context(pki["ca"], other["switch"])):
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         try:
             tls = ctx.wrap_socket(raw)
@@ -437,6 +417,6 @@ def test_tls_with_switch_certificates(apps, tmp_path):
         finally:
             raw.close()
     wait(lambda: metric(app, "iot_errors_total", kind="openflow_tls") == 2, 10, "two refused TLS handshakes counted")
-    assert app.get("/status")["switches"] == ["0000000000000081"]
+    app.wait_status(lambda s: s["switches"] == ["0000000000000081"])
     sw.close()
     assert app.stop() == 0
