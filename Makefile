@@ -40,6 +40,7 @@ bench: install
 	$(VENV)/bin/python -m benchmarks.controller memory
 	$(VENV)/bin/python -m benchmarks.flood --baseline-macs 20000
 	$(VENV)/bin/python -m benchmarks.web
+	$(VENV)/bin/python -m benchmarks.ofconn
 
 clean:
 	rm -rf $(VENV) build *.egg-info

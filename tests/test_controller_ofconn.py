@@ -326,6 +326,30 @@ def test_event_loop_survives_handlers_in_process():
     assert any("RecursionError" in m for m in failures) and any("ValueError: bad value" in m for m in failures)
     assert guard.fatal_reason() is None
 
+    # what no handler may swallow (here KeyboardInterrupt) ends the loop: recorded as fatal,
+    # which makes ryu-manager exit 1 with the reason
+    seen.clear()
+    app2 = Probe()
+    handler.register_instance(app2)
+
+    class Stop(event.EventBase):
+        pass
+
+    def interrupt(ev):
+        raise KeyboardInterrupt("injected")
+    app2.register_handler(Stop, interrupt)
+    try:
+        app2.start()
+        app2._send_event(Stop(), None)
+        wait(lambda: guard.fatal_reason() is not None, 10, "the fatal failure recorded")
+        assert "the event loop of Probe stopped: KeyboardInterrupt: injected" in guard.fatal_reason()
+        app2.threads[0].join(10)
+        assert not app2.threads[0].is_alive()
+    finally:
+        app2.is_active = False
+        with guard._fatal_lock:
+            guard._fatal.clear()
+
 
 def test_port_in_use_or_unreadable_tls_files_exit_1_with_the_reason(tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
