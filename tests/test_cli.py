@@ -1,4 +1,4 @@
-"""The iotclass command line: inspect, features, bench."""
+"""The iotclass command line: inspect, features, bench; the installed command adds the controller's."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import json
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from classifier.cli import main
 from classifier.features.segments import PAPER_FEATURES
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args) -> subprocess.CompletedProcess:
@@ -73,8 +77,31 @@ def test_features_rejects_bad_output_and_interval(synth_capture, tmp_path):
 
 def test_bench_json(synth_capture):
     path, _, _ = synth_capture
-    proc = run("bench", path, "--json", "--scapy-sample", "200", "--repeat", "1")
+    proc = run("bench", path, "--json", "--repeat", "1")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert {"packets", "project_pps", "project_features_pps"} <= set(r)
+    assert r["packets"] > 1000 and r["project_pps"] > 0 and r["project_features_pps"] > 0
+
+
+def test_parsing_benchmark_compares_with_dpkt_and_scapy(synth_capture):
+    """The comparison with other parsers stays in the source tree (benchmarks/, not installed)."""
+    path, _, _ = synth_capture
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.parsing", str(path), "--json", "--scapy-sample", "200",
+                           "--repeat", "1"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert {"packets", "project_pps", "dpkt_pps", "scapy_pps"} <= set(r)
     assert r["packets"] > 1000 and r["project_pps"] > 0 and r["dpkt_pps"] > 0 and r["scapy_pps"] > 0
+
+
+def test_installed_command_adds_the_controller_commands():
+    """``iotclass`` (controller_app.cli) is the classifier's parser plus policy and devices;
+    the classifier's own parser has no controller command."""
+    from classifier.cli import build_parser
+    from controller_app.cli import build_parser as installed_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["devices"])
+    args = installed_parser().parse_args(["devices", "--db", "x.sqlite"])
+    assert args.db == "x.sqlite" and args.func.__module__ == "controller_app.inventory"
+    assert installed_parser().parse_args(["inspect", "x.pcap"]).func.__module__ == "classifier.cli"
