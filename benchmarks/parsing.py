@@ -160,7 +160,7 @@ def format_bench(r: dict) -> str:
 
 
 def shared_captures(root: str | None = None) -> list[str]:
-    from classifier.evaluation.labels import is_capture_file
+    from classifier.capture.labels import is_capture_file
     from classifier.shared import datasets_root
     root = root or datasets_root()
     if root is None:

@@ -35,7 +35,7 @@ def _iso(ns: int) -> str:
 def _labels(args):
     if not getattr(args, "devices", None):
         return None
-    from classifier.evaluation.labels import load_datasets
+    from classifier.capture.labels import load_datasets
     return load_datasets(args.devices)
 
 

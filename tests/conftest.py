@@ -85,7 +85,7 @@ def synth_dataset(tmp_path_factory):
 def synth_data(synth_dataset):
     """The generated dataset as model-ready streams (T = 60 s, t = 4, n = 8, 10 epochs)."""
     from classifier.evaluation.protocols import Data
-    from classifier.evaluation.labels import load_labels
+    from classifier.capture.labels import load_labels
     from classifier.models.registry import Settings
     folder, net = synth_dataset
     return Data("lab", load_labels(folder / "devices.csv"), Settings(interval=60.0, t=4, overlap=3, n=8, epochs=10))

@@ -9,7 +9,7 @@ import pytest
 from classifier.capture.reader import read_frames
 from classifier.capture.decode import decode
 from classifier.features.devices import split_devices
-from classifier.evaluation.labels import load_datasets
+from classifier.capture.labels import load_datasets
 from classifier.features.segments import segment_features
 from classifier.features.sessions import session_table
 from controller_app.core import Core, PacketInBatch, Settings

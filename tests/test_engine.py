@@ -10,7 +10,7 @@ import pytest
 from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN
 from classifier.capture.decode import read_packets
 from classifier.engine.engine import DecisionEngine, EngineConfig, EngineError, load_engine
-from classifier.evaluation.labels import CATEGORIES
+from classifier.capture.labels import CATEGORIES
 from classifier.capture.packets import mac_to_int
 
 
@@ -142,7 +142,7 @@ def test_shipped_default_engine_decides(synth_capture):
 @pytest.mark.shared
 def test_shipped_default_engine_on_a_home_capture(datasets):
     """The shipped model was trained on these captures: it must know these devices."""
-    from classifier.evaluation.labels import load_labels
+    from classifier.capture.labels import load_labels
     eng = load_engine()
     path = datasets / "home" / "training_2023-5-26_1_13_9.pcapng.gz"
     labels = load_labels(datasets / "home" / "devices.csv")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from classifier.evaluation.protocols import capture_folds, fit_predict, labels_of
-from classifier.models.base import ModelError, load_model, read_model, write_model
-from classifier.models.registry import SPECS
+from classifier.models.base import ModelError, read_model, write_model
+from classifier.models.registry import SPECS, load_model
 
 
 def split(data):

@@ -38,7 +38,7 @@ from classifier.capture.reader import read_frames
 from classifier.capture.decode import decode
 from classifier.features.devices import is_unicast, split_devices
 from classifier.errors import IotClassError
-from classifier.evaluation.labels import LabelledCapture, load_labels
+from classifier.capture.labels import LabelledCapture, load_labels
 from classifier.capture.packets import Packets, mac_to_int, mac_to_str
 from classifier.capture.writer import Record, write_pcap
 from classifier.features.segments import segment_features

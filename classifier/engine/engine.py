@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.evaluation.dataset import Instances, SESSION_NUMERIC, session_numeric
-from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN, Decision
-from classifier.features.devices import split_devices
-from classifier.errors import IotClassError
 from classifier.capture.packets import Packets
+from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN, Decision
+from classifier.errors import IotClassError
+from classifier.features.devices import split_devices
+from classifier.features.instances import SESSION_NUMERIC, Instances, session_numeric
 from classifier.features.segments import FEATURE_NAMES, segment_features
 from classifier.features.sessions import session_table
 

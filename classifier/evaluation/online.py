@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
+from classifier.capture.labels import load_datasets
 from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN
-from classifier.features.devices import split_devices
 from classifier.evaluation.protocols import Data, capture_folds, labels_of
-from classifier.evaluation.labels import load_datasets
 from classifier.evaluation.training import DATA_LONG_OK, EarlyData, build_engine
+from classifier.features.devices import split_devices
 
 
 def replay_stream(engine, pk, mac: int, points_ns: np.ndarray, truth: str) -> dict:

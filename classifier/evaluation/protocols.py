@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.evaluation.dataset import CaptureCache, Instances, Stream, build_streams, ccit_windows, segment_windows, session_sequences
-from classifier.evaluation.labels import Dataset, load_datasets
+from classifier.capture.labels import Dataset, load_datasets
+from classifier.evaluation.dataset import CaptureCache, Stream, build_streams, ccit_windows, segment_windows, session_sequences
+from classifier.features.instances import Instances
 from classifier.models.calibrate import fit_temperature, open_set_threshold, softmax
 from classifier.models.registry import SPECS, Settings, Spec
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifier.evaluation.dataset import Instances
+from classifier.features.instances import Instances
 from classifier.features.segments import CCIT_NAMES, FEATURE_NAMES
 from classifier.models.base import Model, ModelError
 from classifier.models.segment import SegmentLSTMCNN, feature_columns

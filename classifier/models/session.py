@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifier.evaluation.dataset import SESSION_NUMERIC, Instances
+from classifier.features.instances import SESSION_NUMERIC, Instances
 from classifier.models.base import Model, ModelError, repetition_index
 from classifier.models.torchutil import Standardiser, TorchModel, seed_everything, train_loop
 
