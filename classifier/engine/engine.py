@@ -1,9 +1,9 @@
 """The decision engine: one device's packets -> a :class:`~classifier.engine.decision.Decision`.
 
 It holds a session model (Chen et al.) and optionally a segment model (Bai et al.), both
-category-level and calibrated on held-out training data. On each call it rebuilds the
-device's sessions and segments from its packets with the same functions as the offline
-tools, then:
+category-level and calibrated on held-out training data. On each call it builds the
+device's sessions (unless the caller hands over the table it built with :meth:`DecisionEngine.sessions`)
+and segments from its packets with the same functions as the offline tools, then:
 
 * evidence: ``min_sessions_provisional`` sessions, or ``t`` complete segments with traffic
   (a camera may hold one session for hours); with less, no decision yet (``None``);
