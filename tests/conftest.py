@@ -15,11 +15,11 @@ from classifier.shared import datasets_root, shared_root  # noqa: E402
 def pytest_configure(config):
     # The models in the tests are tiny: one intra-op thread avoids oversubscribing the two
     # cores when the suite runs beside other work (the end-to-end tests' switch, a controller).
-    try:
-        import torch
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    # Set for torch to read when something imports it: importing torch here would cost every
+    # pytest run seconds, the ones the tests start in a subprocess included.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     config.e2e_figures = []      # (what, figure) measured by the end-to-end tests
 
 

@@ -6,15 +6,11 @@ import json
 import subprocess
 import sys
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from classifier.cli import main
 from classifier.features.segments import PAPER_FEATURES
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args) -> subprocess.CompletedProcess:
@@ -75,22 +71,20 @@ def test_features_rejects_bad_output_and_interval(synth_capture, tmp_path):
     assert proc.returncode == 1 and "--interval must be positive" in proc.stderr
 
 
-def test_bench_json(synth_capture):
+def test_bench_json(synth_capture, capsys):
     path, _, _ = synth_capture
-    proc = run("bench", path, "--json", "--repeat", "1")
-    assert proc.returncode == 0, proc.stderr
-    r = json.loads(proc.stdout)
+    assert main(["bench", str(path), "--json", "--repeat", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)
     assert {"packets", "project_pps", "project_features_pps"} <= set(r)
     assert r["packets"] > 1000 and r["project_pps"] > 0 and r["project_features_pps"] > 0
 
 
-def test_parsing_benchmark_compares_with_dpkt_and_scapy(synth_capture):
+def test_parsing_benchmark_compares_with_dpkt_and_scapy(synth_capture, capsys):
     """The comparison with other parsers stays in the source tree (benchmarks/, not installed)."""
+    from benchmarks.parsing import main as parsing_benchmark
     path, _, _ = synth_capture
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.parsing", str(path), "--json", "--scapy-sample", "200",
-                           "--repeat", "1"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    r = json.loads(proc.stdout)
+    assert parsing_benchmark([str(path), "--json", "--scapy-sample", "200", "--repeat", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)
     assert {"packets", "project_pps", "dpkt_pps", "scapy_pps"} <= set(r)
     assert r["packets"] > 1000 and r["project_pps"] > 0 and r["dpkt_pps"] > 0 and r["scapy_pps"] > 0
 
