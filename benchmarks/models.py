@@ -57,7 +57,7 @@ def run(capture: str, repeat: int = 50) -> dict:
             windows.append(g)
             labels.append(engine.classes[int(engine.segment_model.predict_proba(g)[0].argmax())])
     if windows:
-        from classifier.evaluation.dataset import Instances
+        from classifier.features.instances import Instances
         X = np.concatenate([w.X["seg"] for w in windows])
         inst = Instances({"seg": X}, np.zeros(len(X), np.int64), np.zeros(len(X), np.int64))
         rf = SklearnModel("rf", t=engine.config.t).fit(inst, np.asarray(labels, dtype=object))

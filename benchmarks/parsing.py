@@ -11,11 +11,17 @@ protocol, ports and TCP flags. Each measurement is the best of ``repeat`` runs.
   ``scapy_sample // files`` (at least 20) of each file; its rate is measured on that sample
   and its whole-set time extrapolated from it.
 
-``python -m benchmarks.parsing`` runs it on ../shared/datasets (the README's figures).
+The project's own two figures (parse, parse + features) come from
+:mod:`classifier.features.throughput`, the code behind ``iotclass bench``.
+
+``python -m benchmarks.parsing [PCAP|FOLDER...]`` runs it (default: every capture under
+../shared/datasets, the README's figures).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shutil
 import sys
@@ -24,48 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _uncompressed_copies(paths: list[str], folder: str) -> list[str]:
-    from classifier.capture.reader import _decompress
-    out = []
-    for i, p in enumerate(paths):
-        with open(p, "rb") as fh:
-            raw = fh.read()
-        data, kind = _decompress(raw, p, [])
-        if not kind:
-            out.append(p)
-            continue
-        target = os.path.join(folder, f"{i:05d}-{Path(p).name.rsplit('.', 1)[0]}")
-        with open(target, "wb") as fh:
-            fh.write(data)
-        out.append(target)
-    return out
-
-
-def _project(paths: list[str]) -> int:
-    from classifier.capture.reader import read_frames
-    from classifier.capture.decode import decode
-    n = 0
-    for p in paths:
-        n += len(decode(read_frames(p)))
-    return n
-
-
-def _project_features(paths: list[str]) -> int:
-    from classifier.capture.reader import read_frames
-    from classifier.capture.decode import decode
-    from classifier.features.devices import split_devices
-    from classifier.features.segments import segment_features
-    from classifier.features.sessions import session_table
-    n = 0
-    for p in paths:
-        pk = decode(read_frames(p))
-        view = split_devices(pk)
-        segment_features(pk, view)
-        session_table(pk, view)
-        n += len(pk)
-    return n
 
 
 def _guarded(reader):
@@ -158,53 +122,36 @@ def _scapy(paths: list[str], budget: int) -> tuple[int, float]:
     return n, elapsed
 
 
-def _best(fn, repeat: int) -> tuple[int, float]:
-    best = float("inf")
-    n = 0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        n = fn()
-        best = min(best, time.perf_counter() - t0)
-    return n, best
-
-
 def run_bench(paths: list[str], scapy_sample: int = 20000, repeat: int = 3) -> dict:
-    """Measure all parsers on the same files; returns the figures as a dict."""
+    """Measure all parsers on the same files; returns the figures as a dict (the project's
+    own from :func:`classifier.features.throughput.measure_files`, as ``iotclass bench``)."""
+    from classifier.features.throughput import best_of, measure_files, uncompressed_copies
     paths = [str(p) for p in paths]
     tmp = tempfile.mkdtemp(prefix="iotclass-bench-")
     try:
-        files = _uncompressed_copies(paths, tmp)
-        _project(files[:1])  # load the compiled kernels before timing
-        n, t_proj = _best(lambda: _project(files), repeat)
-        _, t_feat = _best(lambda: _project_features(files), repeat)
-        n_dpkt, t_dpkt = _best(lambda: _dpkt(files), 1 if repeat < 2 else 2)
+        files = uncompressed_copies(paths, tmp)
+        result = measure_files(files, repeat)
+        n_dpkt, t_dpkt = best_of(lambda: _dpkt(files), 1 if repeat < 2 else 2)
         n_scapy, t_scapy = _scapy(files, scapy_sample)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    n = result["packets"]
     scapy_pps = n_scapy / t_scapy if t_scapy > 0 else 0.0
-    result = {
-        "files": len(paths),
-        "packets": n,
-        "project_pps": n / t_proj,
-        "project_features_pps": n / t_feat,
+    result.update({
         "dpkt_pps": n_dpkt / t_dpkt,
         "scapy_pps": scapy_pps,
         "scapy_sampled_packets": n_scapy,
         "scapy_extrapolated_seconds": n / scapy_pps if scapy_pps else None,
-    }
+    })
     result["project_vs_dpkt"] = result["project_pps"] / result["dpkt_pps"]
     result["project_vs_scapy"] = result["project_pps"] / scapy_pps if scapy_pps else None
-    result["features_vs_parse"] = result["project_features_pps"] / result["project_pps"]
     return result
 
 
 def format_bench(r: dict) -> str:
+    from classifier.features.throughput import format_throughput
     lines = [
-        f"files                     {r['files']}",
-        f"packets                   {r['packets']}",
-        f"project parse             {r['project_pps']:>12,.0f} packets/s",
-        f"project parse + features  {r['project_features_pps']:>12,.0f} packets/s "
-        f"({r['features_vs_parse']:.2f} of parse alone; segments T=300 s + sessions)",
+        format_throughput(r),
         f"dpkt                      {r['dpkt_pps']:>12,.0f} packets/s   project/dpkt  = {r['project_vs_dpkt']:.1f}x",
         f"scapy                     {r['scapy_pps']:>12,.0f} packets/s   project/scapy = "
         f"{r['project_vs_scapy']:.0f}x  (measured on {r['scapy_sampled_packets']} packets, extrapolated)",
@@ -213,7 +160,7 @@ def format_bench(r: dict) -> str:
 
 
 def shared_captures(root: str | None = None) -> list[str]:
-    from classifier.evaluation.labels import is_capture_file
+    from classifier.capture.labels import is_capture_file
     from classifier.shared import datasets_root
     root = root or datasets_root()
     if root is None:
@@ -221,12 +168,28 @@ def shared_captures(root: str | None = None) -> list[str]:
     return sorted(str(p) for p in Path(root).rglob("*") if p.is_file() and is_capture_file(p.name))
 
 
-def main() -> int:
-    files = shared_captures(sys.argv[1] if len(sys.argv) > 1 else None)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.parsing",
+                                 description="parsing speed: this project vs dpkt vs scapy on the same files")
+    ap.add_argument("target", nargs="*", metavar="PCAP|FOLDER",
+                    help="capture files, or folders searched for them (default: ../shared/datasets)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--scapy-sample", type=int, default=20000, metavar="N",
+                    help="scapy parses about N packets spread over the files; its rate is extrapolated")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N runs for each parser")
+    args = ap.parse_args(argv)
+    files: list[str] = []
+    for t in args.target or [None]:
+        files += [t] if t is not None and os.path.isfile(t) else shared_captures(t)
     if not files:
         print("bench: no captures found (expected ../shared/datasets)", file=sys.stderr)
         return 1
-    print(format_bench(run_bench(files)))
+    result = run_bench(files, scapy_sample=args.scapy_sample, repeat=args.repeat)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_bench(result))
     return 0
 
 

@@ -47,7 +47,7 @@ def _timed(fn, *args):
 
 def _shared_sessions():
     """{data set: (remote addresses (n, 2), MACs)} over the shared captures, gateways excluded."""
-    from classifier.evaluation.labels import load_datasets
+    from classifier.capture.labels import load_datasets
     from classifier.features.pipeline import load_captures
     from classifier.features.sessions import session_table
     from classifier.shared import datasets_root

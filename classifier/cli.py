@@ -1,4 +1,7 @@
-"""``iotclass``: the offline tools (inspect, features, bench, ...).
+"""``iotclass``: the offline tools (inspect, features, bench, train, evaluate, classify, pools).
+
+The installed ``iotclass`` command is :mod:`controller_app.cli`, which adds the controller's
+commands (``policy check``, ``devices``) to this parser: the library never imports the app.
 
 Errors are printed as one line (``iotclass: error: ...``) with a non-zero exit status;
 ``--debug`` shows the traceback instead.
@@ -32,7 +35,7 @@ def _iso(ns: int) -> str:
 def _labels(args):
     if not getattr(args, "devices", None):
         return None
-    from classifier.evaluation.labels import load_datasets
+    from classifier.capture.labels import load_datasets
     return load_datasets(args.devices)
 
 
@@ -164,14 +167,13 @@ def cmd_features(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from benchmarks.parsing import run_bench
-    result = run_bench(args.pcap, scapy_sample=args.scapy_sample, repeat=args.repeat)
+    from classifier.features.throughput import format_throughput, measure
+    result = measure(args.pcap, repeat=args.repeat)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
     else:
-        from benchmarks.parsing import format_bench
-        print(format_bench(result))
+        print(format_throughput(result))
     return 0
 
 
@@ -294,7 +296,8 @@ def cmd_classify(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra=None) -> argparse.ArgumentParser:
+    """The ``iotclass`` parser; ``extra(subparsers)`` adds more commands (the controller's)."""
     p = argparse.ArgumentParser(prog="iotclass", description="Offline tools of the IoT device classifier.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -327,12 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_feature_pool_options(sp)
     sp.set_defaults(func=cmd_features)
 
-    sp = sub.add_parser("bench", help="parsing speed: this project vs dpkt vs scapy on the same files")
+    sp = sub.add_parser("bench", help="packets/s: parse, and parse + features (segments and sessions)")
     sp.add_argument("pcap", nargs="+", metavar="PCAP")
     sp.add_argument("--json", action="store_true")
-    sp.add_argument("--scapy-sample", type=int, default=20000, metavar="N",
-                    help="scapy parses about N packets spread over the files; its rate is extrapolated")
-    sp.add_argument("--repeat", type=int, default=3, help="best of N runs for each parser")
+    sp.add_argument("--repeat", type=int, default=3, help="best of N runs for each figure")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("train", help="train the default engine (session + segment models) on labelled captures")
@@ -370,15 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_classify)
 
     add_pools_command(sub)
-    from controller_app.inventory import add_devices_command
-    from controller_app.policy import add_policy_command
-    add_policy_command(sub)
-    add_devices_command(sub)
+    if extra is not None:
+        extra(sub)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
 
     def show_warning(message, category, filename, lineno, file=None, line=None):

@@ -35,7 +35,7 @@ import yaml
 
 from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN
 from classifier.errors import IotClassError
-from classifier.evaluation.labels import CATEGORIES
+from classifier.capture.labels import CATEGORIES
 from classifier.capture.packets import mac_to_int, mac_to_str
 
 STAGES_ENFORCING = (PROVISIONAL, CONFIRMED)

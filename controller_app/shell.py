@@ -15,6 +15,7 @@ the module they are given: ``controller_app/__init__.py`` defines it, on top of 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -80,6 +81,15 @@ def load_engine_factory(spec: str):
     return getattr(importlib.import_module(mod), fn)
 
 
+def takes_sessions(engine) -> bool:
+    """Whether ``engine`` builds a device's sessions for others and takes them back in
+    ``decide`` (the project's engine does): then each decision builds the table once, for the
+    allowed-pool prefixes and for the engine; other engines build their own."""
+    decide = getattr(engine, "decide", None)
+    return callable(getattr(engine, "sessions", None)) and callable(decide) and \
+        "sessions" in inspect.signature(decide).parameters
+
+
 class EventTick(fw_event.EventBase):
     """Timer: decode the pending batch; every ``tick_interval`` also run the core's timer."""
 
@@ -132,7 +142,8 @@ class IotControllerShell(BaseApp):
         self.pools = PoolResolver(mode=self.cfg.pool_mode, cache_path=self.cfg.pool_cache)
         if hasattr(self.engine, "resolver"):
             self.engine.resolver = self.pools
-        self.resolver = SeenPoolResolver(pool_of=self.pools.resolve_cached_or_offline)
+        self.resolver = SeenPoolResolver(pool_table=self.pools.resolve_table)
+        self._share_sessions = takes_sessions(self.engine)
         self.metrics = Metrics()
         guard.ERRORS.attach(self.metrics.errors)      # framework and connection errors count here too
         self.observer = Observer(self.metrics, self.cfg.inventory_db)
@@ -250,11 +261,14 @@ class IotControllerShell(BaseApp):
     # ------------------------------------------------------------------ worker jobs (worker thread)
 
     def _decide(self, req: DecideRequest):
+        sessions = self.engine.sessions(req.packets, req.mac) if self._share_sessions else None
         try:
-            self.resolver.observe(req.mac, req.packets)
+            self.resolver.observe(req.mac, req.packets, sessions)   # fills the sessions' pools, vectorised
         except Exception:  # noqa: BLE001 - pools are secondary to the decision
             LOG.exception("pool resolver: observe failed for %s", mac_to_str(req.mac))
-        return self.engine.decide(req.packets, req.mac, req.now_ns)
+        if sessions is None:
+            return self.engine.decide(req.packets, req.mac, req.now_ns)
+        return self.engine.decide(req.packets, req.mac, req.now_ns, sessions=sessions)
 
     def _resolve(self, req: ResolvePools):
         out, errors = {}, {}

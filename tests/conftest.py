@@ -15,11 +15,11 @@ from classifier.shared import datasets_root, shared_root  # noqa: E402
 def pytest_configure(config):
     # The models in the tests are tiny: one intra-op thread avoids oversubscribing the two
     # cores when the suite runs beside other work (the end-to-end tests' switch, a controller).
-    try:
-        import torch
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    # Set for torch to read when something imports it: importing torch here would cost every
+    # pytest run seconds, the ones the tests start in a subprocess included.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     config.e2e_figures = []      # (what, figure) measured by the end-to-end tests
     config.artefacts = []        # files the tests kept (the page tests' screenshots)
 
@@ -94,7 +94,7 @@ def synth_dataset(tmp_path_factory):
 def synth_data(synth_dataset):
     """The generated dataset as model-ready streams (T = 60 s, t = 4, n = 8, 10 epochs)."""
     from classifier.evaluation.protocols import Data
-    from classifier.evaluation.labels import load_labels
+    from classifier.capture.labels import load_labels
     from classifier.models.registry import Settings
     folder, net = synth_dataset
     return Data("lab", load_labels(folder / "devices.csv"), Settings(interval=60.0, t=4, overlap=3, n=8, epochs=10))

@@ -1,4 +1,4 @@
-"""The iotclass command line: inspect, features, bench."""
+"""The iotclass command line: inspect, features, bench; the installed command adds the controller's."""
 
 from __future__ import annotations
 
@@ -71,10 +71,31 @@ def test_features_rejects_bad_output_and_interval(synth_capture, tmp_path):
     assert proc.returncode == 1 and "--interval must be positive" in proc.stderr
 
 
-def test_bench_json(synth_capture):
+def test_bench_json(synth_capture, capsys):
     path, _, _ = synth_capture
-    proc = run("bench", path, "--json", "--scapy-sample", "200", "--repeat", "1")
-    assert proc.returncode == 0, proc.stderr
-    r = json.loads(proc.stdout)
+    assert main(["bench", str(path), "--json", "--repeat", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert {"packets", "project_pps", "project_features_pps"} <= set(r)
+    assert r["packets"] > 1000 and r["project_pps"] > 0 and r["project_features_pps"] > 0
+
+
+def test_parsing_benchmark_compares_with_dpkt_and_scapy(synth_capture, capsys):
+    """The comparison with other parsers stays in the source tree (benchmarks/, not installed)."""
+    from benchmarks.parsing import main as parsing_benchmark
+    path, _, _ = synth_capture
+    assert parsing_benchmark([str(path), "--json", "--scapy-sample", "200", "--repeat", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)
     assert {"packets", "project_pps", "dpkt_pps", "scapy_pps"} <= set(r)
     assert r["packets"] > 1000 and r["project_pps"] > 0 and r["dpkt_pps"] > 0 and r["scapy_pps"] > 0
+
+
+def test_installed_command_adds_the_controller_commands():
+    """``iotclass`` (controller_app.cli) is the classifier's parser plus policy and devices;
+    the classifier's own parser has no controller command."""
+    from classifier.cli import build_parser
+    from controller_app.cli import build_parser as installed_parser
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["devices"])
+    args = installed_parser().parse_args(["devices", "--db", "x.sqlite"])
+    assert args.db == "x.sqlite" and args.func.__module__ == "controller_app.inventory"
+    assert installed_parser().parse_args(["inspect", "x.pcap"]).func.__module__ == "classifier.cli"

@@ -222,13 +222,13 @@ def test_handshake_learning_mirroring_decision_and_enforcement(app_factory):
     sw.close()
     assert app.stop() == 0
     assert '"event": "shutdown"' in app.text()
-    proc = subprocess.run([sys.executable, "-m", "classifier.cli", "devices", "--db", str(app.inventory), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "controller_app.cli", "devices", "--db", str(app.inventory), "--json"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert rows[0]["mac"] == A and rows[0]["category"] == "camera" and rows[0]["decisions"] == 1
     assert rows[0]["dpid"] == "000000000000abcd" and rows[0]["port"] == 1
-    table = subprocess.run([sys.executable, "-m", "classifier.cli", "devices", "--db", str(app.inventory)],
+    table = subprocess.run([sys.executable, "-m", "controller_app.cli", "devices", "--db", str(app.inventory)],
                            capture_output=True, text=True, cwd=ROOT).stdout
     assert table.splitlines()[0].split()[:4] == ["mac", "dpid", "port", "category"] and A in table
 

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from classifier.capture.decode import decode_frames
 from controller_app.learning import DecisionWorker, Learner
@@ -84,6 +85,64 @@ def test_seen_pool_resolver_uses_registered_prefixes_when_the_pool_source_gives_
     r.observe(m(A), pk)
     assert [str(n) for n in r.prefixes("aws", m(A))] == ["52.94.0.0/15"]
     assert [str(n) for n in r.prefixes("google", m(A))] == ["8.8.8.8/32"]     # unusable prefix: the address
+
+
+def test_seen_pool_resolver_resolves_each_distinct_address_once_and_fills_the_sessions_pools():
+    from classifier.features.devices import split_devices
+    from classifier.features.sessions import session_table
+    from classifier.pools.resolver import PoolResolver
+    frames = [udp(A, GW, "8.8.8.8", sport=40000 + i) for i in range(5)] + [udp(A, GW, "10.1.2.3")]
+    pk = decode_frames(frames, np.arange(len(frames)) * 10**9, [len(f) for f in frames])
+    sess = session_table(pk, split_devices(pk, devices=[m(A)]))
+    calls = []
+    with PoolResolver(mode="offline") as pools:
+        def table(ips):
+            calls.append(len(ips))
+            return pools.resolve_table(ips)
+        r = SeenPoolResolver(pool_table=table)
+        r.observe(m(A), pk, sess)
+        assert calls == [6]                                   # one vectorised call for the table
+        assert set(sess.pool.tolist()) == {pools.resolve("8.8.8.8").pool, "lan"}
+        google = pools.resolve("8.8.8.8")
+    assert [str(n) for n in r.prefixes(google.pool, m(A))] == [google.prefix]   # the registered prefix
+
+
+def test_one_decision_builds_the_device_sessions_once_and_resolves_their_pools_once(synth_capture, monkeypatch):
+    """The shell's decision job: the session table is built once (by the engine, for the pool
+    observation and for the engine), its pools resolved in one vectorised call, never one
+    address at a time; the decision is the engine's own."""
+    from types import SimpleNamespace
+
+    import classifier.engine.engine as engine_module
+    import controller_app.poolres as poolres_module
+    from classifier.capture.decode import read_packets
+    from classifier.capture.packets import mac_to_int
+    from classifier.engine.engine import load_engine
+    from classifier.pools.resolver import PoolResolver
+    from controller_app import shell
+    from controller_app.intents import DecideRequest
+    path, _, net = synth_capture
+    pk = read_packets(str(path))
+    mac = mac_to_int(next(d.mac for d in net.devices if d.category == "plug"))
+    engine = load_engine()
+    expected = engine.decide(pk, mac)
+    builds, tables = [], []
+    for module in (engine_module, poolres_module):
+        real = module.session_table
+        monkeypatch.setattr(module, "session_table", lambda *a, real=real, **k: builds.append(1) or real(*a, **k))
+    with PoolResolver(mode="offline") as pools:
+        engine.resolver = pools
+        real_table = pools.resolve_table
+        monkeypatch.setattr(pools, "resolve_table", lambda ips: tables.append(len(ips)) or real_table(ips))
+        monkeypatch.setattr(pools, "resolve", lambda ip: pytest.fail(f"{ip} resolved on its own"))
+        monkeypatch.setattr(pools, "resolve_cached_or_offline", lambda ip: pytest.fail(f"{ip} resolved on its own"))
+        job = SimpleNamespace(engine=engine, resolver=SeenPoolResolver(pool_table=pools.resolve_table),
+                              _share_sessions=shell.takes_sessions(engine))
+        d = shell.IotControllerShell._decide(job, DecideRequest(mac, pk, None))
+    assert job._share_sessions and not shell.takes_sessions(SimpleNamespace(decide=lambda pk, mac, now_ns=None: None))
+    assert expected is not None and d == expected
+    assert len(builds) == 1 and len(tables) == 1
+    assert any(job.resolver.seen[mac].values())
 
 
 def test_learner_files_sent_and_received_and_trims_oldest():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier.cli import main
+from controller_app.cli import main
 from controller_app.policy import (ALLOW, BLOCK, Action, PolicyError, load_policy, parse_policy)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def test_cli_policy_check_exit_codes(tmp_path, capsys):
     assert "ok" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text("categories:\n  camera: blok\n")
-    proc = subprocess.run([sys.executable, "-m", "classifier.cli", "policy", "check", str(good), str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "controller_app.cli", "policy", "check", str(good), str(bad)],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1
     assert f"iotclass: error: {bad}:2:11: categories.camera: expected 'allow'" in proc.stderr

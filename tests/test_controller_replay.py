@@ -9,7 +9,7 @@ import pytest
 from classifier.capture.reader import read_frames
 from classifier.capture.decode import decode
 from classifier.features.devices import split_devices
-from classifier.evaluation.labels import load_datasets
+from classifier.capture.labels import load_datasets
 from classifier.features.segments import segment_features
 from classifier.features.sessions import session_table
 from controller_app.core import Core, PacketInBatch, Settings
@@ -18,17 +18,18 @@ from controller_app.intents import CookieKind, cookie
 MAX_LEN = 128
 
 
-def replay(path, devices: list[int], gateways: list[int], limit: int | None = None, compress: int = 1):
+def replay(path, devices: list[int], gateways: list[int], limit: int | None = None, compress: int = 1,
+           time_scale: float | None = None):
     """Feed a capture to a core as a switch would: every device learned at its own port, then
     each frame mirrored (truncated to 128 bytes, total_len = wire length) in batches.
     ``compress`` K: the frames arrive K times faster than captured (a replay at K times the
-    speed) and the core runs with ``time_scale`` K.
+    speed) and the core runs with ``time_scale`` K, or ``time_scale`` where given.
     Returns the core and the offline packet table (the same first ``limit`` frames)."""
     fr = read_frames(str(path))
     pk = decode(fr)
     n = len(fr.offset) if limit is None else min(limit, len(fr.offset))
     core = Core(Settings(gateways=tuple(gateways), max_buffer_packets=10**9, decide_min_packets=10**9,
-                         time_scale=float(compress)))
+                         time_scale=float(compress if time_scale is None else time_scale)))
     arrival = fr.ts_ns.copy()
     if compress != 1:
         assert (np.diff(arrival) % compress == 0).all()       # so that compressing loses nothing
@@ -99,7 +100,9 @@ def test_replayed_synthetic_capture_gives_the_offline_features(synth_capture):
 
 def test_capture_replayed_eight_times_faster_gives_the_offline_features_with_time_scale(synth_capture):
     """A replay compressed K times, classified with ``--time-scale K``, is seen in the capture's
-    own time: the same segments and sessions as offline (without the scale, sessions merge)."""
+    own time: the same segments and sessions as offline. The same replay with time scale 1: the
+    core hands the classifier the compressed times, so K times fewer segments, and sessions
+    whose gaps shrink below the idle timeout merge."""
     path, _, net = synth_capture
     from classifier.capture.packets import mac_to_int
     devices = [mac_to_int(d.mac) for d in net.devices]
@@ -108,18 +111,27 @@ def test_capture_replayed_eight_times_faster_gives_the_offline_features_with_tim
     assert int(fr.ts_ns[0]) == int(fr.ts_ns.min())            # the first frame is mirrored: it is t0
     core, offline = replay(path, devices, gateways, compress=8)
     assert assert_same_features(core, offline, devices, gateways) == len(devices)
-    # without the scale the same packets would be seen 8 times closer together: 8 times
-    # fewer segments, and session intervals 8 times shorter
-    mac = devices[0]
-    fast = core.learner.packets(mac)
-    fast.ts_ns = fast.ts_ns[0] + (fast.ts_ns - fast.ts_ns[0]) // 8
-    fast_view = split_devices(fast, gateways=gateways, devices=[mac])
-    off_view = split_devices(offline, gateways=gateways, devices=[mac])
-    n_fast = len(segment_features(fast, fast_view, 60.0, int(fast.ts_ns.max())).start_ns)
-    assert n_fast * 7 < len(segment_features(offline, off_view, 60.0, int(offline.ts_ns.max())).start_ns)
-    slow_iv = session_table(offline, off_view, 30.0).interval
-    fast_iv = session_table(fast, fast_view, 30.0).interval
-    assert len(fast_iv) == len(slow_iv) and np.median(fast_iv) * 8 == pytest.approx(np.median(slow_iv), rel=1e-3)
+    plain, _ = replay(path, devices, gateways, compress=8, time_scale=1.0)
+    merged = 0
+    for mac in devices:
+        slow = core.learner.packets(mac)
+        fast = plain.learner.packets(mac)
+        t0 = int(fr.ts_ns[0])
+        np.testing.assert_array_equal(fast.ts_ns - t0, (slow.ts_ns - t0) // 8)   # the arrival times as they were
+        slow_view = split_devices(slow, gateways=gateways, devices=[mac])
+        fast_view = split_devices(fast, gateways=gateways, devices=[mac])
+        n_slow = len(segment_features(slow, slow_view, 60.0, int(slow.ts_ns.max())).start_ns)
+        n_fast = len(segment_features(fast, fast_view, 60.0, int(fast.ts_ns.max())).start_ns)
+        assert n_fast * 7 < n_slow
+        s_slow = session_table(slow, slow_view, 30.0)
+        s_fast = session_table(fast, fast_view, 30.0)
+        assert len(s_fast) <= len(s_slow)
+        merged += len(s_slow) - len(s_fast)
+        # with the idle timeout divided by K too, the same sessions, their intervals K times shorter
+        s_scaled = session_table(fast, fast_view, 30.0 / 8)
+        assert len(s_scaled) == len(s_slow)
+        np.testing.assert_allclose(s_scaled.interval * 8, s_slow.interval, atol=1e-6)
+    assert merged > 0
 
 
 @pytest.mark.shared

@@ -112,8 +112,8 @@ def test_bad_replay_inputs_get_clear_errors(tmp_path):
 
 
 def test_compression_effects_are_measured_from_what_the_gateway_saw(tmp_path):
-    """A gateway capture built from the plan itself, K times faster, with every frame 20 ms
-    late (1.2 s of capture time at K = 60) and one device's frames missing after the middle."""
+    """A gateway capture built from the plan itself, K times faster, with every frame 200 ms
+    late (12 s of capture time at K = 60) and one device's frames missing after the middle."""
     plan, _ = plan_synthetic(tmp_path / "s", duration_s=1800, categories=["hub", "sensor"])
     k = 60.0
     run = ReplayRun(k, start_ns=1_800_000_000 * SEC)

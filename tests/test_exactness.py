@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from classifier.capture.decode import read_packets
-from classifier.evaluation.labels import is_capture_file
+from classifier.capture.labels import is_capture_file
 from classifier.capture.packets import Packets
 
 from tshark_fields import compare, expected_columns, have_tshark

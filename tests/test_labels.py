@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from classifier.evaluation.labels import CATEGORIES, LabelError, load_datasets, load_labels
+from classifier.capture.labels import CATEGORIES, LabelError, load_datasets, load_labels
 from classifier.capture.packets import mac_to_int
 
 

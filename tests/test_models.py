@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from classifier.evaluation.protocols import capture_folds, fit_predict, labels_of
-from classifier.models.base import ModelError, load_model, read_model, write_model
-from classifier.models.registry import SPECS
+from classifier.models.base import ModelError, read_model, write_model
+from classifier.models.registry import SPECS, load_model
 
 
 def split(data):
@@ -135,3 +135,24 @@ def test_occlusion_and_attention_explanations(trained):
     ex = ses.explain(stest.take(slice(0, 3)))
     for e, length in zip(ex, stest.X["length"][:3]):
         assert all(0 <= j < length and 0 <= w <= 1 for j, _, w in e)
+
+
+def test_scikit_learn_baselines_are_calibrated_for_the_open_set(synth_data, tmp_path):
+    """fit_calibrated (training, ``iotclass evaluate openset``) works for the scikit-learn
+    baselines too, as for the torch models: their log-probabilities are the logits a
+    temperature scales, the calibrated probabilities are what predict_proba gives, and the
+    temperature is saved with the model."""
+    from classifier.evaluation.protocols import fit_calibrated
+    name = "rf"
+    tr, te = split(synth_data)
+    model, threshold = fit_calibrated(SPECS[name], synth_data, "category", tr, seed=0)
+    assert 0.0 <= threshold <= 0.99 and model.meta["calibration"]["instances"] > 0
+    test = synth_data.instances(SPECS[name].family).take(te[synth_data.instances(SPECS[name].family).stream])
+    p = model.predict_proba(test)
+    assert np.allclose(p.sum(axis=1), 1.0)
+    from classifier.models.calibrate import softmax
+    assert np.allclose(p, softmax(model.logits(test), model.temperature), atol=1e-6)
+    model.temperature = 2.0                          # as if calibrated so: saved and used again
+    model.save(tmp_path / "m.skops")
+    again = load_model(tmp_path / "m.skops")
+    assert again.temperature == 2.0 and np.allclose(again.predict_proba(test), model.predict_proba(test))

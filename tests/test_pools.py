@@ -15,12 +15,13 @@ import time
 import numpy as np
 import pytest
 
-from classifier.pools.asndb import PoolError, SpecialClassifier, value_of
 from classifier.capture.packets import ip_from_str
-from classifier.pools.cache import PoolCache, default_cache_path
-from classifier.pools.resolver import (OOV_ID, PAD_ID, SPECIAL_POOLS, PoolResolver, PoolVocabulary,
-                              apply_pool_map, co_usage_graph, fill_pools, pool_name, refine_pools)
 from classifier.features.sessions import Sessions
+from classifier.pools.asndb import SPECIAL_POOLS, PoolError, SpecialClassifier, value_of
+from classifier.pools.cache import PoolCache, default_cache_path
+from classifier.pools.refinement import apply_pool_map, co_usage_graph, refine_pools
+from classifier.pools.resolver import PoolResolver, fill_pools
+from classifier.pools.vocabulary import OOV_ID, PAD_ID, PoolVocabulary, pool_name
 from rdap_server import RdapServer, closed_port_url, network_response, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,6 @@
-"""The offline demo: what the project sees in a capture (until the end-to-end demo lands).
+"""``make demo-offline``: what the offline tools see in a capture, without a switch
+(``iotclass inspect`` and the paper's segment features by category); ``make demo`` is the
+end-to-end one.
 
 Uses a home capture from ../shared/datasets when present, else a generated one.
 """

@@ -38,9 +38,10 @@ from classifier.capture.reader import read_frames
 from classifier.capture.decode import decode
 from classifier.features.devices import is_unicast, split_devices
 from classifier.errors import IotClassError
-from classifier.evaluation.labels import LabelledCapture, load_labels
+from classifier.capture.labels import LabelledCapture, load_labels
 from classifier.capture.packets import Packets, mac_to_int, mac_to_str
 from classifier.capture.writer import Record, write_pcap
+from classifier.engine.replay import DECIDE_MIN_PACKETS, replay_decisions
 from classifier.features.segments import segment_features
 from classifier.features.sessions import session_table
 
@@ -454,31 +455,18 @@ def format_effects(eff: dict) -> str:
             + f"sessions {eff['sessions_seen']} seen vs {eff['sessions_original']} in the capture")
 
 
-def simulate_decisions(plan: ReplayPlan, step_s: float, engine=None) -> dict:
-    """What the classifier decides on each device's traffic, as the controller asks it: on the
-    device's packets up to every ``step_s`` of capture time (the decision interval times the
-    speed-up), with a perfect replay. Returns MAC -> {"final": (category, stage) of the first
-    confirmed or unknown decision, else of the last one, or None; "categories": every
-    category it gives at any of those times, to the end of the replay}."""
-    from classifier.engine.decision import CONFIRMED, UNKNOWN
+def simulate_decisions(plan: ReplayPlan, step_s: float, engine=None, min_packets: int = DECIDE_MIN_PACKETS) -> dict:
+    """What the classifier decides on each device's traffic, as the controller asks it
+    (:func:`classifier.engine.replay.replay_decisions`): every ``step_s`` of capture time (the
+    decision interval times the speed-up) from the device's ``min_packets``-th packet on, only
+    after new packets, until its first confirmed or unknown decision, which is final (mirroring
+    stops there); with a perfect replay. Returns MAC -> {"final": (category, stage) of the final
+    decision, else of the last one, or None; "replay": the :class:`~classifier.engine.replay.Replay`}."""
     from classifier.engine.engine import load_engine
     engine = engine or load_engine()
-    pk = plan.packets
     out = {}
     for dev in plan.devices:
-        mac = mac_to_int(dev.mac)
-        sub = pk.take(np.flatnonzero((pk.eth_src == mac) | (pk.eth_dst == mac)))
-        ts = sub.ts_ns
-        final, last, cats = None, None, set()
-        t = int(ts.min()) + int(step_s * SEC)
-        while t <= plan.end_ns + int(step_s * SEC):
-            k = int(np.searchsorted(ts, t, side="right"))
-            d = engine.decide(sub.take(slice(0, k)), mac, now_ns=t)
-            if d is not None:
-                cats.add(d.category)
-                last = (d.category, d.stage)
-                if final is None and d.stage in (CONFIRMED, UNKNOWN):
-                    final = last
-            t += int(step_s * SEC)
-        out[dev.mac] = {"final": final or last, "categories": cats}
+        rep = replay_decisions(engine, plan.packets, mac_to_int(dev.mac), step_s, min_packets, end_ns=plan.end_ns)
+        d = rep.final or rep.last
+        out[dev.mac] = {"final": (d.category, d.stage) if d is not None else None, "replay": rep}
     return out

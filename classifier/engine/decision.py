@@ -24,7 +24,7 @@ STAGES = (PROVISIONAL, CONFIRMED, UNKNOWN)
 
 @dataclass(frozen=True)
 class Decision:
-    category: str                 #: one of classifier.evaluation.labels.CATEGORIES, or "unknown"
+    category: str                 #: one of classifier.capture.labels.CATEGORIES, or "unknown"
     confidence: float             #: calibrated probability of ``category`` (0..1)
     stage: str                    #: provisional | confirmed | unknown
     model: str                    #: which model decided, with its version

@@ -1,9 +1,9 @@
 """The decision engine: one device's packets -> a :class:`~classifier.engine.decision.Decision`.
 
 It holds a session model (Chen et al.) and optionally a segment model (Bai et al.), both
-category-level and calibrated on held-out training data. On each call it rebuilds the
-device's sessions and segments from its packets with the same functions as the offline
-tools, then:
+category-level and calibrated on held-out training data. On each call it builds the
+device's sessions (unless the caller hands over the table it built with :meth:`DecisionEngine.sessions`)
+and segments from its packets with the same functions as the offline tools, then:
 
 * evidence: ``min_sessions_provisional`` sessions, or ``t`` complete segments with traffic
   (a camera may hold one session for hours); with less, no decision yet (``None``);
@@ -34,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.evaluation.dataset import Instances, SESSION_NUMERIC, session_numeric
-from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN, Decision
-from classifier.features.devices import split_devices
-from classifier.errors import IotClassError
 from classifier.capture.packets import Packets
+from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN, Decision
+from classifier.errors import IotClassError
+from classifier.features.devices import split_devices
+from classifier.features.instances import SESSION_NUMERIC, Instances, session_numeric
 from classifier.features.segments import FEATURE_NAMES, segment_features
-from classifier.features.sessions import session_table
+from classifier.features.sessions import Sessions, session_table
 
 DEFAULT_ENGINE = Path(__file__).resolve().parent.parent / "models" / "default"
 ENGINE_FORMAT = "iotclass-engine"
@@ -120,20 +120,31 @@ class DecisionEngine:
                 out[self.classes.index(c)] = proba[j]
         return out
 
-    def decide(self, pk: Packets, mac: int, now_ns: int | None = None) -> Decision | None:
+    def sessions(self, pk: Packets, mac: int) -> Sessions:
+        """Device ``mac``'s sessions as :meth:`decide` reads them (this engine's idle timeout),
+        pools not filled yet: a caller that needs them too builds them once, fills their pools
+        if it likes, and hands them to :meth:`decide`."""
+        return session_table(pk, split_devices(pk, devices=[mac]), self.config.idle_timeout)
+
+    def decide(self, pk: Packets, mac: int, now_ns: int | None = None,
+               sessions: Sessions | None = None) -> Decision | None:
+        """See :class:`~classifier.engine.decision.Engine`. ``sessions``: the device's sessions
+        from :meth:`sessions` on the same packets (built here when not given); pools left
+        empty are filled here."""
         c = self.config
         view = split_devices(pk, devices=[mac])
         if len(view) == 0:
             return None
         ts = pk.ts_ns[view.pkt]
         now = int(ts.max()) if now_ns is None else max(int(now_ns), int(ts.max()))
-        sess = session_table(pk, view, c.idle_timeout)
+        sess = session_table(pk, view, c.idle_timeout) if sessions is None else sessions
         n_s = len(sess)
         # a full window of segments is evidence too (a camera may hold one session for hours)
         g_inst = self._segment_instance(pk, view, now) if self.segment_model is not None else None
         if n_s == 0 or (n_s < c.min_sessions_provisional and g_inst is None):
             return None
-        self._fill_pools(sess)
+        if (sess.pool == "").any():
+            self._fill_pools(sess)
         s_inst = self._session_instance(sess)
         votes = [(self.session_model.predict_proba(s_inst)[0], c.threshold)]
         used = [self.session_model.kind]

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from classifier.evaluation.labels import Dataset, Device
+from classifier.capture.labels import Dataset, Device
+from classifier.features.instances import SESSION_NUMERIC, Instances, session_numeric
 from classifier.features.pipeline import LoadedCapture, load_captures
 from classifier.features.segments import CCIT_NAMES, FEATURE_NAMES, ccit_features, segment_features
 from classifier.features.sessions import DEFAULT_IDLE_TIMEOUT, Sessions, session_table
@@ -144,31 +145,6 @@ def build_streams(dataset: Dataset, interval: float = 300.0, idle_timeout: float
 # --------------------------------------------------------------------------- instances
 
 
-@dataclass
-class Instances:
-    """Model inputs with their labels and split keys (one row per instance)."""
-
-    X: dict[str, np.ndarray]          # named input arrays, first axis = instance
-    stream: np.ndarray                # index into the streams list
-    start_ns: np.ndarray              # time of the instance's first segment/session
-    streams: list[Stream] = field(repr=False, default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.stream)
-
-    def labels(self, level: str) -> np.ndarray:
-        names = np.array([s.label(level) for s in self.streams], dtype=object)
-        return names[self.stream] if len(self.stream) else np.zeros(0, dtype=object)
-
-    def key(self, what: str) -> np.ndarray:
-        vals = np.array([getattr(s, what) for s in self.streams], dtype=object)
-        return vals[self.stream] if len(self.stream) else np.zeros(0, dtype=object)
-
-    def take(self, index) -> "Instances":
-        return Instances({k: v[index] for k, v in self.X.items()}, self.stream[index], self.start_ns[index],
-                         self.streams)
-
-
 def segment_windows(streams: list[Stream], t: int = 6, overlap: int = 3) -> Instances:
     """Windows of ``t`` segments (see the module docstring). ``X["seg"]``: (N, t, every
     segment feature); models pick the columns they read."""
@@ -196,16 +172,6 @@ def segment_windows(streams: list[Stream], t: int = 6, overlap: int = 3) -> Inst
             starts.append(s.t0_ns + int(b * s.interval * 1e9))
     X = np.stack(xs).astype(np.float32) if xs else np.zeros((0, t, len(FEATURE_NAMES)), np.float32)
     return Instances({"seg": X}, np.asarray(sid, np.int64), np.asarray(starts, np.int64), streams)
-
-
-#: Per-session numeric inputs: the begin-time interval (Chen et al.) and volume features.
-SESSION_NUMERIC = ["interval", "bytes_out", "bytes_in", "packets_out", "packets_in", "duration"]
-
-
-def session_numeric(s: Sessions, names: list[str]) -> np.ndarray:
-    """The raw numeric session inputs, log-scaled (normalised later from training data)."""
-    cols = [np.log1p(np.maximum(getattr(s, n).astype(np.float64), 0.0)) for n in names]
-    return np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(s), 0), np.float32)
 
 
 def session_sequences(streams: list[Stream], n: int = 16, stride: int | None = None,

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.evaluation.dataset import CaptureCache, Instances, Stream, build_streams, ccit_windows, segment_windows, session_sequences
-from classifier.evaluation.labels import Dataset, load_datasets
+from classifier.capture.labels import Dataset, load_datasets
+from classifier.evaluation.dataset import CaptureCache, Stream, build_streams, ccit_windows, segment_windows, session_sequences
+from classifier.features.instances import Instances
 from classifier.models.calibrate import fit_temperature, open_set_threshold, softmax
 from classifier.models.registry import SPECS, Settings, Spec
 
@@ -318,6 +319,8 @@ def fit_calibrated(spec: Spec, data: Data, level: str, train_streams: np.ndarray
     inst = data.instances(spec.family)
     y = labels_of(data.streams, level)[inst.stream]
     fit, cal = holdout_latest(inst, train_streams[inst.stream])
+    if not fit.any():
+        raise ValueError(f"{spec.name}: no training instances in this split")
     model = spec.make(data.settings)
     model.fit(inst.take(fit), y[fit], seed=seed, balance=inst.key("device")[fit], progress=progress)
     known = cal & np.isin(y, model.classes)
@@ -351,23 +354,27 @@ def run_openset(data: Data, models: list[str], seed: int = 0, log=print) -> dict
             res["left_out"][cat] = {"false_accept_rate": far, "instances": int(te.sum()), "threshold": thr}
             log(f"  {name}: {cat} left out: false-accept rate {far:.3f} ({int(te.sum())} instances)")
         tr, te_streams = unseen_split(data.streams, seed)
-        model, thr = fit_calibrated(spec, data, "category", tr, seed)
-        inst = data.instances(spec.family)
-        te = te_streams[inst.stream]
-        y = labels_of(data.streams, "category")[inst.stream][te]
-        p = model.predict_proba(inst.take(te))
-        acc_mask = p.max(axis=1) >= thr
-        pred = np.asarray(model.classes, dtype=object)[p.argmax(axis=1)]
-        res["unseen_known_categories"] = {
-            "accepted_share": float(acc_mask.mean()) if len(p) else 0.0,
-            "accuracy_on_accepted": float((pred[acc_mask] == y[acc_mask]).mean()) if acc_mask.any() else 0.0,
-            "accuracy_all": float((pred == y).mean()) if len(p) else 0.0, "threshold": thr}
+        res["unseen_known_categories"] = None
+        if tr.any() and te_streams.any():
+            model, thr = fit_calibrated(spec, data, "category", tr, seed)
+            inst = data.instances(spec.family)
+            te = te_streams[inst.stream]
+            y = labels_of(data.streams, "category")[inst.stream][te]
+            p = model.predict_proba(inst.take(te))
+            acc_mask = p.max(axis=1) >= thr
+            pred = np.asarray(model.classes, dtype=object)[p.argmax(axis=1)]
+            res["unseen_known_categories"] = {
+                "accepted_share": float(acc_mask.mean()) if len(p) else 0.0,
+                "accuracy_on_accepted": float((pred[acc_mask] == y[acc_mask]).mean()) if acc_mask.any() else 0.0,
+                "accuracy_all": float((pred == y).mean()) if len(p) else 0.0, "threshold": thr}
         fars = [v["false_accept_rate"] for v in res["left_out"].values()]
         res["false_accept_rate_mean"] = float(np.mean(fars)) if fars else None
         out["models"][name] = res
+        unseen = res["unseen_known_categories"]
         log(f"  {name}: mean false-accept rate {res['false_accept_rate_mean']:.3f}; unseen devices of known "
-            f"categories: accepted {res['unseen_known_categories']['accepted_share']:.3f}, accuracy on accepted "
-            f"{res['unseen_known_categories']['accuracy_on_accepted']:.3f}")
+            + (f"categories: accepted {unseen['accepted_share']:.3f}, accuracy on accepted "
+               f"{unseen['accuracy_on_accepted']:.3f}" if unseen is not None
+               else "categories: none (no category has two device groups to split)"))
     return out
 
 

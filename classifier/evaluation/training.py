@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from classifier import __version__
-from classifier.evaluation.dataset import CaptureCache, session_sequences
+from classifier.capture.labels import Dataset, load_datasets
 from classifier.engine.engine import DEFAULT_ENGINE, DecisionEngine, EngineConfig
+from classifier.evaluation.dataset import CaptureCache, session_sequences
 from classifier.evaluation.protocols import Data, fit_calibrated, labels_of
-from classifier.evaluation.labels import Dataset, load_datasets
 from classifier.models.registry import SPECS, Settings
 
 LONG = ("longterm", "home")

@@ -14,9 +14,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from classifier.capture.decode import read_packets
-from classifier.features.devices import DeviceView, as_mac_ints, split_devices
-from classifier.evaluation.labels import Dataset
+from classifier.capture.labels import Dataset
 from classifier.capture.packets import Packets
+from classifier.features.devices import DeviceView, as_mac_ints, split_devices
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from classifier import __version__
-from classifier.evaluation.dataset import Instances
+from classifier.features.instances import Instances
 from classifier.errors import IotClassError
 
 FORMAT = "iotclass-model"
@@ -117,20 +117,3 @@ def read_model(path: str | Path) -> tuple[dict, dict]:
         raise ModelError(f"{path}: model format version {meta.get('format_version')}, this version of iotclass "
                          f"reads version {FORMAT_VERSION}; retrain it with `iotclass train`")
     return tensors, meta
-
-
-def load_model(path: str | Path) -> Model:
-    """Load any saved model (dispatching on its kind)."""
-    from classifier.models.baselines import SegmentCNN, SegmentLSTM
-    from classifier.models.segment import SegmentLSTMCNN
-    from classifier.models.session import SessionNBA
-    path = str(path)
-    if path.endswith(".skops"):
-        from classifier.models.baselines import SklearnModel
-        return SklearnModel.load(path)
-    _, meta = read_model(path)
-    kinds = {m.kind: m for m in (SegmentLSTMCNN, SessionNBA, SegmentCNN, SegmentLSTM)}
-    kind = meta.get("kind")
-    if kind not in kinds:
-        raise ModelError(f"{path}: unknown model kind {kind!r} (known: {', '.join(kinds)})")
-    return kinds[kind].load(path)

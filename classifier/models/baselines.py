@@ -11,6 +11,7 @@ QDA: scikit-learn (since 1.6) refuses rank-deficient class covariances with its 
 solver; then its ``eigen`` solver with Ledoit-Wolf shrinkage (or a fixed 0.1 where that estimates
 none) is used, and noted in the metadata.
 LinearSVC has no probabilities; its one-vs-rest decision values go through a softmax.
+Calibration (temperature, open-set threshold) works on their log-probabilities as logits.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifier.evaluation.dataset import Instances
+from classifier.features.instances import Instances
 from classifier.features.segments import CCIT_NAMES, FEATURE_NAMES
 from classifier.models.base import Model, ModelError
+from classifier.models.calibrate import softmax
 from classifier.models.segment import SegmentLSTMCNN, feature_columns
 from classifier.models.torchutil import Standardiser, signed_log
 
@@ -51,6 +53,7 @@ def _sklearn_estimators(seed: int) -> dict:
 
 
 SKLEARN_NAMES = ("svm", "rf", "knn", "dt", "adaboost", "lda", "qda", "mlp", "ccit")
+LOG_FLOOR = 1e-9
 
 
 class SklearnModel(Model):
@@ -67,6 +70,7 @@ class SklearnModel(Model):
         self.t = t
         self.scaler = Standardiser()
         self.estimator = None
+        self.temperature = 1.0
 
     def _matrix(self, inst: Instances) -> np.ndarray:
         self.check_inputs(inst)
@@ -105,10 +109,10 @@ class SklearnModel(Model):
                                      f"shrinkage {shrinkage}")
         return self
 
-    def predict_proba(self, inst):
-        x = self.scaler(self._matrix(inst))
-        if not len(x):
+    def _proba(self, inst):
+        if len(inst) == 0:
             return np.zeros((0, len(self.classes)))
+        x = self.scaler(self._matrix(inst))
         est_classes = list(self.estimator.classes_)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -126,10 +130,23 @@ class SklearnModel(Model):
         out[:, [self.classes.index(c) for c in est_classes]] = p
         return out
 
+    def logits(self, inst) -> np.ndarray:
+        """Log-probabilities (floored at 1e-9): what calibration scales, as the torch models' logits."""
+        return np.log(np.maximum(self._proba(inst), LOG_FLOOR))
+
+    def predict_proba(self, inst):
+        """The estimator's probabilities; after calibration (a temperature other than 1),
+        ``softmax(logits / T)``."""
+        if self.temperature == 1.0:
+            return self._proba(inst)
+        z = self.logits(inst)
+        return softmax(z, self.temperature) if len(z) else z
+
     def save(self, path):
         import skops.io as sio
         sio.dump({"name": self.name, "features": self.features, "t": self.t, "classes": self.classes,
-                  "mean": self.scaler.mean, "std": self.scaler.std, "estimator": self.estimator}, str(path))
+                  "mean": self.scaler.mean, "std": self.scaler.std, "estimator": self.estimator,
+                  "temperature": float(self.temperature)}, str(path))
 
     @classmethod
     def load(cls, path):
@@ -143,6 +160,7 @@ class SklearnModel(Model):
         m.classes = list(d["classes"])
         m.scaler = Standardiser(d["mean"], d["std"])
         m.estimator = d["estimator"]
+        m.temperature = float(d.get("temperature", 1.0))
         return m
 
 

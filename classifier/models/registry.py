@@ -1,15 +1,35 @@
-"""Model names used on the command line, and which instances each one reads."""
+"""The one list of models: the kinds a saved model file may hold (:data:`MODEL_CLASSES`,
+:func:`load_model`), and the model names used on the command line with the instances each
+one reads (:data:`SPECS`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from classifier.features.segments import FEATURE_NAMES, PAPER_FEATURES
-from classifier.models.base import Model
+from classifier.models.base import Model, ModelError, read_model
 from classifier.models.baselines import SKLEARN_NAMES, SegmentCNN, SegmentLSTM, SklearnModel
 from classifier.models.segment import SegmentLSTMCNN
 from classifier.models.session import SessionNBA
+
+
+#: Every model class saved as a ``.safetensors`` file, by its ``kind`` (scikit-learn baselines
+#: are ``.skops`` files of :class:`SklearnModel`).
+MODEL_CLASSES: dict[str, type[Model]] = {cls.kind: cls for cls in (SegmentLSTMCNN, SessionNBA, SegmentCNN, SegmentLSTM)}
+
+
+def load_model(path: str | Path) -> Model:
+    """Load any saved model (dispatching on its kind)."""
+    path = str(path)
+    if path.endswith(".skops"):
+        return SklearnModel.load(path)
+    _, meta = read_model(path)
+    kind = meta.get("kind")
+    if kind not in MODEL_CLASSES:
+        raise ModelError(f"{path}: unknown model kind {kind!r} (known: {', '.join(MODEL_CLASSES)})")
+    return MODEL_CLASSES[kind].load(path)
 
 
 @dataclass(frozen=True)

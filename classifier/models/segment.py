@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifier.evaluation.dataset import Instances
+from classifier.features.instances import Instances
 from classifier.features.segments import FEATURE_NAMES
 
 

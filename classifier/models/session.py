@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifier.evaluation.dataset import SESSION_NUMERIC, Instances
+from classifier.features.instances import SESSION_NUMERIC, Instances
 from classifier.models.base import Model, ModelError, repetition_index
 from classifier.models.torchutil import Standardiser, TorchModel, seed_everything, train_loop
 
@@ -88,7 +88,7 @@ class SessionNBA(TorchModel, Model):
                           c["dropout"])
 
     def fit(self, inst, y, seed=0, balance=None, progress=None):
-        from classifier.pools.resolver import PoolVocabulary
+        from classifier.pools.vocabulary import PoolVocabulary
         seed_everything(seed)
         rng = np.random.default_rng(seed)
         self.classes = sorted(set(y.tolist()))
@@ -148,7 +148,7 @@ class SessionNBA(TorchModel, Model):
 
     @classmethod
     def load(cls, path):
-        from classifier.pools.resolver import PoolVocabulary
+        from classifier.pools.vocabulary import PoolVocabulary
         tensors, meta = cls._read(path)
         unknown = [f for f in meta["numeric"] if f not in SESSION_NUMERIC]
         if unknown:

@@ -117,6 +117,9 @@ class PoolCache:
         except sqlite3.Error as exc:
             self._close_quietly()
             raise PoolError(f"pool cache {self.path}: {exc}") from None
+        except PoolError:            # not a pool cache: leave the file alone, closed
+            self._close_quietly()
+            raise
 
     # ----------------------------------------------------------------------- set-up
 
@@ -150,9 +153,13 @@ class PoolCache:
             pass
 
     def _close_quietly(self) -> None:
+        """Close after a failed set-up (the error being reported is the set-up's)."""
+        conn = getattr(self, "_conn", None)   # absent when connecting itself failed
+        if conn is None:
+            return
         try:
-            self._conn.close()
-        except Exception:
+            conn.close()
+        except sqlite3.Error:
             pass
 
     # ----------------------------------------------------------------------- index
