@@ -128,7 +128,7 @@ class IotControllerShell(BaseApp):
         self.core.restore(restored, time.time_ns())
         # One IP-pool resolver for the engine (session pools) and for the policy's allow_pools
         # (pool -> prefixes); both run on the worker thread, never on the event loop.
-        self.pools = PoolResolver(mode=self.cfg.pool_mode, cache_path=self.cfg.pool_cache)
+        self.pools = PoolResolver(mode=self.cfg.pool_mode, cache_path=self.cfg.pool_cache, **self.cfg.rdap_options())
         if hasattr(self.engine, "resolver"):
             self.engine.resolver = self.pools
         self.resolver = SeenPoolResolver(pool_of=self.pools.resolve_cached_or_offline)

@@ -86,10 +86,13 @@ class DecisionEngine:
     # ------------------------------------------------------------------ deciding
 
     def _fill_pools(self, sess) -> None:
+        """Pools from the offline database or the cache only: a decision never waits on RDAP.
+        With an rdap/auto resolver, addresses not cached are looked up in the background and
+        later decisions use the answers."""
         from classifier.pools.resolver import PoolResolver, fill_pools
         if self.resolver is None:
             self.resolver = PoolResolver(mode="offline")
-        fill_pools(sess, resolver=self.resolver)
+        fill_pools(sess, resolver=self.resolver, blocking=False)
 
     def _session_instance(self, sess) -> Instances:
         n = self.config.n
