@@ -214,3 +214,23 @@ def test_a_decision_and_its_device_are_one_transaction(tmp_path):
     assert inv.record_decision(dev.mac, 10**18 + 2, d, dev) == 2
     assert read_inventory(str(tmp_path / "inv.sqlite"))[0]["decisions"] == 2
     inv.close()
+
+
+def test_rdap_options_reach_the_pool_resolver_only_in_rdap_modes():
+    from oslo_config import cfg as oslo
+
+    import pytest
+
+    from controller_app import config as app_config
+
+    def conf_of(*args):
+        conf = oslo.ConfigOpts()
+        app_config.register_opts(oslo, conf)
+        conf(args=list(args), default_config_files=[])
+        return app_config.from_conf(conf)
+
+    c = conf_of("--pool-mode", "rdap", "--rdap-url", "http://127.0.0.1:9/bootstrap", "--rdap-timeout", "1.5")
+    assert c.rdap_options() == {"bootstrap_url": "http://127.0.0.1:9/bootstrap", "timeout": 1.5}
+    assert conf_of("--rdap-url", "http://127.0.0.1:9/bootstrap").rdap_options() == {}      # offline: none
+    with pytest.raises(ValueError, match="--rdap-timeout"):
+        conf_of("--pool-mode", "auto", "--rdap-timeout", "-1")
