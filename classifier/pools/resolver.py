@@ -48,8 +48,8 @@ import json
 import re
 import sys
 import threading
-import unicodedata
 import time
+import unicodedata
 from collections import Counter
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
