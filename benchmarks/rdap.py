@@ -74,6 +74,9 @@ def _devices(http_port: int) -> dict:
 
 
 def run_mode(mode: str, n_devices: int, n_sessions: int, url: str | None, workdir: str, timeout: float) -> list:
+    """Seconds from each device's first mirrored packet-in to the engine's first answer, on a
+    fresh app with a fresh inventory and pool cache in ``workdir``."""
+    os.makedirs(workdir)
     of_port, http_port = _free_port(), _free_port()
     args = [sys.executable, "-m", "controller_app.manager", "controller_app", "--ofp-tcp-listen-port", str(of_port),
             "--ofp-listen-host", "127.0.0.1", "--http-port", str(http_port),
@@ -151,13 +154,15 @@ def main(argv=None) -> int:
         for run in range(args.runs):
             rows = {}
             for mode in ("offline", "rdap"):
-                rows[mode] = run_mode(mode, args.devices, args.sessions, hole.url, workdir, args.timeout)
+                rows[mode] = run_mode(mode, args.devices, args.sessions, hole.url,
+                                      os.path.join(workdir, f"run{run + 1}-{mode}"), args.timeout)
             for mode, times in rows.items():
                 shown = ", ".join("never" if t is None else f"{t:.2f} s" for t in times)
                 done = [t for t in times if t is not None]
                 med = f"{statistics.median(done):.2f} s" if done else "-"
                 print(f"run {run + 1}: {mode:8s} first answer per device: {shown} (median {med})")
-        print(f"black-holed RDAP connections accepted: {len(hole.held)}; logs in {workdir}")
+            print(f"black-holed RDAP connections accepted so far: {len(hole.held)}")
+        print(f"logs in {workdir}")
     finally:
         hole.close()
     return 0
