@@ -44,6 +44,12 @@ def blocked(sw, mac: str) -> bool:
                           and fm_match(fm).get("eth_src") == mac))
 
 
+def started(app: App) -> App:
+    """The app, once it listens (its start-up takes longer than the harness's 20 s on a busy machine)."""
+    wait_log(app, '"event": "http"', timeout=120)
+    return app
+
+
 def wait_log(app: App, text: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while text not in app.text():
@@ -54,7 +60,8 @@ def wait_log(app: App, text: str, timeout: float = 10.0) -> None:
 
 def test_hostile_policy_files_are_rejected_at_once_and_enforcement_goes_on(app_factory, tmp_path):  # noqa: F811
     devices = [mac_of(i) for i in range(1, 5)]
-    app = app_factory(table={**{m: ["camera", 0.95, "confirmed"] for m in devices}, "min_packets": 3}, watch=0.2)
+    app = started(app_factory(table={**{m: ["camera", 0.95, "confirmed"] for m in devices}, "min_packets": 3},
+                              watch=0.2))
     sw = FakeSwitch("127.0.0.1", app.of_port, dpid=9, ports=[1, 2, 3, 4, 5])
     sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
 
@@ -124,7 +131,7 @@ def test_every_logged_decision_is_in_the_inventory_after_kill_9(app_factory, tmp
     table["min_packets"] = 3
     apps, killed_after = [], []
     for cycle in range(3):
-        app = app_factory(table=table, watch=0)
+        app = started(app_factory(table=table, watch=0))
         apps.append(app)
         sw = FakeSwitch("127.0.0.1", app.of_port, dpid=11, ports=list(range(1, n + 1)))
         sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
@@ -166,9 +173,8 @@ def test_every_logged_decision_is_in_the_inventory_after_kill_9(app_factory, tmp
         app.fh.close()
         killed_after.append(app.text().count('"event": "decision"'))
     # a restart on the same inventory comes up, reading every device from it
-    last = app_factory(table=table, watch=0)
+    last = started(app_factory(table=table, watch=0))
     apps.append(last)
-    wait_log(last, '"event": "http"', timeout=120)           # started (slowly on a busy machine)
     startup = next(json.loads(line[line.index("{"):]) for line in last.text().splitlines()
                    if '"event": "startup"' in line)
     assert startup["restored_devices"] == n
