@@ -296,15 +296,33 @@ def cmd_classify(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _size(text: str) -> int:
+    from classifier.capture.reader import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_size_limit(parser, default) -> None:
+    """--max-capture-size, on the main parser and (so that it may follow the command) on the
+    commands that read captures."""
+    parser.add_argument("--max-capture-size", type=_size, default=default, metavar="SIZE",
+                        help="refuse captures larger than this once decompressed, e.g. 4G or 512M "
+                             "(default $IOT_MAX_CAPTURE_SIZE, else 1G)")
+
+
 def build_parser(extra=None) -> argparse.ArgumentParser:
     """The ``iotclass`` parser; ``extra(subparsers)`` adds more commands (the controller's)."""
     p = argparse.ArgumentParser(prog="iotclass", description="Offline tools of the IoT device classifier.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _add_size_limit(p, None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp, labels=True):
         sp.add_argument("pcap", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, optionally .gz/.xz/.bz2)")
+        _add_size_limit(sp, argparse.SUPPRESS)
         sp.add_argument("--gateway", action="append", default=[], metavar="MAC",
                         help="a gateway/router MAC, never treated as a device (repeatable)")
         if labels:
@@ -384,6 +402,8 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
         print(f"iotclass: warning: {message}", file=sys.stderr)
 
     warnings.showwarning = show_warning
+    from classifier.capture.reader import set_max_capture_bytes
+    previous_limit = set_max_capture_bytes(args.max_capture_size) if args.max_capture_size else None
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
@@ -397,6 +417,16 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
             raise
         print(f"iotclass: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug, still said in one line
+        if args.debug:
+            raise
+        text = " ".join(str(exc).split())
+        text = text if len(text) <= 300 else text[:297] + "..."
+        print(f"iotclass: error: {type(exc).__name__}: {text} (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if args.max_capture_size:
+            set_max_capture_bytes(previous_limit)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,15 @@ class AppConfig:
     web_pins: bool = False                   #: pins from the operator page (writes the policy's overrides)
     web_token_file: str | None = None        #: operators' tokens, `name:token` a line (needed for pins)
     traffic_interval: float = 10.0           #: seconds between reads of the devices' flow counters (0: none)
+    rdap_url: str | None = None              #: RDAP bootstrap URL (None: ipwhois's)
+    rdap_timeout: float | None = None        #: seconds per RDAP request (None: the classifier's default)
     core: Settings = field(default_factory=Settings)
+
+    def rdap_options(self) -> dict:
+        """Keyword arguments for :class:`classifier.pools.resolver.PoolResolver` beside mode and cache."""
+        if self.pool_mode == "offline":
+            return {}
+        return {k: v for k, v in (("bootstrap_url", self.rdap_url), ("timeout", self.rdap_timeout)) if v}
 
 
 # (name, type, default, help) of the options; core settings follow from Settings' fields.
@@ -59,6 +67,8 @@ _APP_OPTS = [
                                   "more (keep it chmod 600)"),
     ("traffic-interval", float, 10.0, "seconds between reads of the switches' per-device forwarding counters, for "
                                       "the page's traffic plots (0: none)"),
+    ("rdap-url", str, None, "RDAP bootstrap URL for pool modes rdap and auto (default: ipwhois's)"),
+    ("rdap-timeout", float, None, "seconds per RDAP request (default 5); look-ups never delay a decision"),
 ]
 _CORE_HELP = {
     "mirror_max_len": "bytes of each mirrored packet copied to the controller",
@@ -150,6 +160,10 @@ def from_conf(conf) -> AppConfig:
     cfg.traffic_interval = float(get("traffic_interval", cfg.traffic_interval))
     if cfg.traffic_interval < 0:
         raise ValueError(f"--traffic-interval: {cfg.traffic_interval!r} is negative")
+    cfg.rdap_url = get("rdap_url")
+    cfg.rdap_timeout = get("rdap_timeout")
+    if cfg.rdap_timeout is not None and not float(cfg.rdap_timeout) > 0:
+        raise ValueError(f"--rdap-timeout: {cfg.rdap_timeout!r} is not a positive number")
     core = {f.name: type(f.default)(get(f.name, f.default)) for f in _core_fields()}
     gws = get("gateway_macs", []) or []
     try:

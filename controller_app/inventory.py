@@ -109,22 +109,19 @@ class Inventory:
                         "model": d["model"]})
         return out
 
-    def upsert_devices(self, devices) -> int:
-        """Write the state of core devices (objects with the core's Device fields)."""
+    def _upsert(self, devices) -> int:
         rows = []
         for dev in devices:
             rows.append((mac_to_str(dev.mac), _dpid_text(dev.dpid), dev.port, dev.first_ns / 1e9, dev.last_ns / 1e9,
                          dev.category, dev.confidence if dev.stage else None, dev.stage, dev.model,
                          dev.policy_action.describe() if dev.policy_action is not None else None, int(dev.gateway)))
-        with self.lock:
-            self.db.executemany(
-                "INSERT INTO devices (mac, dpid, port, first_seen, last_seen, category, confidence, stage, model, "
-                "enforced, gateway) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(mac) DO UPDATE SET "
-                "dpid=excluded.dpid, port=excluded.port, first_seen=min(first_seen, excluded.first_seen), "
-                "last_seen=max(last_seen, excluded.last_seen), category=excluded.category, "
-                "confidence=excluded.confidence, stage=excluded.stage, model=excluded.model, "
-                "enforced=excluded.enforced, gateway=excluded.gateway", rows)
-            self.db.commit()
+        self.db.executemany(
+            "INSERT INTO devices (mac, dpid, port, first_seen, last_seen, category, confidence, stage, model, "
+            "enforced, gateway) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(mac) DO UPDATE SET "
+            "dpid=excluded.dpid, port=excluded.port, first_seen=min(first_seen, excluded.first_seen), "
+            "last_seen=max(last_seen, excluded.last_seen), category=excluded.category, "
+            "confidence=excluded.confidence, stage=excluded.stage, model=excluded.model, "
+            "enforced=excluded.enforced, gateway=excluded.gateway", rows)
         return len(rows)
 
     def forget(self, macs) -> int:
@@ -139,15 +136,45 @@ class Inventory:
             self.db.commit()
         return cur.rowcount
 
-    def add_decision(self, mac: int, ts_ns: int, decision) -> None:
+    def _insert_decision(self, mac: int, ts_ns: int, decision) -> int:
+        cur = self.db.execute("INSERT INTO decisions (mac, ts, category, confidence, stage, model, explanation, "
+                              "evidence) VALUES (?,?,?,?,?,?,?,?)",
+                              (mac_to_str(mac), ts_ns / 1e9, decision.category, float(decision.confidence),
+                               decision.stage, decision.model, decision.explanation,
+                               json.dumps(decision.evidence, default=str)))
+        self.db.execute("UPDATE devices SET explanation=? WHERE mac=?", (decision.explanation, mac_to_str(mac)))
+        return int(cur.lastrowid)
+
+    def _commit(self, work):
+        """Run ``work()`` in one transaction: all of it is committed, or none of it."""
         with self.lock:
-            self.db.execute("INSERT INTO decisions (mac, ts, category, confidence, stage, model, explanation, "
-                            "evidence) VALUES (?,?,?,?,?,?,?,?)",
-                            (mac_to_str(mac), ts_ns / 1e9, decision.category, float(decision.confidence),
-                             decision.stage, decision.model, decision.explanation,
-                             json.dumps(decision.evidence, default=str)))
-            self.db.execute("UPDATE devices SET explanation=? WHERE mac=?", (decision.explanation, mac_to_str(mac)))
-            self.db.commit()
+            try:
+                out = work()
+                self.db.commit()
+            except BaseException:
+                self.db.rollback()
+                raise
+            return out
+
+    def upsert_devices(self, devices) -> int:
+        """Write the state of core devices (objects with the core's Device fields)."""
+        devices = list(devices)
+        return self._commit(lambda: self._upsert(devices))
+
+    def add_decision(self, mac: int, ts_ns: int, decision) -> int:
+        """Append a decision; returns its id."""
+        return self._commit(lambda: self._insert_decision(mac, ts_ns, decision))
+
+    def record_decision(self, mac: int, ts_ns: int, decision, device=None) -> int:
+        """A decision and the device's new state (``device``, if given), in one transaction;
+        returns the decision's id once it is committed. WAL mode: a committed decision
+        survives the process being killed (``synchronous=NORMAL`` risks only the last commits
+        on a power failure)."""
+        def work():
+            if device is not None:
+                self._upsert([device])
+            return self._insert_decision(mac, ts_ns, decision)
+        return self._commit(work)
 
     def add_audit(self, ts: float, who: str, client: str, op: str, mac: str, before, after, digest) -> None:
         with self.lock:

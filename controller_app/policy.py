@@ -22,12 +22,21 @@ An action is ``allow``, ``block``, or a mapping of ``block: true`` alone, or any
 ``allow_pools`` (IP pool names and/or CIDR prefixes: only these and the LAN are reachable),
 ``rate_limit_kbps`` (an OpenFlow meter over the device's traffic, both directions),
 ``priority`` (an OpenFlow queue id, set_queue) and ``dscp`` (0-63, rewritten on IP packets).
+
+Limits: a policy file holds at most :data:`MAX_POLICY_BYTES` bytes of UTF-8 text, nested at
+most :data:`MAX_DEPTH` levels, and must be a regular file (a FIFO, device or directory is
+refused without being read, so that a reload never waits on one). Every failure — unreadable,
+too big, not UTF-8, not YAML, nested too deeply, invalid — is a :class:`PolicyError` naming
+the file and, where there is one, the line and column.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
+import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +53,13 @@ DEFAULT_LAN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"
 ACTION_KEYS = ("block", "allow_pools", "rate_limit_kbps", "priority", "dscp")
 TOP_KEYS = ("version", "enforce_on", "min_confidence", "lan", "default", "unknown", "categories", "overrides")
 UNKNOWN_CATEGORY = "unknown"
+#: Largest policy file read, in bytes: about 4,500 per-MAC overrides of one line each. It bounds
+#: the time a reload holds the controller's event loop (under half a second at this size with libyaml).
+MAX_POLICY_BYTES = 256 * 1024
+#: Deepest nesting of lists and mappings (a valid policy needs 4).
+MAX_DEPTH = 32
+#: Problems reported at most; the rest are counted.
+MAX_PROBLEMS = 50
 
 
 class PolicyError(IotClassError):
@@ -158,20 +174,90 @@ def _as_network(text: str):
 # ------------------------------------------------------------------ loading and validation
 
 
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_COLLECTION_START = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+_COLLECTION_END = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+
+
+def _too_deep(mark):
+    return yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+
+
+class _Loader(yaml.SafeLoader):
+    """The pure-Python safe loader, refusing nesting deeper than :data:`MAX_DEPTH` (PyYAML
+    composes nodes recursively: a few thousand unclosed brackets would exhaust Python's stack)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        nested = isinstance(event, _COLLECTION_START)
+        if nested:
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise _too_deep(event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if nested:
+                self._depth -= 1
+
+
+def _compose(text: str):
+    """The YAML node tree of ``text``. With libyaml (PyYAML's C loader: about five times faster,
+    which matters on the controller's event loop) the nesting depth is checked first on the
+    event stream, which libyaml produces without recursion; its composer recurses in C and
+    would crash the process on deep nesting."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return yaml.compose(text, Loader=_Loader)
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, _COLLECTION_START):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _too_deep(event.start_mark)
+        elif isinstance(event, _COLLECTION_END):
+            depth -= 1
+    return yaml.compose(text, Loader=yaml.CSafeLoader)
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of character ``index`` of ``text``."""
+    index = max(0, min(index, len(text)))
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
 class _Checker:
     def __init__(self, source: str):
         self.source = source
         self.problems: list[str] = []
+        self.found = 0
+        self.constructor = yaml.constructor.SafeConstructor()
 
     def err(self, node, path: str, msg: str) -> None:
+        self.found += 1
+        if len(self.problems) >= MAX_PROBLEMS:
+            return
         where = f"{self.source}:{node.start_mark.line + 1}:{node.start_mark.column + 1}" if node is not None \
             else self.source
-        self.problems.append(f"{where}: {path or '(top level)'}: {msg}")
+        self.problems.append(f"{where}: {_short(path, 80) or '(top level)'}: {msg}")
+
+    def finished(self) -> list[str]:
+        """The problems, with a last line counting those left out."""
+        if self.found > len(self.problems):
+            return self.problems + [f"{self.source}: ... and {self.found - len(self.problems)} more problems"]
+        return self.problems
 
     @staticmethod
     def _show(node) -> str:
         if isinstance(node, yaml.ScalarNode):
-            return repr(node.value)
+            return repr(_short(node.value, 60))
         return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
 
     def mapping(self, node, path: str) -> list | None:
@@ -197,7 +283,14 @@ class _Checker:
         if not isinstance(node, yaml.ScalarNode):
             self.err(node, path, f"expected a single value, got {self._show(node)}")
             return None
-        return yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else node.value
+        if node.tag == "tag:yaml.org,2002:str":
+            return node.value
+        try:
+            return self.constructor.construct_object(node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+            # an explicit tag this loader does not construct (!!binary, !custom), a date that
+            # does not exist, an integer of thousands of digits: the caller reports the text
+            return node.value
 
     def integer(self, node, path: str, lo: int, hi: int | None = None) -> int | None:
         v = self.scalar(node, path)
@@ -277,20 +370,38 @@ class _Checker:
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Parse and validate a policy; raises :class:`PolicyError` listing every problem."""
+    try:
+        return _parse(text, source)
+    except PolicyError:
+        raise
+    except (RecursionError, MemoryError) as exc:
+        raise PolicyError([f"{source}: too complex to read ({type(exc).__name__})"]) from None
+    except Exception as exc:  # noqa: BLE001 - a last guard: callers handle PolicyError only
+        raise PolicyError([f"{source}: cannot read the policy: {type(exc).__name__}: {exc}"]) from None
+
+
+def _parse(text: str, source: str) -> Policy:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
+        raise PolicyError([f"{source}: larger than the policy size limit of {MAX_POLICY_BYTES} bytes"])
     chk = _Checker(source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         raise PolicyError([f"{where}: not valid YAML: {exc.problem or exc.context}"]) from None
+    except yaml.reader.ReaderError as exc:
+        line, col = _line_col(text, exc.position)
+        c = exc.character
+        what = f"character U+{c:04X}" if isinstance(c, int) else f"character {c!r}"
+        raise PolicyError([f"{source}:{line}:{col}: not valid YAML: {what} is not allowed ({exc.reason})"]) from None
     except yaml.YAMLError as exc:
-        raise PolicyError([f"{source}: not valid YAML: {exc}"]) from None
+        raise PolicyError([f"{source}: not valid YAML: {_short(str(exc), 200)}"]) from None
     if root is None:
         raise PolicyError([f"{source}: empty policy file (expected a mapping with {', '.join(TOP_KEYS)})"])
     items = chk.mapping(root, "")
     if items is None:
-        raise PolicyError(chk.problems)
+        raise PolicyError(chk.finished())
     kw: dict[str, Any] = {}
     for key, knode, v in items:
         if key == "version":
@@ -374,22 +485,74 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         else:
             chk.err(knode, key, f"unknown key; expected one of {', '.join(TOP_KEYS)}")
     if chk.problems:
-        raise PolicyError(chk.problems)
+        raise PolicyError(chk.finished())
     kw["source"] = source
     kw["digest"] = hashlib.sha256(text.encode()).hexdigest()[:12]
     return Policy(**kw)
 
 
-def load_policy(path: str) -> Policy:
-    """Read and validate a policy file; every error names the file."""
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _check_file(path: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+        raise PolicyError([f"{path}: {kind}, not a policy file (a policy must be a regular file)"])
+    if st.st_size > MAX_POLICY_BYTES:
+        raise PolicyError([f"{path}: {st.st_size} bytes, more than the policy size limit of "
+                           f"{MAX_POLICY_BYTES} bytes"])
+
+
+def read_policy_bytes(path: str) -> bytes:
+    """The bytes of a policy file, read without ever waiting: anything but a regular file is
+    refused (checked before opening, and again on the opened descriptor, which is opened
+    non-blocking so that a FIFO swapped in between cannot hold the caller), and at most
+    :data:`MAX_POLICY_BYTES` are read."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        _check_file(path, os.stat(path))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise PolicyError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        _check_file(path, os.fstat(fd))
+        chunks, total = [], 0
+        while True:
+            try:
+                chunk = os.read(fd, min(1 << 16, MAX_POLICY_BYTES + 1 - total))
+            except BlockingIOError:
+                chunk = b""
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_POLICY_BYTES:
+                raise PolicyError([f"{path}: more than the policy size limit of {MAX_POLICY_BYTES} bytes"])
+        return b"".join(chunks)
+    except OSError as exc:
+        if exc.errno == errno.EISDIR:
+            raise PolicyError([f"{path}: a directory, not a policy file"]) from None
+        raise PolicyError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    finally:
+        os.close(fd)
+
+
+def decode_policy(data: bytes, path: str) -> str:
+    """UTF-8 text (a leading byte-order mark allowed); an error names the line and column."""
+    try:
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise PolicyError([f"{path}: byte {exc.start}: not UTF-8 text"]) from None
-    return parse_policy(text, path)
+        good = data[:exc.start].decode("utf-8-sig", "replace")
+        line, col = _line_col(good, len(good))
+        raise PolicyError([f"{path}: byte {exc.start}: not UTF-8 text (0x{data[exc.start]:02x} at line {line}, "
+                           f"column {col})"]) from None
+
+
+def load_policy(path: str) -> Policy:
+    """Read and validate a policy file; every error (a :class:`PolicyError`, the only exception
+    raised) names the file."""
+    return parse_policy(decode_policy(read_policy_bytes(path), path), path)
 
 
 def default_policy_path() -> str:

@@ -139,7 +139,7 @@ class IotControllerShell(BaseApp):
         self.core.restore(restored, time.time_ns())
         # One IP-pool resolver for the engine (session pools) and for the policy's allow_pools
         # (pool -> prefixes); both run on the worker thread, never on the event loop.
-        self.pools = PoolResolver(mode=self.cfg.pool_mode, cache_path=self.cfg.pool_cache)
+        self.pools = PoolResolver(mode=self.cfg.pool_mode, cache_path=self.cfg.pool_cache, **self.cfg.rdap_options())
         if hasattr(self.engine, "resolver"):
             self.engine.resolver = self.pools
         self.resolver = SeenPoolResolver(pool_table=self.pools.resolve_table)
@@ -303,17 +303,16 @@ class IotControllerShell(BaseApp):
             before = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
             intents = self.core.decision_made(mac, d, now)
             after = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
-            LOG.info(_structured("decision", mac=mac_to_str(mac), category=d.category,
-                                 confidence=round(float(d.confidence), 4), stage=d.stage, model=d.model,
-                                 explanation=d.explanation, evidence=d.evidence, enforced_before=before,
-                                 enforced=after, mirroring=bool(dev and dev.mirroring)))
+            decision_id = None      # committed before it is logged as made: a crash loses no logged decision
             try:
-                self.inventory.add_decision(mac, now, d)
-                if dev is not None:
-                    self.inventory.upsert_devices([dev])
+                decision_id = self.inventory.record_decision(mac, now, d, dev)
             except Exception as exc:  # noqa: BLE001 - the inventory must not stop enforcement
                 self.metrics.errors.labels("inventory").inc()
                 LOG.error(_structured("inventory_error", error=str(exc)))
+            LOG.info(_structured("decision", mac=mac_to_str(mac), category=d.category,
+                                 confidence=round(float(d.confidence), 4), stage=d.stage, model=d.model,
+                                 explanation=d.explanation, evidence=d.evidence, enforced_before=before,
+                                 enforced=after, mirroring=bool(dev and dev.mirroring), decision_id=decision_id))
             self._run(intents)
         elif ev.kind == "pools":
             mapping, errors = ev.result if ev.error is None else ({}, {"*": repr(ev.error)})

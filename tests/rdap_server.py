@@ -126,6 +126,44 @@ class RdapServer:
         self._httpd.server_close()
 
 
+class BlackHole:
+    """A loopback TCP server that accepts connections and never answers: to a client, a server
+    behind a network that swallows its replies (each request waits for its time-out).
+    ``with BlackHole() as bh: ... bh.url ... bh.connections ...``"""
+
+    def __init__(self):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.05)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/bootstrap"
+        self.connections = 0
+        self._held: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.connections += 1
+            self._held.append(conn)          # never read from, never written to, never closed until the end
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(2)
+        for c in self._held:
+            c.close()
+        self._sock.close()
+
+
 def closed_port_url() -> str:
     """A loopback URL where nothing listens (the server is down)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -38,14 +38,14 @@ def free_port() -> int:
 
 
 class App:
-    def __init__(self, tmp: Path, policy: str = POLICY_BLOCK, watch: float = 0.3, extra=()):
+    def __init__(self, tmp: Path, policy: str = POLICY_BLOCK, watch: float = 0.3, extra=(), table=None):
         self.tmp = tmp
         self.of_port, self.http_port = free_port(), free_port()
         self.policy = tmp / "policy.yaml"
         if not self.policy.exists():
             self.policy.write_text(policy)
         model = tmp / "model.json"
-        model.write_text(json.dumps({A: ["camera", 0.95, "confirmed"], "min_packets": 3}))
+        model.write_text(json.dumps(table or {A: ["camera", 0.95, "confirmed"], "min_packets": 3}))
         self.inventory = tmp / "inventory.sqlite"
         self.log = tmp / f"app-{self.of_port}.log"
         env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")

@@ -130,3 +130,102 @@ def test_cli_policy_check_exit_codes(tmp_path, capsys):
     assert "Traceback" not in proc.stderr
     assert main(["policy", "check", "--json", str(good)]) == 0
     assert '"enforce_on": "confirmed"' in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ hostile files
+
+
+def test_deep_nesting_is_a_policy_error_with_its_position():
+    (p,) = problems("[" * 40_000)
+    assert p == "p.yaml:1:33: not valid YAML: nested more than 32 levels deep"
+    (p,) = problems("categories:\n  camera: " + "{a: " * 40 + "\n")
+    assert p.startswith("p.yaml:2:") and "nested more than 32 levels" in p
+
+
+def test_deep_nesting_without_libyaml(monkeypatch):
+    import yaml
+    monkeypatch.setattr(yaml, "__with_libyaml__", False)
+    (p,) = problems("[" * 40_000)
+    assert p == "p.yaml:1:33: not valid YAML: nested more than 32 levels deep"
+    assert parse_policy("categories: {camera: block}\n", "p.yaml").action_for("camera") == BLOCK
+
+
+def test_nested_bracket_file_gives_one_line_from_the_cli(tmp_path):
+    bad = tmp_path / "nested.yaml"
+    bad.write_text("[" * 40_000)
+    proc = subprocess.run([sys.executable, "-m", "classifier.cli", "policy", "check", str(bad)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"iotclass: error: {bad}:1:33: not valid YAML: nested more than 32 levels deep"]
+
+
+def test_oversized_policy_is_refused_before_parsing(tmp_path):
+    from controller_app.policy import MAX_POLICY_BYTES
+    big = tmp_path / "big.yaml"
+    big.write_text("categories:\n  camera: block\n" + "# padding\n" * (MAX_POLICY_BYTES // 10))
+    with pytest.raises(PolicyError) as exc:
+        load_policy(str(big))
+    assert exc.value.problems == [f"{big}: {big.stat().st_size} bytes, more than the policy size limit of "
+                                  f"{MAX_POLICY_BYTES} bytes"]
+    with pytest.raises(PolicyError, match="larger than the policy size limit"):
+        parse_policy(big.read_text(), "p.yaml")
+    # just under the limit is read
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("categories:\n  camera: block\n" + "# padding\n" * ((MAX_POLICY_BYTES - 40) // 10))
+    assert load_policy(str(ok)).action_for("camera") == BLOCK
+
+
+def test_fifo_device_and_directory_are_refused_at_once(tmp_path):
+    import os
+    import time
+    fifo = tmp_path / "policy.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO (named pipe)"), ("/dev/zero", "a character device"), (tmp_path, "a directory")):
+        t0 = time.monotonic()
+        with pytest.raises(PolicyError) as exc:
+            load_policy(str(path))
+        assert time.monotonic() - t0 < 1.0
+        assert exc.value.problems == [f"{path}: {kind}, not a policy file (a policy must be a regular file)"]
+
+
+def test_encoding_and_control_characters_are_located(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_bytes(b"categories:\n  camera: bl\xffock\n")
+    with pytest.raises(PolicyError, match=r"p.yaml: byte 24: not UTF-8 text \(0xff at line 2, column 13\)"):
+        load_policy(str(f))
+    (p,) = problems("categories:\n  camera: bl\x00ock\n")
+    assert p.startswith("p.yaml:2:13: not valid YAML: character U+0000 is not allowed")
+    f.write_bytes(b"\xef\xbb\xbfcategories: {camera: block}\n")          # a byte-order mark is fine
+    assert load_policy(str(f)).action_for("camera") == BLOCK
+
+
+@pytest.mark.parametrize("value", ["2001-02-30", "!!binary xx", "!custom 5", "9" * 5000, "!!python/object:os.system x"])
+def test_values_yaml_cannot_construct_are_reported_not_raised(value):
+    (p,) = problems(f"default: {{rate_limit_kbps: {value}}}\n")
+    assert p.startswith("p.yaml:1:28: default.rate_limit_kbps: expected an integer 1..100000000, got ")
+    assert len(p) < 200
+
+
+def test_many_problems_are_capped():
+    from controller_app.policy import MAX_PROBLEMS
+    text = "categories:\n" + "".join(f"  camera{i}: allow\n" for i in range(500))
+    found = problems(text)
+    assert len(found) == MAX_PROBLEMS + 1 and found[-1] == f"p.yaml: ... and {500 - MAX_PROBLEMS} more problems"
+
+
+def test_any_text_gives_a_policy_or_a_policy_error():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    pieces = st.sampled_from(["categories:", "\n", "  ", "camera:", " block", "{", "}", "[", "]", ",", "&a ", "*a",
+                              "!!binary ", "rate_limit_kbps: ", "9" * 30, "2001-02-30", "- ", "'", '"', "\x00", "\t",
+                              "overrides:", '"02:00:00:00:00:01": ', "{category: plug}", "lan: ", "10.0.0.0/8", "%"])
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(pieces, max_size=40).map("".join))
+    def check(text):
+        try:
+            parse_policy(text, "p.yaml")
+        except PolicyError as exc:
+            assert exc.problems and all(p.startswith("p.yaml") for p in exc.problems)
+
+    check()

@@ -11,14 +11,21 @@ a :class:`CaptureError` naming the file and byte offset; a capture whose last re
 short gives every earlier packet plus a :class:`CaptureWarning`.
 
 Offsets in messages are into the decompressed capture when the file is compressed.
+
+Size: a capture larger than :func:`max_capture_bytes` (default :data:`DEFAULT_MAX_CAPTURE_BYTES`,
+1 GiB; ``$IOT_MAX_CAPTURE_SIZE``, or ``iotclass --max-capture-size``) is refused, a compressed
+one as soon as its decompressed bytes pass the limit, so that a small file that inflates to
+gigabytes (a "compression bomb") costs at most the limit in memory. The whole capture is held
+in memory once (decompressed into the buffer the kernels read, not copied).
 """
 
 from __future__ import annotations
 
 import bz2
-import io
 import lzma
 import os
+import re
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -27,7 +34,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from numba import njit
 
-from classifier.errors import CaptureError, CaptureWarning
+from classifier.errors import CaptureError, CaptureWarning, IotClassError
 
 #: Records claiming more captured bytes than this are corrupt, not packets.
 MAX_CAPLEN = 256 * 1024
@@ -35,6 +42,10 @@ MAX_CAPLEN = 256 * 1024
 MAX_BLOCK = 16 * 1024 * 1024
 #: Zero bytes appended after the data so that header reads near the end never leave the buffer.
 PAD = 128
+#: Largest capture read (after decompression), unless told otherwise (see :func:`max_capture_bytes`).
+DEFAULT_MAX_CAPTURE_BYTES = 1 << 30
+#: The environment variable that sets the limit (a size such as ``4G``, ``512M`` or bytes).
+MAX_CAPTURE_ENV = "IOT_MAX_CAPTURE_SIZE"
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -87,60 +98,190 @@ def _source_name(source: Source, name: str | None) -> str:
     return getattr(source, "name", None) or "<stream>"
 
 
-def _read_all(source: Source, name: str) -> bytes:
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``1073741824``, ``1G``, ``512M``, ``1.5GiB``, ``64k`` (units are powers of 1024)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a size (bytes, or a number with K, M, G or T)")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise ValueError(f"{text!r}: a size must be positive")
+    return value
+
+
+def format_size(n: int) -> str:
+    for unit, k in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k:
+            v = n / k
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} bytes"
+
+
+_max_bytes_override: int | None = None
+
+
+def set_max_capture_bytes(limit: int | None) -> int | None:
+    """Set the process-wide capture size limit (None: back to ``$IOT_MAX_CAPTURE_SIZE`` or the
+    default); returns the previous setting."""
+    global _max_bytes_override
+    previous, _max_bytes_override = _max_bytes_override, limit
+    return previous
+
+
+def max_capture_bytes() -> int:
+    """The capture size limit in force: :func:`set_max_capture_bytes`, else
+    ``$IOT_MAX_CAPTURE_SIZE``, else :data:`DEFAULT_MAX_CAPTURE_BYTES`."""
+    if _max_bytes_override is not None:
+        return _max_bytes_override
+    env = os.environ.get(MAX_CAPTURE_ENV)
+    if env:
+        try:
+            return parse_size(env)
+        except ValueError as exc:
+            raise IotClassError(f"{MAX_CAPTURE_ENV}: {exc}") from None
+    return DEFAULT_MAX_CAPTURE_BYTES
+
+
+def _raise_hint() -> str:
+    return f"raise the limit with --max-capture-size or {MAX_CAPTURE_ENV}"
+
+
+def _too_big(name: str, limit: int, what: str) -> CaptureError:
+    return CaptureError(name, None, f"{what} more than the capture size limit of {format_size(limit)}; "
+                                    f"{_raise_hint()}")
+
+
+def _read_all(source: Source, name: str, limit: int | None = None) -> bytearray:
+    """The source's bytes (a bytearray), refused beyond ``limit`` (the capture size limit)."""
+    limit = max_capture_bytes() if limit is None else limit
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
+        if len(source) > limit:
+            raise _too_big(name, limit, f"{len(source)} bytes,")
+        return bytearray(source)
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, "rb") as fh:
-                return fh.read()
+                st = os.fstat(fh.fileno())
+                if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+                    raise _too_big(name, limit, f"{st.st_size} bytes,")
+                return _read_stream(fh, limit, name)
         except OSError as exc:
             raise CaptureError(name, None, f"cannot open: {exc.strerror or exc}") from None
     try:
-        return source.read()
+        return _read_stream(source, limit, name)
     except OSError as exc:
         raise CaptureError(name, None, f"cannot read stream: {exc}") from None
 
 
-def _decompress(data: bytes, name: str, warnings: list) -> tuple[bytes, str]:
-    """Undo gzip/xz/bzip2 compression (several members or streams allowed)."""
-    if data[:2] == b"\x1f\x8b":
-        kind, make = "gzip", lambda: zlib.decompressobj(wbits=31)
-    elif data[:6] == b"\xfd7zXZ\x00":
-        kind, make = "xz", lzma.LZMADecompressor
-    elif data[:3] == b"BZh":
-        kind, make = "bzip2", bz2.BZ2Decompressor
-    else:
+def _read_stream(fh, limit: int, name: str) -> bytearray:
+    out = bytearray()
+    while True:
+        piece = fh.read(min(1 << 22, limit + 1 - len(out)))
+        if not piece:
+            return out
+        out += piece
+        if len(out) > limit:
+            raise _too_big(name, limit, "holds")
+
+
+#: Memory an xz stream's decoder may take (its header names its dictionary size; ``xz -9``
+#: needs 65 MiB): a crafted header cannot make the decoder allocate more than this.
+XZ_MEMLIMIT = 256 << 20
+
+_DECOMPRESSORS = {
+    "gzip": lambda: zlib.decompressobj(wbits=31),
+    "xz": lambda: lzma.LZMADecompressor(memlimit=XZ_MEMLIMIT),
+    "bzip2": bz2.BZ2Decompressor,
+}
+
+
+def compression_of(data) -> str:
+    """'gzip', 'xz', 'bzip2' or '' from the first bytes."""
+    head = bytes(data[:6])
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[:3] == b"BZh":
+        return "bzip2"
+    return ""
+
+
+def _feed(dec, src, step: int, kind: str, pos: int, name: str) -> bytes:
+    try:
+        return dec.decompress(src, step)
+    except (zlib.error, lzma.LZMAError, OSError, EOFError) as exc:
+        raise CaptureError(name, pos, f"corrupt {kind} data near compressed byte {pos}: {exc}") from None
+
+
+def _inflate_member(kind: str, data, pos: int, out: bytearray, limit: int, name: str,
+                    step: int = 1 << 20) -> tuple[int, bool]:
+    """Decompress the member (gzip) or stream (xz, bzip2) starting at compressed byte ``pos``
+    into ``out``, never producing more than ``step`` bytes at a time nor ``out`` beyond
+    ``limit``. Returns (compressed position after it, whether its end was found)."""
+    dec = _DECOMPRESSORS[kind]()
+    tail = b""
+    while True:
+        if kind == "gzip":
+            if tail:
+                src = tail
+            else:
+                src = data[pos:pos + step]
+                pos += len(src)
+            piece = _feed(dec, src, step, kind, pos, name)
+            tail = dec.unconsumed_tail
+        else:
+            if dec.needs_input:
+                if pos >= len(data):
+                    return pos, False
+                src = data[pos:pos + step]
+                pos += len(src)
+            else:
+                src = b""
+            piece = _feed(dec, src, step, kind, pos, name)
+        if len(out) + len(piece) > limit:
+            raise _too_big(name, limit, f"{kind} data that decompresses (by compressed byte {pos} of {len(data)}) to")
+        out += piece
+        if dec.eof:
+            return pos - len(dec.unused_data), True
+        if kind == "gzip" and not tail and not piece and pos >= len(data):
+            return pos, False
+
+
+def _decompress(data, name: str, warnings: list, limit: int | None = None) -> tuple[bytearray, str]:
+    """Undo gzip/xz/bzip2 compression (several members or streams allowed), at most ``limit``
+    bytes of output (the capture size limit)."""
+    kind = compression_of(data)
+    if not kind:
         return data, ""
-    out = io.BytesIO()
+    limit = max_capture_bytes() if limit is None else limit
+    out = bytearray()
     pos = 0
-    chunk = 1 << 20
     while pos < len(data):
-        dec = make()
         member_start = pos
-        while True:
-            piece = data[pos:pos + chunk]
-            try:
-                out.write(dec.decompress(piece))
-            except (zlib.error, lzma.LZMAError, OSError, EOFError) as exc:
-                raise CaptureError(name, pos, f"corrupt {kind} data near compressed byte {pos}: {exc}") from None
-            if dec.eof:
-                pos = len(data) - len(dec.unused_data)
-                break
-            pos += len(piece)
-            if pos >= len(data):
-                warnings.append(CaptureWarning(
-                    name, len(data),
-                    f"{kind} stream ends early (member starting at compressed byte {member_start}); "
-                    "reading what was decompressed"))
-                break
-        # Trailing zero padding after the last member is common (tape/block writers).
-        if pos < len(data) and not data[pos:].strip(b"\x00"):
+        pos, complete = _inflate_member(kind, data, pos, out, limit, name)
+        if not complete:
+            warnings.append(CaptureWarning(
+                name, len(data),
+                f"{kind} stream ends early (member starting at compressed byte {member_start}); "
+                "reading what was decompressed"))
             break
-    return out.getvalue(), kind
+        # Trailing zero padding after the last member is common (tape/block writers).
+        if pos < len(data) and not bytes(data[pos:]).strip(b"\x00"):
+            break
+    return out, kind
 
 
-def _padded(data: bytes) -> np.ndarray:
+def _padded(data) -> np.ndarray:
+    """The buffer the kernels read: ``data`` and :data:`PAD` zero bytes. A bytearray is extended
+    in place and shared (no copy); the caller reads the data through ``memoryview(data)[:n]``."""
+    if isinstance(data, bytearray):
+        data.extend(bytes(PAD))
+        return np.frombuffer(data, dtype=np.uint8)
     buf = np.zeros(len(data) + PAD, dtype=np.uint8)
     buf[: len(data)] = np.frombuffer(data, dtype=np.uint8)
     return buf
@@ -391,13 +532,12 @@ _PCAP_MAGICS = {
 }
 
 
-def _read_pcap(name: str, data: bytes, warnings: list) -> Frames:
+def _read_pcap(name: str, data, warnings: list, buf: np.ndarray) -> Frames:
     if len(data) < 24:
         raise CaptureError(name, len(data), f"truncated pcap file header ({len(data)} of 24 bytes)")
-    big, nano = _PCAP_MAGICS[data[:4]]
+    big, nano = _PCAP_MAGICS[bytes(data[:4])]
     linktype = struct.unpack_from(">I" if big else "<I", data, 20)[0] & 0xFFFF
     _check_linktype(name, linktype, 20)
-    buf = _padded(data)
     n, status, stop, value, off, sec, frac, cap, wire = _walk_pcap(buf, 24, len(data), big, MAX_CAPLEN)
     _status_error(name, status, int(stop), int(value), "record", warnings, len(data))
     ts = sec.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64) * (1 if nano else 1000)
@@ -451,10 +591,9 @@ def _ticks_to_ns(ticks: np.ndarray, tsresol: int) -> np.ndarray:
     return (ticks // np.uint64(10 ** (exp - 9))).astype(np.int64)
 
 
-def _read_pcapng(name: str, data: bytes, warnings: list) -> Frames:
+def _read_pcapng(name: str, data, warnings: list, buf: np.ndarray) -> Frames:
     if len(data) < 28:
         raise CaptureError(name, len(data), f"truncated pcapng section header ({len(data)} bytes)")
-    buf = _padded(data)
     (n, status, stop, value, off, cap, wire, ticks, iface, sec, kind, idb_off, idb_sec,
      shb_big) = _walk_pcapng(buf, len(data), MAX_CAPLEN, MAX_BLOCK)
     what = "packet block" if status in (_CAPLEN_BIG, _CAPLEN_ZERO, _CAPLEN_WIRE, _CAPLEN_BLOCK) else "block"
@@ -489,30 +628,36 @@ def _read_pcapng(name: str, data: bytes, warnings: list) -> Frames:
     return Frames(name, buf, off, cap, wire, ts, linktype, "pcapng", warnings)
 
 
-def read_frames(source: Source, name: str | None = None) -> Frames:
+def read_frames(source: Source, name: str | None = None, max_bytes: int | None = None) -> Frames:
     """Read a whole capture (path, binary stream or bytes) into :class:`Frames`.
 
-    Raises :class:`CaptureError` on input that is not a readable capture; appends
+    Raises :class:`CaptureError` on input that is not a readable capture, or larger than
+    ``max_bytes`` (default :func:`max_capture_bytes`) once decompressed; appends
     :class:`CaptureWarning` objects to ``Frames.warnings`` where a capture was read in part.
     """
     name = _source_name(source, name)
-    raw = _read_all(source, name)
+    limit = max_capture_bytes() if max_bytes is None else max_bytes
+    raw = _read_all(source, name, limit)
     warnings: list = []
     if not raw:
         raise CaptureError(name, 0, "empty file, not a capture")
-    data, compression = _decompress(raw, name, warnings)
+    data, compression = _decompress(raw, name, warnings, limit)
+    del raw
     if compression and not data:
         raise CaptureError(name, 0, f"{compression} stream holds no data")
-    magic = data[:4]
+    n = len(data)
+    magic = bytes(data[:4])
     if magic in _PCAP_MAGICS:
-        frames = _read_pcap(name, data, warnings)
+        reader = _read_pcap
     elif magic == b"\x0a\x0d\x0d\x0a":
-        frames = _read_pcapng(name, data, warnings)
+        reader = _read_pcapng
     elif magic in (b"\xa1\xb2\xcd\x34", b"\x34\xcd\xb2\xa1"):
         raise CaptureError(name, 0, "modified (Kuznetzov) pcap format is not supported; convert it with editcap -F pcap")
     else:
         raise CaptureError(name, 0, f"not a capture: unknown magic 0x{magic.hex() or '(none)'} "
                                     "(expected pcap, pcapng, or one of them gzip/xz/bzip2 compressed)")
+    buf = _padded(data)
+    frames = reader(name, memoryview(data)[:n] if isinstance(data, bytearray) else data, warnings, buf)
     if compression:
         frames.format += f"+{compression}"
     return frames

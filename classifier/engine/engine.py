@@ -28,6 +28,7 @@ in ``classifier/models/default``.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,10 +86,13 @@ class DecisionEngine:
     # ------------------------------------------------------------------ deciding
 
     def _fill_pools(self, sess) -> None:
+        """Pools from the offline database or the cache only: a decision never waits on RDAP.
+        With an rdap/auto resolver, addresses not cached are looked up in the background and
+        later decisions use the answers."""
         from classifier.pools.resolver import PoolResolver, fill_pools
         if self.resolver is None:
             self.resolver = PoolResolver(mode="offline")
-        fill_pools(sess, resolver=self.resolver)
+        fill_pools(sess, resolver=self.resolver, blocking=False)
 
     def _session_instance(self, sess) -> Instances:
         n = self.config.n
@@ -197,27 +201,96 @@ class DecisionEngine:
 
     @classmethod
     def load(cls, folder: str | Path | None = None, resolver=None) -> "DecisionEngine":
+        """The engine saved in ``folder``: engine.json is checked (types, ranges, agreement with
+        the models) and each model file is checked before its weights are read; every problem
+        is a one-line :class:`EngineError` or :class:`~classifier.models.base.ModelError` naming
+        the file and the field."""
         from classifier.models.segment import SegmentLSTMCNN
         from classifier.models.session import SessionNBA
         folder = Path(folder) if folder else DEFAULT_ENGINE
         if folder.is_file() and folder.name == "engine.json":
             folder = folder.parent
         meta_path = folder / "engine.json"
-        if not meta_path.is_file():
+        if not meta_path.exists():
             hint = " (train the default with `iotclass train`)" if folder == DEFAULT_ENGINE else ""
             raise EngineError(f"{folder}: no engine.json, not a saved engine{hint}")
-        try:
-            doc = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise EngineError(f"{meta_path}: not valid JSON ({exc})") from None
-        if doc.get("format") != ENGINE_FORMAT or doc.get("format_version") != ENGINE_VERSION:
-            raise EngineError(f"{meta_path}: engine format {doc.get('format')} version {doc.get('format_version')}; "
-                              f"this version reads {ENGINE_FORMAT} version {ENGINE_VERSION}")
-        session = SessionNBA.load(folder / "session.safetensors")
-        segment = SegmentLSTMCNN.load(folder / "segment.safetensors") if doc.get("segment_model") else None
-        known = EngineConfig.__dataclass_fields__
-        config = EngineConfig(**{k: v for k, v in doc.get("config", {}).items() if k in known})
+        doc = _read_engine_json(meta_path)
+        config = _engine_config(meta_path, doc)
+        files = [folder / "session.safetensors"] + ([folder / "segment.safetensors"] if doc["segment_model"] else [])
+        for f in files:
+            if not f.exists():
+                raise EngineError(f"{meta_path}: names {f.name}, which is missing")
+        session = SessionNBA.load(files[0])
+        segment = SegmentLSTMCNN.load(files[1]) if doc["segment_model"] else None
+        if session.config["n"] != config.n:
+            raise EngineError(f"{meta_path}: config 'n' is {config.n}, but {files[0].name} reads sequences of "
+                              f"{session.config['n']} sessions")
+        if segment is not None and segment.config["t"] != config.t:
+            raise EngineError(f"{meta_path}: config 't' is {config.t}, but {files[1].name} reads windows of "
+                              f"{segment.config['t']} segments")
         return cls(session, segment, config, doc.get("info", {}), resolver)
+
+
+#: Largest engine.json read.
+MAX_ENGINE_JSON_BYTES = 1 << 20
+#: EngineConfig field -> (lowest, highest) allowed.
+_CONFIG_RANGES = {
+    "min_sessions_provisional": (1, 1_000_000), "min_sessions_confirmed": (1, 1_000_000),
+    "confirm_confidence": (0.0, 1.0), "threshold": (0.0, 1.0), "segment_threshold": (0.0, 1.0),
+    "segment_weight": (0.0, 1.0), "interval": (1e-3, 1e7), "t": (1, 1024), "n": (1, 4096),
+    "idle_timeout": (1e-3, 1e7),
+}
+
+
+def _read_engine_json(path: Path) -> dict:
+    from classifier.models.base import open_regular
+    with open_regular(str(path), EngineError, "file") as fh:
+        raw = fh.read(MAX_ENGINE_JSON_BYTES + 1)
+    if len(raw) > MAX_ENGINE_JSON_BYTES:
+        raise EngineError(f"{path}: larger than {MAX_ENGINE_JSON_BYTES} bytes, not an engine description")
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EngineError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise EngineError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    if doc.get("format") != ENGINE_FORMAT or doc.get("format_version") != ENGINE_VERSION:
+        raise EngineError(f"{path}: engine format {str(doc.get('format'))[:40]} version "
+                          f"{str(doc.get('format_version'))[:20]}; this version reads {ENGINE_FORMAT} version "
+                          f"{ENGINE_VERSION}")
+    if not isinstance(doc.get("segment_model", False), bool):
+        raise EngineError(f"{path}: 'segment_model' must be true or false")
+    doc.setdefault("segment_model", False)
+    if not isinstance(doc.get("info", {}), dict):
+        raise EngineError(f"{path}: 'info' must be an object")
+    return doc
+
+
+def _engine_config(path: Path, doc: dict) -> EngineConfig:
+    """The engine's settings, each of its field's type and in its range (unknown keys, from a
+    newer version, are left out)."""
+    raw = doc.get("config", {})
+    if not isinstance(raw, dict):
+        raise EngineError(f"{path}: 'config' must be an object")
+    out = {}
+    for name, f in EngineConfig.__dataclass_fields__.items():
+        if name not in raw:
+            continue
+        v, default = raw[name], f.default
+        shown = json.dumps(v)[:40]
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise EngineError(f"{path}: config {name!r}: expected true or false, got {shown}")
+        else:
+            lo, hi = _CONFIG_RANGES[name]
+            integer = isinstance(default, int)
+            ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+            if isinstance(v, bool) or not ok or not math.isfinite(v) or not lo <= v <= hi:
+                kind = "an integer" if integer else "a number"
+                raise EngineError(f"{path}: config {name!r}: expected {kind} from {lo:g} to {hi:g}, got {shown}")
+            v = int(v) if integer else float(v)
+        out[name] = v
+    return EngineConfig(**out)
 
 
 def load_engine(path: str | Path | None = None, resolver=None) -> DecisionEngine:

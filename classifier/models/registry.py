@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from classifier.features.segments import FEATURE_NAMES, PAPER_FEATURES
-from classifier.models.base import Model, ModelError, read_model
+from classifier.models.base import Model, ModelError, read_header
 from classifier.models.baselines import SKLEARN_NAMES, SegmentCNN, SegmentLSTM, SklearnModel
 from classifier.models.segment import SegmentLSTMCNN
 from classifier.models.session import SessionNBA
@@ -25,7 +25,7 @@ def load_model(path: str | Path) -> Model:
     path = str(path)
     if path.endswith(".skops"):
         return SklearnModel.load(path)
-    _, meta = read_model(path)
+    _, meta = read_header(path)
     kind = meta.get("kind")
     if kind not in MODEL_CLASSES:
         raise ModelError(f"{path}: unknown model kind {kind!r} (known: {', '.join(MODEL_CLASSES)})")

@@ -139,12 +139,18 @@ class SegmentLSTMCNN(TorchModel, Model):
     def save(self, path):
         self._save(path, "signed_log1p", features=self.features)
 
+    def _n_inputs(self) -> int:
+        return len(self.features)
+
+    @classmethod
+    def _from_meta(cls, path, meta):
+        from classifier.models.base import MetaChecker
+        features = MetaChecker(str(path), meta).names("features", 1, len(FEATURE_NAMES), allowed=FEATURE_NAMES)
+        return cls(features, **meta["config"])
+
     @classmethod
     def load(cls, path):
         tensors, meta = cls._read(path)
-        unknown = [f for f in meta["features"] if f not in FEATURE_NAMES]
-        if unknown:
-            raise ModelError(f"{path}: trained on features this version does not compute: {', '.join(unknown[:5])}")
-        m = cls(meta["features"], **meta["config"])
+        m = cls._from_meta(path, meta)
         m._restore(path, tensors, meta)
         return m

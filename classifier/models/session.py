@@ -146,14 +146,28 @@ class SessionNBA(TorchModel, Model):
     def save(self, path):
         self._save(path, "log1p", numeric=self.numeric, pools=self.vocab.to_json())
 
+    def _n_inputs(self) -> int:
+        return len(self.numeric)
+
+    @classmethod
+    def _from_meta(cls, path, meta):
+        from classifier.models.base import MetaChecker
+        from classifier.pools.vocabulary import PoolError, PoolVocabulary
+        chk = MetaChecker(str(path), meta)
+        numeric = chk.names("numeric", 0, len(SESSION_NUMERIC), allowed=SESSION_NUMERIC)
+        pools = chk.get("pools")
+        if not isinstance(pools, str):
+            chk.fail("pools", "a pool vocabulary (JSON text)", pools)
+        m = cls(numeric=numeric, **meta["config"])
+        try:
+            m.vocab = PoolVocabulary.from_json(pools, where=f"{path}: metadata 'pools'")
+        except PoolError as exc:
+            raise ModelError(str(exc)) from None
+        return m
+
     @classmethod
     def load(cls, path):
-        from classifier.pools.vocabulary import PoolVocabulary
         tensors, meta = cls._read(path)
-        unknown = [f for f in meta["numeric"] if f not in SESSION_NUMERIC]
-        if unknown:
-            raise ModelError(f"{path}: trained on session features this version does not compute: {', '.join(unknown)}")
-        m = cls(numeric=meta["numeric"], **meta["config"])
-        m.vocab = PoolVocabulary.from_json(meta["pools"])
+        m = cls._from_meta(path, meta)
         m._restore(path, tensors, meta)
         return m

@@ -109,13 +109,69 @@ class TorchModel:
                     temperature=self.temperature, **extra)
         write_model(path, state_to_numpy(self.net), meta)
 
+    #: constructor arguments that are metadata fields of their own, not ``config`` settings
+    _META_ARGS = ("numeric", "features")
+
     @classmethod
     def _read(cls, path) -> tuple[dict, dict]:
-        from classifier.models.base import ModelError, read_model
-        tensors, meta = read_model(path)
+        """(tensors, metadata), refused before any tensor is read unless the metadata is sound
+        and describes a network whose parameter shapes are those of the file's tensors."""
+        from classifier.models.base import read_model
+        return read_model(path, check=lambda meta, shapes: cls._check(str(path), meta, shapes))
+
+    @classmethod
+    def _from_meta(cls, path: str, meta: dict):
+        """An untrained instance from checked metadata (subclasses check their own fields)."""
+        raise NotImplementedError
+
+    def _n_inputs(self) -> int:
+        """How many features the normalisation covers."""
+        raise NotImplementedError
+
+    @classmethod
+    def _check(cls, path: str, meta: dict, shapes: dict) -> None:
+        import inspect
+
+        from classifier.models.base import MetaChecker, ModelError
+        chk = MetaChecker(path, meta)
         if meta.get("kind") != cls.kind:
-            raise ModelError(f"{path}: a {meta.get('kind')} model, not a {cls.kind} model")
-        return tensors, meta
+            raise ModelError(f"{path}: a {str(meta.get('kind'))[:60]} model, not a {cls.kind} model")
+        classes = chk.names("classes", 1, 1000)
+        defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty and n not in cls._META_ARGS}
+        chk.settings("config", defaults)
+        model = cls._from_meta(path, meta)
+        norm = chk.get("normalisation")
+        if not isinstance(norm, dict):
+            chk.fail("normalisation", "an object with mean and std", norm)
+        chk.numbers("normalisation.mean", norm.get("mean"), model._n_inputs())
+        chk.numbers("normalisation.std", norm.get("std"), model._n_inputs(), positive=True)
+        chk.number("temperature", meta.get("temperature", 1.0), 1e-6, 1e6)
+        expected = model._shapes(path, len(classes))
+        got = {k: shape for k, (_, shape) in shapes.items()}
+        if got != expected:
+            missing = sorted(set(expected) - set(got))
+            extra = sorted(set(got) - set(expected))
+            wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+            what = (f"tensor {wrong[0]!r} is {list(got[wrong[0]])}, its metadata makes it {list(expected[wrong[0]])}"
+                    if wrong else f"tensor {missing[0]!r} is missing" if missing
+                    else f"tensor {extra[0][:60]!r} is not part of the model")
+            raise ModelError(f"{path}: weights do not fit the model its metadata describes ({what})")
+
+    def _shapes(self, path: str, n_classes: int) -> dict:
+        """The parameter shapes of the network the settings describe, built on torch's ``meta``
+        device (no memory is allocated, whatever the settings say)."""
+        from classifier.models.base import ModelError
+        try:
+            with torch.device("meta"):
+                self._build(n_classes)
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
+        except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as exc:
+            raise ModelError(f"{path}: its metadata describes no network this version can build ({exc})") from None
+        shapes = {k: tuple(v.shape) for k, v in self.net.state_dict().items()}
+        self.net = None
+        return shapes
 
     def _restore(self, path, tensors: dict, meta: dict) -> None:
         """Classes, normalisation, temperature and weights, after the constructor ran."""

@@ -28,8 +28,13 @@ prefix, so that one cached answer never spans two origin ASes. Pool names theref
 between modes wherever the offline database knows the address.
 
 ``resolve`` in ``rdap``/``auto`` mode blocks (bounded: see :class:`classifier.pools.rdap.RdapOptions`);
-a controller calls :meth:`PoolResolver.resolve_cached_or_offline` instead, which answers at once
-from the cache or the offline database and refreshes from RDAP in the background.
+a controller calls :meth:`PoolResolver.resolve_cached_or_offline` (or ``resolve_many(...,
+blocking=False)``, as the decision engine does) instead, which answers at once from the cache or
+the offline database and refreshes from RDAP in the background, so that later answers use
+RDAP's. Background look-ups back off as a whole when the network fails: after
+``backoff_after`` look-ups in a row end unreachable, timed out or rate-limited, none is started
+for ``pause`` seconds (30 s, doubled on each further failure up to 15 minutes, reset by a
+success), and the queued ones are dropped.
 
 Pool names and their embedding ids: :mod:`classifier.pools.vocabulary`.
 """
@@ -39,6 +44,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
@@ -111,7 +117,8 @@ class PoolResolver:
     def __init__(self, mode: str = "offline", cache_path=None, lan_networks: Iterable[str] = (), *,
                  offline_db: str | None = None, rdap: RdapOptions | None = None,
                  positive_ttl: float = DEFAULT_POSITIVE_TTL, negative_ttl: float = DEFAULT_NEGATIVE_TTL,
-                 max_pending: int = 1024, **rdap_options):
+                 max_pending: int = 1024, backoff_after: int = 3, pause: float = 30.0, max_pause: float = 900.0,
+                 **rdap_options):
         if mode not in MODES:
             raise PoolError(f"pool mode {mode!r}: use one of {', '.join(MODES)}")
         self.mode = mode
@@ -121,7 +128,14 @@ class PoolResolver:
         self._memo_limit = 1 << 17
         self._lock = threading.Lock()
         self._inflight: dict[int, Future] = {}
+        self._background: set[int] = set()      # addresses whose in-flight look-up nobody waits for
         self._max_pending = max_pending
+        self._backoff_after = backoff_after
+        self._pause_min, self._pause_max = pause, max_pause
+        self._pause = 0.0
+        self._paused_until = 0.0
+        self._network_failures = 0               # background look-ups in a row that failed on the network
+        self.paused = 0                          # times background look-ups were paused
         self.cache: PoolCache | None = None
         self._own_cache = False
         self.client: RdapClient | None = None
@@ -197,7 +211,10 @@ class PoolResolver:
         except RdapError as exc:
             if exc.kind != "cancelled":
                 self.cache.put_failure(value, str(exc))
+            if exc.kind in ("unreachable", "timeout", "rate-limited"):
+                self._network_failed()
             raise
+        self._network_ok()
         off = self.offline.lookup(value)
         asn = ans.asn or (off.asn if off is not None else None)
         if off is not None and off.asn == asn and off.org:
@@ -216,21 +233,54 @@ class PoolResolver:
         self.cache.put_answer(network, plen, asn=asn, asn_org=org, registry=registry, country=country, pool=pool)
         return PoolInfo(asn, org, prefix_text(network, plen), registry, country, pool, "rdap")
 
+    def _network_failed(self) -> None:
+        """A look-up failed on the network: after ``backoff_after`` in a row, pause background
+        look-ups (the pause doubling each time, up to ``max_pause``) and drop the queued ones."""
+        with self._lock:
+            self._network_failures += 1
+            if self._network_failures < self._backoff_after or time.monotonic() < self._paused_until:
+                return
+            self._pause = min(self._pause_max, max(self._pause_min, 2 * self._pause))
+            self._paused_until = time.monotonic() + self._pause
+            self.paused += 1
+            queued = [self._inflight[v] for v in self._background if v in self._inflight]
+        for fut in queued:
+            fut.cancel()               # only those not running yet; a cancelled one calls ``done``
+
+    def _network_ok(self) -> None:
+        with self._lock:
+            self._network_failures = 0
+            self._pause = 0.0
+            self._paused_until = 0.0
+
+    def background_paused(self) -> bool:
+        """Whether background look-ups are paused after network failures."""
+        return time.monotonic() < self._paused_until
+
     def _submit(self, value: int, background: bool = False) -> Future | None:
+        """The look-up of ``value`` in flight, started if need be. A background one is not
+        started (None) when the queue is full, the resolver closed or look-ups paused."""
         with self._lock:
             fut = self._inflight.get(value)
             if fut is not None:
+                if not background:
+                    self._background.discard(value)
                 return fut
             if self._executor is None:
+                if background:
+                    return None
                 raise PoolError("the pool resolver is closed")
-            if background and len(self._inflight) >= self._max_pending:
+            if background and (len(self._inflight) >= self._max_pending or self.background_paused()):
                 return None
             fut = self._executor.submit(self._fetch, value)
             self._inflight[value] = fut
+            if background:
+                self._background.add(value)
 
         def done(_f, value=value):
             with self._lock:
                 self._inflight.pop(value, None)
+                self._background.discard(value)
 
         fut.add_done_callback(done)
         return fut
@@ -298,6 +348,9 @@ class PoolResolver:
         known = self._without_network(value)
         if known is not None:
             return known
+        return self._cached_or_offline(value)
+
+    def _cached_or_offline(self, value: int) -> PoolInfo:
         answer, failure = self.cache.find(value)
         if answer is not None and not answer.expired():
             return self._from_entry(answer)
@@ -305,9 +358,10 @@ class PoolResolver:
             self._submit(value, background=True)
         return self._from_entry(answer) if answer is not None else self._offline_info(value)
 
-    def resolve_table(self, ips: np.ndarray) -> tuple[np.ndarray, list[PoolInfo], np.ndarray]:
+    def resolve_table(self, ips: np.ndarray, blocking: bool = True) -> tuple[np.ndarray, list[PoolInfo], np.ndarray]:
         """Distinct addresses of an (n, 2) uint64 array, their :class:`PoolInfo`, and the inverse
-        index (``infos[inverse[i]]`` answers row i). Each distinct address is resolved once."""
+        index (``infos[inverse[i]]`` answers row i). Each distinct address is resolved once.
+        ``blocking=False``: every answer at once, as :meth:`resolve_cached_or_offline` gives it."""
         ips = np.asarray(ips, dtype=np.uint64).reshape(-1, 2)
         if len(ips) == 0:
             return np.zeros((0, 2), np.uint64), [], np.zeros(0, np.int64)
@@ -323,6 +377,8 @@ class PoolResolver:
                 infos[i] = _special_info(sp)
             elif self.mode == "offline":
                 infos[i] = self._offline_info(value)
+            elif not blocking:
+                infos[i] = self._cached_or_offline(value)
             else:
                 info, stale = self._cached(value)
                 if info is not None:
@@ -350,23 +406,27 @@ class PoolResolver:
                 infos[i] = self._settle(value, stale, fut)
         return uniq, infos, inverse
 
-    def resolve_many(self, ips: np.ndarray) -> np.ndarray:
-        """Pool names (object array) of an (n, 2) uint64 address array; each distinct address once."""
-        uniq, infos, inverse = self.resolve_table(ips)
+    def resolve_many(self, ips: np.ndarray, blocking: bool = True) -> np.ndarray:
+        """Pool names (object array) of an (n, 2) uint64 address array; each distinct address once
+        (``blocking``: see :meth:`resolve_table`)."""
+        uniq, infos, inverse = self.resolve_table(ips, blocking)
         names = np.array([i.pool for i in infos] or [""], dtype=object)
         return names[inverse] if len(inverse) else np.zeros(0, dtype=object)
 
 
-def fill_pools(sessions, resolver: PoolResolver | None = None, mode: str = "offline", cache=None):
+def fill_pools(sessions, resolver: PoolResolver | None = None, mode: str = "offline", cache=None,
+               blocking: bool = True):
     """Fill ``sessions.pool`` in place with each session's remote-address pool; returns ``sessions``.
 
     Without a resolver, one is made for the call (``mode``, ``cache`` = cache path) and closed.
+    ``blocking=False``: cached or offline answers only, RDAP in the background (see
+    :meth:`PoolResolver.resolve_table`).
     """
     own = resolver is None
     if own:
         resolver = PoolResolver(mode=mode, cache_path=cache)
     try:
-        pools = resolver.resolve_many(sessions.remote_ip)
+        pools = resolver.resolve_many(sessions.remote_ip, blocking)
     finally:
         if own:
             resolver.close()
