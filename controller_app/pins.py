@@ -27,7 +27,7 @@ import yaml
 
 from classifier.capture.packets import mac_to_int, mac_to_str
 from classifier.errors import IotClassError
-from classifier.evaluation.labels import CATEGORIES
+from classifier.capture.labels import CATEGORIES
 
 from controller_app.policy import UNKNOWN_CATEGORY, Override, PolicyError, parse_policy
 
