@@ -1,28 +1,38 @@
-"""The decision engine: one device's packets -> a :class:`~classifier.engine.decision.Decision`.
+"""The decision engine: one device's packets (and what it says about itself) -> a
+:class:`~classifier.engine.decision.Decision`.
 
-It holds a session model (Chen et al.) and optionally a segment model (Bai et al.), both
-category-level and calibrated on held-out training data. On each call it rebuilds the
-device's sessions and segments from its packets with the same functions as the offline
-tools, then:
+Three calibrated voters, each with its own open-set threshold:
 
-* evidence: ``min_sessions_provisional`` sessions, or ``t`` complete segments with traffic
-  (a camera may hold one session for hours); with less, no decision yet (``None``);
-* the session model reads the last ``n`` sessions; once the device has ``t`` complete
-  segments with traffic, the segment model reads the last ``t``; the class is the top one of
-  their calibrated probabilities averaged (``segment_weight``);
-* the class is accepted when at least one model gives it a probability at or above that
-  model's own open-set threshold (a model vouches for it); the decision's confidence is the
-  highest such probability. When no model vouches: ``unknown`` once the evidence is enough to
-  confirm (``min_sessions_confirmed`` sessions, or a full segment window), no decision before;
-* an accepted class is *provisional*, and *confirmed* once the evidence is enough and the
-  confidence reaches ``confirm_confidence``.
+* the **session model** (Chen et al.): the last ``n`` sessions, once the device has
+  ``min_sessions_provisional`` of them;
+* the **segment model** (Bai et al.): the last ``t`` complete segments, once there is a full
+  window with traffic (a camera may hold one session for hours);
+* the **identity voter** (:mod:`classifier.identity`): the device's identity records so far
+  (DHCP, DNS, mDNS/DNS-SD, SSDP, TLS SNI, HTTP, its MAC's vendor), from the first record on.
 
-Explanations: the sessions the attention weighted most (with their pools) and, when the
-segment model took part, the features whose occlusion moved its decision most.
+The class is the top one of the present voters' probabilities, averaged with their weights. It
+is accepted when a voter vouches for it (its probability reaches that voter's threshold); the
+decision's confidence is the highest such probability.
+
+* *provisional*: accepted;
+* *confirmed* — the stated minimum evidence, always over at least ``min_packets_confirmed``
+  packets: either the behaviour evidence is full (``min_sessions_confirmed`` sessions or a full
+  segment window) and the confidence reaches ``confirm_confidence`` (the rule before identity
+  evidence existed), or — earlier — independent evidence agrees with no voter vouching for
+  another class: two voters vouch for the class (identity and ``min_sessions_provisional``
+  sessions, say), or the identity voter alone at ``confirm_confidence`` on knowledge hits from
+  at least ``min_identity_kinds`` kinds of record (a host name and an mDNS service type, say);
+* *unknown*: once the behaviour evidence is full and no voter vouches.
+With less, no decision yet (``None``).
+
+Explanations name the evidence: each voter's answer, the identity records behind it ("DHCP
+host name …", "mDNS _hap._tcp ci=5 (lightbulb)", "DNS *.vendor.com"), the sessions the
+attention weighted most (with their pools), and the segment features whose occlusion moved the
+segment model most.
 
 A saved engine is a folder: ``engine.json`` (settings, thresholds, training summary) beside
-``session.safetensors`` and, if present, ``segment.safetensors``. The shipped default lives
-in ``classifier/models/default``.
+``session.safetensors`` and, if present, ``segment.safetensors`` and ``identity.safetensors``.
+The shipped default lives in ``classifier/models/default``.
 """
 
 from __future__ import annotations
@@ -42,6 +52,8 @@ from classifier.capture.packets import Packets
 from classifier.features.segments import FEATURE_NAMES, segment_features
 from classifier.features.sessions import session_table
 
+from classifier.evaluation.labels import CATEGORIES as CATEGORIES_ALL
+
 DEFAULT_ENGINE = Path(__file__).resolve().parent.parent / "models" / "default"
 ENGINE_FORMAT = "iotclass-engine"
 ENGINE_VERSION = 1
@@ -52,6 +64,15 @@ class EngineError(IotClassError):
 
 
 @dataclass
+class _Vote:
+    name: str            # identity | session | segment
+    p: np.ndarray        # probabilities in the engine's class order
+    threshold: float     # the voter's own open-set threshold
+    weight: float
+    kind: str            # the model kind (for Decision.model)
+
+
+@dataclass
 class EngineConfig:
     min_sessions_provisional: int = 3
     min_sessions_confirmed: int = 8
@@ -59,6 +80,11 @@ class EngineConfig:
     threshold: float = 0.5            # open-set threshold of the session model (calibrated)
     segment_threshold: float = 0.5    # the segment model's
     segment_weight: float = 0.5       # weight of the segment model when it takes part
+    identity_weight: float = 0.5      # weight of the identity voter (relative, like segment_weight)
+    identity_threshold: float = 0.5   # the identity voter's (calibrated on vendor-held-out folds)
+    min_packets_confirmed: int = 20   # never confirm on fewer packets
+    min_identity_kinds: int = 2       # identity alone confirms on hits from this many record kinds
+    voters: tuple = ("identity", "session", "segment")   # which voters take part (ablations)
     interval: float = 300.0           # segment settings of the segment model
     t: int = 6
     n: int = 16                       # session sequence length of the session model
@@ -73,6 +99,7 @@ class DecisionEngine:
     config: EngineConfig = field(default_factory=EngineConfig)
     info: dict = field(default_factory=dict)
     resolver: object | None = None
+    identity_model: object | None = None
 
     @property
     def version(self) -> str:
@@ -80,6 +107,11 @@ class DecisionEngine:
 
     @property
     def classes(self) -> list[str]:
+        """The engine's categories: every category with an identity voter (its knowledge names
+        them all), else the session model's."""
+        if self.identity_model is not None:
+            from classifier.evaluation.labels import CATEGORIES
+            return list(CATEGORIES)
         return list(self.session_model.classes)
 
     # ------------------------------------------------------------------ deciding
@@ -112,61 +144,97 @@ class DecisionEngine:
             return None
         return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(seg.start_ns[rows[-c.t]])]))
 
-    def _aligned(self, model, proba: np.ndarray) -> np.ndarray:
-        """A model's probabilities in the session model's class order."""
-        out = np.zeros(len(self.classes))
-        for j, c in enumerate(model.classes):
-            if c in self.classes:
-                out[self.classes.index(c)] = proba[j]
+    @staticmethod
+    def _aligned_to(model_classes, proba: np.ndarray, classes: list[str]) -> np.ndarray:
+        """A voter's probabilities in the engine's class order (0 for classes it lacks)."""
+        out = np.zeros(len(classes))
+        for j, c in enumerate(model_classes):
+            if c in classes:
+                out[classes.index(c)] = proba[j]
         return out
 
-    def decide(self, pk: Packets, mac: int, now_ns: int | None = None) -> Decision | None:
+    def decide(self, pk: Packets, mac: int, now_ns: int | None = None, identity=None) -> Decision | None:
+        """Decide on device ``mac`` from ``pk`` (its packets so far) and ``identity`` (its identity
+        records so far: ``(t_ns, kind, value)`` tuples; records after ``now_ns`` are ignored)."""
         c = self.config
         view = split_devices(pk, devices=[mac])
         if len(view) == 0:
             return None
         ts = pk.ts_ns[view.pkt]
         now = int(ts.max()) if now_ns is None else max(int(now_ns), int(ts.max()))
+        classes = self.classes
+        votes: list[_Vote] = []
+        # identity: from its first record on
+        id_vote = None
+        if self.identity_model is not None and "identity" in c.voters and identity:
+            records = [r for r in identity if int(r[0]) <= now]
+            if records:
+                id_vote = self.identity_model.vote(records, mac)
+                votes.append(_Vote("identity", self._aligned_to(list(CATEGORIES_ALL), id_vote.proba, classes),
+                                   c.identity_threshold, c.identity_weight, self.identity_model.kind))
         sess = session_table(pk, view, c.idle_timeout)
         n_s = len(sess)
-        # a full window of segments is evidence too (a camera may hold one session for hours)
-        g_inst = self._segment_instance(pk, view, now) if self.segment_model is not None else None
-        if n_s == 0 or (n_s < c.min_sessions_provisional and g_inst is None):
-            return None
-        self._fill_pools(sess)
-        s_inst = self._session_instance(sess)
-        votes = [(self.session_model.predict_proba(s_inst)[0], c.threshold)]
-        used = [self.session_model.kind]
+        s_inst = g_inst = None
+        if "segment" in c.voters and self.segment_model is not None:
+            g_inst = self._segment_instance(pk, view, now)
+        if "session" in c.voters and n_s >= c.min_sessions_provisional:
+            self._fill_pools(sess)
+            s_inst = self._session_instance(sess)
+            ps = self._aligned_to(self.session_model.classes, self.session_model.predict_proba(s_inst)[0], classes)
+            votes.append(_Vote("session", ps, c.threshold, 1 - c.segment_weight, self.session_model.kind))
         if g_inst is not None:
-            pg = self._aligned(self.segment_model, self.segment_model.predict_proba(g_inst)[0])
-            votes.append((pg, c.segment_threshold))
-            used.append(self.segment_model.kind)
-        weights = [1.0] if len(votes) == 1 else [1 - c.segment_weight, c.segment_weight]
-        p = sum(w * v for w, (v, _) in zip(weights, votes))
+            pg = self._aligned_to(self.segment_model.classes, self.segment_model.predict_proba(g_inst)[0], classes)
+            votes.append(_Vote("segment", pg, c.segment_threshold, c.segment_weight, self.segment_model.kind))
+        if not votes:
+            return None
+        p = sum(v.weight * v.p for v in votes) / sum(v.weight for v in votes)
         k = int(p.argmax())
-        # the class the models agree on most; accepted when a model vouches for it on its own
-        # calibrated threshold (its probability is then the decision's confidence)
-        threshold = min(thr for _, thr in votes)
-        evidence = {"packets": int(len(view.pkt)), "sessions": n_s,
-                    "segments": int((now - int(ts.min())) // int(c.interval * 1e9))}
+        n_pk = int(len(view.pkt))
+        evidence = {"packets": n_pk, "sessions": n_s,
+                    "segments": int((now - int(ts.min())) // int(c.interval * 1e9)),
+                    "identity_records": id_vote.records if id_vote is not None else 0}
+        # behaviour evidence enough to confirm (or to call the device unknown)
         enough = n_s >= c.min_sessions_confirmed or g_inst is not None
-        model = f"{'+'.join(used)}@{self.version}"
-        if not any(float(v[k]) >= thr for v, thr in votes):
+        model = f"{'+'.join(v.kind for v in votes)}@{self.version}"
+        vouch = [v for v in votes if float(v.p[k]) >= v.threshold]
+        dissent = [v for v in votes if int(v.p.argmax()) != k and float(v.p.max()) >= v.threshold]
+        answers = "; ".join(f"{v.name} {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)
+        if not vouch:
             if not enough:
                 return None
+            lowest = min(v.threshold for v in votes)
             return Decision(UNKNOWN, float(p[k]), UNKNOWN, model,
-                            f"top class {self.classes[k]} at {float(p[k]):.2f}: no model reaches its open-set "
-                            f"threshold (lowest {threshold:.2f})", evidence)
-        conf = max(float(v[k]) for v, thr in votes if float(v[k]) >= thr)
-        stage = CONFIRMED if (enough and conf >= c.confirm_confidence) else PROVISIONAL
-        explanation = self._explain(s_inst, g_inst) if c.explain else ""
-        return Decision(self.classes[k], conf, stage, model, explanation, evidence)
+                            f"top class {classes[k]} at {float(p[k]):.2f}: no voter reaches its open-set "
+                            f"threshold (lowest {lowest:.2f}) [{answers}]", evidence)
+        conf = max(float(v.p[k]) for v in vouch)
+        confirmed = n_pk >= c.min_packets_confirmed and (
+            (enough and conf >= c.confirm_confidence)          # one voter on the full behaviour evidence
+            or (not dissent and self._agree(vouch, k, classes, id_vote)))
+        stage = CONFIRMED if confirmed else PROVISIONAL
+        explanation = self._explain(classes[k], votes, s_inst, g_inst, id_vote) if c.explain else ""
+        return Decision(classes[k], conf, stage, model, explanation, evidence)
 
-    def _explain(self, s_inst: Instances, g_inst: Instances | None) -> str:
-        parts = []
-        top = self.session_model.explain(s_inst)[0]
-        if top:
-            parts.append("sessions: " + ", ".join(f"#{j + 1} {pool or '?'} ({w:.2f})" for j, pool, w in top))
+    def _agree(self, vouch: list["_Vote"], k: int, classes: list[str], id_vote) -> bool:
+        """Early confirmation: two voters vouch for the class, or the identity voter alone at
+        ``confirm_confidence`` on knowledge hits from ``min_identity_kinds`` kinds of record."""
+        c = self.config
+        if len(vouch) >= 2:
+            return True
+        v = vouch[0]
+        return (v.name == "identity" and float(v.p[k]) >= c.confirm_confidence
+                and len(id_vote.supporting_kinds(classes[k])) >= c.min_identity_kinds)
+
+    def _explain(self, category: str, votes, s_inst: Instances | None, g_inst: Instances | None, id_vote) -> str:
+        parts = [", ".join(f"{v.name} {self.classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)]
+        if id_vote is not None:
+            from classifier.identity.model import describe
+            what = describe(id_vote, category)
+            if what:
+                parts.append("identity: " + what)
+        if s_inst is not None:
+            top = self.session_model.explain(s_inst)[0]
+            if top:
+                parts.append("sessions: " + ", ".join(f"#{j + 1} {pool or '?'} ({w:.2f})" for j, pool, w in top))
         if g_inst is not None:
             feats = self.segment_model.explain(g_inst)[0]
             parts.append("segments: " + ", ".join(f"{f} ({d:+.2f})" for f, d in feats))
@@ -180,8 +248,13 @@ class DecisionEngine:
         self.session_model.save(folder / "session.safetensors")
         if self.segment_model is not None:
             self.segment_model.save(folder / "segment.safetensors")
-        doc = {"format": ENGINE_FORMAT, "format_version": ENGINE_VERSION, "config": asdict(self.config),
-               "info": self.info, "segment_model": self.segment_model is not None}
+        if self.identity_model is not None:
+            self.identity_model.save(folder / "identity.safetensors")
+        config = asdict(self.config)
+        config["voters"] = list(config["voters"])
+        doc = {"format": ENGINE_FORMAT, "format_version": ENGINE_VERSION, "config": config,
+               "info": self.info, "segment_model": self.segment_model is not None,
+               "identity_model": self.identity_model is not None}
         (folder / "engine.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
 
     @classmethod
@@ -204,9 +277,16 @@ class DecisionEngine:
                               f"this version reads {ENGINE_FORMAT} version {ENGINE_VERSION}")
         session = SessionNBA.load(folder / "session.safetensors")
         segment = SegmentLSTMCNN.load(folder / "segment.safetensors") if doc.get("segment_model") else None
+        identity = None
+        if doc.get("identity_model"):
+            from classifier.identity.model import IdentityModel
+            identity = IdentityModel.load(folder / "identity.safetensors")
         known = EngineConfig.__dataclass_fields__
-        config = EngineConfig(**{k: v for k, v in doc.get("config", {}).items() if k in known})
-        return cls(session, segment, config, doc.get("info", {}), resolver)
+        settings = {k: v for k, v in doc.get("config", {}).items() if k in known}
+        if "voters" in settings:
+            settings["voters"] = tuple(settings["voters"])
+        config = EngineConfig(**settings)
+        return cls(session, segment, config, doc.get("info", {}), resolver, identity)
 
 
 def load_engine(path: str | Path | None = None, resolver=None) -> DecisionEngine:
