@@ -73,6 +73,16 @@ class _Vote:
 
 
 @dataclass
+class _Evidence:
+    votes: list
+    counts: dict
+    window: bool
+    id_vote: object
+    s_inst: object
+    g_inst: object
+
+
+@dataclass
 class EngineConfig:
     min_sessions_provisional: int = 3
     min_sessions_confirmed: int = 8
@@ -156,7 +166,14 @@ class DecisionEngine:
     def decide(self, pk: Packets, mac: int, now_ns: int | None = None, identity=None) -> Decision | None:
         """Decide on device ``mac`` from ``pk`` (its packets so far) and ``identity`` (its identity
         records so far: ``(t_ns, kind, value)`` tuples; records after ``now_ns`` are ignored)."""
+        ev = self.evidence(pk, mac, now_ns, identity)
+        return None if ev is None else self.conclude(ev)
+
+    def evidence(self, pk: Packets, mac: int, now_ns: int | None = None, identity=None,
+                 voters: tuple | None = None) -> "_Evidence | None":
+        """Every present voter's answer on the device's evidence so far (``None``: no packets)."""
         c = self.config
+        voters = c.voters if voters is None else voters
         view = split_devices(pk, devices=[mac])
         if len(view) == 0:
             return None
@@ -164,9 +181,8 @@ class DecisionEngine:
         now = int(ts.max()) if now_ns is None else max(int(now_ns), int(ts.max()))
         classes = self.classes
         votes: list[_Vote] = []
-        # identity: from its first record on
         id_vote = None
-        if self.identity_model is not None and "identity" in c.voters and identity:
+        if self.identity_model is not None and "identity" in voters and identity:
             records = [r for r in identity if int(r[0]) <= now]
             if records:
                 id_vote = self.identity_model.vote(records, mac)
@@ -175,9 +191,9 @@ class DecisionEngine:
         sess = session_table(pk, view, c.idle_timeout)
         n_s = len(sess)
         s_inst = g_inst = None
-        if "segment" in c.voters and self.segment_model is not None:
+        if "segment" in voters and self.segment_model is not None:
             g_inst = self._segment_instance(pk, view, now)
-        if "session" in c.voters and n_s >= c.min_sessions_provisional:
+        if "session" in voters and n_s >= c.min_sessions_provisional:
             self._fill_pools(sess)
             s_inst = self._session_instance(sess)
             ps = self._aligned_to(self.session_model.classes, self.session_model.predict_proba(s_inst)[0], classes)
@@ -185,20 +201,30 @@ class DecisionEngine:
         if g_inst is not None:
             pg = self._aligned_to(self.segment_model.classes, self.segment_model.predict_proba(g_inst)[0], classes)
             votes.append(_Vote("segment", pg, c.segment_threshold, c.segment_weight, self.segment_model.kind))
+        counts = {"packets": int(len(view.pkt)), "sessions": n_s,
+                  "segments": int((now - int(ts.min())) // int(c.interval * 1e9)),
+                  "identity_records": id_vote.records if id_vote is not None else 0}
+        return _Evidence(votes, counts, g_inst is not None, id_vote, s_inst, g_inst)
+
+    def conclude(self, ev: "_Evidence", voters: tuple | None = None) -> Decision | None:
+        """The decision from the voters' answers (only ``voters`` among them, if given)."""
+        c = self.config
+        classes = self.classes
+        votes = ev.votes if voters is None else [v for v in ev.votes if v.name in voters]
+        window = any(v.name == "segment" for v in votes)
+        id_vote = ev.id_vote if any(v.name == "identity" for v in votes) else None
         if not votes:
             return None
         p = sum(v.weight * v.p for v in votes) / sum(v.weight for v in votes)
         k = int(p.argmax())
-        n_pk = int(len(view.pkt))
-        evidence = {"packets": n_pk, "sessions": n_s,
-                    "segments": int((now - int(ts.min())) // int(c.interval * 1e9)),
-                    "identity_records": id_vote.records if id_vote is not None else 0}
+        n_s, n_pk = ev.counts["sessions"], ev.counts["packets"]
+        evidence = dict(ev.counts)
         # behaviour evidence enough to confirm (or to call the device unknown)
-        enough = n_s >= c.min_sessions_confirmed or g_inst is not None
+        enough = n_s >= c.min_sessions_confirmed or ev.window
         model = f"{'+'.join(v.kind for v in votes)}@{self.version}"
         vouch = [v for v in votes if float(v.p[k]) >= v.threshold]
         dissent = [v for v in votes if int(v.p.argmax()) != k and float(v.p.max()) >= v.threshold]
-        answers = "; ".join(f"{v.name} {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)
+        answers = ", ".join(f"{v.name} {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)
         if not vouch:
             if not enough:
                 return None
@@ -211,7 +237,10 @@ class DecisionEngine:
             (enough and conf >= c.confirm_confidence)          # one voter on the full behaviour evidence
             or (not dissent and self._agree(vouch, k, classes, id_vote)))
         stage = CONFIRMED if confirmed else PROVISIONAL
-        explanation = self._explain(classes[k], votes, s_inst, g_inst, id_vote) if c.explain else ""
+        explanation = ""
+        if c.explain:
+            explanation = self._explain(classes[k], votes, ev.s_inst if any(v.name == "session" for v in votes)
+                                        else None, ev.g_inst if window else None, id_vote)
         return Decision(classes[k], conf, stage, model, explanation, evidence)
 
     def _agree(self, vouch: list["_Vote"], k: int, classes: list[str], id_vote) -> bool:
