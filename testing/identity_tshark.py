@@ -31,6 +31,11 @@ _SERVICE = re.compile(r"^(?:[^.]+\._sub\.)?(_[^.]+\._(?:tcp|udp))\.local\.?$", r
 SEP = "\x1f"
 
 
+def _clean(value: str) -> str:
+    """tshark shows a header line's CR LF as the four characters \\r\\n."""
+    return value.replace("\\r\\n", "").strip()
+
+
 def _mac(text: str) -> int:
     return int(text.replace(":", ""), 16)
 
@@ -73,7 +78,7 @@ def extract(path: str) -> dict[int, list[tuple[int, str, str]]]:
         mac = _mac(row["eth.src"].split(SEP)[0])
         t = int(round(float(row["frame.time_epoch"]) * 1e9))
         out = recs.setdefault(mac, [])
-        add = lambda kind, value: out.append((t, kind, value.strip())) if value and value.strip() else None  # noqa
+        add = lambda kind, value: out.append((t, kind, _clean(value))) if value and _clean(value) else None  # noqa
         ports = set(_vals(row, "udp.srcport") + _vals(row, "udp.dstport"))
         if row["dhcp.option.dhcp"]:
             for v in _vals(row, "dhcp.option.hostname"):
@@ -138,7 +143,8 @@ def identity_records(path: str, cache_dir: str | os.PathLike | None = None) -> T
     f = cache_dir / f"{Path(path).name}.{key}.json"
     if f.is_file():
         raw = json.loads(f.read_text())
-        return TsharkIdentityRecords({int(m): [tuple(r) for r in v] for m, v in raw.items()})
+        return TsharkIdentityRecords({int(m): [(t, k, _clean(v)) for t, k, v in recs if _clean(v)]
+                                      for m, recs in raw.items()})
     recs = extract(path)
     cache_dir.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps({str(m): v for m, v in recs.items()}))

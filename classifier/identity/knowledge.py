@@ -36,16 +36,18 @@ WORD_SOURCE_WEIGHT = {
 HOMEKIT_WEIGHT = 3.0
 UPNP_WEIGHT = 2.0
 DNSSD_WEIGHT = 1.0   # times the table's own weight (1 or 2)
-#: mDNS TXT keys whose values are names (friendly name, model) rather than codes.
+#: mDNS TXT keys whose values are names (friendly name, model) rather than codes; TXT strings
+#: that are not key=value pairs are free text and read as names too.
 TXT_NAME_KEYS = ("fn", "md", "model", "name", "n", "ty", "product")
 
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _SPLIT = re.compile(r"[^a-z]+")
 _UPNP = re.compile(r"^urn:([^:]+):device:([^:]+)(?::\d+)?$", re.I)
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-case letter runs of ``text``, split at punctuation, digits and camelCase."""
+    """Lower-case letter runs of ``text``, split at punctuation, digits and camelCase (an
+    acronym before a capitalised word is a word of its own: IoTHub -> io, t, hub)."""
     return [t for t in _SPLIT.split(_CAMEL.sub(" ", text).lower()) if t]
 
 
@@ -151,9 +153,9 @@ class Knowledge:
                 if cat:
                     hits.append(Hit(cat, HOMEKIT_WEIGHT, kind, value, f"HomeKit ci={code} ({name.lower()})"))
                 return hits
-            if not sep or key not in TXT_NAME_KEYS:
+            if sep and key not in TXT_NAME_KEYS:
                 return hits
-            value_text = val
+            value_text = val if sep else value    # a TXT string that is not key=value: free text
         elif kind in ("dns.query", "tls.sni", "http.host"):
             value_text = dns_labels(value)
         elif kind in WORD_SOURCE_WEIGHT:

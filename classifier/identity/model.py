@@ -82,6 +82,8 @@ def record_tokens(kind: str, value: str) -> list[str]:
         if sep and key.lower() in ("ci", "md", "fn", "model", "ty", "product"):
             out.append(f"txt:{key.lower()}")
             out += [f"txtw:{t}" for t in tokens(val)]
+        elif not sep:
+            out += [f"txtw:{t}" for t in tokens(v)]
     elif kind == "ssdp.type":
         out.append(f"upnp:{_DIGITS.sub('#', v.lower())}")
     elif kind in ("ssdp.server", "http.user_agent"):
