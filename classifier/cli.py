@@ -212,7 +212,7 @@ def cmd_evaluate(args) -> int:
                                                 else ["long"] if args.protocol == "sensitivity"
                                                 else ["home"] if args.protocol in ("time", "iot")
                                                 else ["sentinel", "home"])
-    if args.protocol in ("lovo", "cross", "fusion-openset"):
+    if args.protocol in ("lovo", "cross", "fusion-openset", "fusion-known"):
         return _evaluate_generalisation(args, roots, out, log)
     for name in data_names:
         settings = ev.DEFAULT_SETTINGS[name]
@@ -287,8 +287,9 @@ def cmd_classify(args) -> int:
     labels = _labels(args)
     rows = []
     for cap in load_captures(args.pcap, args.gateway, labels):
+        table = getattr(cap, "identity", None)   # the capture's identity records, when decoded
         for d, mac in enumerate(cap.view.macs.tolist()):
-            dec = engine.decide(cap.packets, mac)
+            dec = engine.decide(cap.packets, mac, identity=table.for_mac(mac) if table is not None else None)
             row = {"mac": mac_to_str(mac), "capture": os.path.basename(cap.path)}
             if dec is None:
                 row.update(category="", confidence=0.0, decision="learning", model=engine.version,
@@ -372,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("evaluate", help="evaluation protocols: tables, JSON and plots")
     sp.add_argument("protocol", choices=["unseen", "known", "time", "iot", "sensitivity", "openset", "online",
-                                         "lovo", "cross", "fusion-openset"])
+                                         "lovo", "cross", "fusion-openset", "fusion-known"])
     sp.add_argument("--data", choices=["sentinel", "long", "home", "all"],
                     help="data selection (default: the protocol's usual ones)")
     sp.add_argument("--models", default="nba,nba-vol,lstm-cnn,lstm-cnn-all,ccit",

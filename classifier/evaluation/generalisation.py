@@ -10,7 +10,8 @@ Protocols (``iotclass evaluate lovo|cross|fusion-openset``), on every shared dat
 * ``cross`` — leave a data set out: train on the other data sets, test on it (each of
   ``CROSS_TESTS`` in turn);
 * ``fusion-openset`` — leave a category out of training; its devices must not be accepted as
-  another category at the thresholds the training calibrated.
+  another category at the thresholds the training calibrated;
+* ``fusion-known`` — known devices: capture files in ``folds`` folds (as ``known``).
 
 For each split and each ablation — ``behaviour`` (session and segment models: the engine as it
 was), ``identity`` (the identity voter alone), ``fused`` (all three) — two measures per test
@@ -100,6 +101,13 @@ def dataset_splits(streams, tests=CROSS_TESTS) -> list[tuple[str, np.ndarray, np
         if test.any() and (~test).any():
             out.append((f"test on {'+'.join(names)}", ~test, test))
     return out
+
+
+def capture_splits(streams, folds: int = 5, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Known devices: capture files in folds (as the ``known`` protocol)."""
+    from classifier.evaluation.protocols import capture_folds
+    f = capture_folds(streams, folds, seed)
+    return [(f"capture fold {k}", f != k, f == k) for k in range(folds)]
 
 
 def category_splits(streams) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -253,7 +261,8 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
     streams = data.streams
     if splits is None:
         splits = {"lovo": lambda: vendor_splits(streams, folds, seed), "cross": lambda: dataset_splits(streams),
-                  "fusion-openset": lambda: category_splits(streams)}[protocol]()
+                  "fusion-openset": lambda: category_splits(streams),
+                  "fusion-known": lambda: capture_splits(streams, folds, seed)}[protocol]()
     rows_all: list[dict] = []
     per_split = []
     t_start = time.time()
