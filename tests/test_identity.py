@@ -169,6 +169,14 @@ def test_train_identity_calibrates_on_vendor_held_out_folds():
     cal = m.meta["calibration"]
     assert 0.05 <= cal["a"] <= 20 and 0.05 <= cal["b"] <= 20 and 0.5 <= cal["threshold"] <= 0.99
     assert m.meta["vendors"] == 9 and m.meta["calibration_folds"] == 3
+    assert m.seen is not None and 0.5 <= m.seen[2] <= 0.99   # each vendor has two devices: device-held-out too
+
+
+def test_seen_vendor_calibration_applies_to_trained_vendors_only():
+    m = IdentityModel(registry=OuiRegistry(), a=1.0, b=0.1, threshold=0.9, seen=(1.0, 2.0, 0.6))
+    m.vocab = {"oui:acme": 0}
+    assert m.regime({"oui:acme", "name:x"}) == (1.0, 2.0, 0.6)
+    assert m.regime({"oui:other"}) == (1.0, 0.1, 0.9) and m.regime({"oui:-"}) == (1.0, 0.1, 0.9)
 
 
 def test_vendor_folds_keep_a_vendor_together():
@@ -227,14 +235,14 @@ def test_identity_and_sessions_agreeing_confirm_early(plug):
     recs = [(t0, "dhcp.hostname", "porch-smartplug"), (t0, "dns.query", "plug.example.net")]
     n = len(early.take(early.eth_src == mac)) + len(early.take(early.eth_dst == mac))
     eng = DecisionEngine(FixedModel(CATEGORIES_LIST, _p("plug", 0.8)), None,
-                         EngineConfig(identity_threshold=0.6, min_packets_confirmed=n), {"version": "t"},
+                         EngineConfig(min_packets_confirmed=n), {"version": "t"},
                          identity_model=_identity())
     d = eng.decide(early, mac, identity=recs)
     assert d.category == "plug" and d.stage == CONFIRMED and d.evidence["sessions"] == 3
     assert "DHCP host name 'porch-smartplug'" in d.explanation and "identity plug" in d.explanation
     # the same evidence on too few packets: provisional only
     strict = DecisionEngine(FixedModel(CATEGORIES_LIST, _p("plug", 0.8)), None,
-                            EngineConfig(identity_threshold=0.6, min_packets_confirmed=n + 1), {"version": "t"},
+                            EngineConfig(min_packets_confirmed=n + 1), {"version": "t"},
                             identity_model=_identity())
     assert strict.decide(early, mac, identity=recs).stage == PROVISIONAL
 
@@ -243,7 +251,7 @@ def test_identity_disagreeing_blocks_early_confirmation(plug):
     pk, mac = plug
     early, t0 = _first(pk, mac, 3)
     recs = [(t0, "dhcp.hostname", "porch-camera"), (t0, "mdns.txt", "ci=17")]
-    eng = DecisionEngine(FixedModel(CATEGORIES_LIST, _p("plug", 0.8)), None, EngineConfig(identity_threshold=0.6),
+    eng = DecisionEngine(FixedModel(CATEGORIES_LIST, _p("plug", 0.8)), None, EngineConfig(),
                          {"version": "t"}, identity_model=_identity())
     d = eng.decide(early, mac, identity=recs)
     assert d.stage == PROVISIONAL
@@ -253,7 +261,7 @@ def test_identity_alone_needs_two_kinds_of_record(plug):
     pk, mac = plug
     early, t0 = _first(pk, mac, 2)          # too few sessions for the session model
     eng = DecisionEngine(FixedModel(CATEGORIES_LIST, _p("plug", 0.8)), None,
-                         EngineConfig(identity_threshold=0.6, min_packets_confirmed=1), {"version": "t"},
+                         EngineConfig(min_packets_confirmed=1), {"version": "t"},
                          identity_model=_identity(a=3.0))
     one = eng.decide(early, mac, identity=[(t0, "dhcp.hostname", "hall-thermostat")])
     assert one.category == "sensor" and one.stage == PROVISIONAL
@@ -267,7 +275,7 @@ def test_identity_alone_needs_two_kinds_of_record(plug):
 def test_unknown_when_full_evidence_and_nobody_vouches(plug):
     pk, mac = plug
     eng = DecisionEngine(FixedModel(CATEGORIES_LIST, np.full(len(CATEGORIES), 1 / len(CATEGORIES))), None,
-                         EngineConfig(threshold=0.5, identity_threshold=0.6), {"version": "t"},
+                         EngineConfig(threshold=0.5), {"version": "t"},
                          identity_model=_identity(a=0.1))
     d = eng.decide(pk, mac, identity=[(int(pk.ts_ns.min()), "dhcp.hostname", "thing-1")])
     assert (d.category, d.stage) == (UNKNOWN, UNKNOWN)
@@ -280,7 +288,7 @@ def test_engine_with_identity_saves_and_loads(plug, tmp_path):
     ident = IdentityModel(registry=reg, threshold=0.7).fit_tokens(
         [device_tokens(r, mac, reg) for r, mac in zip(recs, macs)], y)
     default = load_engine()
-    eng = DecisionEngine(default.session_model, None, EngineConfig(identity_threshold=0.7, voters=("identity", "session")),
+    eng = DecisionEngine(default.session_model, None, EngineConfig(voters=("identity", "session")),
                          {"version": "t"}, identity_model=ident)
     eng.save(tmp_path / "e")
     again = load_engine(tmp_path / "e")

@@ -91,7 +91,6 @@ class EngineConfig:
     segment_threshold: float = 0.5    # the segment model's
     segment_weight: float = 0.5       # weight of the segment model when it takes part
     identity_weight: float = 0.5      # weight of the identity voter (relative, like segment_weight)
-    identity_threshold: float = 0.5   # the identity voter's (calibrated on vendor-held-out folds)
     min_packets_confirmed: int = 20   # never confirm on fewer packets
     min_identity_kinds: int = 2       # identity alone confirms on hits from this many record kinds
     voters: tuple = ("identity", "session", "segment")   # which voters take part (ablations)
@@ -187,7 +186,7 @@ class DecisionEngine:
             if records:
                 id_vote = self.identity_model.vote(records, mac)
                 votes.append(_Vote("identity", self._aligned_to(list(CATEGORIES_ALL), id_vote.proba, classes),
-                                   c.identity_threshold, c.identity_weight, self.identity_model.kind))
+                                   id_vote.threshold, c.identity_weight, self.identity_model.kind))
         sess = session_table(pk, view, c.idle_timeout)
         n_s = len(sess)
         s_inst = g_inst = None

@@ -134,7 +134,7 @@ def train_engine(data, long, train: np.ndarray, records_of, seed: int = 0, log=l
     engine = build_engine(data, long, train, train_long, seed, segment_model=SEGMENT_MODEL if long is not None else None,
                           log=log)
     engine.identity_model = train_identity(data.streams, records_of, train, seed, log=log)
-    engine.config = replace(engine.config, identity_threshold=engine.identity_model.threshold, explain=False)
+    engine.config = replace(engine.config, explain=False)
     return engine
 
 
@@ -309,7 +309,8 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
         rows_all += rows
         summary = summarise(rows, protocol, min_packets)
         per_split.append({"split": name, "train_streams": int(train.sum()), "test_streams": int(test.sum()),
-                          "identity_threshold": engine.config.identity_threshold,
+                          "identity_threshold": engine.identity_model.threshold,
+                          "identity_threshold_seen_vendor": (engine.identity_model.seen or (None, None, None))[2],
                           "session_threshold": engine.config.threshold, "summary": summary})
         log(f"  {name}: {int(test.sum())} test streams ({time.time() - t0:.0f} s) — " + "; ".join(
             f"{a} {fmt(summary[a])}" for a in ABLATIONS))

@@ -86,15 +86,12 @@ def train_default(roots: list[str], out: str | Path | None = None, seed: int = 0
     long = Data("long", long_ds, settings, cache) if long_ds.captures else None
     engine = build_engine(data, long, np.ones(len(data.streams), bool),
                           np.ones(len(long.streams), bool) if long else None, seed, session_model, segment_model, log)
-    from dataclasses import replace as _replace
-
     from classifier.evaluation.generalisation import RecordSource
     from classifier.identity.training import train_identity
     records = RecordSource(data, table_of)
     n_records = sum(len(records(i)) for i in range(len(data.streams)))
     if n_records:
         engine.identity_model = train_identity(data.streams, records, np.ones(len(data.streams), bool), seed, log=log)
-        engine.config = _replace(engine.config, identity_threshold=engine.identity_model.threshold)
     else:
         log("identity voter: the captures carry no identity records; the engine has no identity voter")
     streams_per_cat: dict[str, int] = {}

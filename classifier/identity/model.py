@@ -11,11 +11,17 @@ Two parts, combined into one calibrated distribution over every category:
   vendor), trained on training devices only — ``L_c`` its log-probabilities (categories it never
   saw get a floor).
 
-``logit_c = a·K_c + b·L_c``; ``a`` and ``b`` are fitted (negative log-likelihood) on
-*vendor-held-out* predictions: the training devices are split into folds by MAC vendor, each
-fold predicted by a token model trained on the others, so the calibration reflects vendors the
-model has not seen. The open-set threshold comes from the same predictions: the lowest top
-probability at which those predictions reach ``target_precision``.
+``logit_c = a·K_c + b·L_c``, with two calibrations, both from training devices only:
+
+* *unseen vendor* (the device's MAC vendor is not among the training devices'): ``a``, ``b``
+  fitted (negative log-likelihood) on *vendor-held-out* predictions — the training devices
+  split into folds by MAC vendor, each fold predicted by a token model trained on the others;
+* *seen vendor*: ``a``, ``b`` fitted on *device-held-out* predictions of devices whose vendor
+  has other training devices — each device predicted by a token model trained without it.
+
+Each regime's open-set threshold comes from the same predictions: the lowest top probability
+at which they reach ``target_precision``. A device whose vendor the token model saw is read
+with the second; any other with the first.
 
 With no record but the MAC (only its OUI token) the voter still answers; a vendor never seen
 in training then gives a flat distribution that no threshold accepts.
@@ -114,6 +120,7 @@ class IdentityVote:
     tokens: list[tuple[str, float]]  # learned tokens that pushed the top class most
     records: int                    # distinct records read
     kinds: int                      # distinct record kinds
+    threshold: float = 0.5          # the open-set threshold of the calibration used
 
     def supporting_kinds(self, category: str) -> set[str]:
         """Record kinds with a knowledge hit for ``category``."""
@@ -129,6 +136,8 @@ class IdentityModel:
     a: float = 1.0
     b: float = 1.0
     threshold: float = 0.5
+    #: the seen-vendor calibration (a, b, threshold); None: the unseen-vendor one for every device
+    seen: tuple | None = None
     meta: dict = field(default_factory=dict)
     knowledge: Knowledge | None = None
     registry: OuiRegistry | None = None
@@ -168,12 +177,21 @@ class IdentityModel:
         e = np.exp(z)
         return e / e.sum(axis=-1, keepdims=True)
 
+    def regime(self, toks: set[str]) -> tuple[float, float, float]:
+        """(a, b, threshold) for a device with these tokens: the seen-vendor calibration when
+        its MAC vendor is one the token model was trained on."""
+        vendor = next((t for t in toks if t.startswith("oui:")), None)
+        if self.seen is not None and vendor and vendor != "oui:-" and vendor in self.vocab:
+            return self.seen
+        return self.a, self.b, self.threshold
+
     def vote(self, records, mac: int | None = None) -> IdentityVote:
         records = list(records)
         hits = self._knowledge().hits(records)
         toks = device_tokens(records, mac, self._registry())
         L = self.learned_logp(toks)
-        p = self.combine(self.knowledge_scores(hits), L)
+        a, b, thr = self.regime(toks)
+        p = self.combine(self.knowledge_scores(hits), L, a, b)
         k = int(p.argmax())
         top = []
         if self.classes and CATEGORIES[k] in self.classes:
@@ -182,7 +200,7 @@ class IdentityModel:
                        for t in toks if t in self.vocab]
             top = sorted((c for c in contrib if c[1] > 0), key=lambda c: -c[1])[:3]
         distinct = {(kd, v) for _, kd, v in records}
-        return IdentityVote(p, hits, top, len(distinct), len({kd for kd, _ in distinct}))
+        return IdentityVote(p, hits, top, len(distinct), len({kd for kd, _ in distinct}), thr)
 
     # ------------------------------------------------------------------ training
 
@@ -219,6 +237,16 @@ class IdentityModel:
     def fit_calibration(self, K: np.ndarray, L: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
                         target_precision: float = 0.9, min_threshold: float = 0.5) -> None:
         """Fit ``a``, ``b`` and the threshold on held-out predictions (K, L: (n, categories))."""
+        self.a, self.b, self.threshold, info = self._calibrate(K, L, y, weights, target_precision, min_threshold)
+        self.meta["calibration"] = info
+
+    def fit_seen_calibration(self, K, L, y, weights=None, target_precision: float = 0.9,
+                             min_threshold: float = 0.5) -> None:
+        a, b, thr, info = self._calibrate(K, L, y, weights, target_precision, min_threshold)
+        self.seen = (a, b, thr)
+        self.meta["calibration_seen_vendor"] = info
+
+    def _calibrate(self, K, L, y, weights, target_precision, min_threshold):
         from scipy.optimize import minimize
         yi = np.array([CATEGORIES.index(c) for c in y])
         w = np.ones(len(yi)) if weights is None else np.asarray(weights, float)
@@ -229,11 +257,10 @@ class IdentityModel:
             return float(-(w * np.log(p[np.arange(len(yi)), yi] + 1e-12)).sum() / w.sum())
 
         res = minimize(nll, x0=np.log([1.0, 1.0]), method="L-BFGS-B", bounds=[(np.log(0.05), np.log(20))] * 2)
-        self.a, self.b = (float(v) for v in np.exp(res.x))
-        p = self.combine(K, L)
-        self.threshold = precision_threshold(p, yi, w, target_precision, min_threshold)
-        self.meta["calibration"] = {"a": self.a, "b": self.b, "threshold": self.threshold, "instances": int(len(yi)),
-                                    "target_precision": target_precision, "nll": float(res.fun)}
+        a, b = (float(v) for v in np.exp(res.x))
+        thr = precision_threshold(self.combine(K, L, a, b), yi, w, target_precision, min_threshold)
+        return a, b, thr, {"a": a, "b": b, "threshold": thr, "instances": int(len(yi)),
+                           "target_precision": target_precision, "nll": float(res.fun)}
 
     # ------------------------------------------------------------------ persistence
 
@@ -241,7 +268,7 @@ class IdentityModel:
         from classifier.models.base import write_model
         vocab = sorted(self.vocab, key=self.vocab.get)
         meta = {"kind": KIND, "classes": self.classes, "vocab": vocab, "a": self.a, "b": self.b,
-                "threshold": self.threshold, "info": self.meta}
+                "threshold": self.threshold, "seen": list(self.seen) if self.seen else None, "info": self.meta}
         write_model(path, {"coef": self.coef.astype(np.float32), "intercept": self.intercept.astype(np.float32)}, meta)
 
     @classmethod
@@ -255,8 +282,9 @@ class IdentityModel:
         if coef.shape != (len(vocab), len(meta["classes"])):
             raise ModelError(f"{path}: coefficients {coef.shape} do not match {len(vocab)} tokens × "
                              f"{len(meta['classes'])} classes")
+        seen = tuple(float(v) for v in meta["seen"]) if meta.get("seen") else None
         return cls(vocab, coef, tensors["intercept"].astype(np.float64), list(meta["classes"]), float(meta["a"]),
-                   float(meta["b"]), float(meta["threshold"]), meta.get("info", {}))
+                   float(meta["b"]), float(meta["threshold"]), seen, meta.get("info", {}))
 
 
 def precision_threshold(p: np.ndarray, yi: np.ndarray, w: np.ndarray, target: float, floor: float) -> float:

@@ -81,12 +81,31 @@ def train_identity(streams, records_of, train: np.ndarray, seed: int = 0, folds:
         for i in np.flatnonzero(te):
             L[i] = sub.learned_logp(toks[i])
     model.fit_calibration(K, L, y, w, target_precision=target_precision)
+    # device-held-out predictions of devices whose vendor has other training devices
+    vend = np.array(vendors, dtype=object)
+    dev_vendors: dict[str, set] = {}
+    for d, v in zip(dev.tolist(), vendors):
+        dev_vendors.setdefault(v, set()).add(d)
+    shared = np.array([len(dev_vendors[v]) > 1 for v in vendors])
+    if shared.any():
+        fd = vendor_folds(dev.tolist(), max(2, min(folds * 2, len(set(dev[shared].tolist())))), seed)
+        L2 = np.zeros_like(L)
+        for fold in np.unique(fd[shared]):
+            te = (fd == fold) & shared
+            tr = fd != fold
+            sub = IdentityModel(registry=reg).fit_tokens([toks[i] for i in np.flatnonzero(tr)], y[tr], w[tr], seed=seed)
+            for i in np.flatnonzero(te):
+                L2[i] = sub.learned_logp(toks[i])
+        model.fit_seen_calibration(K[shared], L2[shared], y[shared], w[shared], target_precision=target_precision)
     model.fit_tokens(toks, y, w, seed=seed)
     model.meta.update({"examples": len(ex), "devices": int(len(set(dev.tolist()))), "vendors": n_vendors,
                        "calibration_folds": k, "tokens": len(model.vocab)})
     if log:
         c = model.meta["calibration"]
+        seen = model.meta.get("calibration_seen_vendor")
         log(f"identity voter: {len(ex)} examples of {model.meta['devices']} devices ({n_vendors} vendors), "
-            f"{len(model.vocab)} tokens; knowledge weight {c['a']:.2f}, learned weight {c['b']:.2f}, "
-            f"threshold {c['threshold']:.2f} (vendor-held-out, {k} folds)")
+            f"{len(model.vocab)} tokens; unseen vendors: knowledge weight {c['a']:.2f}, learned weight {c['b']:.2f}, "
+            f"threshold {c['threshold']:.2f} (vendor-held-out, {k} folds)"
+            + (f"; seen vendors: {seen['a']:.2f}, {seen['b']:.2f}, threshold {seen['threshold']:.2f} "
+               f"(device-held-out)" if seen else ""))
     return model
