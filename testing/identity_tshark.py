@@ -6,6 +6,8 @@ Same interface as ``classifier.features.identity.IdentityRecords``: ``for_mac(ma
 device *sent* (its DHCP requests, its DNS questions, its own mDNS answers and SSDP notices /
 replies, its TLS ClientHello server names, its HTTP requests). Results are cached per capture
 (JSON) in ``cache_dir``. Slow (one tshark run per capture); not for the product.
+
+    python -m testing.identity_tshark evaluate lovo      # iotclass with these records
 """
 
 from __future__ import annotations
@@ -149,3 +151,18 @@ def identity_records(path: str, cache_dir: str | os.PathLike | None = None) -> T
     cache_dir.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps({str(m): v for m, v in recs.items()}))
     return TsharkIdentityRecords(recs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m testing.identity_tshark IOTCLASS-ARGS...``: run ``iotclass`` with every decoded
+    capture's identity records read by this adapter (``$IOT_IDENTITY_CACHE`` caches them)."""
+    import sys
+
+    from classifier.cli import main as iotclass
+    from classifier.evaluation import generalisation
+    generalisation.capture_records = lambda lc: identity_records(lc.path)
+    return iotclass(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
