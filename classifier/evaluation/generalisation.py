@@ -35,7 +35,6 @@ from dataclasses import replace
 import numpy as np
 
 from classifier.engine.decision import CONFIRMED, UNKNOWN
-from classifier.evaluation.labels import CATEGORIES
 
 ABLATIONS = {"behaviour": ("session", "segment"), "identity": ("identity",), "fused": ("identity", "session", "segment")}
 GRID_SECONDS = 10.0
@@ -366,7 +365,3 @@ def format_table(result: dict) -> str:
     for ds, s in result["by_dataset"].items():
         row(ds, s)
     return "\n".join(lines)
-
-
-def categories() -> tuple[str, ...]:
-    return CATEGORIES
