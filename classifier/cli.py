@@ -214,6 +214,8 @@ def cmd_evaluate(args) -> int:
                                                 else ["long"] if args.protocol == "sensitivity"
                                                 else ["home"] if args.protocol in ("time", "iot")
                                                 else ["sentinel", "home"])
+    if args.protocol in ("lovo", "cross", "fusion-openset", "fusion-known"):
+        return _evaluate_generalisation(args, roots, out, log)
     for name in data_names:
         settings = ev.DEFAULT_SETTINGS[name]
         overrides = {k: v for k, v in (("interval", args.interval), ("t", args.window), ("n", args.sessions),
@@ -257,6 +259,28 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _evaluate_generalisation(args, roots, out, log) -> int:
+    from dataclasses import replace
+
+    from classifier.evaluation import generalisation as gen
+    from classifier.evaluation import protocols as ev
+    from classifier.capture.labels import Dataset, load_datasets
+    from classifier.evaluation.training import LONG, EarlyData
+    settings = replace(ev.DEFAULT_SETTINGS["all"], **({"epochs": args.epochs} if args.epochs else {}))
+    ds = load_datasets(roots)
+    data = EarlyData("all", ds, settings)
+    long_ds = Dataset([c for c in ds.captures if c.dataset in LONG])
+    long = ev.Data("long", long_ds, settings, data.cache) if long_ds.captures else None
+    records = gen.RecordSource(data)
+    if not any(records(i) for i in range(len(data.streams))):
+        log("iotclass: warning: the captures carry no identity records: the identity voter stays silent")
+    result = gen.run_generalisation(args.protocol, data, long, records, folds=args.folds, seed=args.seed,
+                                    online=not args.no_online, log=log)
+    ev.save_result(result, out, f"{args.protocol}-all")
+    print(gen.format_table(result))
+    return 0
+
+
 def cmd_classify(args) -> int:
     from classifier.engine.engine import load_engine
     from classifier.features.pipeline import load_captures
@@ -265,8 +289,9 @@ def cmd_classify(args) -> int:
     labels = _labels(args)
     rows = []
     for cap in load_captures(args.pcap, args.gateway, labels):
+        table = getattr(cap, "identity", None)   # the capture's identity records, when decoded
         for d, mac in enumerate(cap.view.macs.tolist()):
-            dec = engine.decide(cap.packets, mac)
+            dec = engine.decide(cap.packets, mac, identity=table.for_mac(mac) if table is not None else None)
             row = {"mac": mac_to_str(mac), "capture": os.path.basename(cap.path)}
             if dec is None:
                 row.update(category="", confidence=0.0, decision="learning", model=engine.version,
@@ -366,7 +391,8 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="evaluation protocols: tables, JSON and plots")
-    sp.add_argument("protocol", choices=["unseen", "known", "time", "iot", "sensitivity", "openset", "online"])
+    sp.add_argument("protocol", choices=["unseen", "known", "time", "iot", "sensitivity", "openset", "online",
+                                         "lovo", "cross", "fusion-openset", "fusion-known"])
     sp.add_argument("--data", choices=["sentinel", "long", "home", "all"],
                     help="data selection (default: the protocol's usual ones)")
     sp.add_argument("--models", default="nba,nba-vol,lstm-cnn,lstm-cnn-all,ccit",
@@ -379,6 +405,8 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("--window", type=int, metavar="T")
     sp.add_argument("--sessions", type=int, metavar="N")
     sp.add_argument("--epochs", type=int, help="override every model's epoch count")
+    sp.add_argument("--no-online", action="store_true",
+                    help="lovo/cross/fusion-openset: whole-stream decisions only, no replay")
     sp.add_argument("--out", default="results", metavar="FOLDER")
     sp.set_defaults(func=cmd_evaluate)
 

@@ -19,4 +19,8 @@ run openset-long      evaluate openset --data long --models nba-vol,lstm-cnn-all
 run online-sentinel   evaluate online --data sentinel
 run online-home       evaluate online --data home
 run sensitivity-long  evaluate sensitivity --data long --models lstm-cnn
+run lovo-all          evaluate lovo
+run cross-all         evaluate cross
+run fusion-known      evaluate fusion-known --folds 3
+run fusion-openset    evaluate fusion-openset --no-online
 .venv/bin/python -m benchmarks.models | tee "$OUT/latency.json"

@@ -3,7 +3,7 @@
 # As root: installs them with apt-get. Otherwise: says which are missing
 # (the tests that need them then skip, each saying why) and succeeds.
 set -eu
-PKGS="python3-venv openvswitch-switch mininet tcpreplay tshark iputils-ping iproute2 chromium chromium-driver openssl"
+PKGS="python3-venv openvswitch-switch mininet tcpreplay tshark iputils-ping iproute2 chromium chromium-driver openssl ieee-data libwireshark-data"
 missing=""
 for p in $PKGS; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -1,28 +1,40 @@
-"""The decision engine: one device's packets -> a :class:`~classifier.engine.decision.Decision`.
+"""The decision engine: one device's packets (and what it says about itself) -> a
+:class:`~classifier.engine.decision.Decision`.
 
-It holds a session model (Chen et al.) and optionally a segment model (Bai et al.), both
-category-level and calibrated on held-out training data. On each call it builds the
-device's sessions (unless the caller hands over the table it built with :meth:`DecisionEngine.sessions`)
-and segments from its packets with the same functions as the offline tools, then:
+Three calibrated voters, each with its own open-set threshold (the device's sessions and segments
+are built from its packets with the same functions as the offline tools; a caller that built the
+sessions already hands them over, see :meth:`DecisionEngine.sessions`):
 
-* evidence: ``min_sessions_provisional`` sessions, or ``t`` complete segments with traffic
-  (a camera may hold one session for hours); with less, no decision yet (``None``);
-* the session model reads the last ``n`` sessions; once the device has ``t`` complete
-  segments with traffic, the segment model reads the last ``t``; the class is the top one of
-  their calibrated probabilities averaged (``segment_weight``);
-* the class is accepted when at least one model gives it a probability at or above that
-  model's own open-set threshold (a model vouches for it); the decision's confidence is the
-  highest such probability. When no model vouches: ``unknown`` once the evidence is enough to
-  confirm (``min_sessions_confirmed`` sessions, or a full segment window), no decision before;
-* an accepted class is *provisional*, and *confirmed* once the evidence is enough and the
-  confidence reaches ``confirm_confidence``.
+* the **session model** (Chen et al.): the last ``n`` sessions, once the device has
+  ``min_sessions_provisional`` of them;
+* the **segment model** (Bai et al.): the last ``t`` complete segments, once there is a full
+  window with traffic (a camera may hold one session for hours);
+* the **identity voter** (:mod:`classifier.identity`): the device's identity records so far
+  (DHCP, DNS, mDNS/DNS-SD, SSDP, TLS SNI, HTTP, its MAC's vendor), from the first record on.
 
-Explanations: the sessions the attention weighted most (with their pools) and, when the
-segment model took part, the features whose occlusion moved its decision most.
+The class is the top one of the present voters' probabilities, averaged with their weights. It
+is accepted when a voter vouches for it (its probability reaches that voter's threshold); the
+decision's confidence is the highest such probability.
+
+* *provisional*: accepted;
+* *confirmed* — the stated minimum evidence, always over at least ``min_packets_confirmed``
+  packets: either the behaviour evidence is full (``min_sessions_confirmed`` sessions or a full
+  segment window) and the confidence reaches ``confirm_confidence`` (the rule before identity
+  evidence existed), or — earlier — independent evidence agrees with no voter vouching for
+  another class: two voters vouch for the class (identity and ``min_sessions_provisional``
+  sessions, say), or the identity voter alone at ``confirm_confidence`` on knowledge hits from
+  at least ``min_identity_kinds`` kinds of record (a host name and an mDNS service type, say);
+* *unknown*: once the behaviour evidence is full and no voter vouches.
+With less, no decision yet (``None``).
+
+Explanations name the evidence: each voter's answer, the identity records behind it ("DHCP
+host name …", "mDNS _hap._tcp ci=5 (lightbulb)", "DNS *.vendor.com"), the sessions the
+attention weighted most (with their pools), and the segment features whose occlusion moved the
+segment model most.
 
 A saved engine is a folder: ``engine.json`` (settings, thresholds, training summary) beside
-``session.safetensors`` and, if present, ``segment.safetensors``. The shipped default lives
-in ``classifier/models/default``.
+``session.safetensors`` and, if present, ``segment.safetensors`` and ``identity.safetensors``.
+The shipped default lives in ``classifier/models/default``.
 """
 
 from __future__ import annotations
@@ -43,6 +55,8 @@ from classifier.features.instances import SESSION_NUMERIC, Instances, session_nu
 from classifier.features.segments import FEATURE_NAMES, segment_features
 from classifier.features.sessions import Sessions, session_table
 
+from classifier.capture.labels import CATEGORIES as CATEGORIES_ALL
+
 DEFAULT_ENGINE = Path(__file__).resolve().parent.parent / "models" / "default"
 ENGINE_FORMAT = "iotclass-engine"
 ENGINE_VERSION = 1
@@ -53,6 +67,25 @@ class EngineError(IotClassError):
 
 
 @dataclass
+class _Vote:
+    name: str            # identity | session | segment
+    p: np.ndarray        # probabilities in the engine's class order
+    threshold: float     # the voter's own open-set threshold
+    weight: float
+    kind: str            # the model kind (for Decision.model)
+
+
+@dataclass
+class _Evidence:
+    votes: list
+    counts: dict
+    window: bool
+    id_vote: object
+    s_inst: object
+    g_inst: object
+
+
+@dataclass
 class EngineConfig:
     min_sessions_provisional: int = 3
     min_sessions_confirmed: int = 8
@@ -60,6 +93,10 @@ class EngineConfig:
     threshold: float = 0.5            # open-set threshold of the session model (calibrated)
     segment_threshold: float = 0.5    # the segment model's
     segment_weight: float = 0.5       # weight of the segment model when it takes part
+    identity_weight: float = 0.5      # weight of the identity voter (relative, like segment_weight)
+    min_packets_confirmed: int = 20   # never confirm on fewer packets
+    min_identity_kinds: int = 2       # identity alone confirms on hits from this many record kinds
+    voters: tuple = ("identity", "session", "segment")   # which voters take part (ablations)
     interval: float = 300.0           # segment settings of the segment model
     t: int = 6
     n: int = 16                       # session sequence length of the session model
@@ -74,6 +111,7 @@ class DecisionEngine:
     config: EngineConfig = field(default_factory=EngineConfig)
     info: dict = field(default_factory=dict)
     resolver: object | None = None
+    identity_model: object | None = None
 
     @property
     def version(self) -> str:
@@ -81,6 +119,11 @@ class DecisionEngine:
 
     @property
     def classes(self) -> list[str]:
+        """The engine's categories: every category with an identity voter (its knowledge names
+        them all), else the session model's."""
+        if self.identity_model is not None:
+            from classifier.capture.labels import CATEGORIES
+            return list(CATEGORIES)
         return list(self.session_model.classes)
 
     # ------------------------------------------------------------------ deciding
@@ -116,12 +159,13 @@ class DecisionEngine:
             return None
         return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(seg.start_ns[rows[-c.t]])]))
 
-    def _aligned(self, model, proba: np.ndarray) -> np.ndarray:
-        """A model's probabilities in the session model's class order."""
-        out = np.zeros(len(self.classes))
-        for j, c in enumerate(model.classes):
-            if c in self.classes:
-                out[self.classes.index(c)] = proba[j]
+    @staticmethod
+    def _aligned_to(model_classes, proba: np.ndarray, classes: list[str]) -> np.ndarray:
+        """A voter's probabilities in the engine's class order (0 for classes it lacks)."""
+        out = np.zeros(len(classes))
+        for j, c in enumerate(model_classes):
+            if c in classes:
+                out[classes.index(c)] = proba[j]
         return out
 
     def sessions(self, pk: Packets, mac: int) -> Sessions:
@@ -130,58 +174,111 @@ class DecisionEngine:
         if it likes, and hands them to :meth:`decide`."""
         return session_table(pk, split_devices(pk, devices=[mac]), self.config.idle_timeout)
 
-    def decide(self, pk: Packets, mac: int, now_ns: int | None = None,
+    def decide(self, pk: Packets, mac: int, now_ns: int | None = None, identity=None,
                sessions: Sessions | None = None) -> Decision | None:
-        """See :class:`~classifier.engine.decision.Engine`. ``sessions``: the device's sessions
-        from :meth:`sessions` on the same packets (built here when not given); pools left
-        empty are filled here."""
+        """Decide on device ``mac`` from ``pk`` (its packets so far) and ``identity`` (its identity
+        records so far: ``(t_ns, kind, value)`` tuples; records after ``now_ns`` are ignored).
+        ``sessions``: the device's sessions from :meth:`sessions` on the same packets (built here
+        when not given); pools left empty are filled here."""
+        ev = self.evidence(pk, mac, now_ns, identity, sessions=sessions)
+        return None if ev is None else self.conclude(ev)
+
+    def evidence(self, pk: Packets, mac: int, now_ns: int | None = None, identity=None,
+                 voters: tuple | None = None, sessions: Sessions | None = None) -> "_Evidence | None":
+        """Every present voter's answer on the device's evidence so far (``None``: no packets)."""
         c = self.config
+        voters = c.voters if voters is None else voters
         view = split_devices(pk, devices=[mac])
         if len(view) == 0:
             return None
         ts = pk.ts_ns[view.pkt]
         now = int(ts.max()) if now_ns is None else max(int(now_ns), int(ts.max()))
+        classes = self.classes
+        votes: list[_Vote] = []
+        id_vote = None
+        if self.identity_model is not None and "identity" in voters and identity:
+            records = [r for r in identity if int(r[0]) <= now]
+            if records:
+                id_vote = self.identity_model.vote(records, mac)
+                votes.append(_Vote("identity", self._aligned_to(list(CATEGORIES_ALL), id_vote.proba, classes),
+                                   id_vote.threshold, c.identity_weight, self.identity_model.kind))
         sess = session_table(pk, view, c.idle_timeout) if sessions is None else sessions
         n_s = len(sess)
-        # a full window of segments is evidence too (a camera may hold one session for hours)
-        g_inst = self._segment_instance(pk, view, now) if self.segment_model is not None else None
-        if n_s == 0 or (n_s < c.min_sessions_provisional and g_inst is None):
-            return None
-        if (sess.pool == "").any():
-            self._fill_pools(sess)
-        s_inst = self._session_instance(sess)
-        votes = [(self.session_model.predict_proba(s_inst)[0], c.threshold)]
-        used = [self.session_model.kind]
+        s_inst = g_inst = None
+        if "segment" in voters and self.segment_model is not None:
+            g_inst = self._segment_instance(pk, view, now)
+        if "session" in voters and n_s >= c.min_sessions_provisional:
+            if (sess.pool == "").any():
+                self._fill_pools(sess)
+            s_inst = self._session_instance(sess)
+            ps = self._aligned_to(self.session_model.classes, self.session_model.predict_proba(s_inst)[0], classes)
+            votes.append(_Vote("session", ps, c.threshold, 1 - c.segment_weight, self.session_model.kind))
         if g_inst is not None:
-            pg = self._aligned(self.segment_model, self.segment_model.predict_proba(g_inst)[0])
-            votes.append((pg, c.segment_threshold))
-            used.append(self.segment_model.kind)
-        weights = [1.0] if len(votes) == 1 else [1 - c.segment_weight, c.segment_weight]
-        p = sum(w * v for w, (v, _) in zip(weights, votes))
+            pg = self._aligned_to(self.segment_model.classes, self.segment_model.predict_proba(g_inst)[0], classes)
+            votes.append(_Vote("segment", pg, c.segment_threshold, c.segment_weight, self.segment_model.kind))
+        counts = {"packets": int(len(view.pkt)), "sessions": n_s,
+                  "segments": int((now - int(ts.min())) // int(c.interval * 1e9)),
+                  "identity_records": id_vote.records if id_vote is not None else 0}
+        return _Evidence(votes, counts, g_inst is not None, id_vote, s_inst, g_inst)
+
+    def conclude(self, ev: "_Evidence", voters: tuple | None = None) -> Decision | None:
+        """The decision from the voters' answers (only ``voters`` among them, if given)."""
+        c = self.config
+        classes = self.classes
+        votes = ev.votes if voters is None else [v for v in ev.votes if v.name in voters]
+        window = any(v.name == "segment" for v in votes)
+        id_vote = ev.id_vote if any(v.name == "identity" for v in votes) else None
+        if not votes:
+            return None
+        p = sum(v.weight * v.p for v in votes) / sum(v.weight for v in votes)
         k = int(p.argmax())
-        # the class the models agree on most; accepted when a model vouches for it on its own
-        # calibrated threshold (its probability is then the decision's confidence)
-        threshold = min(thr for _, thr in votes)
-        evidence = {"packets": int(len(view.pkt)), "sessions": n_s,
-                    "segments": int((now - int(ts.min())) // int(c.interval * 1e9))}
-        enough = n_s >= c.min_sessions_confirmed or g_inst is not None
-        model = f"{'+'.join(used)}@{self.version}"
-        if not any(float(v[k]) >= thr for v, thr in votes):
+        n_s, n_pk = ev.counts["sessions"], ev.counts["packets"]
+        evidence = dict(ev.counts)
+        # behaviour evidence enough to confirm (or to call the device unknown)
+        enough = n_s >= c.min_sessions_confirmed or ev.window
+        model = f"{'+'.join(v.kind for v in votes)}@{self.version}"
+        vouch = [v for v in votes if float(v.p[k]) >= v.threshold]
+        dissent = [v for v in votes if int(v.p.argmax()) != k and float(v.p.max()) >= v.threshold]
+        answers = ", ".join(f"{v.name} {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)
+        if not vouch:
             if not enough:
                 return None
+            lowest = min(v.threshold for v in votes)
             return Decision(UNKNOWN, float(p[k]), UNKNOWN, model,
-                            f"top class {self.classes[k]} at {float(p[k]):.2f}: no model reaches its open-set "
-                            f"threshold (lowest {threshold:.2f})", evidence)
-        conf = max(float(v[k]) for v, thr in votes if float(v[k]) >= thr)
-        stage = CONFIRMED if (enough and conf >= c.confirm_confidence) else PROVISIONAL
-        explanation = self._explain(s_inst, g_inst) if c.explain else ""
-        return Decision(self.classes[k], conf, stage, model, explanation, evidence)
+                            f"top class {classes[k]} at {float(p[k]):.2f}: no voter reaches its open-set "
+                            f"threshold (lowest {lowest:.2f}) [{answers}]", evidence)
+        conf = max(float(v.p[k]) for v in vouch)
+        confirmed = n_pk >= c.min_packets_confirmed and (
+            (enough and conf >= c.confirm_confidence)          # one voter on the full behaviour evidence
+            or (not dissent and self._agree(vouch, k, classes, id_vote)))
+        stage = CONFIRMED if confirmed else PROVISIONAL
+        explanation = ""
+        if c.explain:
+            explanation = self._explain(classes[k], votes, ev.s_inst if any(v.name == "session" for v in votes)
+                                        else None, ev.g_inst if window else None, id_vote)
+        return Decision(classes[k], conf, stage, model, explanation, evidence)
 
-    def _explain(self, s_inst: Instances, g_inst: Instances | None) -> str:
-        parts = []
-        top = self.session_model.explain(s_inst)[0]
-        if top:
-            parts.append("sessions: " + ", ".join(f"#{j + 1} {pool or '?'} ({w:.2f})" for j, pool, w in top))
+    def _agree(self, vouch: list["_Vote"], k: int, classes: list[str], id_vote) -> bool:
+        """Early confirmation: two voters vouch for the class, or the identity voter alone at
+        ``confirm_confidence`` on knowledge hits from ``min_identity_kinds`` kinds of record."""
+        c = self.config
+        if len(vouch) >= 2:
+            return True
+        v = vouch[0]
+        return (v.name == "identity" and float(v.p[k]) >= c.confirm_confidence
+                and len(id_vote.supporting_kinds(classes[k])) >= c.min_identity_kinds)
+
+    def _explain(self, category: str, votes, s_inst: Instances | None, g_inst: Instances | None, id_vote) -> str:
+        parts = [", ".join(f"{v.name} {self.classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)]
+        if id_vote is not None:
+            from classifier.identity.model import describe
+            what = describe(id_vote, category)
+            if what:
+                parts.append("identity: " + what)
+        if s_inst is not None:
+            top = self.session_model.explain(s_inst)[0]
+            if top:
+                parts.append("sessions: " + ", ".join(f"#{j + 1} {pool or '?'} ({w:.2f})" for j, pool, w in top))
         if g_inst is not None:
             feats = self.segment_model.explain(g_inst)[0]
             parts.append("segments: " + ", ".join(f"{f} ({d:+.2f})" for f, d in feats))
@@ -195,8 +292,13 @@ class DecisionEngine:
         self.session_model.save(folder / "session.safetensors")
         if self.segment_model is not None:
             self.segment_model.save(folder / "segment.safetensors")
-        doc = {"format": ENGINE_FORMAT, "format_version": ENGINE_VERSION, "config": asdict(self.config),
-               "info": self.info, "segment_model": self.segment_model is not None}
+        if self.identity_model is not None:
+            self.identity_model.save(folder / "identity.safetensors")
+        config = asdict(self.config)
+        config["voters"] = list(config["voters"])
+        doc = {"format": ENGINE_FORMAT, "format_version": ENGINE_VERSION, "config": config,
+               "info": self.info, "segment_model": self.segment_model is not None,
+               "identity_model": self.identity_model is not None}
         (folder / "engine.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
 
     @classmethod
@@ -217,18 +319,24 @@ class DecisionEngine:
         doc = _read_engine_json(meta_path)
         config = _engine_config(meta_path, doc)
         files = [folder / "session.safetensors"] + ([folder / "segment.safetensors"] if doc["segment_model"] else [])
+        if doc.get("identity_model"):
+            files.append(folder / "identity.safetensors")
         for f in files:
             if not f.exists():
                 raise EngineError(f"{meta_path}: names {f.name}, which is missing")
         session = SessionNBA.load(files[0])
         segment = SegmentLSTMCNN.load(files[1]) if doc["segment_model"] else None
+        identity = None
+        if doc.get("identity_model"):
+            from classifier.identity.model import IdentityModel
+            identity = IdentityModel.load(folder / "identity.safetensors")
         if session.config["n"] != config.n:
             raise EngineError(f"{meta_path}: config 'n' is {config.n}, but {files[0].name} reads sequences of "
                               f"{session.config['n']} sessions")
         if segment is not None and segment.config["t"] != config.t:
             raise EngineError(f"{meta_path}: config 't' is {config.t}, but {files[1].name} reads windows of "
                               f"{segment.config['t']} segments")
-        return cls(session, segment, config, doc.get("info", {}), resolver)
+        return cls(session, segment, config, doc.get("info", {}), resolver, identity)
 
 
 #: Largest engine.json read.
@@ -238,8 +346,11 @@ _CONFIG_RANGES = {
     "min_sessions_provisional": (1, 1_000_000), "min_sessions_confirmed": (1, 1_000_000),
     "confirm_confidence": (0.0, 1.0), "threshold": (0.0, 1.0), "segment_threshold": (0.0, 1.0),
     "segment_weight": (0.0, 1.0), "interval": (1e-3, 1e7), "t": (1, 1024), "n": (1, 4096),
-    "idle_timeout": (1e-3, 1e7),
+    "idle_timeout": (1e-3, 1e7), "identity_weight": (0.0, 1.0), "min_packets_confirmed": (0, 1_000_000),
+    "min_identity_kinds": (1, 64),
 }
+#: The voters an engine may name.
+VOTERS = ("identity", "session", "segment")
 
 
 def _read_engine_json(path: Path) -> dict:
@@ -278,7 +389,12 @@ def _engine_config(path: Path, doc: dict) -> EngineConfig:
             continue
         v, default = raw[name], f.default
         shown = json.dumps(v)[:40]
-        if isinstance(default, bool):
+        if name == "voters":
+            if not isinstance(v, list) or not v or not all(x in VOTERS for x in v) or len(set(v)) != len(v):
+                raise EngineError(f"{path}: config 'voters': expected a list of some of {', '.join(VOTERS)}, "
+                                  f"got {shown}")
+            v = tuple(v)
+        elif isinstance(default, bool):
             if not isinstance(v, bool):
                 raise EngineError(f"{path}: config {name!r}: expected true or false, got {shown}")
         else:

@@ -7,6 +7,10 @@
   (T = 300 s, t = 6): set-up captures last about a minute, far less than one window.
 * Each is calibrated (temperature, open-set threshold) on each device's latest 20% of
   instances, held out from its fitting.
+* The identity voter (public knowledge and a token model, :mod:`classifier.identity`) learns
+  from every stream's identity records, calibrated on vendor-held-out folds.
+* ``DEMO_CAPTURE`` is left out of all training: the demo replays it, so what it shows is an
+  engine that has not seen that capture (the same home's other captures are in training).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ LONG = ("longterm", "home")
 #: data selections whose captures are long enough for the segment model
 DATA_LONG_OK = ("long", "home")
 SESSION_MODEL = "nba-vol"
+#: the capture the demo replays, never trained on (relative to the datasets folder)
+DEMO_CAPTURE = "home/training_2023-5-26_1_13_9.pcapng.gz"
 SEGMENT_MODEL = "lstm-cnn-all"
 
 
@@ -63,18 +69,31 @@ def build_engine(data: Data, long: Data | None, train: np.ndarray, train_long: n
 
 def train_default(roots: list[str], out: str | Path | None = None, seed: int = 0, settings: Settings | None = None,
                   session_model: str = SESSION_MODEL, segment_model: str | None = SEGMENT_MODEL,
-                  log=print) -> DecisionEngine:
+                  log=print, table_of=None) -> DecisionEngine:
+    """``table_of(loaded_capture)``: its identity records (default: the table the pipeline
+    attaches to each decoded capture)."""
     settings = settings or Settings(interval=300.0, t=6, overlap=3, n=16)
     t_start = time.time()
     ds = load_datasets(roots)
+    left_out = [c.path for c in ds.captures if c.path.replace("\\", "/").endswith("/" + DEMO_CAPTURE)]
+    ds.captures = [c for c in ds.captures if c.path not in left_out]
     cache = CaptureCache(ds)
-    log(f"datasets: {', '.join(sorted({c.dataset for c in ds.captures}))}; {len(ds.captures)} captures")
+    log(f"datasets: {', '.join(sorted({c.dataset for c in ds.captures}))}; {len(ds.captures)} captures"
+        + (f"; left out for the demo: {DEMO_CAPTURE}" if left_out else ""))
     data = EarlyData("all", ds, settings, cache)
     log(f"features of {len(data.streams)} device streams in {data.build_seconds:.0f} s")
     long_ds = Dataset([c for c in ds.captures if c.dataset in LONG])
     long = Data("long", long_ds, settings, cache) if long_ds.captures else None
     engine = build_engine(data, long, np.ones(len(data.streams), bool),
                           np.ones(len(long.streams), bool) if long else None, seed, session_model, segment_model, log)
+    from classifier.evaluation.generalisation import RecordSource
+    from classifier.identity.training import train_identity
+    records = RecordSource(data, table_of)
+    n_records = sum(len(records(i)) for i in range(len(data.streams)))
+    if n_records:
+        engine.identity_model = train_identity(data.streams, records, np.ones(len(data.streams), bool), seed, log=log)
+    else:
+        log("identity voter: the captures carry no identity records; the engine has no identity voter")
     streams_per_cat: dict[str, int] = {}
     for lab in labels_of(data.streams, "category").tolist():
         streams_per_cat[lab] = streams_per_cat.get(lab, 0) + 1
@@ -87,6 +106,8 @@ def train_default(roots: list[str], out: str | Path | None = None, seed: int = 0
         "devices": len(ds.devices()),
         "streams_per_category": streams_per_cat,
         "settings": settings.as_dict(), "seed": seed,
+        "left_out_for_demo": DEMO_CAPTURE if left_out else None,
+        "identity_records": n_records,
         "seconds": round(time.time() - t_start, 1),
     })
     target = Path(out) if out else DEFAULT_ENGINE

@@ -1,0 +1,367 @@
+"""Does the whole engine carry to devices, vendors and networks it was not trained on?
+
+Protocols (``iotclass evaluate lovo|cross|fusion-openset``), on every shared data set at once
+(T = 300 s, as the shipped engine):
+
+* ``lovo`` — leave vendors out: MAC vendors (the OUI registry's organisation; a device whose
+  MAC has none is its own vendor) dealt into ``folds`` folds; each fold's devices are tested by
+  an engine trained (behaviour models and identity voter, with their calibration) on the other
+  folds' only, so no device of a test vendor is seen in training;
+* ``cross`` — leave a data set out: train on the other data sets, test on it (each of
+  ``CROSS_TESTS`` in turn);
+* ``fusion-openset`` — leave a category out of training; its devices must not be accepted as
+  another category at the thresholds the training calibrated;
+* ``fusion-known`` — known devices: capture files in ``folds`` folds (as ``known``).
+
+For each split and each ablation — ``behaviour`` (session and segment models: the engine as it
+was), ``identity`` (the identity voter alone), ``fused`` (all three) — two measures per test
+stream (one device in one capture):
+
+* *final*: the decision on the whole stream (its packets and identity records);
+* *online*: the stream replayed decision by decision (at each identity record, each session
+  start, each segment boundary and every ``GRID_SECONDS`` in the first ``GRID_SPAN`` seconds)
+  up to its first *final* decision — confirmed or unknown, whatever its category. See
+  :func:`first_final_metrics` (kept apart so that any replay loop can use it).
+
+The identity voter reads the device's identity records through ``records_of``: by default
+the ``identity`` table a decoded capture carries (``LoadedCapture.identity``), none otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from classifier.engine.decision import CONFIRMED, UNKNOWN
+
+ABLATIONS = {"behaviour": ("session", "segment"), "identity": ("identity",), "fused": ("identity", "session", "segment")}
+GRID_SECONDS = 10.0
+GRID_SPAN = 600.0
+MAX_POINTS = 120
+MAX_SESSION_POINTS = 12
+#: test streams per device and split: IoT Sentinel has about 20 near-identical set-up captures per
+#: device; a seeded choice of this many bounds the replay's cost (None: every stream)
+MAX_STREAMS_PER_DEVICE = 4
+#: cross-dataset tests: each is tested by an engine trained on every other data set
+CROSS_TESTS = (("home",), ("iot-sentinel",), ("longterm", "unsw-2014", "mud-2024", "speaker"))
+
+
+# --------------------------------------------------------------------------- identity records
+
+
+def capture_records(lc) -> object | None:
+    """The identity table of a decoded capture, if the pipeline gave it one."""
+    return getattr(lc, "identity", None)
+
+
+class RecordSource:
+    """Identity records per stream, from the captures' identity tables (``table_of(lc)``)."""
+
+    def __init__(self, data, table_of=None):
+        self.data = data
+        self.table_of = table_of or (lambda lc: capture_records(lc))
+        self._tables: dict[str, object] = {}
+
+    def __call__(self, i: int) -> list:
+        st = self.data.streams[i]
+        if st.capture not in self._tables:
+            lc = self.data.cache.get([st.capture])[0]
+            self._tables[st.capture] = self.table_of(lc)
+        table = self._tables[st.capture]
+        if table is None:
+            return []
+        return list(table.for_mac(st.mac))
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def stream_vendors(streams) -> list[str]:
+    from classifier.identity.training import vendor_of
+    return [vendor_of(s.mac, s.group) for s in streams]
+
+
+def vendor_splits(streams, folds: int = 5, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    from classifier.identity.training import vendor_folds
+    vendors = stream_vendors(streams)
+    # deal devices' vendors so that each fold's share of streams is about equal
+    f = vendor_folds(vendors, folds, seed)
+    out = []
+    for k in range(folds):
+        test = f == k
+        names = sorted({v for v, t in zip(vendors, test) if t})
+        out.append((f"vendors {', '.join(names)}", ~test, test))
+    return out
+
+
+def dataset_splits(streams, tests=CROSS_TESTS) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    ds = np.array([s.dataset for s in streams], dtype=object)
+    out = []
+    for names in tests:
+        test = np.isin(ds, list(names))
+        if test.any() and (~test).any():
+            out.append((f"test on {'+'.join(names)}", ~test, test))
+    return out
+
+
+def capture_splits(streams, folds: int = 5, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Known devices: capture files in folds (as the ``known`` protocol)."""
+    from classifier.evaluation.protocols import capture_folds
+    f = capture_folds(streams, folds, seed)
+    return [(f"capture fold {k}", f != k, f == k) for k in range(folds)]
+
+
+def category_splits(streams) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    cats = np.array([s.category for s in streams], dtype=object)
+    return [(f"{c} left out", cats != c, cats == c) for c in sorted(set(cats.tolist()))
+            if len(set(cats[cats != c].tolist())) >= 2]
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_engine(data, long, train: np.ndarray, records_of, seed: int = 0, log=lambda m: None):
+    """An engine (behaviour models and identity voter) trained on the streams in ``train``."""
+    from classifier.evaluation.training import SEGMENT_MODEL, build_engine
+    from classifier.identity.training import train_identity
+    train_long = None
+    if long is not None:
+        keys = {(s.capture, s.mac) for s, t in zip(data.streams, train) if t}
+        train_long = np.array([(s.capture, s.mac) in keys for s in long.streams])
+    engine = build_engine(data, long, train, train_long, seed, segment_model=SEGMENT_MODEL if long is not None else None,
+                          log=log)
+    engine.identity_model = train_identity(data.streams, records_of, train, seed, log=log)
+    engine.config = replace(engine.config, explain=False)
+    return engine
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def cap_streams(streams, test: np.ndarray, per_device: int | None, seed: int) -> np.ndarray:
+    """At most ``per_device`` test streams of each device (a seeded choice)."""
+    if per_device is None:
+        return test
+    rng = np.random.default_rng(seed)
+    out = np.zeros_like(test)
+    by_dev: dict[str, list[int]] = {}
+    for i in np.flatnonzero(test):
+        by_dev.setdefault(streams[i].device, []).append(int(i))
+    for dev in sorted(by_dev):
+        idx = by_dev[dev]
+        keep = idx if len(idx) <= per_device else sorted(rng.choice(idx, per_device, replace=False).tolist())
+        out[keep] = True
+    return out
+
+
+def decision_points(st, records, settings, max_points: int = MAX_POINTS) -> np.ndarray:
+    """When the engine is asked: at the first identity record, at each of the first
+    ``MAX_SESSION_POINTS`` session starts, at each segment boundary, and every GRID_SECONDS in
+    the first GRID_SPAN seconds (earliest ``max_points``). Later records are read at the next
+    of these points (the controller asks every 30 s)."""
+    first = [min(int(r[0]) for r in records)] if records else []
+    pts = [np.asarray(first, np.int64), st.sessions.start_ns[:MAX_SESSION_POINTS].astype(np.int64)]
+    grid = st.t0_ns + (np.arange(1, int(GRID_SPAN / GRID_SECONDS) + 1) * GRID_SECONDS * 1e9).astype(np.int64)
+    seg = st.t0_ns + (np.arange(1, max_points + 1) * settings.interval * 1e9).astype(np.int64)
+    pts += [grid, seg]
+    allp = np.unique(np.concatenate(pts))
+    allp = allp[(allp >= st.t0_ns) & (allp <= st.end_ns)]
+    return allp[:max_points]
+
+
+def replay(engine, pk, mac: int, records, points: np.ndarray, ablations=ABLATIONS) -> dict[str, dict]:
+    """Per ablation: the first final decision (time in s since the device's first packet,
+    category, stage, evidence) — or none within the points."""
+    from classifier.features.devices import split_devices
+    view = split_devices(pk, devices=[mac])
+    dev = pk.take(view.pkt)
+    ts = dev.ts_ns
+    t0 = int(ts.min())
+    out = {name: None for name in ablations}
+    for t in points:
+        if all(v is not None for v in out.values()):
+            break
+        kk = int(np.searchsorted(ts, t, side="right"))
+        if kk == 0:
+            continue
+        ev = engine.evidence(dev.take(slice(0, kk)), mac, now_ns=int(t), identity=records, voters=ABLATIONS["fused"])
+        if ev is None:
+            continue
+        for name, voters in ablations.items():
+            if out[name] is not None:
+                continue
+            d = engine.conclude(ev, voters)
+            if d is not None and d.stage in (CONFIRMED, UNKNOWN):
+                out[name] = {"seconds": (int(t) - t0) / 1e9, "category": d.category, "stage": d.stage,
+                             "confidence": d.confidence, "evidence": d.evidence}
+    return out
+
+
+def final_decisions(engine, pk, mac: int, records, ablations=ABLATIONS) -> dict[str, dict]:
+    ev = engine.evidence(pk, mac, identity=records, voters=ABLATIONS["fused"])
+    out = {}
+    for name, voters in ablations.items():
+        d = engine.conclude(ev, voters) if ev is not None else None
+        out[name] = None if d is None else {"category": d.category, "stage": d.stage, "confidence": d.confidence}
+    return out
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def first_final_metrics(rows: list[dict], min_packets: int) -> dict:
+    """The online measure. ``rows``: per stream ``{"category": truth, "first_final": None or
+    {"seconds", "category", "stage", "evidence"}}``. Streams without a final decision count as
+    never decided (infinite time) in the median."""
+    n = len(rows)
+    finals = [r["first_final"] for r in rows if r["first_final"] is not None]
+    truth = [r["category"] for r in rows if r["first_final"] is not None]
+    times = [f["seconds"] for f in finals] + [float("inf")] * (n - len(finals))
+    right = [f["category"] == t for f, t in zip(finals, truth)]
+    confirmed = [(f, t) for f, t in zip(finals, truth) if f["stage"] == CONFIRMED]
+    below = [f for f in finals if f["stage"] == CONFIRMED and f["evidence"]["packets"] < min_packets]
+    med = float(np.median(times)) if n else None
+    return {
+        "streams": n,
+        "share_with_final": len(finals) / max(1, n),
+        "median_seconds_to_first_final": med if med is None or np.isfinite(med) else None,
+        "median_seconds_among_finals": float(np.median([f["seconds"] for f in finals])) if finals else None,
+        "accuracy_of_first_finals": float(np.mean(right)) if finals else None,   # unknown counts as wrong
+        "share_unknown": float(np.mean([f["category"] == UNKNOWN for f in finals])) if finals else None,
+        "accuracy_of_first_confirmed": float(np.mean([f["category"] == t for f, t in confirmed])) if confirmed else None,
+        "confirmed_below_minimum": len(below),
+    }
+
+
+def final_metrics(rows: list[dict]) -> dict:
+    """The offline measure on whole streams, per stream and per device (a device's streams
+    vote: its most frequent decision)."""
+    n = len(rows)
+    decided = [r for r in rows if r["final"] is not None]
+    right = [r["final"]["category"] == r["category"] for r in decided]
+    accepted = [r for r in decided if r["final"]["category"] != UNKNOWN]
+    by_dev: dict[str, list] = {}
+    for r in rows:
+        by_dev.setdefault(r["device"], []).append(r["final"]["category"] if r["final"] else "-")
+    dev_right = []
+    for dev, cats in by_dev.items():
+        vals, cnt = np.unique(np.array(cats, dtype=object), return_counts=True)
+        truth = next(r["category"] for r in rows if r["device"] == dev)
+        dev_right.append(vals[cnt.argmax()] == truth)
+    return {
+        "streams": n,
+        "accuracy": float(np.sum(right) / max(1, n)),             # undecided and unknown count as wrong
+        "share_unknown": float(np.mean([r["final"]["category"] == UNKNOWN for r in decided])) if decided else None,
+        "share_undecided": 1 - len(decided) / max(1, n),
+        "accuracy_on_accepted": float(np.mean([r["final"]["category"] == r["category"] for r in accepted]))
+        if accepted else None,
+        "devices": len(by_dev),
+        "device_accuracy": float(np.mean(dev_right)) if dev_right else None,
+    }
+
+
+def false_accepts(rows: list[dict]) -> dict:
+    """Open set: the share of a left-out category's streams accepted as another category
+    (wrong), and the share named right anyway (public knowledge names every category)."""
+    n = len(rows)
+    fin = [r["final"] for r in rows]
+    wrong = [f is not None and f["category"] not in (UNKNOWN, r["category"]) for f, r in zip(fin, rows)]
+    named = [f is not None and f["category"] == r["category"] for f, r in zip(fin, rows)]
+    return {"streams": n, "false_accept_rate": float(np.mean(wrong)) if n else None,
+            "named_right": float(np.mean(named)) if n else None}
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, seed: int = 0,
+                       online: bool = True, log=print, splits=None) -> dict:
+    """``protocol``: lovo | cross | fusion-openset. Returns per split and overall, per ablation,
+    the final and online measures."""
+    streams = data.streams
+    if splits is None:
+        splits = {"lovo": lambda: vendor_splits(streams, folds, seed), "cross": lambda: dataset_splits(streams),
+                  "fusion-openset": lambda: category_splits(streams),
+                  "fusion-known": lambda: capture_splits(streams, folds, seed)}[protocol]()
+    rows_all: list[dict] = []
+    per_split = []
+    t_start = time.time()
+    min_packets = None
+    for name, train, test in splits:
+        t0 = time.time()
+        test = cap_streams(streams, test, MAX_STREAMS_PER_DEVICE, seed)
+        engine = train_engine(data, long, train, records_of, seed, log=lambda m: log("    " + m))
+        min_packets = engine.config.min_packets_confirmed
+        rows = []
+        for i in np.flatnonzero(test):
+            st = streams[i]
+            lc = data.cache.get([st.capture])[0]
+            recs = records_of(int(i))
+            row = {"stream": int(i), "device": st.device, "dataset": st.dataset, "category": st.category,
+                   "capture": st.capture, "split": name}
+            fin = final_decisions(engine, lc.packets, st.mac, recs)
+            on = replay(engine, lc.packets, st.mac, recs, decision_points(st, recs, data.settings)) if online else {}
+            row["by"] = {a: {"final": fin[a], "first_final": on.get(a)} for a in ABLATIONS}
+            rows.append(row)
+        rows_all += rows
+        summary = summarise(rows, protocol, min_packets)
+        per_split.append({"split": name, "train_streams": int(train.sum()), "test_streams": int(test.sum()),
+                          "identity_threshold": engine.identity_model.threshold,
+                          "identity_threshold_seen_vendor": (engine.identity_model.seen or (None, None, None))[2],
+                          "session_threshold": engine.config.threshold, "summary": summary})
+        log(f"  {name}: {int(test.sum())} test streams ({time.time() - t0:.0f} s) — " + "; ".join(
+            f"{a} {fmt(summary[a])}" for a in ABLATIONS))
+    overall = summarise(rows_all, protocol, min_packets or 20)
+    by_dataset = {ds: summarise([r for r in rows_all if r["dataset"] == ds], protocol, min_packets or 20)
+                  for ds in sorted({r["dataset"] for r in rows_all})}
+    return {"protocol": protocol, "data": data.name, "settings": data.settings.as_dict(), "folds": folds, "seed": seed,
+            "splits": per_split, "overall": overall, "by_dataset": by_dataset, "rows": rows_all,
+            "seconds": round(time.time() - t_start, 1)}
+
+
+def summarise(rows: list[dict], protocol: str, min_packets: int) -> dict:
+    out = {}
+    for a in ABLATIONS:
+        sub = [{"device": r["device"], "category": r["category"], "final": r["by"][a]["final"],
+                "first_final": r["by"][a]["first_final"]} for r in rows]
+        out[a] = {"final": final_metrics(sub), "online": first_final_metrics(sub, min_packets)}
+        if protocol == "fusion-openset":
+            out[a]["open_set"] = false_accepts(sub)
+    return out
+
+
+def fmt(s: dict) -> str:
+    f, o = s["final"], s["online"]
+    acc = f"acc {f['accuracy']:.3f} (unknown {f['share_unknown'] or 0:.2f})"
+    if "open_set" in s:
+        acc += f", false accepts {s['open_set']['false_accept_rate']:.3f}"
+    med = o["median_seconds_to_first_final"]
+    on = (f"first final: acc {o['accuracy_of_first_finals']:.3f}, median {med:.0f} s" if med is not None and
+          o["accuracy_of_first_finals"] is not None else "first final: median not reached")
+    return f"{acc}; {on}"
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{result['protocol']} on {result['data']}",
+             f"{'':22s} {'ablation':10s} {'acc':>6s} {'dev acc':>7s} {'unknown':>7s} {'acc acc.':>8s} "
+             f"{'1st-final acc':>13s} {'unk':>5s} {'median s':>9s} {'with final':>10s} {'below min':>9s}"]
+
+    def row(label, s):
+        for a in ABLATIONS:
+            f, o = s[a]["final"], s[a]["online"]
+            med = o["median_seconds_to_first_final"]
+            cells = [f"{f['accuracy']:6.3f}", f"{f['device_accuracy'] or 0:7.3f}", f"{f['share_unknown'] or 0:7.3f}",
+                     f"{f['accuracy_on_accepted'] or 0:8.3f}",
+                     f"{o['accuracy_of_first_finals'] if o['accuracy_of_first_finals'] is not None else float('nan'):13.3f}",
+                     f"{o['share_unknown'] if o['share_unknown'] is not None else float('nan'):5.2f}",
+                     f"{med:9.0f}" if med is not None else f"{'never':>9s}", f"{o['share_with_final']:10.2f}",
+                     f"{o['confirmed_below_minimum']:9d}"]
+            extra = f"  false accepts {s[a]['open_set']['false_accept_rate']:.3f}" if "open_set" in s[a] else ""
+            lines.append(f"{label[:22]:22s} {a:10s} " + " ".join(cells) + extra)
+
+    row("all", result["overall"])
+    for ds, s in result["by_dataset"].items():
+        row(ds, s)
+    return "\n".join(lines)
