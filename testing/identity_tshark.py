@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from classifier.cli import main as iotclass
-    from classifier.evaluation import generalisation
-    generalisation.capture_records = lambda lc: identity_records(lc.path)
+    from classifier.evaluation import records
+    records.capture_records = lambda lc: identity_records(lc.path)
     return iotclass(sys.argv[1:] if argv is None else argv)
 
 

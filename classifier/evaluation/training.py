@@ -86,7 +86,7 @@ def train_default(roots: list[str], out: str | Path | None = None, seed: int = 0
     long = Data("long", long_ds, settings, cache) if long_ds.captures else None
     engine = build_engine(data, long, np.ones(len(data.streams), bool),
                           np.ones(len(long.streams), bool) if long else None, seed, session_model, segment_model, log)
-    from classifier.evaluation.generalisation import RecordSource
+    from classifier.evaluation.records import RecordSource
     from classifier.identity.training import train_identity
     records = RecordSource(data, table_of)
     n_records = sum(len(records(i)) for i in range(len(data.streams)))
