@@ -35,6 +35,9 @@ its parsers, handlers and events, and changes the connection handling:
 - malformed messages (bad length, unknown version or type, a parser error, a version other
   than the negotiated one) are counted; the first few are logged, then a few a minute; a
   connection that sends more than ``--ofp-max-malformed`` of them in 10 s is closed;
+- only messages some handler takes in the connection's state are parsed, lengths that make
+  os-ken's parsers loop for ever are rejected first (hello elements, flow statistics), and a
+  parser that runs longer than ``parse_timeout`` is interrupted and its connection closed;
 - a failing handler in the receive path is logged (rate-limited) and counted; the connection
   goes on.
 
@@ -44,6 +47,7 @@ and :meth:`Connections.status` (the app's ``/status``, section ``openflow``).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import itertools
 import json
@@ -58,6 +62,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from os_ken import cfg
+from os_ken.base import app_manager  # noqa: F401  (first: os-ken's controller module needs it loaded)
 from os_ken.controller import controller as of_controller
 from os_ken.controller import ofp_event, ofp_handler
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDSHAKE_DISPATCHER, MAIN_DISPATCHER
@@ -83,6 +88,7 @@ class Limits:
     max_handshakes: int = 256            #: connections not yet ready, in total
     max_handshakes_per_host: int = 64    #: connections not yet ready, from one peer address
     max_malformed: int = 100             #: malformed messages in 10 s before a connection is closed
+    parse_timeout: float = 2.0           #: seconds one message may take to parse before it is given up
     send_queue: int = 256                #: messages queued for one switch
     send_timeout: float = 5.0            #: seconds a sender waits for room in a full queue
     accept_backoff_max: float = 1.0      #: longest pause after a failed accept()
@@ -329,6 +335,13 @@ class Connections:
             dp = c.dp
             if dp is not None and dp.closing:
                 continue
+            if dp is not None and dp.parsing and now - dp.parsing > lim.parse_timeout:
+                self.count("parse_timeout")
+                self.note(logging.ERROR, c.host, "of_parse_timeout", peer=f"{c.host}:{c.port}", dpid=_dpid(dp.id),
+                          seconds=lim.parse_timeout)
+                dp.abort("a message's parser did not finish")
+                _interrupt(dp.owner_ident, ParseTimeout)
+                continue
             if not c.ready:
                 if now - c.accepted > lim.handshake_timeout:
                     self.count("handshake_timeout")
@@ -409,6 +422,8 @@ class GuardedDatapath(of_controller.Datapath):
         self.closing = False
         self.close_reason = None
         self._owner = threading.current_thread()
+        self.owner_ident = self._owner.ident
+        self.parsing = 0.0          #: when the message being parsed arrived in the parser (0: none)
         self._dead = threading.Event()
         self._q: deque = deque()
         self._q_cond = threading.Condition()
@@ -624,9 +639,10 @@ class GuardedDatapath(of_controller.Datapath):
             return
         brick = self.ofp_brick
         state = self.state
-        # Parse only what some handler listens for in this state: os-ken's parsers of several
-        # replies no app here asks for (flow, group, meter statistics...) loop for ever on a
-        # zero length field, as its hello parser does on a zero-length element (checked below).
+        # Parse only what some handler listens for in this state: several of os-ken's parsers
+        # (group, meter, table-features statistics...) loop for ever on a zero length field.
+        # Of those the app takes, the hello and the flow statistics are checked before parsing
+        # (_bad_structure); a parser that still does not return is interrupted (the monitor).
         try:
             cls = _message_class(table, msg_type, raw) if isinstance(table, dict) else None
             ev_cls = ofp_event._OFP_MSG_EVENTS.get("Event" + cls.__name__) if cls is not None else None
@@ -637,13 +653,16 @@ class GuardedDatapath(of_controller.Datapath):
         if unwanted:
             self.registry.count("ignored", error=False)
             return
-        if msg_type == OFPT_HELLO and version >= 4:
-            bad = _bad_hello(raw, msg_len)
-            if bad:
-                self.malformed("hello", version, msg_type, msg_len, bad)
-                return
+        bad = _bad_structure(version, msg_type, raw, msg_len)
+        if bad:
+            self.malformed("structure", version, msg_type, msg_len, bad)
+            return
         try:
-            msg = vparser(self, version, msg_type, msg_len, xid, raw)
+            self.parsing = time.monotonic()      # the monitor interrupts a parser that never returns
+            try:
+                msg = vparser(self, version, msg_type, msg_len, xid, raw)
+            finally:
+                self.parsing = 0.0
             ev = ofp_event.ofp_msg_to_ev(msg) if msg is not None else None
         except Exception as exc:  # noqa: BLE001 - any parser failure is the message's fault
             self.malformed("parse", version, msg_type, msg_len, f"{type(exc).__name__}: {str(exc)[:200]}")
@@ -711,6 +730,74 @@ def _listened(brick, ev_cls, state) -> bool:
         if not states or state in states:
             return True
     return False
+
+
+class ParseTimeout(Exception):
+    """Raised in a connection's thread whose message parser has run for too long."""
+
+
+def _interrupt(thread_ident, exc_type) -> bool:
+    """Raise ``exc_type`` in the thread ``thread_ident`` at its next Python instruction. The
+    last resort against a parser that never returns (pure-Python loops): the checks before
+    parsing reject the structures known to do that; this is for the ones not known."""
+    if not thread_ident:
+        return False
+    n = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), ctypes.py_object(exc_type))
+    if n > 1:                                   # cannot happen for one id; undo, as the C API asks
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), None)
+    return n == 1
+
+
+OFPT_MULTIPART_REPLY, OFPMP_FLOW = 19, 1
+
+
+def _bad_structure(version: int, msg_type: int, raw, msg_len: int) -> str | None:
+    """Lengths os-ken's OpenFlow 1.3 parsers step by, checked before they run: a zero (or
+    short) one makes them loop for ever. Hello elements; flow statistics entries, their
+    instructions and actions (the app asks switches for flow statistics)."""
+    if version != 4:
+        return None
+    if msg_type == OFPT_HELLO:
+        return _bad_hello(raw, msg_len)
+    if msg_type == OFPT_MULTIPART_REPLY and msg_len >= 10 and struct.unpack_from("!H", raw, 8)[0] == OFPMP_FLOW:
+        return _bad_flow_stats(raw, msg_len)
+    return None
+
+
+def _bad_flow_stats(raw, msg_len: int) -> str | None:
+    """ofp_flow_stats entries (48 bytes, a match padded to 8, instructions), each within the
+    message; instructions and the actions of write/apply-actions at least 8 bytes, multiples
+    of 8, within their parent."""
+    off = 16
+    while off < msg_len:
+        if off + 56 > msg_len:
+            return f"flow statistics entry cut at byte {off}"
+        (length,) = struct.unpack_from("!H", raw, off)
+        if length < 56 or off + length > msg_len:
+            return f"flow statistics entry at byte {off}: length {length}"
+        (mlen,) = struct.unpack_from("!H", raw, off + 50)
+        span = (mlen + 7) // 8 * 8
+        if mlen < 4 or 48 + span > length:
+            return f"flow statistics entry at byte {off}: match length {mlen}"
+        p, end = off + 48 + span, off + length
+        while p < end:
+            if p + 4 > end:
+                return f"instruction cut at byte {p}"
+            itype, ilen = struct.unpack_from("!HH", raw, p)
+            if ilen < 8 or ilen % 8 or p + ilen > end:
+                return f"instruction at byte {p}: length {ilen}"
+            if itype in (3, 4):                          # write-actions, apply-actions
+                q, qend = p + 8, p + ilen
+                while q < qend:
+                    if q + 4 > qend:
+                        return f"action cut at byte {q}"
+                    _atype, alen = struct.unpack_from("!HH", raw, q)
+                    if alen < 8 or alen % 8 or q + alen > qend:
+                        return f"action at byte {q}: length {alen}"
+                    q += alen
+            p += ilen
+        off += length
+    return None
 
 
 def _bad_hello(raw, msg_len: int) -> str | None:

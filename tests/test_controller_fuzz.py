@@ -100,6 +100,7 @@ def _receive_path():
     from controller_app.guard import RateLimitedLog
     from controller_app.observe import Metrics
     from controller_app.policy import default_policy_path, load_policy
+    from controller_app.traffic import TrafficHistory
 
     S = shell.IotControllerShell
 
@@ -108,11 +109,13 @@ def _receive_path():
         is_active = True
         _packet_in, _batch_full, _flush, _hold_early, _run = S._packet_in, S._batch_full, S._flush, S._hold_early, S._run
         _state_change, _port_status, _flow_removed, _error = S._state_change, S._port_status, S._flow_removed, S._error
+        _flow_stats = S._flow_stats
 
         def __init__(self):
             self.cfg = AppConfig()
             self.core = Core(Settings(), load_policy(default_policy_path()))
             self.metrics = Metrics()
+            self.traffic = TrafficHistory()
             self.datapaths = {}
             self._batch, self._early, self._flush_requested = [], [], False
             self._drained = threading.Condition()
@@ -154,7 +157,7 @@ def _receive_path():
 
     brick.register_handler(ofp_event.EventOFPPacketIn, packet_in)
     observers: dict = {}
-    for name in ("_state_change", "_port_status", "_flow_removed", "_error"):
+    for name in ("_state_change", "_port_status", "_flow_removed", "_error", "_flow_stats"):
         m = getattr(app, name)
         for ev_cls, c in m.callers.items():
             observers.setdefault(ev_cls, []).append((m, c.dispatchers))
