@@ -29,7 +29,8 @@ from classifier.capture.packets import mac_to_int, mac_to_str
 from classifier.errors import IotClassError
 from classifier.capture.labels import CATEGORIES
 
-from controller_app.policy import UNKNOWN_CATEGORY, Override, PolicyError, parse_policy
+from controller_app.policy import (UNKNOWN_CATEGORY, Override, PolicyError, decode_policy, parse_policy,
+                                   read_policy_bytes)
 
 MIN_TOKEN_LENGTH = 16
 PIN_CATEGORIES = tuple(CATEGORIES) + (UNKNOWN_CATEGORY,)
@@ -265,13 +266,10 @@ class PolicyEditor:
         self._lock = threading.Lock()
 
     def _read(self) -> str:
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                return fh.read()
-        except OSError as exc:
-            raise PinError(f"{self.path}: cannot read the policy file: {exc.strerror or exc}", 409) from None
-        except UnicodeDecodeError:
-            raise PinError(f"{self.path}: the policy file is not UTF-8 text", 409) from None
+        try:   # bounded, and never waiting on a FIFO or device put at the policy's path
+            return decode_policy(read_policy_bytes(self.path), self.path)
+        except PolicyError as exc:
+            raise PinError(f"cannot read the policy file: {exc.problems[0]}", 409) from None
 
     def set(self, mac: int, override: dict | None) -> PinChange:
         """Pin (``override`` a dict as :func:`pin_from_request` returns) or release (None)."""

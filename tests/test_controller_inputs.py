@@ -243,3 +243,15 @@ def test_rdap_options_reach_the_pool_resolver_only_in_rdap_modes():
     assert conf_of("--rdap-url", "http://127.0.0.1:9/bootstrap").rdap_options() == {}      # offline: none
     with pytest.raises(ValueError, match="--rdap-timeout"):
         conf_of("--pool-mode", "auto", "--rdap-timeout", "-1")
+
+
+def test_a_pin_from_the_web_page_never_waits_on_a_fifo_policy(tmp_path):
+    import pytest
+
+    from controller_app.pins import PinError, PolicyEditor
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    with pytest.raises(PinError, match="a FIFO"):
+        PolicyEditor(str(fifo)).set(0x020000000001, {"action": "block"})
+    assert time.monotonic() - t0 < 1.0
