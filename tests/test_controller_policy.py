@@ -153,7 +153,7 @@ def test_deep_nesting_without_libyaml(monkeypatch):
 def test_nested_bracket_file_gives_one_line_from_the_cli(tmp_path):
     bad = tmp_path / "nested.yaml"
     bad.write_text("[" * 40_000)
-    proc = subprocess.run([sys.executable, "-m", "classifier.cli", "policy", "check", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "controller_app.cli", "policy", "check", str(bad)],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [f"iotclass: error: {bad}:1:33: not valid YAML: nested more than 32 levels deep"]

@@ -16,7 +16,7 @@ import pytest
 
 from classifier.cli import main
 from classifier.engine.engine import DEFAULT_ENGINE, EngineError, load_engine
-from classifier.models.base import ModelError
+from classifier.models.base import ModelError, read_header
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,6 +78,9 @@ def _wrong_row(header, data):
 
 
 # name -> (how to spoil a copy of the default engine, the error's file, what the error says)
+#: classes of the shipped session model (its last layer's size)
+N_CLASSES = len(read_header(str(DEFAULT_ENGINE / "session.safetensors"))[1]["classes"])
+
 CASES = {
     "engine-json-list": (lambda f: _engine_json(f, lambda d: "[1, 2]"), "engine.json",
                          "expected a JSON object, got list"),
@@ -113,16 +116,16 @@ CASES = {
     "tensor-dtype": (lambda f: _tensors(f, lambda h, d: (h["mlp.3.bias"].update(dtype="F128"), d)[1]),
                      "session.safetensors", "tensor 'mlp.3.bias': expected a dtype"),
     "tensor-wrong-shape": (lambda f: _tensors(f, _wrong_row), "session.safetensors",
-                           "weights do not fit the model its metadata describes (tensor 'mlp.3.bias' is [7], "
-                           "its metadata makes it [8])"),
+                           "weights do not fit the model its metadata describes (tensor 'mlp.3.bias' is "
+                           f"[{N_CLASSES - 1}], its metadata makes it [{N_CLASSES}])"),
     "meta-not-json": (lambda f: _meta(f, lambda m: "{nope"), "session.safetensors", "its metadata is not JSON"),
     "meta-classes-missing": (lambda f: _meta(f, lambda m: m.pop("classes") and None), "session.safetensors",
                              "metadata 'classes' is missing"),
     "meta-classes-numbers": (lambda f: _meta(f, lambda m: m.update(classes=[1, 2, 3])), "session.safetensors",
                              "metadata 'classes': expected a list of 1 to 1000 names, got [1, 2, 3]"),
     "meta-classes-count": (lambda f: _meta(f, lambda m: m.update(classes=m["classes"][:-1])), "session.safetensors",
-                           "weights do not fit the model its metadata describes (tensor 'mlp.3.bias' is [8], "
-                           "its metadata makes it [7])"),
+                           "weights do not fit the model its metadata describes (tensor 'mlp.3.bias' is "
+                           f"[{N_CLASSES}], its metadata makes it [{N_CLASSES - 1}])"),
     "meta-hidden-huge": (lambda f: _meta(f, _huge_hidden), "session.safetensors",
                          "weights do not fit the model its metadata describes (tensor "),
     "meta-hidden-text": (lambda f: _meta(f, lambda m: m["config"].update(hidden="64")), "session.safetensors",

@@ -422,7 +422,7 @@ def test_real_app_pin_is_applied_by_the_hot_reload_and_audited(web_app):
     assert [a["op"] for a in audit] == ["release", "pin"]
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "classifier.cli", "devices", "--db", str(app.inventory), "--audit"],
+    out = subprocess.run([sys.executable, "-m", "controller_app.cli", "devices", "--db", str(app.inventory), "--audit"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and len(lines) == 2, out
