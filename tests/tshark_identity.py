@@ -27,8 +27,8 @@ LAYERS = "frame dhcp dhcpv6 dns mdns llmnr ssdp http tls"
 CLIENT_V6 = {"1", "3", "4", "5", "6", "8", "9", "11"}
 
 
-def run_tshark_json(path: str) -> list[dict]:
-    cmd = ["tshark", "-n", "-r", str(path), "-o", "tcp.desegment_tcp_streams:FALSE", "-o", "ip.defragment:FALSE",
+def run_tshark_json(path: str, limit: int | None = None) -> list[dict]:
+    cmd = ["tshark", "-n", "-r", str(path)] + (["-c", str(limit)] if limit else []) + [ "-o", "tcp.desegment_tcp_streams:FALSE", "-o", "ip.defragment:FALSE",
            "-o", "ipv6.defragment:FALSE", "-Y", FILTER, "-T", "json", "--no-duplicate-keys", "-J", LAYERS]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode not in (0, 2) or (proc.returncode == 2 and "cut short" not in proc.stderr):
@@ -216,11 +216,12 @@ def frame_records(layers: dict) -> list[tuple[str, str]]:
     return [(k, v) for k, v in out if v]
 
 
-def expected_records(path: str) -> tuple[set[tuple[int, str, str]], dict[int, set[str]]]:
-    """tshark's (frame, kind, value) set, and per frame the identity protocols it decoded."""
+def expected_records(path: str, limit: int | None = None) -> tuple[set[tuple[int, str, str]], dict[int, set[str]]]:
+    """tshark's (frame, kind, value) set (of the first ``limit`` frames when given), and per
+    frame the protocols it decoded."""
     exp = set()
     decoded: dict[int, set[str]] = defaultdict(set)
-    for layers in run_tshark_json(path):
+    for layers in run_tshark_json(path, limit):
         frame = int(layers["frame"]["frame.number"])
         decoded[frame] = set(layers["frame"]["frame.protocols"].split(":"))
         for kind, value in frame_records(layers):
@@ -228,9 +229,10 @@ def expected_records(path: str) -> tuple[set[tuple[int, str, str]], dict[int, se
     return exp, decoded
 
 
-def ours(records) -> set[tuple[int, str, str]]:
+def ours(records, limit: int | None = None) -> set[tuple[int, str, str]]:
     """The project's records as (frame number, kind, value), frame numbers from the rows."""
-    return {(int(r) + 1, k, v) for r, k, v in zip(records.row.tolist(), records.kind_names, records.value.tolist())}
+    return {(int(r) + 1, k, v) for r, k, v in zip(records.row.tolist(), records.kind_names, records.value.tolist())
+            if limit is None or r < limit}
 
 
 def compare(got: set, exp: set, decoded: dict[int, set[str]], limit: int = 5) -> dict[str, dict]:
