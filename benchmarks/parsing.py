@@ -5,6 +5,10 @@ a temporary folder first, outside the timing) and extracts the same fields into 
 timestamp, wire length, source/destination MAC, ethertype, IP source/destination, IP
 protocol, ports and TCP flags. Each measurement is the best of ``repeat`` runs.
 
+The project's rows add, on the same files: the parse plus the identity evidence
+(:mod:`classifier.features.identity`), and the whole offline pipeline per capture (parse,
+identity evidence, device split, segment features, sessions).
+
 * dpkt's readers do not expose a record's original length; its extraction uses the
   captured length instead (slightly less work than the others do).
 * scapy parses a sample: about ``scapy_sample`` packets in all, the first
@@ -52,15 +56,33 @@ def _project(paths: list[str]) -> int:
     return n
 
 
+def _project_identity(paths: list[str]) -> int:
+    from classifier.capture.reader import read_frames
+    from classifier.capture.decode import decode
+    from classifier.features.identity import extract
+    n = 0
+    for p in paths:
+        fr = read_frames(p)
+        pk = decode(fr)
+        extract(fr.buf, fr.offset, fr.caplen, fr.wirelen, pk, warnings=[])
+        n += len(pk)
+    return n
+
+
 def _project_features(paths: list[str]) -> int:
+    """What the offline pipeline does per capture: decode, identity evidence, device split,
+    segment features and sessions."""
     from classifier.capture.reader import read_frames
     from classifier.capture.decode import decode
     from classifier.features.devices import split_devices
+    from classifier.features.identity import extract
     from classifier.features.segments import segment_features
     from classifier.features.sessions import session_table
     n = 0
     for p in paths:
-        pk = decode(read_frames(p))
+        fr = read_frames(p)
+        pk = decode(fr)
+        extract(fr.buf, fr.offset, fr.caplen, fr.wirelen, pk, warnings=[])
         view = split_devices(pk)
         segment_features(pk, view)
         session_table(pk, view)
@@ -176,6 +198,7 @@ def run_bench(paths: list[str], scapy_sample: int = 20000, repeat: int = 3) -> d
         files = _uncompressed_copies(paths, tmp)
         _project(files[:1])  # load the compiled kernels before timing
         n, t_proj = _best(lambda: _project(files), repeat)
+        _, t_ident = _best(lambda: _project_identity(files), repeat)
         _, t_feat = _best(lambda: _project_features(files), repeat)
         n_dpkt, t_dpkt = _best(lambda: _dpkt(files), 1 if repeat < 2 else 2)
         n_scapy, t_scapy = _scapy(files, scapy_sample)
@@ -186,6 +209,7 @@ def run_bench(paths: list[str], scapy_sample: int = 20000, repeat: int = 3) -> d
         "files": len(paths),
         "packets": n,
         "project_pps": n / t_proj,
+        "project_identity_pps": n / t_ident,
         "project_features_pps": n / t_feat,
         "dpkt_pps": n_dpkt / t_dpkt,
         "scapy_pps": scapy_pps,
@@ -203,8 +227,9 @@ def format_bench(r: dict) -> str:
         f"files                     {r['files']}",
         f"packets                   {r['packets']}",
         f"project parse             {r['project_pps']:>12,.0f} packets/s",
+        f"project parse + identity  {r['project_identity_pps']:>12,.0f} packets/s",
         f"project parse + features  {r['project_features_pps']:>12,.0f} packets/s "
-        f"({r['features_vs_parse']:.2f} of parse alone; segments T=300 s + sessions)",
+        f"({r['features_vs_parse']:.2f} of parse alone; identity evidence + segments T=300 s + sessions)",
         f"dpkt                      {r['dpkt_pps']:>12,.0f} packets/s   project/dpkt  = {r['project_vs_dpkt']:.1f}x",
         f"scapy                     {r['scapy_pps']:>12,.0f} packets/s   project/scapy = "
         f"{r['project_vs_scapy']:.0f}x  (measured on {r['scapy_sampled_packets']} packets, extrapolated)",

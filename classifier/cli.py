@@ -163,6 +163,34 @@ def cmd_features(args) -> int:
     return 0
 
 
+def cmd_identity(args) -> int:
+    from classifier.capture.packets import mac_to_str
+    from classifier.features.identity import IdentityRecords, format_summary, summarize
+    from classifier.features.pipeline import load_captures
+    labels = _labels(args)
+    parts, names = [], {}
+    for cap in load_captures(args.pcap, (), labels):
+        parts.append(cap.identity)
+        if labels is not None:
+            for mac in cap.identity.macs().tolist():
+                dev = labels.label(cap.path, mac)
+                if dev:
+                    names[mac_to_str(mac)] = f"{dev.name} ({dev.category})"
+    rows = summarize(IdentityRecords.concat(parts))
+    if args.json:
+        for row in rows:
+            if row["mac"] in names:
+                row["device"] = names[row["mac"]]
+            for values in row["values"].values():
+                for v in values:
+                    v["first_seen"] = _iso(v["first_ns"])
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_summary(rows, args.max_values, names))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from benchmarks.parsing import run_bench
     result = run_bench(args.pcap, scapy_sample=args.scapy_sample, repeat=args.repeat)
@@ -326,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, metavar="FILE", help="output .csv or .parquet")
     add_feature_pool_options(sp)
     sp.set_defaults(func=cmd_features)
+
+    sp = sub.add_parser("identity", help="per device: what it says about itself (DHCP, DNS, mDNS, SSDP, TLS, HTTP)")
+    sp.add_argument("pcap", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, optionally .gz/.xz/.bz2)")
+    sp.add_argument("--devices", action="append", metavar="CSV",
+                    help="devices.csv (or a folder holding some) naming the captures' devices")
+    sp.add_argument("--json", action="store_true", help="a JSON list of objects")
+    sp.add_argument("--max-values", type=int, default=10, metavar="N",
+                    help="distinct values shown per kind (0: all; the JSON has all)")
+    sp.set_defaults(func=cmd_identity)
 
     sp = sub.add_parser("bench", help="parsing speed: this project vs dpkt vs scapy on the same files")
     sp.add_argument("pcap", nargs="+", metavar="PCAP")

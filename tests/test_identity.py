@@ -3,7 +3,7 @@ packets read by tshark (where installed) giving the same records."""
 
 from __future__ import annotations
 
-import io
+import json
 import struct
 
 import numpy as np
@@ -262,3 +262,23 @@ def test_built_packets_match_tshark(tmp_path):
     assert not bad, bad
     assert not any(r["undecoded"] for r in result.values())
     assert sum(r["same"] for r in result.values()) == len(EXPECTED)
+
+
+def test_cli_identity(tmp_path, capsys):
+    from classifier.cli import main
+    frames = identity_zoo()
+    path = tmp_path / "zoo.pcap"
+    with open(path, "wb") as fh:
+        write_pcap(fh, [Record(T0 + i * 1_000_000, f) for i, f in enumerate(frames)])
+    (tmp_path / "devices.csv").write_text(f"mac,device,category\n{DEV},Hue bridge,hub\n")
+    assert main(["identity", str(path), "--json", "--devices", str(tmp_path / "devices.csv")]) == 0
+    rows = {r["mac"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {DEV, PHONE}
+    dev = rows[DEV]
+    assert dev["device"] == "Hue bridge (hub)" and dev["locally_administered"] is True
+    assert dev["counts"]["dns.query"] == 2
+    assert [v["value"] for v in dev["values"]["mdns.txt"]] == ["md=BSB002", "ci=2"]
+    assert dev["values"]["dhcp.hostname"][0]["first_seen"].endswith("Z")
+    assert main(["identity", str(path), "--max-values", "1"]) == 0
+    text = capsys.readouterr().out
+    assert DEV in text and "mdns.txt  (2 records, 2 distinct)" in text and "1 more" in text

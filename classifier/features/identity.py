@@ -1008,5 +1008,32 @@ def summarize(records: IdentityRecords, macs: Iterable[int] | None = None) -> li
     return rows
 
 
-__all__ = ["IdentityRecords", "KINDS", "KIND_CODES", "Kind", "extract", "identity_records", "identity_from_frames",
-           "locally_administered", "summarize"]
+
+
+def format_summary(rows: list[dict], max_values: int = 10, labels: dict[str, str] | None = None) -> str:
+    """:func:`summarize`'s rows as text: per device its kinds, with each distinct value's
+    first-seen time (UTC) and count; at most ``max_values`` values per kind (0: all)."""
+    from datetime import datetime, timezone
+
+    def iso(ns: int) -> str:
+        return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+    lines = []
+    for row in rows:
+        head = row["mac"] + ("  (locally administered)" if row["locally_administered"] else "")
+        if labels and labels.get(row["mac"]):
+            head += f"  {labels[row['mac']]}"
+        lines.append(head)
+        for kind, values in row["values"].items():
+            lines.append(f"  {kind}  ({row['counts'][kind]} records, {len(values)} distinct)")
+            shown = values if max_values <= 0 else values[:max_values]
+            width = max(len(v["value"]) for v in shown)
+            for v in shown:
+                lines.append(f"    {v['value']:<{width}}  first {iso(v['first_ns'])}  x{v['count']}")
+            if len(shown) < len(values):
+                lines.append(f"    ... {len(values) - len(shown)} more (--max-values 0 shows all)")
+    return "\n".join(lines) if lines else "(no identity evidence)"
+
+
+__all__ = ["IdentityRecords", "KINDS", "KIND_CODES", "Kind", "extract", "format_summary", "identity_records",
+           "identity_from_frames", "locally_administered", "summarize"]
