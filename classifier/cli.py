@@ -283,26 +283,78 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_classify(args) -> int:
-    from classifier.engine.engine import load_engine
-    from classifier.features.pipeline import load_captures
+def _network_gateways(args, caps, labels) -> set[int]:
+    """--gateway when given (an override); else the gateways found in the captures. Gateways
+    the labels name are never devices either."""
     from classifier.capture.packets import mac_to_str
+    from classifier.features.devices import as_mac_ints
+    from classifier.features.network import find_gateways
+    gateways = set(as_mac_ints(args.gateway).tolist())
+    if not gateways:
+        found: dict[int, tuple[int, int]] = {}
+        for cap in caps:
+            for mac, counts in find_gateways(cap.packets).items():
+                old = found.get(mac, (0, 0))
+                found[mac] = (max(old[0], counts[0]), max(old[1], counts[1]))
+        for mac, (v4, v6) in sorted(found.items()):
+            print(f"iotclass: gateway {mac_to_str(mac)} (found: carries {v4} public IPv4 addresses, "
+                  f"{v6} IPv6 /64s; --gateway overrides)", file=sys.stderr)
+        if not found:
+            print("iotclass: warning: no gateway found (no traffic leaves the link); pass --gateway MAC "
+                  "if one is there", file=sys.stderr)
+        gateways = set(found)
+    if labels is not None:
+        gateways |= labels.gateways()
+    return gateways
+
+
+def _verdict(engine, pk, mac) -> dict:
+    dec = engine.decide(pk, mac)
+    if dec is None:
+        return dict(category="", confidence=0.0, decision="learning", model=engine.version,
+                    explanation="not enough evidence yet")
+    return dict(category=dec.category, confidence=round(dec.confidence, 4), decision=dec.stage, model=dec.model,
+                explanation=dec.explanation)
+
+
+def cmd_classify(args) -> int:
+    import numpy as np
+
+    from classifier.capture.packets import mac_to_str
+    from classifier.engine.engine import load_engine
+    from classifier.features.devices import split_devices
+    from classifier.features.network import join_captures
+    from classifier.features.pipeline import load_captures
     engine = load_engine(args.model)
     labels = _labels(args)
+    caps = list(load_captures(args.pcap, args.gateway, labels))
+    gateways = sorted(_network_gateways(args, caps, labels))
     rows = []
-    for cap in load_captures(args.pcap, args.gateway, labels):
-        for d, mac in enumerate(cap.view.macs.tolist()):
-            dec = engine.decide(cap.packets, mac)
-            row = {"mac": mac_to_str(mac), "capture": os.path.basename(cap.path)}
-            if dec is None:
-                row.update(category="", confidence=0.0, decision="learning", model=engine.version,
-                           explanation="not enough evidence yet")
-            else:
-                row.update(category=dec.category, confidence=round(dec.confidence, 4), decision=dec.stage,
-                           model=dec.model, explanation=dec.explanation)
-            row["packets"] = int(cap.view.start[d + 1] - cap.view.start[d])
+    if args.per_file:
+        for cap in caps:
+            view = split_devices(cap.packets, gateways=gateways)
+            for d, mac in enumerate(view.macs.tolist()):
+                row = {"mac": mac_to_str(mac), "capture": os.path.basename(cap.path)}
+                row.update(_verdict(engine, cap.packets, mac))
+                row["packets"] = int(view.start[d + 1] - view.start[d])
+                if labels is not None:
+                    dev = labels.label(cap.path, mac)
+                    row["true_category"] = dev.category if dev else ""
+                rows.append(row)
+    else:
+        # one network: every device one stream across the captures, in time order
+        pk, source = join_captures([c.packets for c in caps])
+        view = split_devices(pk, gateways=gateways)
+        for d, mac in enumerate(view.macs.tolist()):
+            sl = view.entries(d)
+            row = {"mac": mac_to_str(mac)}
+            row.update(_verdict(engine, pk, mac))
+            ts = pk.ts_ns[view.pkt[sl]]
+            row.update(packets=sl.stop - sl.start, captures=int(len(np.unique(source[view.pkt[sl]]))),
+                       first_seen=_iso(int(ts.min())), last_seen=_iso(int(ts.max())))
             if labels is not None:
-                dev = labels.label(cap.path, mac)
+                devs = [labels.label(c.path, mac) for c in caps]
+                dev = next((x for x in devs if x), None)
                 row["true_category"] = dev.category if dev else ""
             rows.append(row)
     if args.json:
@@ -310,10 +362,12 @@ def cmd_classify(args) -> int:
         print()
     else:
         cols = ["mac", "category", "confidence", "decision", "packets"]
+        if not args.per_file:
+            cols.append("captures")
         if labels is not None:
             cols.append("true_category")
         cols += ["model", "explanation"]
-        if len(args.pcap) > 1:
+        if args.per_file and len(args.pcap) > 1:
             cols.insert(0, "capture")
         _print_table(rows, cols)
     return 0
@@ -400,8 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="results", metavar="FOLDER")
     sp.set_defaults(func=cmd_evaluate)
 
-    sp = sub.add_parser("classify", help="per device: category, confidence, decision, explanation")
+    sp = sub.add_parser("classify", help="per device: category, confidence, decision, explanation",
+                        description="Captures of one network: each device is one stream across the files, in "
+                                    "time order, with one verdict (--per-file: one per capture). The gateway is "
+                                    "found in the traffic; --gateway overrides it.")
     common(sp)
+    sp.add_argument("--per-file", action="store_true", help="a verdict per device and capture")
     sp.add_argument("--model", metavar="PATH", help="a saved engine folder (default: the shipped one)")
     sp.add_argument("--json", action="store_true", help="a JSON list of objects")
     sp.set_defaults(func=cmd_classify)
