@@ -297,7 +297,7 @@ def _network_gateways(args, caps, labels) -> set[int]:
                 old = found.get(mac, (0, 0))
                 found[mac] = (max(old[0], counts[0]), max(old[1], counts[1]))
         for mac, (v4, v6) in sorted(found.items()):
-            print(f"iotclass: gateway {mac_to_str(mac)} (found: carries {v4} public IPv4 addresses, "
+            print(f"iotclass: gateway {mac_to_str(mac)} (found: carries {v4} off-link IPv4 addresses, "
                   f"{v6} IPv6 /64s; --gateway overrides)", file=sys.stderr)
         if not found:
             print("iotclass: warning: no gateway found (no traffic leaves the link); pass --gateway MAC "

@@ -1,7 +1,8 @@
 """A network seen through several captures: its gateway, and its devices as one stream each.
 
 The gateway (router) is the MAC that carries the traffic to and from off-link addresses: it
-sends the packets of many public IPv4 addresses and global IPv6 prefixes, and receives the
+sends the packets of many off-link IPv4 addresses and IPv6 prefixes (no LAN, link-local,
+multicast or reserved address: what the IP pools call special), and receives the
 packets addressed to them, where a host only ever shows its own address. For each address
 family, the MAC with the most distinct off-link addresses (IPv4) or /64 prefixes (IPv6), and
 at least twice as many as any other MAC, is a gateway; a capture with no traffic leaving the
@@ -22,40 +23,28 @@ from classifier.capture.packets import Packets, is_ipv4
 from classifier.features.devices import is_unicast
 
 
-def _public_ipv4(ips: np.ndarray) -> np.ndarray:
-    """IPv4-mapped addresses outside the private, shared, loopback, link-local, multicast and
-    reserved ranges."""
-    a = ips[:, 1] & np.uint64(0xFFFFFFFF)
-    o1 = a >> np.uint64(24)
-    o2 = (a >> np.uint64(16)) & np.uint64(0xFF)
-    local = ((o1 == 10) | ((o1 == 172) & (o2 >= 16) & (o2 < 32)) | ((o1 == 192) & (o2 == 168)) | (o1 == 127)
-             | ((o1 == 169) & (o2 == 254)) | ((o1 == 100) & (o2 >= 64) & (o2 < 128)) | (o1 == 0) | (o1 >= 224))
-    return is_ipv4(ips) & ~local
-
-
-def _global_ipv6(ips: np.ndarray) -> np.ndarray:
-    """Global unicast IPv6 addresses (2000::/3)."""
-    return ~is_ipv4(ips) & ((ips[:, 0] >> np.uint64(61)) == np.uint64(1))
-
-
 def offlink_counts(pk: Packets) -> dict[int, tuple[int, int]]:
-    """Per MAC: distinct public IPv4 addresses and distinct global IPv6 /64 prefixes it sent
-    from or received for."""
-    pairs = {4: [], 6: []}
+    """Per MAC: distinct off-link IPv4 addresses and IPv6 /64 prefixes it sent from or received
+    for. Off-link is what the IP pools call no special address (not LAN, link-local, multicast,
+    loopback, shared or reserved: see :func:`classifier.pools.asndb.special_pools`)."""
+    from classifier.pools.asndb import special_pools
+    macs, ips = [], []
     for mac_col, ip_col in ((pk.eth_src, pk.src_ip), (pk.eth_dst, pk.dst_ip)):
         ok = is_unicast(mac_col) & (pk.ip_version > 0)
-        m4 = ok & _public_ipv4(ip_col)
-        m6 = ok & _global_ipv6(ip_col)
-        pairs[4].append(np.stack([mac_col[m4], ip_col[m4, 1]], axis=1))
-        pairs[6].append(np.stack([mac_col[m6], ip_col[m6, 0]], axis=1))  # the /64 prefix
+        macs.append(mac_col[ok])
+        ips.append(ip_col[ok])
+    mac = np.concatenate(macs)
+    ip = np.concatenate(ips)
+    if not len(mac):
+        return {}
+    uniq, inverse = np.unique(ip, axis=0, return_inverse=True)
+    offlink = (special_pools(uniq) == "")[inverse.ravel()]
+    v4 = is_ipv4(ip)
     out: dict[int, list[int]] = {}
-    for fam, parts in pairs.items():
-        both = np.concatenate(parts)
-        if not len(both):
-            continue
-        macs, counts = np.unique(np.unique(both, axis=0)[:, 0], return_counts=True)
-        for mac, c in zip(macs.tolist(), counts.tolist()):
-            out.setdefault(mac, [0, 0])[0 if fam == 4 else 1] = c
+    for fam, sel, key in ((0, offlink & v4, ip[:, 1]), (1, offlink & ~v4, ip[:, 0])):  # IPv6: the /64
+        pairs = np.unique(np.stack([mac[sel], key[sel]], axis=1), axis=0)
+        for m, c in zip(*np.unique(pairs[:, 0], return_counts=True)):
+            out.setdefault(int(m), [0, 0])[fam] = int(c)
     return {m: (v[0], v[1]) for m, v in out.items()}
 
 
