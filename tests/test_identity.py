@@ -282,3 +282,19 @@ def test_cli_identity(tmp_path, capsys):
     assert main(["identity", str(path), "--max-values", "1"]) == 0
     text = capsys.readouterr().out
     assert DEV in text and "mdns.txt  (2 records, 2 distinct)" in text and "1 more" in text
+
+
+def test_non_ascii_values_are_kept():
+    """UTF-8 beyond ASCII (instance names are often the owner's words) is decoded like the rest."""
+    s = _scapy()
+    msg = bytes(s.DNS(qr=1, an=[s.DNSRR(rrname="_googlecast._tcp.local", type="PTR",
+                                        rdata="Küche Lautsprecher._googlecast._tcp.local"),
+                                s.DNSRR(rrname="Küche Lautsprecher._googlecast._tcp.local", type="TXT",
+                                        rdata=["fn=Küche".encode(), b"md=Google Home"])]))
+    warns = []
+    recs = _records([_dns_frame(msg), _dns_frame(msg)], warnings=warns)
+    assert warns == []
+    got = {(k, v) for _, k, v in _triples(recs)}
+    assert got == {("mdns.service", "_googlecast._tcp"), ("mdns.instance", "Küche Lautsprecher"),
+                   ("mdns.txt", "fn=Küche"), ("mdns.txt", "md=Google Home")}
+    assert len(recs) == 8  # every record of both packets
