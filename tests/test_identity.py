@@ -298,3 +298,21 @@ def test_non_ascii_values_are_kept():
     assert got == {("mdns.service", "_googlecast._tcp"), ("mdns.instance", "Küche Lautsprecher"),
                    ("mdns.txt", "fn=Küche"), ("mdns.txt", "md=Google Home")}
     assert len(recs) == 8  # every record of both packets
+
+
+def test_output_grows_past_its_first_allocation():
+    """Messages whose compressed names expand far beyond their size, and more records than
+    the first allocation holds: the output grows and every record is kept."""
+    long_name = b"".join(bytes([60]) + bytes([97 + i]) * 60 for i in range(4)) + b"\x00"  # 245 bytes of text
+    head = struct.pack("!HHHHHH", 0, 0x8400, 0, 200, 0, 0)
+    # record 1 spells the name out (owner at byte 12); the others point at it, and carry a
+    # TXT string of their own
+    first = long_name + struct.pack("!HHIH", 16, 1, 120, 4) + b"\x03k=0"
+    rest = b"".join(b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 120, 6) + b"\x05k=" + f"{i:03d}".encode()
+                    for i in range(1, 200))
+    frames = [_dns_frame(head + first + rest) for _ in range(20)]
+    warns = []
+    recs = _records(frames, warnings=warns)
+    assert warns == []
+    assert len(recs) == 20 * 200
+    assert set(recs.value.tolist()) == {"k=0"} | {f"k={i:03d}" for i in range(1, 200)}

@@ -906,10 +906,61 @@ def _group_values(out, pos, ln, h):
     return gid, first[:groups], joined[:w], start
 
 
-def _decode_values(out: np.ndarray, pos: np.ndarray, ln: np.ndarray, h: np.ndarray):
+@njit(cache=True, nogil=True)
+def _grown(a, used):
+    b = np.empty(2 * len(a), a.dtype)
+    b[:used] = a[:used]
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _extract_all(buf, off, cap, wire, poff, proto, ipp):
+    """The marked rows' records, grouped by value: one call per capture."""
+    n_rows = 0
+    for i in range(len(poff)):
+        if poff[i] != 0:
+            n_rows += 1
+    rows = np.empty(n_rows, np.int64)
+    payload = 0
+    k = 0
+    for i in range(len(poff)):
+        if poff[i] != 0:
+            rows[k] = i
+            payload += np.int64(cap[i])
+            k += 1
+    cap_rec = 4 * n_rows + 2 * MAX_RECORDS_PER_MESSAGE + 16
+    orow = np.empty(cap_rec, np.int64)
+    okind = np.empty(cap_rec, np.uint8)
+    opos = np.empty(cap_rec, np.int64)
+    olen = np.empty(cap_rec, np.int64)
+    ohash = np.empty(cap_rec, np.uint64)
+    out = np.empty(2 * payload + 2 * _MESSAGE_BYTES, np.uint8)
+    st = np.zeros(4, np.int64)
+    problems = np.zeros(_N_SOURCES, np.int64)
+    first_problem = np.zeros(_N_SOURCES, np.int64)
+    j = 0
+    while True:
+        j = _identity_kernel(buf, off, cap, wire, poff, proto, ipp, rows, j, st,
+                             orow, okind, opos, olen, ohash, out, problems, first_problem)
+        if j >= n_rows:
+            break
+        n = st[_ST_N]
+        if n + MAX_RECORDS_PER_MESSAGE + 1 > len(orow):
+            orow = _grown(orow, n)
+            okind = _grown(okind, n)
+            opos = _grown(opos, n)
+            olen = _grown(olen, n)
+            ohash = _grown(ohash, n)
+        if st[_ST_W] + _MESSAGE_BYTES > len(out):
+            out = _grown(out, st[_ST_W])
+    n = st[_ST_N]
+    gid, first, joined, start = _group_values(out, opos[:n], olen[:n], ohash[:n])
+    return orow[:n], okind[:n], opos[:n], olen[:n], out, gid, first, joined, start, problems, first_problem
+
+
+def _decode_groups(out, pos, ln, gid, first, joined, start):
     """Each record's value as text, and whether its bytes are not valid UTF-8 (then None).
     Each distinct value is decoded once; the ASCII ones (nearly all) in one piece."""
-    gid, first, joined, start = _group_values(out, pos, ln, h)
     text = joined.tobytes().decode("ascii")
     lengths = ln[first].tolist()
     texts = [text[a:a + n] if a >= 0 else None for a, n in zip(start.tolist(), lengths)]
@@ -930,36 +981,10 @@ def extract(buf: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirelen: np
     """The identity records of a decoded capture, read from its frame bytes (``buf`` padded
     as in :class:`~classifier.capture.reader.Frames`). Problems are appended to ``warnings``
     as :class:`CaptureWarning` (issued with :func:`warnings.warn` when ``warnings`` is None)."""
-    rows = np.flatnonzero(pk.payload_off).astype(np.int64)
-    if len(rows) == 0:
-        return IdentityRecords.empty()
-    cap_rec = 4 * len(rows) + 2 * MAX_RECORDS_PER_MESSAGE + 16
-    cap_bytes = int(caplen[rows].astype(np.int64).sum()) * 2 + 2 * _MESSAGE_BYTES
-    orow = np.empty(cap_rec, np.int64)
-    okind = np.empty(cap_rec, np.uint8)
-    opos = np.empty(cap_rec, np.int64)
-    olen = np.empty(cap_rec, np.int64)
-    ohash = np.empty(cap_rec, np.uint64)
-    out = np.empty(cap_bytes, np.uint8)
-    st = np.zeros(4, np.int64)
-    problems = np.zeros(_N_SOURCES, np.int64)
-    first_problem = np.zeros(_N_SOURCES, np.int64)
-    off = np.ascontiguousarray(offset, dtype=np.int64)
-    cap = np.ascontiguousarray(caplen, dtype=np.uint32)
-    wire = np.ascontiguousarray(wirelen, dtype=np.uint32)
-    j = 0
-    while True:
-        j = _identity_kernel(buf, off, cap, wire, pk.payload_off, pk.proto, pk.ip_proto, rows, j, st,
-                             orow, okind, opos, olen, ohash, out, problems, first_problem)
-        if j >= len(rows):
-            break
-        n, w = int(st[_ST_N]), int(st[_ST_W])  # grow the output and go on
-        grow = lambda a, size: np.concatenate([a[:size], np.empty(len(a), a.dtype)])  # noqa: E731
-        orow, okind, opos, olen, ohash = (grow(a, n) for a in (orow, okind, opos, olen, ohash))
-        out = grow(out, w)
-    n = int(st[_ST_N])
-    orow, okind, opos, olen, ohash = orow[:n], okind[:n], opos[:n], olen[:n], ohash[:n]
-    values, bad = _decode_values(out, opos, olen, ohash)
+    (orow, okind, opos, olen, out, gid, first, joined, start, problems, first_problem) = _extract_all(
+        buf, np.ascontiguousarray(offset, dtype=np.int64), np.ascontiguousarray(caplen, dtype=np.uint32),
+        np.ascontiguousarray(wirelen, dtype=np.uint32), pk.payload_off, pk.proto, pk.ip_proto)
+    values, bad = _decode_groups(out, opos, olen, gid, first, joined, start)
     any_bad = bool(bad.any())
     issues = []
     for src in np.flatnonzero(problems).tolist():
