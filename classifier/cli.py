@@ -166,6 +166,34 @@ def cmd_features(args) -> int:
     return 0
 
 
+def cmd_identity(args) -> int:
+    from classifier.capture.packets import mac_to_str
+    from classifier.features.identity import IdentityRecords, format_summary, summarize
+    from classifier.features.pipeline import load_captures
+    labels = _labels(args)
+    parts, names = [], {}
+    for cap in load_captures(args.pcap, (), labels):
+        parts.append(cap.identity)
+        if labels is not None:
+            for mac in cap.identity.macs().tolist():
+                dev = labels.label(cap.path, mac)
+                if dev:
+                    names[mac_to_str(mac)] = f"{dev.name} ({dev.category})"
+    rows = summarize(IdentityRecords.concat(parts))
+    if args.json:
+        for row in rows:
+            if row["mac"] in names:
+                row["device"] = names[row["mac"]]
+            for values in row["values"].values():
+                for v in values:
+                    v["first_seen"] = _iso(v["first_ns"])
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+    else:
+        print(format_summary(rows, args.max_values, names))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from classifier.features.throughput import format_throughput, measure
     result = measure(args.pcap, repeat=args.repeat)
@@ -281,27 +309,80 @@ def _evaluate_generalisation(args, roots, out, log) -> int:
     return 0
 
 
-def cmd_classify(args) -> int:
-    from classifier.engine.engine import load_engine
-    from classifier.features.pipeline import load_captures
+def _network_gateways(args, caps, labels) -> set[int]:
+    """--gateway when given (an override); else the gateways found in the captures. Gateways
+    the labels name are never devices either."""
     from classifier.capture.packets import mac_to_str
+    from classifier.features.devices import as_mac_ints
+    from classifier.features.network import find_gateways
+    gateways = set(as_mac_ints(args.gateway).tolist())
+    if not gateways:
+        found: dict[int, tuple[int, int]] = {}
+        for cap in caps:
+            for mac, counts in find_gateways(cap.packets).items():
+                old = found.get(mac, (0, 0))
+                found[mac] = (max(old[0], counts[0]), max(old[1], counts[1]))
+        for mac, (v4, v6) in sorted(found.items()):
+            print(f"iotclass: gateway {mac_to_str(mac)} (found: carries {v4} off-link IPv4 addresses, "
+                  f"{v6} IPv6 /64s; --gateway overrides)", file=sys.stderr)
+        if not found:
+            print("iotclass: warning: no gateway found (no traffic leaves the link); pass --gateway MAC "
+                  "if one is there", file=sys.stderr)
+        gateways = set(found)
+    if labels is not None:
+        gateways |= labels.gateways()
+    return gateways
+
+
+def _verdict(engine, pk, mac, identity=None) -> dict:
+    dec = engine.decide(pk, mac, identity=identity)
+    if dec is None:
+        return dict(category="", confidence=0.0, decision="learning", model=engine.version,
+                    explanation="not enough evidence yet")
+    return dict(category=dec.category, confidence=round(dec.confidence, 4), decision=dec.stage, model=dec.model,
+                explanation=dec.explanation)
+
+
+def cmd_classify(args) -> int:
+    import numpy as np
+
+    from classifier.capture.packets import mac_to_str
+    from classifier.engine.engine import load_engine
+    from classifier.features.devices import split_devices
+    from classifier.features.network import join_captures
+    from classifier.features.pipeline import load_captures
     engine = load_engine(args.model)
     labels = _labels(args)
+    caps = list(load_captures(args.pcap, args.gateway, labels))
+    gateways = sorted(_network_gateways(args, caps, labels))
     rows = []
-    for cap in load_captures(args.pcap, args.gateway, labels):
-        table = getattr(cap, "identity", None)   # the capture's identity records, when decoded
-        for d, mac in enumerate(cap.view.macs.tolist()):
-            dec = engine.decide(cap.packets, mac, identity=table.for_mac(mac) if table is not None else None)
-            row = {"mac": mac_to_str(mac), "capture": os.path.basename(cap.path)}
-            if dec is None:
-                row.update(category="", confidence=0.0, decision="learning", model=engine.version,
-                           explanation="not enough evidence yet")
-            else:
-                row.update(category=dec.category, confidence=round(dec.confidence, 4), decision=dec.stage,
-                           model=dec.model, explanation=dec.explanation)
-            row["packets"] = int(cap.view.start[d + 1] - cap.view.start[d])
+    if args.per_file:
+        for cap in caps:
+            view = split_devices(cap.packets, gateways=gateways)
+            for d, mac in enumerate(view.macs.tolist()):
+                row = {"mac": mac_to_str(mac), "capture": os.path.basename(cap.path)}
+                row.update(_verdict(engine, cap.packets, mac, cap.identity.for_mac(mac)))
+                row["packets"] = int(view.start[d + 1] - view.start[d])
+                if labels is not None:
+                    dev = labels.label(cap.path, mac)
+                    row["true_category"] = dev.category if dev else ""
+                rows.append(row)
+    else:
+        # one network: every device one stream across the captures, in time order
+        pk, source = join_captures([c.packets for c in caps])
+        from classifier.features.identity import IdentityRecords
+        identity = IdentityRecords.concat([c.identity for c in caps])
+        view = split_devices(pk, gateways=gateways)
+        for d, mac in enumerate(view.macs.tolist()):
+            sl = view.entries(d)
+            row = {"mac": mac_to_str(mac)}
+            row.update(_verdict(engine, pk, mac, identity.for_mac(mac)))
+            ts = pk.ts_ns[view.pkt[sl]]
+            row.update(packets=sl.stop - sl.start, captures=int(len(np.unique(source[view.pkt[sl]]))),
+                       first_seen=_iso(int(ts.min())), last_seen=_iso(int(ts.max())))
             if labels is not None:
-                dev = labels.label(cap.path, mac)
+                devs = [labels.label(c.path, mac) for c in caps]
+                dev = next((x for x in devs if x), None)
                 row["true_category"] = dev.category if dev else ""
             rows.append(row)
     if args.json:
@@ -309,10 +390,12 @@ def cmd_classify(args) -> int:
         print()
     else:
         cols = ["mac", "category", "confidence", "decision", "packets"]
+        if not args.per_file:
+            cols.append("captures")
         if labels is not None:
             cols.append("true_category")
         cols += ["model", "explanation"]
-        if len(args.pcap) > 1:
+        if args.per_file and len(args.pcap) > 1:
             cols.insert(0, "capture")
         _print_table(rows, cols)
     return 0
@@ -373,6 +456,15 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     add_feature_pool_options(sp)
     sp.set_defaults(func=cmd_features)
 
+    sp = sub.add_parser("identity", help="per device: what it says about itself (DHCP, DNS, mDNS, SSDP, TLS, HTTP)")
+    sp.add_argument("pcap", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, optionally .gz/.xz/.bz2)")
+    sp.add_argument("--devices", action="append", metavar="CSV",
+                    help="devices.csv (or a folder holding some) naming the captures' devices")
+    sp.add_argument("--json", action="store_true", help="a JSON list of objects")
+    sp.add_argument("--max-values", type=int, default=10, metavar="N",
+                    help="distinct values shown per kind (0: all; the JSON has all)")
+    sp.set_defaults(func=cmd_identity)
+
     sp = sub.add_parser("bench", help="packets/s: parse, and parse + features (segments and sessions)")
     sp.add_argument("pcap", nargs="+", metavar="PCAP")
     sp.add_argument("--json", action="store_true")
@@ -410,8 +502,12 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("--out", default="results", metavar="FOLDER")
     sp.set_defaults(func=cmd_evaluate)
 
-    sp = sub.add_parser("classify", help="per device: category, confidence, decision, explanation")
+    sp = sub.add_parser("classify", help="per device: category, confidence, decision, explanation",
+                        description="Captures of one network: each device is one stream across the files, in "
+                                    "time order, with one verdict (--per-file: one per capture). The gateway is "
+                                    "found in the traffic; --gateway overrides it.")
     common(sp)
+    sp.add_argument("--per-file", action="store_true", help="a verdict per device and capture")
     sp.add_argument("--model", metavar="PATH", help="a saved engine folder (default: the shipped one)")
     sp.add_argument("--json", action="store_true", help="a JSON list of objects")
     sp.set_defaults(func=cmd_classify)

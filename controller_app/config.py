@@ -74,6 +74,10 @@ _CORE_HELP = {
     "mirror_max_len": "bytes of each mirrored packet copied to the controller",
     "mirror_rate_pps": "mirror meter per learning device, packets/s",
     "mirror_burst": "mirror meter burst, packets",
+    "identity_rate_pps": "identity meter per learning device, packets/s: what it sends of DHCP, DNS, mDNS and SSDP "
+                         "is mirrored whole through it, apart from the mirror meter (0: mirrored like the rest)",
+    "identity_burst": "identity meter burst, packets",
+    "max_identity_values": "distinct identity values (DHCP names, mDNS services, ...) kept per learning device",
     "learn_max_len": "bytes of each L2-learning copy",
     "l2_idle_timeout": "seconds an unused learned MAC entry lives",
     "decide_interval": "seconds between classification requests for one device",
@@ -87,7 +91,7 @@ _CORE_HELP = {
                   "(the classifier sees t0 + (t - t0) * K); 1 on a real network",
     "max_hosts_per_port": "devices learned on one switch port; new MACs beyond it are forwarded, not learned",
     "max_hosts_per_switch": "devices learned on one switch; new MACs beyond it are forwarded, not learned",
-    "max_mirrored": "devices mirrored at once (one meter and two entries each); others wait for a slot",
+    "max_mirrored": "devices mirrored at once (two meters and twelve entries each); others wait for a slot",
     "learn_ban_timeout": "seconds a port (or switch) at its cap stops copying unknown sources (0: no ban)",
     "learn_rate_pps": "per switch: copies of unknown sources to the controller, packets/s (0: no meter)",
     "learn_burst": "burst of the meter on copies of unknown sources, packets",
@@ -98,7 +102,8 @@ _CORE_HELP = {
     "cap_log_interval": "seconds between log lines about caps reached and devices expired",
 }
 _NON_NEGATIVE = ("max_hosts_per_port", "max_hosts_per_switch", "max_mirrored", "learn_ban_timeout",
-                 "learn_rate_pps", "learn_burst", "max_pending_decisions")
+                 "learn_rate_pps", "learn_burst", "max_pending_decisions", "identity_rate_pps", "identity_burst",
+                 "max_identity_values")
 _POSITIVE = ("host_timeout", "decide_timeout", "cap_log_interval")
 
 

@@ -39,7 +39,8 @@ ETH_TYPE_LLDP = 0x88CC
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """The fields a flow matches on (None = wildcard). IP prefixes imply their eth_type."""
+    """The fields a flow matches on (None = wildcard). IP prefixes imply their eth_type; UDP
+    ports need ``ip_proto`` 17 and an IP ``eth_type`` (OpenFlow's prerequisites)."""
 
     in_port: int | None = None
     eth_src: int | None = None
@@ -48,6 +49,9 @@ class Match:
     ip_src: IPNetwork | None = None
     ip_dst: IPNetwork | None = None
     metadata: tuple | None = None   #: (value, mask): the pipeline's metadata register under mask
+    ip_proto: int | None = None
+    udp_src: int | None = None
+    udp_dst: int | None = None
 
     def __post_init__(self):
         for net in (self.ip_src, self.ip_dst):
@@ -55,10 +59,14 @@ class Match:
                 want = ETH_TYPE_IPV4 if net.version == 4 else ETH_TYPE_IPV6
                 if self.eth_type != want:
                     raise ValueError(f"an IPv{net.version} prefix needs eth_type 0x{want:04x}, got {self.eth_type}")
+        if self.ip_proto is not None and self.eth_type not in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
+            raise ValueError(f"ip_proto needs an IP eth_type, got {self.eth_type}")
+        if (self.udp_src is not None or self.udp_dst is not None) and self.ip_proto != 17:
+            raise ValueError(f"a UDP port needs ip_proto 17, got {self.ip_proto}")
 
     def fields(self) -> dict:
         return {k: getattr(self, k) for k in ("in_port", "eth_src", "eth_dst", "eth_type", "ip_src", "ip_dst",
-                                              "metadata")
+                                              "metadata", "ip_proto", "udp_src", "udp_dst")
                 if getattr(self, k) is not None}
 
 
@@ -160,11 +168,13 @@ SwitchIntent = Union[FlowAdd, FlowDelete, MeterAdd, MeterDelete, PacketOut]
 
 @dataclass(frozen=True, slots=True)
 class DecideRequest:
-    """Classify ``mac`` from ``packets`` (its mirrored packets so far), off the event loop."""
+    """Classify ``mac`` from ``packets`` (its mirrored packets so far), off the event loop;
+    ``identity``: what the device said about itself in them (its identity records)."""
 
     mac: int
     packets: object   # classifier.capture.packets.Packets
     now_ns: int
+    identity: object = None   # classifier.features.identity.IdentityRecords
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@
 packets that involve it as columnar :class:`~classifier.capture.packets.Packets` chunks — the same
 table the offline tools build from a capture, decoded by the same kernel — so that the
 features the engine computes online are the offline ones. A packet between two learning
-devices is in both buffers. Once a device's decision is confirmed its buffer is dropped and
+devices is in both buffers. Beside them it keeps each device's identity evidence (what it
+said about itself: :mod:`classifier.features.identity`), each distinct value once with the
+time it was first seen. Once a device's decision is confirmed its buffer is dropped and
 only a few fields of compact state remain (in the core's device record).
 
 :class:`DecisionWorker` (used by the os-ken shell, never by the core) runs
@@ -24,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from classifier.capture.packets import Packets
+from classifier.features.identity import IdentityRecords
 
 LOG = logging.getLogger("controller_app.learning")
 
@@ -38,11 +41,15 @@ class DeviceBuffer:
 
 
 class Learner:
-    """Per-device buffers of mirrored packets (at most ``max_packets`` each, oldest dropped)."""
+    """Per-device buffers of mirrored packets (at most ``max_packets`` each, oldest dropped),
+    and of identity values (at most ``max_identity_values`` distinct ones each, later new ones
+    dropped: the first seconds say the most)."""
 
-    def __init__(self, max_packets: int = 50_000):
+    def __init__(self, max_packets: int = 50_000, max_identity_values: int = 1000):
         self.max_packets = max_packets
+        self.max_identity_values = max_identity_values
         self.buffers: dict[int, DeviceBuffer] = {}
+        self.identities: dict[int, dict[tuple[int, str], int]] = {}   # mac -> {(kind, value): first t_ns}
 
     def add(self, pk: Packets, tx_owner: np.ndarray, rx_owner: np.ndarray) -> int:
         """File each packet under the device that sent it (where ``tx_owner`` is True) and the
@@ -84,11 +91,47 @@ class Learner:
             buf.chunks = [Packets.concat(buf.chunks)]
         return buf.chunks[0]
 
+    def add_identity(self, recs: IdentityRecords) -> int:
+        """Keep each device's new identity values (with the time first seen); returns how many
+        new values were dropped because a device holds ``max_identity_values`` already."""
+        dropped = 0
+        for t, mac, kind, value in zip(recs.t_ns.tolist(), recs.mac.tolist(), recs.kind.tolist(),
+                                       recs.value.tolist()):
+            held = self.identities.setdefault(mac, {})
+            key = (kind, value)
+            first = held.get(key)
+            if first is None:
+                if len(held) >= self.max_identity_values:
+                    dropped += 1
+                    continue
+                held[key] = t
+            elif t < first:
+                held[key] = t
+        return dropped
+
+    def identity(self, mac: int) -> IdentityRecords:
+        """The device's identity values, each once, in order of first sight (``row`` is -1:
+        they come from mirrored packets, not a capture's table)."""
+        held = self.identities.get(mac)
+        if not held:
+            return IdentityRecords.empty()
+        items = sorted(held.items(), key=lambda kv: kv[1])
+        n = len(items)
+        value = np.empty(n, dtype=object)
+        value[:] = [v for (_, v), _ in items]
+        return IdentityRecords(np.fromiter((t for _, t in items), np.int64, n), np.full(n, mac, np.uint64),
+                               np.fromiter((k for (k, _), _ in items), np.uint8, n), value,
+                               np.full(n, -1, np.int64))
+
     def drop(self, mac: int) -> None:
         self.buffers.pop(mac, None)
+        self.identities.pop(mac, None)
 
     def nbytes(self) -> int:
-        return sum(c.nbytes() for b in self.buffers.values() for c in b.chunks)
+        """Bytes held: the packet columns, and about the identity values (their text and a
+        dictionary entry each)."""
+        ident = sum(len(v) + 100 for held in self.identities.values() for (_, v) in held)
+        return sum(c.nbytes() for b in self.buffers.values() for c in b.chunks) + ident
 
 
 class DecisionWorker:

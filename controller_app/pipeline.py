@@ -11,7 +11,8 @@ The pipeline (OpenFlow 1.3)::
     2 ETH_SRC     known (in_port, eth_src) -> on; unknown -> marked (metadata) for a copy, then on
     3 ETH_DST     known eth_dst -> its port; otherwise flood along the spanning tree
     4 LEARN       marked (unknown source): meter (packets/s per switch) + truncated copy to the controller
-    5 MIRROR      learning devices: meter (packets/s per device) + truncated copy to the controller
+    5 MIRROR      learning devices: meter (packets/s per device) + truncated copy to the controller;
+                  what they send of DHCP, DNS, mDNS and SSDP: their identity meter + the whole packet
 
 Both copies to the controller come after ETH_DST's forwarding outputs: an OpenFlow 1.3 meter is
 an instruction on the whole packet, so a meter on the forwarding path would drop forwarded
@@ -31,7 +32,7 @@ class Table(IntEnum):
     ETH_SRC = 2      #: L2 learning: known (in_port, eth_src) pass, unknown ones are marked for a copy
     ETH_DST = 3      #: L2 forwarding: known eth_dst -> its port, else flood along the spanning tree
     LEARN = 4        #: marked packets (unknown source): metered, truncated copy to the controller
-    MIRROR = 5       #: learning devices: metered, truncated copy to the controller
+    MIRROR = 5       #: learning devices: metered, truncated copy to the controller (identity protocols whole)
 
 
 N_TABLES = len(Table)
@@ -90,6 +91,7 @@ PRIO_FLOOD = 10            #: flooding along the spanning tree (one entry per sw
 # LEARN
 PRIO_LEARN_COPY = 10       #: marked packets: metered copy to the controller
 # MIRROR
+PRIO_MIRROR_IDENTITY = 110     #: what a learning device sends of its identity protocols: whole, own meter
 PRIO_MIRROR_SRC = 100
 PRIO_MIRROR_DST = 90
 # every table
@@ -104,9 +106,15 @@ LEARN_METER = 1
 
 def mirror_meter_id(slot: int) -> int:
     """The mirror meter (packets/s) of the device holding ``slot``."""
-    return 2 + 2 * slot
+    return 2 + 3 * slot
 
 
 def rate_meter_id(slot: int) -> int:
     """The rate-limit meter (kbit/s) of the device holding ``slot``."""
-    return 3 + 2 * slot
+    return 3 + 3 * slot
+
+
+def identity_meter_id(slot: int) -> int:
+    """The identity meter (packets/s) of the device holding ``slot``: its identity protocols'
+    copies, counted apart from the mirror meter so that its other traffic cannot starve them."""
+    return 4 + 3 * slot

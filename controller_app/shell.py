@@ -126,6 +126,12 @@ class IotControllerShell(BaseApp):
         except Exception as exc:
             raise RuntimeError(f"cannot load the classification engine ({engine_spec}, model "
                                f"{self.cfg.model or 'default'}): {type(exc).__name__}: {exc}") from exc
+        # an engine whose decide() takes the device's identity records (identity=) gets them
+        try:
+            import inspect
+            self._engine_identity = "identity" in inspect.signature(self.engine.decide).parameters
+        except (TypeError, ValueError):
+            self._engine_identity = False
         try:  # decisions run beside the packet-in thread: one intra-op thread for inference
             import torch
             torch.set_num_threads(1)
@@ -266,9 +272,12 @@ class IotControllerShell(BaseApp):
             self.resolver.observe(req.mac, req.packets, sessions)   # fills the sessions' pools, vectorised
         except Exception:  # noqa: BLE001 - pools are secondary to the decision
             LOG.exception("pool resolver: observe failed for %s", mac_to_str(req.mac))
-        if sessions is None:
-            return self.engine.decide(req.packets, req.mac, req.now_ns)
-        return self.engine.decide(req.packets, req.mac, req.now_ns, sessions=sessions)
+        kwargs = {}
+        if sessions is not None:
+            kwargs["sessions"] = sessions
+        if self._engine_identity and req.identity is not None:
+            kwargs["identity"] = req.identity
+        return self.engine.decide(req.packets, req.mac, req.now_ns, **kwargs)
 
     def _resolve(self, req: ResolvePools):
         out, errors = {}, {}

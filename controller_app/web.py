@@ -76,13 +76,14 @@ def no_vendor(mac: str) -> str | None:
 def rules_state(dev, settings):
     """What the page needs to list a device's installed entries, as immutable values taken on
     the event loop: (MAC, policy switch, action, pool prefixes, LAN, rate meter id, mirror
-    switch, mirror meter id, mirror max_len, mirror rate and burst). None when nothing is
-    installed."""
+    switch, mirror meter id, mirror max_len, mirror rate and burst, identity meter id (None when
+    identity mirroring is off), its rate and burst). None when nothing is installed."""
     if (dev.policy_dpid is None and dev.mirror_dpid is None) or dev.slot is None:
         return None                   # a parked device holds nothing on any switch
     return (dev.mac, dev.policy_dpid, dev.policy_action, dev.policy_pools, dev.policy_lan, dev.rate_meter,
             dev.mirror_dpid, dev.mirror_meter, settings.mirror_max_len, settings.mirror_rate_pps,
-            settings.mirror_burst)
+            settings.mirror_burst, dev.identity_meter if settings.identity_rate_pps > 0 else None,
+            settings.identity_rate_pps, settings.identity_burst)
 
 
 def device_records(core, settings) -> tuple[list, list]:
@@ -108,7 +109,8 @@ def installed_entries(state) -> dict:
     from controller_app.ofp import describe
     if state is None:
         return {"entries": [], "meters": []}
-    mac, pdp, action, pools, lan, rate_meter, mdp, mirror_meter, max_len, mirror_pps, mirror_burst = state
+    (mac, pdp, action, pools, lan, rate_meter, mdp, mirror_meter, max_len, mirror_pps, mirror_burst, identity_meter,
+     identity_pps, identity_burst) = state
     flows, meters = [], []
     if pdp is not None and action is not None:
         flows += policy_flows(pdp, mac, action, lan or (), pools or (), rate_meter)
@@ -116,9 +118,12 @@ def installed_entries(state) -> dict:
             meters.append({"dpid": f"{pdp:016x}", "meter": rate_meter, "rate": action.rate_limit_kbps,
                            "unit": "kbps", "what": "rate limit"})
     if mdp is not None:
-        flows += mirror_flows(mdp, mac, mirror_meter, max_len)
+        flows += mirror_flows(mdp, mac, mirror_meter, max_len, identity_meter)
         meters.append({"dpid": f"{mdp:016x}", "meter": mirror_meter, "rate": mirror_pps, "unit": "pktps",
                        "what": "mirror"})
+        if identity_meter is not None:
+            meters.append({"dpid": f"{mdp:016x}", "meter": identity_meter, "rate": identity_pps, "unit": "pktps",
+                           "what": "identity protocols, whole"})
     out = []
     for f in flows:
         d = describe(f)

@@ -48,6 +48,9 @@ class Pkt:
     ip_dst: object = None
     dscp: int | None = None
     metadata: int = 0          #: the pipeline's metadata register (0 when the packet enters)
+    ip_proto: int | None = None
+    udp_src: int | None = None
+    udp_dst: int | None = None
 
     @classmethod
     def parse(cls, frame: bytes) -> "Pkt":
@@ -57,14 +60,22 @@ class Pkt:
         src = int.from_bytes(frame[6:12], "big")
         (et,) = struct.unpack_from("!H", frame, 12)
         p = cls(dst, src, et)
+        l4 = None
         if et == ETH_TYPE_IPV4 and len(frame) >= 34:
             p.dscp = frame[15] >> 2
+            p.ip_proto = frame[23]
             p.ip_src = ipaddress.IPv4Address(frame[26:30])
             p.ip_dst = ipaddress.IPv4Address(frame[30:34])
+            if struct.unpack_from("!H", frame, 20)[0] & 0x1FFF == 0:   # not a later fragment
+                l4 = 14 + (frame[14] & 0x0F) * 4
         elif et == ETH_TYPE_IPV6 and len(frame) >= 54:
             p.dscp = ((frame[14] & 0x0F) << 2) | (frame[15] >> 6)
+            p.ip_proto = frame[20]           # the next header (no extension headers followed)
             p.ip_src = ipaddress.IPv6Address(frame[22:38])
             p.ip_dst = ipaddress.IPv6Address(frame[38:54])
+            l4 = 54
+        if p.ip_proto == 17 and l4 is not None and len(frame) >= l4 + 4:
+            p.udp_src, p.udp_dst = struct.unpack_from("!HH", frame, l4)
         return p
 
 
@@ -85,12 +96,15 @@ def match_applies(m: Match, pkt: Pkt, in_port: int) -> bool:
         return False
     if m.metadata is not None and (pkt.metadata & m.metadata[1]) != m.metadata[0]:
         return False
+    for name in ("ip_proto", "udp_src", "udp_dst"):
+        if getattr(m, name) is not None and getattr(m, name) != getattr(pkt, name):
+            return False
     return True
 
 
 def _at_least_as_specific(entry: Match, pattern: Match) -> bool:
     """Non-strict delete: the entry matches every field the pattern sets (prefixes nested)."""
-    for name in ("in_port", "eth_src", "eth_dst", "eth_type", "metadata"):
+    for name in ("in_port", "eth_src", "eth_dst", "eth_type", "metadata", "ip_proto", "udp_src", "udp_dst"):
         v = getattr(pattern, name)
         if v is not None and getattr(entry, name) != v:
             return False

@@ -110,8 +110,9 @@ def test_a_parked_devices_recheck_waits_until_it_is_back():
 
 def test_a_mac_flood_is_held_to_the_caps():
     """10,000 random source MACs over 8 ports of a switch, caps of 64 per port, 256 per switch,
-    100 mirrored: at most 100 mirror meters and 256 learned hosts, whatever the flood; every
-    MAC beyond them forwarded (flooded) but neither learned nor holding anything."""
+    100 mirrored: at most 100 devices with a mirror and an identity meter, and 256 learned hosts,
+    whatever the flood; every MAC beyond them forwarded (flooded) but neither learned nor holding
+    anything."""
     s = Settings(max_hosts_per_port=64, max_hosts_per_switch=256, max_mirrored=100, learn_ban_timeout=0)
     h = Harness(settings=s)
     h.connect(1, list(range(1, 10)))
@@ -131,10 +132,10 @@ def test_a_mac_flood_is_held_to_the_caps():
     st = h.core.state
     assert len(h.core.devices) == 256 and st.switch_hosts[1] == 256
     assert all(len(v) <= 64 for v in st.port_hosts.values())
-    assert meters == 100 and len(st.mirrored) == 100 and len(st.mirror_wait) == 156
-    assert flows == 256 * 2 + 100 * 2                                   # ETH_SRC + ETH_DST each; 2 mirror entries
+    assert meters == 2 * 100 and len(st.mirrored) == 100 and len(st.mirror_wait) == 156   # mirror + identity meter
+    assert flows == 256 * 2 + 100 * 12         # ETH_SRC + ETH_DST each; 2 mirror + 10 identity entries each
     assert h.core.counters["learn_refused_switch"] + h.core.counters["learn_refused_port"] == 10_000 - 256
-    assert len(h.sw(1).meters) == 101 and len(h.sw(1).entries()) < 256 * 2 + 100 * 2 + 20
+    assert len(h.sw(1).meters) == 1 + 2 * 100 and len(h.sw(1).entries()) < 256 * 2 + 100 * 12 + 20
     d = h.send(1, 9, udp("02:00:00:00:99:99", "ff:ff:ff:ff:ff:ff"))    # the 10,001st: forwarded, not learned
     assert len(d.received) == 8 and m("02:00:00:00:99:99") not in h.core.devices
 

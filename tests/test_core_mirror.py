@@ -38,7 +38,8 @@ def test_a_learning_device_is_mirrored_both_ways_through_its_meter_and_stops_cle
     st, mirror, net = build()
     dev = device(st, A)
     out = mirror.sync(dev)
-    assert isinstance(out[0], MeterAdd) and out[0].unit == "pktps" and all(isinstance(i, FlowAdd) for i in out[1:])
+    assert [(i.meter_id, i.unit) for i in out[:2]] == [(dev.mirror_meter, "pktps"), (dev.identity_meter, "pktps")]
+    assert all(isinstance(i, FlowAdd) for i in out[2:])
     net.apply(out)
     assert dev.mirror_dpid == 1 and dev.mirror_meter in net.switches[1].meters
     for frame in (udp(A, B), udp(B, A)):
@@ -48,7 +49,7 @@ def test_a_learning_device_is_mirrored_both_ways_through_its_meter_and_stops_cle
     dev.mirroring = False
     net.apply(mirror.sync(dev))
     assert dev.mirror_dpid is None and not net.switches[1].entries(Table.MIRROR)[1:]
-    assert dev.mirror_meter not in net.switches[1].meters
+    assert dev.mirror_meter not in net.switches[1].meters and dev.identity_meter not in net.switches[1].meters
 
 
 def test_a_device_on_a_switch_that_is_not_connected_is_not_mirrored():
@@ -103,7 +104,8 @@ def test_at_most_max_mirrored_devices_are_mirrored_the_others_wait_in_order():
         net.apply(mirror.sync(d))
     assert st.mirrored == {devs[0].mac, devs[1].mac}
     assert list(st.mirror_wait) == [d.mac for d in devs[2:]] and st.counters["mirror_capped"] == 3
-    assert sorted(net.switches[1].meters) == [LEARN_METER, devs[0].mirror_meter, devs[1].mirror_meter]
+    assert sorted(net.switches[1].meters) == sorted([LEARN_METER, devs[0].mirror_meter, devs[0].identity_meter,
+                                                     devs[1].mirror_meter, devs[1].identity_meter])
     assert mirror.sync(devs[2]) == [] and st.counters["mirror_capped"] == 3       # counted once while waiting
     assert mirror.promote(0) == []                                              # no free slot
     devs[0].mirroring = False                                                   # e.g. its decision is final

@@ -30,6 +30,8 @@ _BAD = int(DecodeFlag.MALFORMED)
 _P_OTHER, _P_TCP, _P_UDP, _P_IPO = int(Proto.OTHER), int(Proto.TCP), int(Proto.UDP), int(Proto.IP_OTHER)
 _P_ARP, _P_ICMP, _P_ICMPV6, _P_IGMP = int(Proto.ARP), int(Proto.ICMP), int(Proto.ICMPV6), int(Proto.IGMP)
 _P_DNS, _P_EAPOL, _P_L2O = int(Proto.DNS), int(Proto.EAPOL), int(Proto.L2_OTHER)
+_P_MDNS, _P_LLMNR, _P_DHCP = int(Proto.MDNS), int(Proto.LLMNR), int(Proto.DHCP)
+_P_DHCPV6, _P_SSDP = int(Proto.DHCPV6), int(Proto.SSDP)
 
 _FNV_OFFSET = np.uint64(14695981039346656037)
 _FNV_PRIME = np.uint64(1099511628211)
@@ -81,10 +83,32 @@ def _qname_hash(buf, q, end):
     return np.uint64(0)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _tcp_identity_payload(buf, d):
+    """Whether a TCP payload (at least 6 bytes at ``d``) opens with a TLS ClientHello or an
+    HTTP request line: the payloads the identity parser reads besides the control protocols."""
+    b0 = buf[d]
+    if b0 == 0x16:  # TLS handshake record, version 3.x, handshake type 1 (ClientHello)
+        return buf[d + 1] == 3 and buf[d + 5] == 1
+    b1, b2, b3 = buf[d + 1], buf[d + 2], buf[d + 3]
+    if b0 == 71:  # GET
+        return b1 == 69 and b2 == 84 and b3 == 32
+    if b0 == 80:  # POST, PUT, PATCH
+        return (b1 == 79 and b2 == 83 and b3 == 84) or (b1 == 85 and b2 == 84 and b3 == 32) or \
+            (b1 == 65 and b2 == 84 and b3 == 67)
+    if b0 == 72:  # HEAD
+        return b1 == 69 and b2 == 65 and b3 == 68
+    if b0 == 79:  # OPTIONS
+        return b1 == 80 and b2 == 84 and b3 == 73
+    if b0 == 68:  # DELETE
+        return b1 == 69 and b2 == 76 and b3 == 69
+    return False
+
+
 @njit(cache=True, nogil=True)
 def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
                    eth_src, eth_dst, vlan, ethertype, ip_version, src_ip, dst_ip, ip_proto,
-                   sport, dport, tcp_flags, proto, dns_qhash, flags):
+                   sport, dport, tcp_flags, proto, dns_qhash, flags, payload_off):
     for i in range(len(off)):
         p = off[i]
         end = p + np.int64(cap[i])
@@ -101,6 +125,7 @@ def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
         tf = -1
         pr = _P_OTHER
         qh = np.uint64(0)
+        ps = np.int64(-1)  # start of a payload the identity parser reads
         s_hi = np.uint64(0)
         s_lo = np.uint64(0)
         d_hi = np.uint64(0)
@@ -246,14 +271,18 @@ def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
                         # A port names an application protocol only for a packet that carries
                         # a payload and is well formed, as in Wireshark.
                         has_payload = False
+                        data = np.int64(-1)
                         if ipp == 17 and l4 + 6 <= end:
                             ulen = np.int64(_be16(buf, l4 + 4))
                             if ulen > np.int64(wire[i]) - (l4 - p):
                                 fl |= _BAD  # UDP length beyond the frame: malformed
                             else:
                                 has_payload = ulen > 8
+                                data = l4 + 8
                         elif ipp == 6 and l4 + 13 <= end:
-                            has_payload = ip_payload - (l4 - l4_base) - np.int64(buf[l4 + 12] >> 4) * 4 > 0
+                            doff = np.int64(buf[l4 + 12] >> 4) * 4
+                            has_payload = ip_payload - (l4 - l4_base) - doff > 0
+                            data = l4 + doff
                         if has_payload:
                             lo = sp if sp < dp else dp
                             hi = dp if sp < dp else sp
@@ -263,6 +292,13 @@ def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
                                 c = tab[hi]
                             if c != 0:
                                 pr = c
+                            # mark the payloads the identity parser reads (where captured)
+                            if data < end and data - p < 65536:
+                                if (pr == _P_DNS or pr == _P_MDNS or pr == _P_LLMNR or pr == _P_DHCP
+                                        or pr == _P_DHCPV6 or pr == _P_SSDP):
+                                    ps = data
+                                elif ipp == 6 and data + 6 <= end and _tcp_identity_payload(buf, data):
+                                    ps = data
                     else:
                         fl |= _L4T
                     if ipp == 6:
@@ -303,6 +339,7 @@ def _decode_kernel(buf, off, cap, wire, lt, udp_tab, tcp_tab,
         proto[i] = pr
         dns_qhash[i] = qh
         flags[i] = fl
+        payload_off[i] = ps - p if ps >= 0 else 0
 
 
 def decode_arrays(buf: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray,
@@ -321,7 +358,7 @@ def decode_arrays(buf: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirel
                        np.ascontiguousarray(linktype, dtype=np.uint16), _UDP_TABLE, _TCP_TABLE,
                        cols["eth_src"], cols["eth_dst"], cols["vlan"], cols["ethertype"], cols["ip_version"],
                        cols["src_ip"], cols["dst_ip"], cols["ip_proto"], cols["sport"], cols["dport"],
-                       cols["tcp_flags"], cols["proto"], cols["dns_qhash"], cols["flags"])
+                       cols["tcp_flags"], cols["proto"], cols["dns_qhash"], cols["flags"], cols["payload_off"])
     return Packets(**cols)
 
 

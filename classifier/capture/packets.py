@@ -16,6 +16,11 @@ Conventions
   or the header was cut short); ``tcp_flags`` is -1 where there is no TCP header.
 * ``proto`` is a :class:`~classifier.capture.protocols.Proto` code.
 * ``flags`` is a bit set of :class:`DecodeFlag`.
+* ``payload_off`` marks the packets whose payload the identity parser reads
+  (:mod:`classifier.features.identity`): where that payload starts, counted from the start
+  of the record; 0 for every other packet. Marked are UDP/TCP packets of the DHCP, DHCPv6,
+  DNS, mDNS, LLMNR and SSDP classes, and TCP payloads that open with a TLS ClientHello or
+  an HTTP request line, wherever some of their payload was captured.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ COLUMNS = {
     "proto": np.uint8,
     "dns_qhash": np.uint64,
     "flags": np.uint8,
+    "payload_off": np.uint16,
 }
 _TWO_WIDE = ("src_ip", "dst_ip")
 
@@ -80,6 +86,7 @@ class Packets:
     proto: np.ndarray
     dns_qhash: np.ndarray
     flags: np.ndarray
+    payload_off: np.ndarray
 
     @classmethod
     def empty(cls, n: int = 0) -> "Packets":

@@ -13,20 +13,24 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from classifier.capture.decode import read_packets
+from classifier.capture.decode import decode
 from classifier.capture.labels import Dataset
+from classifier.capture.reader import read_frames
+from classifier.features.identity import IdentityRecords, extract
 from classifier.capture.packets import Packets
 from classifier.features.devices import DeviceView, as_mac_ints, split_devices
 
 
 @dataclass
 class LoadedCapture:
-    """One capture, decoded and split by device."""
+    """One capture, decoded and split by device, with the identity evidence its devices sent
+    (read from the frames while they are at hand: no capture is parsed twice)."""
 
     path: str
     packets: Packets
     view: DeviceView
     warnings: list = field(default_factory=list)
+    identity: IdentityRecords = field(default_factory=IdentityRecords.empty)
 
 
 def progress(iterable, total: int | None = None, desc: str = "", unit: str = "file"):
@@ -41,8 +45,11 @@ def load_captures(paths: Iterable[str], gateways: Iterable[int | str] = (), labe
     paths = list(paths)
     base_gw = set(as_mac_ints(list(gateways)).tolist())
     for path in progress(paths, total=len(paths), desc=desc):
-        warns: list = []
-        pk = read_packets(path, warnings=warns)
+        frames = read_frames(path)
+        warns: list = list(frames.warnings)
+        pk = decode(frames)
+        identity = extract(frames.buf, frames.offset, frames.caplen, frames.wirelen, pk, frames.source, warns)
+        del frames
         for w in warns:
             warnings.warn(w, stacklevel=2)
         gw = set(base_gw)
@@ -50,7 +57,7 @@ def load_captures(paths: Iterable[str], gateways: Iterable[int | str] = (), labe
             cap = labels.for_path(path)
             if cap is not None:
                 gw |= cap.gateways
-        yield LoadedCapture(path, pk, split_devices(pk, gateways=sorted(gw)), warns)
+        yield LoadedCapture(path, pk, split_devices(pk, gateways=sorted(gw)), warns, identity)
 
 
 def device_summary(pk: Packets, view: DeviceView, n_sessions: np.ndarray) -> dict[int, dict]:

@@ -44,15 +44,19 @@ def parse(paths: list[str]) -> int:
 
 
 def parse_and_features(paths: list[str]) -> int:
-    """Decode, split by device, segment features (T = 300 s) and sessions; returns the packets."""
+    """Decode, identity evidence, split by device, segment features (T = 300 s) and sessions;
+    returns the packets."""
     from classifier.capture.decode import decode
     from classifier.capture.reader import read_frames
     from classifier.features.devices import split_devices
+    from classifier.features.identity import extract
     from classifier.features.segments import segment_features
     from classifier.features.sessions import session_table
     n = 0
     for p in paths:
-        pk = decode(read_frames(p))
+        fr = read_frames(p)
+        pk = decode(fr)
+        extract(fr.buf, fr.offset, fr.caplen, fr.wirelen, pk, warnings=[])
         view = split_devices(pk)
         segment_features(pk, view)
         session_table(pk, view)

@@ -225,7 +225,7 @@ class Core:
         if is_mirror.any():
             mi = np.flatnonzero(is_mirror)
             counters["packet_ins_mirror"] += len(mi)
-            self.mirror.file(pk.take(mi), batch.dpid[mi])
+            self.mirror.file(pk.take(mi), batch.dpid[mi], [batch.datas[i] for i in mi.tolist()])
         return st.count(out)
 
     # ------------------------------------------------------------------ time

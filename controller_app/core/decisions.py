@@ -58,7 +58,8 @@ class DecisionManager:
             dev.last_decide_ns = now_ns
             dev.decide_retry = False
             st.learner.buffers[dev.mac].new = 0
-            out.append(DecideRequest(dev.mac, st.learner.packets(dev.mac), self.mirror.classifier_time(now_ns)))
+            out.append(DecideRequest(dev.mac, st.learner.packets(dev.mac), self.mirror.classifier_time(now_ns),
+                                     st.learner.identity(dev.mac)))
         for dev in st.devices.values():
             if not dev.attached:
                 continue

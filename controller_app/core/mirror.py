@@ -1,6 +1,12 @@
 """Mirroring and learning: the mirror entries and meter of each learning device, and the
 mirrored packets filed into the learner's per-device buffers (in the classifier's time).
 
+What a learning device sends of its identity protocols (DHCP and DHCPv6 requests, DNS
+queries, mDNS, SSDP) is mirrored whole rather than cut to ``mirror_max_len``, through an
+identity meter of its own (``identity_rate_pps``), so that a device busy with other traffic
+cannot starve its own announcements; the learner keeps the identity records read from them
+(:mod:`classifier.features.identity`).
+
 Owns ``Device.mirror_dpid``, ``State.mirror_index``, ``State.time_origin_ns`` and the
 learner's buffers.
 """
@@ -9,17 +15,36 @@ from __future__ import annotations
 
 import numpy as np
 
+from classifier.features.identity import identity_from_frames
 from controller_app.core.state import Device, State
-from controller_app.intents import FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output
-from controller_app.intents import OFPP_CONTROLLER
-from controller_app.pipeline import FULL_MASK, PRIO_MIRROR_DST, PRIO_MIRROR_SRC, CookieKind, Table, cookie
+from controller_app.intents import ETH_TYPE_IPV4, ETH_TYPE_IPV6, FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output
+from controller_app.intents import OFPCML_NO_BUFFER, OFPP_CONTROLLER
+from controller_app.pipeline import (FULL_MASK, PRIO_MIRROR_DST, PRIO_MIRROR_IDENTITY, PRIO_MIRROR_SRC, CookieKind,
+                                     Table, cookie)
+
+#: What a device sends of its identity protocols, as (eth_type, UDP port field, port): DHCP and
+#: DHCPv6 requests, DNS queries, mDNS, SSDP NOTIFY/M-SEARCH; then SSDP's answers to a search
+#: (from port 1900), one priority lower so that 1900 -> 1900 meets one entry only.
+IDENTITY_MATCHES = tuple((et, "udp_dst", port) for et, ports in ((ETH_TYPE_IPV4, (67, 53, 5353, 1900)),
+                                                                 (ETH_TYPE_IPV6, (547, 53, 5353, 1900)))
+                         for port in ports) + ((ETH_TYPE_IPV4, "udp_src", 1900), (ETH_TYPE_IPV6, "udp_src", 1900))
 
 
-def mirror_flows(dpid: int, mac: int, meter: int, max_len: int) -> list[FlowAdd]:
+def mirror_flows(dpid: int, mac: int, meter: int, max_len: int, identity_meter: int | None = None) -> list[FlowAdd]:
+    """A learning device's mirror entries: its traffic both ways, cut to ``max_len``, through
+    its mirror meter; with ``identity_meter``, what it sends of its identity protocols whole,
+    through that meter."""
     c = cookie(CookieKind.MIRROR, mac)
     act = (Output(OFPP_CONTROLLER, max_len),)
-    return [FlowAdd(dpid, Table.MIRROR, PRIO_MIRROR_SRC, Match(eth_src=mac), actions=act, meter=meter, cookie=c),
-            FlowAdd(dpid, Table.MIRROR, PRIO_MIRROR_DST, Match(eth_dst=mac), actions=act, meter=meter, cookie=c)]
+    out = [FlowAdd(dpid, Table.MIRROR, PRIO_MIRROR_SRC, Match(eth_src=mac), actions=act, meter=meter, cookie=c),
+           FlowAdd(dpid, Table.MIRROR, PRIO_MIRROR_DST, Match(eth_dst=mac), actions=act, meter=meter, cookie=c)]
+    if identity_meter is not None:
+        whole = (Output(OFPP_CONTROLLER, OFPCML_NO_BUFFER),)
+        for et, field, port in IDENTITY_MATCHES:
+            prio = PRIO_MIRROR_IDENTITY if field == "udp_dst" else PRIO_MIRROR_IDENTITY - 1
+            out.append(FlowAdd(dpid, Table.MIRROR, prio, Match(eth_src=mac, eth_type=et, ip_proto=17, **{field: port}),
+                               actions=whole, meter=identity_meter, cookie=c))
+    return out
 
 
 class MirrorManager:
@@ -49,7 +74,11 @@ class MirrorManager:
             s = st.settings
             st.mirror_wait.pop(dev.mac, None)
             out.append(MeterAdd(want, dev.mirror_meter, s.mirror_rate_pps, s.mirror_burst, "pktps"))
-            out += mirror_flows(want, dev.mac, dev.mirror_meter, s.mirror_max_len)
+            identity = s.identity_rate_pps > 0
+            if identity:
+                out.append(MeterAdd(want, dev.identity_meter, s.identity_rate_pps, s.identity_burst, "pktps"))
+            out += mirror_flows(want, dev.mac, dev.mirror_meter, s.mirror_max_len,
+                                dev.identity_meter if identity else None)
             dev.mirror_dpid = want
             dev.mirror_since_ns = st.now_ns
             st.mirrored.add(dev.mac)
@@ -65,6 +94,8 @@ class MirrorManager:
                 out.append(FlowDelete(dev.mirror_dpid, Table.MIRROR, cookie=cookie(CookieKind.MIRROR, dev.mac),
                                       cookie_mask=FULL_MASK))
                 out.append(MeterDelete(dev.mirror_dpid, dev.mirror_meter))
+                if st.settings.identity_rate_pps > 0:
+                    out.append(MeterDelete(dev.mirror_dpid, dev.identity_meter))
             dev.mirror_dpid = None
             st.mirrored.discard(dev.mac)
             st.mirror_index = None
@@ -117,9 +148,11 @@ class MirrorManager:
         idx = np.minimum(np.searchsorted(lm, macs), len(lm) - 1)
         return (lm[idx] == macs) & (ld[idx] == dpids)
 
-    def file(self, mp, dp: np.ndarray) -> None:
+    def file(self, mp, dp: np.ndarray, frames=None) -> None:
         """Mirrored packets ``mp`` (decoded, one per packet-in) sent by the switches ``dp``:
-        filed under every learning device they involve whose edge switch sent them."""
+        filed under every learning device they involve whose edge switch sent them. With
+        ``frames`` (their bytes, in the same order), the identity evidence in what those
+        devices sent is read and kept too."""
         st = self.state
         n = len(mp)
         if st.time_origin_ns is None:
@@ -130,6 +163,13 @@ class MirrorManager:
         filed = st.learner.add(mp, tx, rx)
         if filed == 0:
             st.counters["packet_ins_mirror_unowned"] += n
+        marked = np.flatnonzero(tx & (mp.payload_off != 0))
+        if frames is not None and len(marked):
+            problems: list = []
+            recs = identity_from_frames([frames[i] for i in marked.tolist()], mp.take(marked), warnings=problems)
+            st.counters["identity_records"] += len(recs)
+            st.counters["identity_malformed"] += len(problems)
+            st.counters["identity_dropped"] += st.learner.add_identity(recs)
         for mac in np.unique(np.concatenate([mp.eth_src[tx], mp.eth_dst[rx]])).tolist():
             dev = st.devices.get(mac)
             if dev is not None:

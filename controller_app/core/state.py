@@ -19,7 +19,7 @@ from classifier.engine.decision import CONFIRMED, UNKNOWN
 
 from controller_app.intents import FlowAdd, FlowDelete, MeterAdd, MeterDelete
 from controller_app.learning import Learner
-from controller_app.pipeline import mirror_meter_id, rate_meter_id
+from controller_app.pipeline import identity_meter_id, mirror_meter_id, rate_meter_id
 from controller_app.policy import Policy
 
 SEC = 1_000_000_000
@@ -32,6 +32,8 @@ class Settings:
     mirror_max_len: int = 128          #: bytes of each mirrored packet sent to the controller
     mirror_rate_pps: int = 200         #: mirror meter: packets/s per learning device
     mirror_burst: int = 200            #: mirror meter burst (packets)
+    identity_rate_pps: int = 20        #: identity meter: packets/s per learning device of DHCP/DNS/mDNS/SSDP, whole
+    identity_burst: int = 50           #: identity meter burst (packets)
     learn_max_len: int = 128           #: bytes of each L2-learning copy
     l2_idle_timeout: int = 300         #: seconds a learned (in_port, eth_src) entry lives unused
     decide_interval: float = 30.0      #: seconds between decision requests for one device
@@ -41,11 +43,12 @@ class Settings:
     lldp_interval: float = 5.0         #: seconds between topology probes
     link_timeout: float = 16.0         #: seconds without a probe before a link is gone
     max_buffer_packets: int = 50_000   #: mirrored packets kept per learning device
+    max_identity_values: int = 1000    #: distinct identity values (kind, value) kept per learning device
     time_scale: float = 1.0            #: replays: the classifier sees t0 + (t - t0) * time_scale
     # bounds (see docs/controller.md, "Bounded learning"): at a cap new MACs are forwarded, not learned
     max_hosts_per_port: int = 256      #: devices learned on one switch port (Faucet's max_hosts)
     max_hosts_per_switch: int = 2048   #: devices learned on one switch
-    max_mirrored: int = 1000           #: devices mirrored at once (one meter and two entries each)
+    max_mirrored: int = 1000           #: devices mirrored at once (two meters and twelve entries each)
     learn_ban_timeout: float = 30.0    #: seconds a port (switch) at its cap stops copying unknown sources
     learn_rate_pps: int = 500          #: per switch: unknown sources' copies to the controller/s (0: no meter)
     learn_burst: int = 500             #: that meter's burst (packets)
@@ -104,6 +107,10 @@ class Device:
     @property
     def rate_meter(self) -> int:
         return rate_meter_id(self.slot)
+
+    @property
+    def identity_meter(self) -> int:
+        return identity_meter_id(self.slot)
 
     def to_record(self) -> dict:
         return {"mac": mac_to_str(self.mac), "dpid": self.dpid, "port": self.port,
@@ -167,7 +174,7 @@ class State:
         self.switches: dict[int, Switch] = {}
         self.devices: dict[int, Device] = {}
         self.links: dict[tuple, tuple] = {}     # (dpid, port) -> (peer dpid, peer port, last seen ns)
-        self.learner = Learner(self.settings.max_buffer_packets)
+        self.learner = Learner(self.settings.max_buffer_packets, self.settings.max_identity_values)
         self.counters: Counter = Counter()
         self.now_ns = 0                         # the time of the event being handled
         self.gateways = set(int(g) for g in self.settings.gateways)

@@ -1,0 +1,329 @@
+"""Identity evidence: the OUI registry, the public knowledge tables, the identity voter, and the
+engine's fusion of it with the behaviour models (stages, minimum evidence, explanations)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from classifier.capture.decode import read_packets
+from classifier.capture.packets import mac_to_int
+from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN
+from classifier.engine.engine import DecisionEngine, EngineConfig, load_engine
+from classifier.capture.labels import CATEGORIES
+from classifier.identity.knowledge import Knowledge, default_knowledge, tokens
+from classifier.identity.model import IdentityModel, device_tokens, precision_threshold, registered_domain
+from classifier.identity.oui import OuiRegistry, vendor_key
+from classifier.identity.training import train_identity, vendor_folds
+
+# --------------------------------------------------------------------------- OUI registry
+
+
+def test_oui_registry_reads_ieee_csv_and_manuf(tmp_path):
+    csvf = tmp_path / "oui.csv"
+    csvf.write_text("Registry,Assignment,Organization Name,Organization Address\n"
+                    "MA-L,0017AB,\"Example Lighting, Inc.\",Somewhere\n"
+                    "MA-L,0017AC,Private,\n")
+    mam = tmp_path / "mam.csv"
+    mam.write_text("Registry,Assignment,Organization Name,Organization Address\nMA-M,0017AB5,Deeper Corp,Here\n")
+    manuf = tmp_path / "manuf"
+    manuf.write_text("# comment\n00:17:AB\tExample\tSomething Else\n40:AE:30\tTp-LinkP\tTp-Link Corporation Pte. Ltd.\n")
+    reg = OuiRegistry.load([csvf, mam, manuf])
+    assert reg.lookup(mac_to_int("00:17:ab:01:02:03")) == "Example Lighting, Inc."   # IEEE CSV wins over manuf
+    assert reg.lookup(mac_to_int("00:17:ab:50:00:01")) == "Deeper Corp"               # longer prefix first
+    assert reg.lookup(mac_to_int("40:ae:30:46:6e:a8")) == "Tp-Link Corporation Pte. Ltd."  # only in manuf
+    assert reg.lookup(mac_to_int("00:17:ac:00:00:01")) is None                        # "Private" is no name
+    assert reg.lookup(mac_to_int("02:17:ab:01:02:03")) is None                        # locally administered
+    assert reg.vendor(mac_to_int("40:ae:30:46:6e:a8")) == "tp-link"
+
+
+def test_oui_registry_absent_warns_and_answers_none(tmp_path):
+    with pytest.warns(UserWarning, match="ieee-data"):
+        reg = OuiRegistry.load([tmp_path / "nope.csv"])
+    assert not reg.available and reg.lookup(mac_to_int("00:17:88:00:00:01")) is None
+
+
+def test_oui_registry_bad_csv_names_file_and_line(tmp_path):
+    bad = tmp_path / "oui.csv"
+    bad.write_text("Registry,Assignment,Organization Name\nMA-L,XYZ123,Somebody\n")
+    with pytest.raises(ValueError, match=r"oui.csv: line 2: .*not hexadecimal"):
+        OuiRegistry.load([bad])
+
+
+@pytest.mark.parametrize("org, key", [("Amazon Technologies Inc.", "amazon"), ("TP-LINK TECHNOLOGIES CO.,LTD.", "tp-link"),
+                                      ("Google, Inc.", "google"), ("The Example Group", "example"), ("", None)])
+def test_vendor_key(org, key):
+    assert vendor_key(org) == key
+
+
+# --------------------------------------------------------------------------- knowledge
+
+
+def test_tokens_split_camel_case_digits_and_punctuation():
+    assert tokens("AmazonPlug14US") == ["amazon", "plug", "us"]
+    assert tokens("living-room_Camera2") == ["living", "room", "camera"]
+
+
+def test_knowledge_tables_load_and_only_name_known_categories():
+    k = Knowledge.load()
+    assert k.homekit[5][1] == "light" and k.homekit[17][1] == "camera" and k.homekit[6][1] == "lock"
+    assert all(cat in CATEGORIES for cat, _ in k.words.values())
+    assert all(cat == "" or cat in CATEGORIES for cat in k.upnp.values())
+
+
+@pytest.mark.parametrize("kind, value, category", [
+    ("mdns.txt", "ci=5", "light"),
+    ("mdns.txt", "ci=17", "camera"),
+    ("ssdp.type", "urn:schemas-upnp-org:device:BinaryLight:1", "light"),
+    ("mdns.service", "_spotify-connect._tcp", "speaker"),
+    ("dhcp.hostname", "Front-Doorbell-3", "camera"),
+    ("dhcp.hostname", "KitchenSmartPlug", "plug"),
+    ("dhcp.hostname", "android-5f1a2b3c4d", "non-iot"),
+    ("mdns.instance", "Hallway Thermostat", "sensor"),
+])
+def test_knowledge_hits(kind, value, category):
+    hits = default_knowledge().record_hits(kind, value)
+    assert hits and hits[0].category == category
+
+
+@pytest.mark.parametrize("kind, value", [("dhcp.hostname", "DCS-935L"), ("mdns.txt", "ci=1"), ("mdns.txt", "ci=x"),
+                                         ("ssdp.type", "urn:schemas-upnp-org:device:InternetGatewayDevice:1"),
+                                         ("dhcp.hostname", "disabled"), ("ssdp.location", "http://10.0.0.2/cam.xml")])
+def test_knowledge_stays_silent_without_evidence(kind, value):
+    assert default_knowledge().record_hits(kind, value) == []
+
+
+def test_knowledge_scores_count_each_piece_of_evidence_once():
+    k = default_knowledge()
+    recs = [(i, "dhcp.hostname", "garage-camera") for i in range(50)] + [(99, "mdns.txt", "ci=17")]
+    s = k.scores(k.hits(recs))
+    assert s["camera"] == pytest.approx(2.0 + 3.0)
+
+
+# --------------------------------------------------------------------------- identity voter
+
+
+def test_registered_domain():
+    assert registered_domain("a.b.tplinkcloud.com") == "tplinkcloud.com"
+    assert registered_domain("x.example.co.uk.") == "example.co.uk"
+
+
+def test_device_tokens_cover_kinds_and_oui():
+    reg = OuiRegistry()
+    reg.add(24, 0x001788, "Philips Lighting BV")
+    toks = device_tokens([(1, "dhcp.hostname", "Hue-Bridge"), (2, "dns.query", "api.meethue.com"),
+                          (3, "dhcp.prl", "1,3,6"), (4, "mdns.service", "_hue._tcp")], 0x001788000001, reg)
+    assert {"name:hue", "name:bridge", "dom:meethue.com", "prl:1,3,6", "opt:6", "svc:_hue._tcp", "oui:philips"} <= toks
+
+
+def _examples():
+    """Hand-made identity records of small device families."""
+    fam = {"camera": ["cam-{}", "nexus.camcloud.example"], "plug": ["plugger-{}", "api.plugco.example"],
+           "light": ["glow-{}", "time.lightco.example"]}
+    recs, ys, macs = [], [], []
+    for j, (cat, (host, dom)) in enumerate(fam.items()):
+        for u in range(6):
+            recs.append([(0, "dhcp.hostname", host.format(u)), (1, "dns.query", dom)])
+            ys.append(cat)
+            macs.append(((0x100000 + 0x10 * j + u % 3) << 24) | u)   # three vendors per family
+    return recs, np.array(ys, dtype=object), macs
+
+
+def test_identity_model_learns_tokens_and_round_trips(tmp_path):
+    recs, y, macs = _examples()
+    reg = OuiRegistry()
+    m = IdentityModel(registry=reg).fit_tokens([device_tokens(r, mac, reg) for r, mac in zip(recs, macs)], y)
+    v = m.vote([(0, "dhcp.hostname", "glow-77"), (1, "dns.query", "time.lightco.example")], None)
+    assert CATEGORIES[int(v.proba.argmax())] == "light"
+    m.save(tmp_path / "identity.safetensors")
+    again = IdentityModel.load(tmp_path / "identity.safetensors")
+    again.registry = reg
+    w = again.vote([(0, "dhcp.hostname", "glow-77"), (1, "dns.query", "time.lightco.example")], None)
+    assert np.allclose(v.proba, w.proba, atol=1e-5)
+
+
+def test_identity_knowledge_names_categories_never_trained():
+    recs, y, macs = _examples()
+    reg = OuiRegistry()
+    m = IdentityModel(registry=reg, a=2.0, b=0.5).fit_tokens([device_tokens(r, mac, reg) for r, mac in zip(recs, macs)], y)
+    v = m.vote([(0, "mdns.service", "_hap._tcp"), (0, "mdns.txt", "ci=6")], None)   # a HomeKit door lock
+    assert CATEGORIES[int(v.proba.argmax())] == "lock" and "lock" not in m.classes
+
+
+class _Stream:
+    def __init__(self, category, mac, device, group):
+        self.category, self.mac, self.device, self.group = category, mac, device, group
+        self.t0_ns = 0
+
+
+def test_train_identity_calibrates_on_vendor_held_out_folds():
+    recs, y, macs = _examples()
+    reg = OuiRegistry()
+    for j in range(3):
+        for u in range(3):
+            reg.add(24, 0x100000 + 0x10 * j + u, f"Vendor{j}{u} Inc.")
+    streams = [_Stream(c, mac, f"dev{i}", f"g{i}") for i, (c, mac) in enumerate(zip(y, macs))]
+    m = train_identity(streams, lambda i: recs[i], np.ones(len(streams), bool), folds=3, registry=reg)
+    cal = m.meta["calibration"]
+    assert 0.05 <= cal["a"] <= 20 and 0.05 <= cal["b"] <= 20 and 0.5 <= cal["threshold"] <= 0.99
+    assert m.meta["vendors"] == 9 and m.meta["calibration_folds"] == 3
+    assert m.seen is not None and 0.5 <= m.seen[2] <= 0.99   # each vendor has two devices: device-held-out too
+
+
+def test_seen_vendor_calibration_applies_to_trained_vendors_only():
+    m = IdentityModel(registry=OuiRegistry(), a=1.0, b=0.1, threshold=0.9, seen=(1.0, 2.0, 0.6))
+    m.vocab = {"oui:acme": 0}
+    assert m.regime({"oui:acme", "name:x"}) == (1.0, 2.0, 0.6)
+    assert m.regime({"oui:other"}) == (1.0, 0.1, 0.9) and m.regime({"oui:-"}) == (1.0, 0.1, 0.9)
+
+
+def test_vendor_folds_keep_a_vendor_together():
+    vendors = ["a"] * 5 + ["b"] * 3 + ["c"] * 3 + ["d"]
+    f = vendor_folds(vendors, 3, seed=1)
+    for v in set(vendors):
+        assert len({int(x) for x, w in zip(f, vendors) if w == v}) == 1
+    assert len(set(f.tolist())) == 3
+
+
+def test_precision_threshold():
+    p = np.array([[0.95, 0.05], [0.9, 0.1], [0.8, 0.2], [0.6, 0.4]])
+    yi = np.array([0, 0, 1, 0])          # the 0.8 one is wrong
+    assert precision_threshold(p, yi, np.ones(4), 1.0, 0.5) == pytest.approx(0.9)
+    assert precision_threshold(p, yi, np.ones(4), 0.75, 0.5) == pytest.approx(0.6)
+
+
+# --------------------------------------------------------------------------- the engine with identity
+
+
+class FixedModel:
+    kind = "fixed"
+
+    def __init__(self, classes, p):
+        self.classes, self.p = classes, np.asarray(p, float)
+
+    def predict_proba(self, inst):
+        return np.tile(self.p, (len(inst), 1))
+
+    def explain(self, inst, top=3):
+        return [[(0, "lan", 1.0)] for _ in range(len(inst))]
+
+
+@pytest.fixture(scope="module")
+def plug(synth_capture):
+    path, _, net = synth_capture
+    pk = read_packets(str(path))
+    mac = mac_to_int(next(d.mac for d in net.devices if d.category == "plug"))
+    return pk, mac
+
+
+def _first(pk, mac, sessions):
+    from classifier.features.devices import split_devices
+    from classifier.features.sessions import session_table
+    s = session_table(pk, split_devices(pk, devices=[mac]))
+    return pk.take(pk.ts_ns <= s.start_ns[sessions - 1]), int(s.start_ns[0])
+
+
+def _identity(a=2.0):
+    return IdentityModel(registry=OuiRegistry(), a=a, b=0.0, threshold=0.6)
+
+
+def test_identity_and_sessions_agreeing_confirm_early(plug):
+    pk, mac = plug
+    early, t0 = _first(pk, mac, 3)
+    recs = [(t0, "dhcp.hostname", "porch-smartplug"), (t0, "dns.query", "plug.example.net")]
+    n = len(early.take(early.eth_src == mac)) + len(early.take(early.eth_dst == mac))
+    eng = DecisionEngine(FixedModel(CATEGORIES_LIST, _p("plug", 0.8)), None,
+                         EngineConfig(min_packets_confirmed=n), {"version": "t"},
+                         identity_model=_identity())
+    d = eng.decide(early, mac, identity=recs)
+    assert d.category == "plug" and d.stage == CONFIRMED and d.evidence["sessions"] == 3
+    assert "DHCP host name 'porch-smartplug'" in d.explanation and "identity plug" in d.explanation
+    # the same evidence on too few packets: provisional only
+    strict = DecisionEngine(FixedModel(CATEGORIES_LIST, _p("plug", 0.8)), None,
+                            EngineConfig(min_packets_confirmed=n + 1), {"version": "t"},
+                            identity_model=_identity())
+    assert strict.decide(early, mac, identity=recs).stage == PROVISIONAL
+
+
+def test_identity_disagreeing_blocks_early_confirmation(plug):
+    pk, mac = plug
+    early, t0 = _first(pk, mac, 3)
+    recs = [(t0, "dhcp.hostname", "porch-camera"), (t0, "mdns.txt", "ci=17")]
+    eng = DecisionEngine(FixedModel(CATEGORIES_LIST, _p("plug", 0.8)), None, EngineConfig(),
+                         {"version": "t"}, identity_model=_identity())
+    d = eng.decide(early, mac, identity=recs)
+    assert d.stage == PROVISIONAL
+
+
+def test_identity_alone_needs_two_kinds_of_record(plug):
+    pk, mac = plug
+    early, t0 = _first(pk, mac, 2)          # too few sessions for the session model
+    eng = DecisionEngine(FixedModel(CATEGORIES_LIST, _p("plug", 0.8)), None,
+                         EngineConfig(min_packets_confirmed=1), {"version": "t"},
+                         identity_model=_identity(a=3.0))
+    one = eng.decide(early, mac, identity=[(t0, "dhcp.hostname", "hall-thermostat")])
+    assert one.category == "sensor" and one.stage == PROVISIONAL
+    two = eng.decide(early, mac, identity=[(t0, "dhcp.hostname", "hall-thermostat"),
+                                           (t0, "mdns.txt", "ci=9")])
+    assert two.category == "sensor" and two.stage == CONFIRMED
+    later = eng.decide(early, mac, identity=[(int(early.ts_ns.max()) + 10**9, "mdns.txt", "ci=9")])
+    assert later is None                     # records after "now" are not evidence yet
+
+
+def test_unknown_when_full_evidence_and_nobody_vouches(plug):
+    pk, mac = plug
+    eng = DecisionEngine(FixedModel(CATEGORIES_LIST, np.full(len(CATEGORIES), 1 / len(CATEGORIES))), None,
+                         EngineConfig(threshold=0.5), {"version": "t"},
+                         identity_model=_identity(a=0.1))
+    d = eng.decide(pk, mac, identity=[(int(pk.ts_ns.min()), "dhcp.hostname", "thing-1")])
+    assert (d.category, d.stage) == (UNKNOWN, UNKNOWN)
+
+
+def test_engine_with_identity_saves_and_loads(plug, tmp_path):
+    from classifier.models.session import SessionNBA
+    recs, y, macs = _examples()
+    reg = OuiRegistry()
+    ident = IdentityModel(registry=reg, threshold=0.7).fit_tokens(
+        [device_tokens(r, mac, reg) for r, mac in zip(recs, macs)], y)
+    default = load_engine()
+    eng = DecisionEngine(default.session_model, None, EngineConfig(voters=("identity", "session")),
+                         {"version": "t"}, identity_model=ident)
+    eng.save(tmp_path / "e")
+    again = load_engine(tmp_path / "e")
+    assert again.identity_model is not None and again.config == eng.config
+    assert isinstance(again.session_model, SessionNBA) and again.classes == list(CATEGORIES)
+
+
+CATEGORIES_LIST = list(CATEGORIES)
+
+
+def _p(cat, p):
+    out = np.full(len(CATEGORIES), (1 - p) / (len(CATEGORIES) - 1))
+    out[CATEGORIES.index(cat)] = p
+    return out
+
+
+def test_first_final_metrics():
+    from classifier.evaluation.generalisation import first_final_metrics
+    ev = {"packets": 30}
+    rows = [{"category": "plug", "first_final": {"seconds": 10, "category": "plug", "stage": CONFIRMED, "evidence": ev}},
+            {"category": "plug", "first_final": {"seconds": 30, "category": UNKNOWN, "stage": UNKNOWN, "evidence": ev}},
+            {"category": "camera", "first_final": {"seconds": 50, "category": "camera", "stage": CONFIRMED,
+                                                   "evidence": {"packets": 5}}},
+            {"category": "light", "first_final": None}]
+    m = first_final_metrics(rows, min_packets=20)
+    assert m["accuracy_of_first_finals"] == pytest.approx(2 / 3) and m["share_unknown"] == pytest.approx(1 / 3)
+    assert m["median_seconds_to_first_final"] == pytest.approx(40) and m["share_with_final"] == 0.75
+    assert m["confirmed_below_minimum"] == 1 and m["accuracy_of_first_confirmed"] == 1.0
+
+
+def test_no_warning_from_the_installed_registry():
+    from classifier.identity.oui import DEFAULT_FILES
+    if not any(p.is_file() for p in DEFAULT_FILES):
+        pytest.skip("no OUI registry installed (Debian packages ieee-data / libwireshark-data)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reg = OuiRegistry.load()
+    assert reg.vendor(mac_to_int("00:17:88:24:76:ff")) == "philips"
