@@ -314,7 +314,7 @@ def _network_gateways(args, caps, labels) -> set[int]:
     the labels name are never devices either."""
     from classifier.capture.packets import mac_to_str
     from classifier.features.devices import as_mac_ints
-    from classifier.features.network import find_gateways
+    from classifier.pools.network import find_gateways
     gateways = set(as_mac_ints(args.gateway).tolist())
     if not gateways:
         found: dict[int, tuple[int, int]] = {}
@@ -349,7 +349,7 @@ def cmd_classify(args) -> int:
     from classifier.capture.packets import mac_to_str
     from classifier.engine.engine import load_engine
     from classifier.features.devices import split_devices
-    from classifier.features.network import join_captures
+    from classifier.pools.network import join_captures
     from classifier.features.pipeline import load_captures
     engine = load_engine(args.model)
     labels = _labels(args)

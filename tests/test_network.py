@@ -13,7 +13,7 @@ from classifier.capture.decode import read_packets
 from classifier.capture.packets import mac_to_int, mac_to_str
 from classifier.capture.writer import write_pcap
 from classifier.cli import main
-from classifier.features.network import find_gateways, join_captures, offlink_counts
+from classifier.pools.network import find_gateways, join_captures, offlink_counts
 from testing.synth import default_network, ether, network_records, tcp4, udp4
 
 
