@@ -188,6 +188,8 @@ class DecisionEngine:
         """Every present voter's answer on the device's evidence so far (``None``: no packets)."""
         c = self.config
         voters = c.voters if voters is None else voters
+        if identity is not None and hasattr(identity, "for_mac"):   # an IdentityRecords table
+            identity = identity.for_mac(mac)
         view = split_devices(pk, devices=[mac])
         if len(view) == 0:
             return None
