@@ -137,7 +137,7 @@ def test_one_decision_builds_the_device_sessions_once_and_resolves_their_pools_o
         monkeypatch.setattr(pools, "resolve", lambda ip: pytest.fail(f"{ip} resolved on its own"))
         monkeypatch.setattr(pools, "resolve_cached_or_offline", lambda ip: pytest.fail(f"{ip} resolved on its own"))
         job = SimpleNamespace(engine=engine, resolver=SeenPoolResolver(pool_table=pools.resolve_table),
-                              _share_sessions=shell.takes_sessions(engine))
+                              _share_sessions=shell.takes_sessions(engine), _engine_identity=True)
         d = shell.IotControllerShell._decide(job, DecideRequest(mac, pk, None))
     assert job._share_sessions and not shell.takes_sessions(SimpleNamespace(decide=lambda pk, mac, now_ns=None: None))
     assert expected is not None and d == expected
