@@ -161,11 +161,12 @@ def run_event_loop(app, on_error=None) -> None:
                     handler(ev)
                 except Exception as exc:  # noqa: BLE001 - the whole point: log, count, go on
                     name = getattr(handler, "__name__", repr(handler))
-                    ERRORS.count("handler")
+                    # logged before counted: whoever sees the count can find the line
                     _handler_log.log(logging.ERROR, ("handler", name, type(exc).__name__),
                                      "%s: handler %s failed on %s: %s: %s (the event loop goes on)",
                                      app.name, name, type(ev).__name__, type(exc).__name__, _short(exc),
                                      exc_info=exc)
+                    ERRORS.count("handler")
                     if on_error is not None:
                         try:
                             on_error(name, ev, exc)
@@ -185,9 +186,9 @@ def guarded(kind: str, fn, *args, interval: float = 0.0, log: RateLimitedLog | N
     try:
         return fn(*args)
     except Exception as exc:  # noqa: BLE001
-        ERRORS.count(kind)
         (log or _handler_log).log(logging.ERROR, (kind, type(exc).__name__), "%s failed: %s: %s (retrying)",
                                   kind, type(exc).__name__, _short(exc), exc_info=exc)
+        ERRORS.count(kind)
         if interval:
             time.sleep(interval)
         return None

@@ -53,7 +53,10 @@ def test_4000_devices_ready_at_once_are_all_asked(app_factory, tmp_path):
     n = 4000
     app = app_factory(extra=("--model", str(model), "--max-hosts-per-switch", "5000", "--max-hosts-per-port", "500",
                              "--max-mirrored", "5000", "--max-pending-decisions", "5000",
-                             "--default-log-level", "30"))
+                             "--default-log-level", "30",
+                             # the fake switch parses every flow-mod in Python: its echo reply comes
+                             # after ~15,000 queued flow-mods, later than the 30 s a real switch gets
+                             "--ofp-echo-interval", "60", "--ofp-idle-timeout", "300"))
     ports = list(range(1, 17))
     sw = FakeSwitch("127.0.0.1", app.of_port, dpid=11, ports=ports)
     sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))

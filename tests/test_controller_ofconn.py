@@ -266,8 +266,10 @@ def test_exception_in_a_handler_is_logged_counted_and_survived(apps, tmp_path):
     sw.wait_for(lambda r: host_rule_for(sw, A))
     mirror(sw, 4)                                              # A's decision: its handler raises
     wait(lambda: metric(app, "iot_errors_total", kind="handler") >= 1, 20, "the handler error counted")
-    text = app.text()
-    assert "handler _on_result failed on EventResult: RecursionError" in text and "Traceback" in text
+    # the process's output reaches its log file through a pipe: read until the line is there
+    text = wait(lambda: (lambda t: t if "handler _on_result failed on EventResult: RecursionError" in t else None)(
+        app.text()), 10, "the handler's failure logged")
+    assert "Traceback" in text
     # the event loop goes on: another device is learned and gets its rules, /status moves
     learn(sw, B, 2)
     sw.wait_for(lambda r: host_rule_for(sw, B))
