@@ -79,11 +79,6 @@ def _specs() -> dict[str, Spec]:
              "Chen et al. LSTM+attention, destination pool + interval"),
         Spec("nba-vol", "sessions", lambda s: SessionNBA(n=s.n, epochs=_epochs(s, 30)),
              "Chen et al. LSTM+attention, pool + interval + volume features"),
-        Spec("nba-refined", "sessions",
-             lambda s: SessionNBA(n=s.n, numeric=["interval"], epochs=_epochs(s, 30), refine_pools=True),
-             "nba, pools used together merged (co-usage graph of the training sessions)"),
-        Spec("nba-vol-refined", "sessions", lambda s: SessionNBA(n=s.n, epochs=_epochs(s, 30), refine_pools=True),
-             "nba-vol, pools used together merged (co-usage graph of the training sessions)"),
         Spec("cnn", "segments", _segment(SegmentCNN, PAPER_FEATURES), "CNN alone (baseline)"),
         Spec("lstm", "segments", _segment(SegmentLSTM, PAPER_FEATURES), "LSTM alone (baseline)"),
     ]

@@ -52,13 +52,12 @@ class SessionNBA(TorchModel, Model):
 
     def __init__(self, n: int = 16, numeric: list[str] | None = None, emb: int = 3, hidden: int = 64,
                  attn: int = 32, mlp: int = 64, dropout: float = 0.2, pool_dropout: float = 0.1, lr: float = 0.003,
-                 l2: float = 1e-5, optimizer: str = "adam", epochs: int = 30, batch_size: int = 64,
-                 refine_pools: bool = False):
+                 l2: float = 1e-5, optimizer: str = "adam", epochs: int = 30, batch_size: int = 64):
         super().__init__()
         self.numeric = list(SESSION_NUMERIC if numeric is None else numeric)
         self.config = dict(n=n, emb=emb, hidden=hidden, attn=attn, mlp=mlp, dropout=dropout,
                            pool_dropout=pool_dropout, lr=lr, l2=l2, optimizer=optimizer, epochs=epochs,
-                           batch_size=batch_size, refine_pools=refine_pools)
+                           batch_size=batch_size)
         self.scaler = Standardiser()
         self.vocab = None
         self.temperature = 1.0
@@ -96,12 +95,7 @@ class SessionNBA(TorchModel, Model):
         yi = np.searchsorted(self.classes, y)
         pools, num, lengths = self._prepare(inst)
         valid = np.arange(pools.shape[1])[None, :] < lengths[:, None]
-        merges = None
-        if self.config["refine_pools"]:
-            from classifier.pools.refinement import refine_pools
-            tables = [inst.streams[i].sessions for i in np.unique(inst.stream).tolist()]
-            merges = refine_pools(tables)
-        self.vocab = PoolVocabulary.build(pools[valid], merges=merges)
+        self.vocab = PoolVocabulary.build(pools[valid])
         self.scaler.fit(num[valid]) if valid.any() else self.scaler.fit(np.zeros((1, num.shape[2]), np.float32))
         ids, x, lens = self._tensors(inst)
         self._build(len(self.classes))
@@ -121,8 +115,6 @@ class SessionNBA(TorchModel, Model):
                    c["optimizer"], c["lr"], c["l2"], c["batch_size"], progress)
         self.meta["training"] = {"instances": int(len(y)), "classes": {k: int(v) for k, v in
                                                                        zip(*np.unique(y, return_counts=True))}}
-        if merges is not None:
-            self.meta["training"]["pool_merges"] = len(merges)
         return self
 
     def logits(self, inst: Instances, with_attention: bool = False):
