@@ -1,5 +1,5 @@
 """IP pools: special addresses, offline databases, RDAP through ipwhois against a loopback server,
-the SQLite cache across processes, the vocabulary, the networkx refinement and the CLI."""
+the SQLite cache across processes, the vocabulary and the CLI."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from classifier.capture.packets import ip_from_str
 from classifier.features.sessions import Sessions
 from classifier.pools.asndb import SPECIAL_POOLS, PoolError, SpecialClassifier, value_of
 from classifier.pools.cache import PoolCache, default_cache_path
-from classifier.pools.refinement import apply_pool_map, co_usage_graph, refine_pools
 from classifier.pools.resolver import PoolResolver, fill_pools
 from classifier.pools.vocabulary import OOV_ID, PAD_ID, PoolVocabulary, pool_name
 from rdap_server import RdapServer, closed_port_url, network_response, wait_for
@@ -445,7 +444,7 @@ def test_rdap_answers_are_shared_through_the_cache(tmp_path, loopback_only):
         assert len(srv.requests) == 1
 
 
-# --------------------------------------------------------------------------- sessions, vocabulary, refinement
+# --------------------------------------------------------------------------- sessions, vocabulary
 
 
 def test_fill_pools_on_generated_capture(synth_capture):
@@ -487,22 +486,6 @@ def _co_used():
             rows += [(dev, t + 300, "3.0.0.1", "as3-c")]
         rows.append((dev, 5000.0 + dev, "2.0.0.1", "as2-b"))  # b once more, alone
     return rows
-
-
-def test_refine_merges_pools_used_together_deterministically():
-    s = _sessions(_co_used())
-    g = co_usage_graph(s)
-    assert set(g.nodes) == {"as1-a", "as2-b", "as3-c"}  # special pools left out
-    assert g.edges["as1-a", "as2-b"]["bursts"] == 15 and g.edges["as1-a", "as2-b"]["devices"] == 3
-    mapping = refine_pools(s)
-    assert mapping == {"as1-a": "as2-b"}  # b is used in more bursts: it names the merged pool
-    assert refine_pools([s.take(np.arange(len(s)))]) == mapping
-    assert refine_pools(s, min_devices=4) == {}
-    assert refine_pools(s, threshold=0.95) == {}
-    merged = apply_pool_map(s.pool, mapping)
-    assert set(merged.tolist()) == {"as2-b", "as3-c", "lan"}
-    with pytest.raises(PoolError, match="fill_pools"):
-        refine_pools(_sessions([(1, 0.0, "1.0.0.1", "")]))
 
 
 def test_vocabulary_ids_oov_and_round_trip():

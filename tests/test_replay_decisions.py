@@ -132,3 +132,21 @@ def test_online_summary_reports_first_final_and_first_correct_decisions():
     assert s["share_correct_provisional"] == 0.5 and s["median_first_correct_provisional_s"] == 30
     assert s["share_correct_confirmed"] == 0.25 and s["median_first_correct_confirmed_s"] == 60
     assert s["share_decided"] == 0.75 and s["last_decision_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_identity_records_go_to_the_engine_as_the_controller_hands_them():
+    """Where the caller has the device's identity records, every request gets them (the
+    engine reads those up to its ``now``); without them the engine is asked as before."""
+    got = []
+
+    class IdentityEngine:
+        def decide(self, pk, mac, now_ns=None, identity=None):
+            got.append(identity)
+
+    pk, _ = device_packets(0)
+    records = [(3 * SEC, "dhcp_hostname", "kasa-plug")]
+    rep = replay_decisions(IdentityEngine(), pk, m(A), identity=records)
+    assert rep.requests == len(got) > 1 and all(r is records for r in got)
+    got.clear()
+    replay_decisions(IdentityEngine(), pk, m(A))
+    assert got and all(r is None for r in got)

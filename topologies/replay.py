@@ -37,6 +37,7 @@ import numpy as np
 from classifier.capture.reader import read_frames
 from classifier.capture.decode import decode
 from classifier.features.devices import is_unicast, split_devices
+from classifier.features.identity import IdentityRecords, extract
 from classifier.errors import IotClassError
 from classifier.capture.labels import LabelledCapture, load_labels
 from classifier.capture.packets import Packets, mac_to_int, mac_to_str
@@ -84,6 +85,7 @@ class ReplayPlan:
     packets: Packets = field(default=None, repr=False)     #: every frame replayed, decoded (capture time)
     frames: list = field(default_factory=list, repr=False)  #: their bytes
     stream_of: np.ndarray = field(default=None, repr=False)  #: per frame: index into ``streams``
+    identity: IdentityRecords = field(default=None, repr=False)  #: what the replayed frames say of their senders
 
     def hosts(self) -> list[ReplayHost]:
         return [*self.devices, self.gateway]
@@ -212,8 +214,10 @@ def plan_capture(path: str | Path, labels_csv: str | Path, workdir: str | Path, 
             write_pcap(fh, (Record(int(ts[j]), data[j]) for j in pos.tolist()), nano=True)
         streams.append(ReplayStream(host.name, label, pcap, len(pos), int(ts[pos[0]])))
     replayed = pk.take(idx)
+    identity = extract(frames.buf, frames.offset, frames.caplen, frames.wirelen, pk, path, warnings=[])
+    identity = identity.take(np.flatnonzero(np.isin(identity.row, idx)))
     return ReplayPlan(path, gateway, devices, int(replayed.ts_ns.min()), int(replayed.ts_ns.max()), streams, replayed,
-                      data, stream_index)
+                      data, stream_index, identity)
 
 
 def plan_synthetic(workdir: str | Path, duration_s: float = 1800.0, categories: list[str] | None = None,
@@ -460,13 +464,16 @@ def simulate_decisions(plan: ReplayPlan, step_s: float, engine=None, min_packets
     (:func:`classifier.engine.replay.replay_decisions`): every ``step_s`` of capture time (the
     decision interval times the speed-up) from the device's ``min_packets``-th packet on, only
     after new packets, until its first confirmed or unknown decision, which is final (mirroring
-    stops there); with a perfect replay. Returns MAC -> {"final": (category, stage) of the final
-    decision, else of the last one, or None; "replay": the :class:`~classifier.engine.replay.Replay`}."""
+    stops there); with a perfect replay, and the identity records the replayed frames carry (as
+    the controller reads them from the mirrored packets). Returns MAC -> {"final": (category,
+    stage) of the final decision, else of the last one, or None; "replay": the
+    :class:`~classifier.engine.replay.Replay`}."""
     from classifier.engine.engine import load_engine
     engine = engine or load_engine()
     out = {}
     for dev in plan.devices:
-        rep = replay_decisions(engine, plan.packets, mac_to_int(dev.mac), step_s, min_packets, end_ns=plan.end_ns)
+        rep = replay_decisions(engine, plan.packets, mac_to_int(dev.mac), step_s, min_packets, end_ns=plan.end_ns,
+                               identity=plan.identity)
         d = rep.final or rep.last
         out[dev.mac] = {"final": (d.category, d.stage) if d is not None else None, "replay": rep}
     return out

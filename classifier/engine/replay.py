@@ -11,7 +11,8 @@ The one decision replay of the project: ``iotclass evaluate online``
   ``decide_interval``, 30 s, times the replay's speed-up), but only once the device has sent or
   received a packet since the previous request (the controller asks only about devices with
   new packets: without one the next request waits for the next packet);
-* each request decides on the device's packets up to that time, with ``now`` = the request time;
+* each request decides on the device's packets up to that time, with ``now`` = the request time,
+  and its identity records where the caller has them (the engine reads those up to ``now``);
 * the first *confirmed* or *unknown* decision is final: the controller stops mirroring the
   device there, so it is asked nothing more (until a re-check hours later).
 
@@ -109,20 +110,23 @@ class Replay:
 
 def replay_decisions(engine, pk: Packets, mac: int, interval_s: float = DECIDE_INTERVAL_S,
                      min_packets: int = DECIDE_MIN_PACKETS, end_ns: int | None = None,
-                     stop_at_final: bool = True) -> Replay:
+                     stop_at_final: bool = True, identity=None) -> Replay:
     """Ask ``engine`` about device ``mac`` at the controller's times (see the module
     docstring) on its packets in ``pk`` (any table holding them), until its final decision
-    (``stop_at_final``) or ``end_ns`` (default: its last packet)."""
+    (``stop_at_final``) or ``end_ns`` (default: its last packet). ``identity``: identity records
+    (an :class:`~classifier.features.identity.IdentityRecords` table, or the device's
+    ``(t_ns, kind, value)`` tuples), handed to ``engine.decide`` as the controller does."""
     dev = device_packets(pk, mac)
     if len(dev) == 0:
         return Replay(mac, 0)
     ts = dev.ts_ns
     times = request_times(ts, interval_s, min_packets, end_ns)
     out = Replay(mac, int(ts[0]))
+    extra = {} if identity is None else {"identity": identity}
     done = []
     for t in times.tolist():
         k = int(np.searchsorted(ts, t, side="right"))
-        d = engine.decide(dev.take(slice(0, k)), mac, now_ns=t)
+        d = engine.decide(dev.take(slice(0, k)), mac, now_ns=t, **extra)
         done.append(t)
         out.decisions.append(d)
         if stop_at_final and d is not None and d.stage in FINAL:

@@ -86,7 +86,8 @@ def run_online(name: str, roots: list[str], folds: int = 5, seed: int = 0, inter
         for i in np.flatnonzero(f == k):
             st = data.streams[i]
             lc = data.cache.get([st.capture])[0]
-            rep = replay_decisions(engine, lc.packets, st.mac, interval_s, min_packets, end_ns=st.end_ns)
+            rep = replay_decisions(engine, lc.packets, st.mac, interval_s, min_packets, end_ns=st.end_ns,
+                                   identity=lc.identity)
             r = stream_row(rep, truth[i])
             r.update(device=st.device, category=st.category, capture=st.capture)
             rows.append(r)

@@ -65,11 +65,11 @@ class PoolVocabulary:
 
     Ids: ``PAD_ID`` = 0 for '' (no session / padding), ``OOV_ID`` = 1 for any pool not in the
     vocabulary, then 2, 3, ... for ``pools`` in order. The special pools come first (always
-    present, so their ids never change). ``merges`` (from
-    :func:`classifier.pools.refinement.refine_pools`) maps a pool to the
-    pool it was merged into and is applied before the look-up. A name ``as<N>-...`` not found as
-    such is matched by its AS number, so that an organisation renamed in a newer offline database
-    keeps its id. ``version`` is ``pools-v1-`` plus a digest of the content, unless given.
+    present, so their ids never change). ``merges`` maps a pool to the pool it stands for and
+    is applied before the look-up (part of the saved format; training makes none). A name
+    ``as<N>-...`` not found as such is matched by its AS number, so that an organisation renamed
+    in a newer offline database keeps its id. ``version`` is ``pools-v1-`` plus a digest of the
+    content, unless given.
     """
 
     FORMAT = "iotclass-pool-vocabulary"
