@@ -395,7 +395,7 @@ def cmd_classify(args) -> int:
         if labels is not None:
             cols.append("true_category")
         cols += ["model", "explanation"]
-        if args.per_file and len(args.pcap) > 1:
+        if args.per_file and len(caps) > 1:
             cols.insert(0, "capture")
         _print_table(rows, cols)
     return 0
@@ -429,7 +429,7 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp, labels=True):
-        sp.add_argument("pcap", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, optionally .gz/.xz/.bz2)")
+        sp.add_argument("pcap", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, optionally .gz/.xz/.bz2) or folders of them")
         _add_size_limit(sp, argparse.SUPPRESS)
         sp.add_argument("--gateway", action="append", default=[], metavar="MAC",
                         help="a gateway/router MAC, never treated as a device (repeatable)")
@@ -457,7 +457,7 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_features)
 
     sp = sub.add_parser("identity", help="per device: what it says about itself (DHCP, DNS, mDNS, SSDP, TLS, HTTP)")
-    sp.add_argument("pcap", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, optionally .gz/.xz/.bz2)")
+    sp.add_argument("pcap", nargs="+", metavar="PCAP", help="capture files (pcap/pcapng, optionally .gz/.xz/.bz2) or folders of them")
     sp.add_argument("--devices", action="append", metavar="CSV",
                     help="devices.csv (or a folder holding some) naming the captures' devices")
     sp.add_argument("--json", action="store_true", help="a JSON list of objects")

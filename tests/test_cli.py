@@ -99,3 +99,32 @@ def test_installed_command_adds_the_controller_commands():
     args = installed_parser().parse_args(["devices", "--db", "x.sqlite"])
     assert args.db == "x.sqlite" and args.func.__module__ == "controller_app.inventory"
     assert installed_parser().parse_args(["inspect", "x.pcap"]).func.__module__ == "classifier.cli"
+
+
+def test_a_folder_stands_for_its_captures(synth_capture, tmp_path, capsys):
+    """A folder argument is the capture files under it (compressed ones and sub-folders too);
+    inspect on the folder lists the same devices as on the file; a folder with none is refused
+    with its name."""
+    import gzip
+    import shutil
+    path, _, net = synth_capture
+    folder = tmp_path / "site"
+    (folder / "day2").mkdir(parents=True)
+    shutil.copy(path, folder / "a.pcap")
+    with open(path, "rb") as src, gzip.open(folder / "day2" / "b.pcap.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    with open(path, "rb") as src, gzip.open(folder / "day2" / "c_idle.gz", "wb") as dst:   # named without pcap
+        shutil.copyfileobj(src, dst)
+    (folder / "notes.txt").write_text("not a capture")
+    with gzip.open(folder / "notes.gz", "wb") as dst:
+        dst.write(b"not a capture either")
+    from classifier.capture.reader import capture_paths
+    assert capture_paths([folder]) == [str(folder / "a.pcap"), str(folder / "day2" / "b.pcap.gz"),
+                                       str(folder / "day2" / "c_idle.gz")]
+    assert main(["inspect", str(folder), "--json", "--gateway", net.gateway_mac]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {d.mac for d in net.devices} == {r["mac"] for r in rows}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run("identity", empty)
+    assert proc.returncode != 0 and f"{empty}: a folder with no capture files" in proc.stderr

@@ -102,6 +102,49 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
+CAPTURE_NAME = re.compile(r"\.(pcap|pcapng|cap)(\.(gz|xz|bz2))?$", re.IGNORECASE)
+
+
+def capture_paths(paths) -> list[str]:
+    """The capture files named by ``paths``: a file as given; a folder as the capture files
+    under it (``.pcap``, ``.pcapng``, ``.cap``, optionally ``.gz``/``.xz``/``.bz2``, or any other
+    name whose first bytes, decompressed, are a pcap or pcapng header; sub-folders included),
+    sorted by path. A folder with none is an error naming it."""
+    out: list[str] = []
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            found = sorted(os.path.join(root, f) for root, _dirs, files in os.walk(path)
+                           for f in files if CAPTURE_NAME.search(f) or _looks_like_capture(os.path.join(root, f)))
+            if not found:
+                raise IotClassError(f"{path}: a folder with no capture files (.pcap, .pcapng or .cap, "
+                                    f"optionally .gz/.xz/.bz2)")
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+_MAGICS = (b"\xa1\xb2\xc3\xd4", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1",
+           b"\x0a\x0d\x0d\x0a")
+
+
+def _looks_like_capture(path: str) -> bool:
+    """Do the file's first bytes (decompressed if gzip, xz or bzip2) start a pcap or pcapng?"""
+    opener = {b"\x1f\x8b": "gzip", b"\xfd7": "lzma", b"BZ": "bz2"}
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        mod = opener.get(head[:2])
+        if mod is not None:
+            import gzip
+            with {"gzip": gzip.open, "lzma": lzma.open, "bz2": bz2.open}[mod](path, "rb") as fh:
+                head = fh.read(4)
+        return head in _MAGICS
+    except (OSError, EOFError, lzma.LZMAError, ValueError):
+        return False
+
+
 def parse_size(text: str) -> int:
     """Bytes from ``1073741824``, ``1G``, ``512M``, ``1.5GiB``, ``64k`` (units are powers of 1024)."""
     m = _SIZE.match(str(text))

@@ -15,7 +15,7 @@ import numpy as np
 
 from classifier.capture.decode import decode
 from classifier.capture.labels import Dataset
-from classifier.capture.reader import read_frames
+from classifier.capture.reader import capture_paths, read_frames
 from classifier.features.identity import IdentityRecords, extract
 from classifier.capture.packets import Packets
 from classifier.features.devices import DeviceView, as_mac_ints, split_devices
@@ -42,7 +42,7 @@ def progress(iterable, total: int | None = None, desc: str = "", unit: str = "fi
 def load_captures(paths: Iterable[str], gateways: Iterable[int | str] = (), labels: Dataset | None = None,
                   desc: str = "reading") -> Iterator[LoadedCapture]:
     """Read, decode and split each capture; gateway MACs from labels are excluded too."""
-    paths = list(paths)
+    paths = capture_paths(paths)
     base_gw = set(as_mac_ints(list(gateways)).tolist())
     for path in progress(paths, total=len(paths), desc=desc):
         frames = read_frames(path)

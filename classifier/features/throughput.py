@@ -90,7 +90,8 @@ def measure_files(files: list[str], repeat: int = 3) -> dict:
 
 def measure(paths: list[str], repeat: int = 3) -> dict:
     """The two figures on ``paths`` (decompressed first where compressed)."""
-    paths = [str(p) for p in paths]
+    from classifier.capture.reader import capture_paths
+    paths = capture_paths(paths)
     tmp = tempfile.mkdtemp(prefix="iotclass-bench-")
     try:
         return measure_files(uncompressed_copies(paths, tmp), repeat)
