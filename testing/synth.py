@@ -92,6 +92,39 @@ def dns_answer(name: str, ident: int, addr: str) -> bytes:
             + struct.pack("!HHHIH", 0xC00C, 1, 1, 300, 4) + _ip4(addr))
 
 
+def _dns_name(name: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
+
+
+def dhcp_request(mac: str, hostname: str, xid: int = 0x3903F326, prl: bytes = bytes([1, 3, 6, 12, 15, 28, 42])) -> bytes:
+    """A DHCPREQUEST broadcast from ``mac`` (0.0.0.0:68 -> 255.255.255.255:67) naming itself in
+    option 12 (host name), with a parameter request list (option 55)."""
+    chaddr = _mac(mac) + bytes(10)
+    bootp = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000, bytes(4), bytes(4), bytes(4),
+                        bytes(4), chaddr, bytes(64), bytes(128))
+    host = hostname.encode()
+    opts = (b"\x63\x82\x53\x63" + b"\x35\x01\x03" + bytes([12, len(host)]) + host
+            + bytes([55, len(prl)]) + prl + b"\xff")
+    return ether(mac, "ff:ff:ff:ff:ff:ff", 0x0800, udp4("0.0.0.0", "255.255.255.255", 68, 67, bootp + opts))
+
+
+def mdns_hap_announcement(mac: str, ip: str, instance: str, host: str, txt: list[str]) -> bytes:
+    """An mDNS response (an announcement) from ``mac``: a HomeKit accessory's PTR
+    ``_hap._tcp.local`` -> ``instance._hap._tcp.local``, its SRV (``host.local``:8080) and TXT
+    (``txt``, e.g. ``["c#=1", "ci=5", "md=LB1"]``) records, and ``host.local``'s A record."""
+    svc = _dns_name("_hap._tcp.local")
+    inst = _dns_name(f"{instance}._hap._tcp.local")
+    target = _dns_name(f"{host}.local")
+    strings = b"".join(bytes([len(t.encode())]) + t.encode() for t in txt)
+    srv = struct.pack("!HHH", 0, 0, 8080) + target
+    answers = (svc + struct.pack("!HHIH", 12, 1, 4500, len(inst)) + inst
+               + inst + struct.pack("!HHIH", 33, 0x8001, 120, len(srv)) + srv
+               + inst + struct.pack("!HHIH", 16, 0x8001, 4500, len(strings)) + strings
+               + target + struct.pack("!HHIH", 1, 0x8001, 120, 4) + _ip4(ip))
+    msg = struct.pack("!HHHHHH", 0, 0x8400, 0, 4, 0, 0) + answers
+    return ether(mac, "01:00:5e:00:00:fb", 0x0800, udp4(ip, "224.0.0.251", 5353, 5353, msg))
+
+
 # ------------------------------------------------------------------ device profiles
 
 TCP_SYN, TCP_ACK, TCP_PSH, TCP_FIN = 0x02, 0x10, 0x08, 0x01
@@ -141,6 +174,13 @@ class SynthDevice:
     ip: str
     category: str
     name: str = ""
+    hostname: str = ""               #: sent in DHCP (option 12) and as its mDNS host name, when set
+    homekit: int | None = None       #: HomeKit category code (``ci=``) it announces over mDNS, when set
+
+
+#: What devices say about themselves when a network is generated with ``identity=True``:
+#: category -> (DHCP/mDNS host name, HomeKit category code).
+IDENTITY = {"light": ("LightCo-Bulb-4A21", 5)}
 
 
 @dataclass
@@ -150,15 +190,21 @@ class SynthNetwork:
     devices: list[SynthDevice] = field(default_factory=list)
 
 
-def default_network(categories: list[str] | None = None, units: int = 1) -> SynthNetwork:
-    """``units`` devices per category (or per category given), with locally administered MACs."""
+def default_network(categories: list[str] | None = None, units: int = 1, identity: bool = False) -> SynthNetwork:
+    """``units`` devices per category (or per category given), with locally administered MACs.
+    ``identity``: devices of the categories in :data:`IDENTITY` also name themselves (a DHCP
+    request with a host name and HomeKit mDNS announcements, in their first seconds)."""
     cats = categories or list(PROFILES)
     net = SynthNetwork()
     for u in range(units):
         for i, c in enumerate(cats):
             k = u * len(cats) + i
             name = f"synthetic {c}" + (f" (unit {u + 1})" if units > 1 else "")
-            net.devices.append(SynthDevice(f"02:00:00:00:{u + 1:02x}:{i + 1:02x}", f"192.168.1.{10 + k}", c, name))
+            dev = SynthDevice(f"02:00:00:00:{u + 1:02x}:{i + 1:02x}", f"192.168.1.{10 + k}", c, name)
+            if identity and c in IDENTITY:
+                host, ci = IDENTITY[c]
+                dev.hostname, dev.homekit = host + (f"-{u + 1}" if units > 1 else ""), ci
+            net.devices.append(dev)
     return net
 
 
@@ -210,6 +256,20 @@ def device_records(dev: SynthDevice, net: SynthNetwork, start_ns: int, duration:
             out(t, ether(dev.mac, "01:00:5e:00:00:fb", 0x0800,
                          udp4(dev.ip, "224.0.0.251", 5353, 5353, dns_query("_hub._tcp.local", 0))))
             t += rng.uniform(100, 140)
+
+    if dev.hostname:
+        # What it says of itself, at fixed times (no draws: the rest of its traffic stays as it
+        # was). Its DHCP request meets no answer in the capture, so it is sent again after 4, 8,
+        # 16, 32 and 64 s (RFC 2131 4.1's back-off); its mDNS announcement goes out eight times,
+        # a second apart and then twice as long each time (RFC 6762 8.3). The repeats matter to a
+        # replay: at 60x a device's first minute passes in the second before its mirror entries.
+        for ta in (8.0, 12.0, 20.0, 36.0, 68.0, 132.0):
+            out(ta, dhcp_request(dev.mac, dev.hostname))
+        if dev.homekit is not None:
+            txt = ["c#=1", f"ci={dev.homekit}", "sf=0"]
+            for ta in (9.0, 10.0, 12.0, 16.0, 24.0, 40.0, 72.0, 136.0):
+                out(ta + 0.5, mdns_hap_announcement(dev.mac, dev.ip, dev.hostname.replace("-", " "), dev.hostname,
+                                                    txt))
 
     # sessions to the profile's servers
     t = rng.uniform(3, 10)

@@ -221,13 +221,14 @@ def plan_capture(path: str | Path, labels_csv: str | Path, workdir: str | Path, 
 
 
 def plan_synthetic(workdir: str | Path, duration_s: float = 1800.0, categories: list[str] | None = None,
-                   seed: int = 3) -> tuple[ReplayPlan, Path]:
+                   seed: int = 3, identity: bool = False) -> tuple[ReplayPlan, Path]:
     """A capture the project generates (:mod:`testing.synth`, one device per category) and
-    its plan. Returns (plan, devices.csv)."""
+    its plan; ``identity``: the light also names itself (a DHCP host name and HomeKit mDNS
+    announcements, :data:`testing.synth.IDENTITY`). Returns (plan, devices.csv)."""
     from testing.synth import default_network, write_devices_csv, write_network_capture
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    net = default_network(categories)
+    net = default_network(categories, identity=identity)
     capture = workdir / "synthetic.pcap"
     labels = workdir / "devices.csv"
     write_network_capture(str(capture), net, duration_s, seed=seed)
