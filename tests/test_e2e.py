@@ -589,12 +589,14 @@ def test_controller_restart_restores_every_rule_without_reclassifying(home, requ
 @pytest.fixture(scope="module")
 def two(request, tmp_path_factory):
     """A generated capture on two switches: the camera, the sensor and the light on the
-    second switch, the rest and the gateway on the first (about 40 s). Cameras and unknown
+    second switch, the rest and the gateway on the first (about 40 s). The light names itself
+    in its first seconds (a DHCP request with a host name, HomeKit mDNS announcements:
+    ``testing.synth.IDENTITY``), for the live identity feed's check. Cameras and unknown
     devices are blocked, and so is whatever category the shipped model gives the far camera
     offline (generated traffic is a caricature: what the model makes of it is not the point
     here, a block across the link is)."""
     work = tmp_path_factory.mktemp("e2e-two")
-    plan, _ = plan_synthetic(work / "synthetic", duration_s=1200.0, seed=11)
+    plan, _ = plan_synthetic(work / "synthetic", duration_s=1200.0, seed=11, identity=True)
     far = {d.name for d in plan.devices if d.category in ("camera", "sensor", "light")}
     sim = simulate_decisions(plan, DECIDE_INTERVAL * SPEEDUP)
     cats = dict(CATEGORIES)
@@ -646,3 +648,42 @@ def test_two_switches_devices_on_both_are_classified_and_ruled_on_their_edge_swi
     report(request, "two switches", f"replay {two.replay_s:.0f} s; link found by LLDP; rules on each device's edge "
                                     f"switch only; {len(blocked_far)} blocked on the far switch deliver nothing "
                                     f"afterwards\n    " + "\n    ".join(rows))
+
+
+def test_identity_evidence_reaches_the_engine_live_and_names_itself_in_the_decision(two, request):
+    """The far light's DHCP host name and HomeKit mDNS records: mirrored whole by its edge switch
+    (they are longer than the 128 bytes other mirrored traffic is cut to), read by the
+    controller, handed to the engine's identity voter, and named in its decision's explanation
+    (the controller's decision history, from its inventory). Offline, the same engine on the
+    same packets without those records decides otherwise, so the records are what decided."""
+    from classifier.engine.engine import load_engine
+    from classifier.engine.replay import replay_decisions
+    from testing.synth import IDENTITY
+    host, ci = IDENTITY["light"]
+    want = (f"DHCP host name '{host}'", f"mDNS _hap._tcp ci={ci}")
+    d = next(d for d in two.plan.devices if d.category == "light")
+    got = two.controller.get(f"/devices/{d.mac}")
+    hist = got["history"]
+    assert hist, f"{d.mac} ({d.device}): no decision in the controller's history: {got}"
+    named = [i for i, h in enumerate(hist) if all(w in (h["explanation"] or "") for w in want)]
+    assert named, (f"{d.mac} ({d.device}): no decision names its identity evidence {want}:\n"
+                   + "\n".join(f"{h['category']} {h['stage']} {h['evidence']}: {h['explanation']}" for h in hist))
+    last = hist[-1]
+    assert named[-1] == len(hist) - 1, f"its latest decision does not name its identity evidence: {last}"
+    assert last["evidence"].get("identity_records", 0) >= 2, last
+    assert got["category"] == "light", f"{d.mac}: {got['category']} {got['stage']}, its identity says light: {last}"
+    inv = {r["mac"]: r for r in read_inventory(two.controller.inventory)}
+    assert all(w in (inv[d.mac]["explanation"] or "") for w in want), inv[d.mac]
+    counters = two.controller.get("/status").get("counters", {})
+    assert counters.get("identity_records", 0) > 0, counters
+    # without the records, on the same packets at the same cadence, the engine decides otherwise
+    rep = replay_decisions(load_engine(), two.plan.packets, mac_to_int(d.mac), DECIDE_INTERVAL * SPEEDUP,
+                           end_ns=two.plan.end_ns, identity=None)
+    blind = rep.final or rep.last
+    blind_text = f"{blind.category} {blind.stage}" if blind is not None else "no decision"
+    ident = next((p for p in last["explanation"].split("; ") if p.startswith("identity: ")), "")
+    report(request, "two switches: live identity feed",
+           f"{d.mac} ({d.device}, far switch): {counters['identity_records']} identity records read from mirrored "
+           f"packets (all devices); {len(hist)} decisions, identity named from decision {named[0] + 1} on; final "
+           f"{last['category']} {last['confidence']:.2f} {last['stage']} on {last['evidence'].get('identity_records')} "
+           f"of its records, {ident}; offline without its records: {blind_text}")
