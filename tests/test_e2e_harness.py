@@ -178,3 +178,34 @@ def test_without_root_the_end_to_end_tests_skip_with_one_line(tmp_path, monkeypa
     skipped = [ln for ln in r.stdout.splitlines() if ln.startswith("SKIPPED")]
     assert len(skipped) == 1 and "need root" in skipped[0], r.stdout[-2000:]
     assert "1 skipped" in r.stdout
+
+
+def test_a_generated_light_names_itself_and_the_engine_says_so(tmp_path):
+    """``plan_synthetic(identity=True)``, which the two-switch end-to-end replay uses: the light
+    sends a DHCP host name and HomeKit announcements (``ci=5``, a lightbulb), repeated on the RFC
+    schedules, the other devices nothing of the kind; tshark reads the same records from them
+    where it is installed; and the engine's decisions at the controller's cadence name them."""
+    from testing.synth import IDENTITY
+    from topologies.replay import simulate_decisions
+    plan, _ = plan_synthetic(tmp_path / "s", duration_s=600, categories=["light", "plug"], identity=True)
+    host, ci = IDENTITY["light"]
+    light, plug = (mac_to_int(d.mac) for d in plan.devices)
+    got = plan.identity.distinct(light)
+    assert [v for v, _, _ in got["dhcp.hostname"]] == [host] and got["dhcp.hostname"][0][2] == 6
+    assert f"ci={ci}" in [v for v, _, _ in got["mdns.txt"]] and got["mdns.service"][0][:1] == ("_hap._tcp",)
+    assert [v for v, _, _ in got["mdns.instance"]] == [host.replace("-", " ")]
+    assert not {"dhcp.hostname", "mdns.txt"} & set(plan.identity.distinct(plug))
+    rep = simulate_decisions(plan, 120.0)[plan.devices[0].mac]["replay"]
+    final = rep.final or rep.last
+    assert final.category == "light" and f"DHCP host name '{host}'" in final.explanation \
+        and f"mDNS _hap._tcp ci={ci}" in final.explanation, final
+    import shutil
+    if shutil.which("tshark"):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from tshark_identity import compare, expected_records, ours
+        from classifier.features.identity import identity_records
+        cap = tmp_path / "s" / "synthetic.pcap"
+        exp, decoded = expected_records(str(cap))
+        result = compare(ours(identity_records(str(cap))), exp, decoded)
+        assert not {k: r for k, r in result.items() if r["missing"] or r["extra"]}, result
+        assert result["dhcp.hostname"]["same"] == 6 and result["mdns.txt"]["same"] >= 8, result
