@@ -66,8 +66,25 @@ def _structured(kind: str, **fields) -> str:
 
 
 def no_vendor(mac: str) -> str | None:
-    """The default vendor look-up: none (the page shows the OUI prefix)."""
+    """No vendor look-up (the page shows the OUI prefix alone)."""
     return None
+
+
+def oui_vendors(registry=None):
+    """The vendor look-up of the IEEE registry (:mod:`classifier.identity.oui`: Debian's
+    ``ieee-data`` and Wireshark's ``manuf``), loaded here once, not per request: MAC text ->
+    the organisation its prefix (24, 28 or 36 bits, longest first) is registered to, or None
+    (unregistered; locally administered, which the page shows as "randomised"). Without a
+    registry on the machine (one warning), :func:`no_vendor`."""
+    from classifier.capture.packets import mac_to_int
+    from classifier.identity.oui import default_registry
+    reg = default_registry() if registry is None else registry
+    if not reg.available:
+        return no_vendor
+
+    def vendor_of(mac: str) -> str | None:
+        return reg.lookup(mac_to_int(mac))
+    return vendor_of
 
 
 # ------------------------------------------------------------------ what the event loop publishes
@@ -198,13 +215,14 @@ class _Index:
         return self.rules[i] if i is not None and i < len(self.rules) else None
 
     def vendor(self, mac: str):
-        oui = mac[:8]
-        if oui not in self._vendors:
+        # per MAC, not per 24-bit prefix: the registry's MA-M and MA-S blocks (28, 36 bits) give
+        # devices under one OUI different organisations
+        if mac not in self._vendors:
             try:
-                self._vendors[oui] = self.vendor_of(mac)
+                self._vendors[mac] = self.vendor_of(mac)
             except Exception:  # noqa: BLE001 - a look-up that fails shows the prefix alone
-                self._vendors[oui] = None
-        return self._vendors[oui]
+                self._vendors[mac] = None
+        return self._vendors[mac]
 
     def row(self, d: dict) -> dict:
         mac = d["mac"]
@@ -593,10 +611,12 @@ def _bearer(headers) -> str | None:
     return tok.strip()
 
 
-def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics=None, vendor_of=no_vendor) -> WebUI:
+def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics=None, vendor_of=None) -> WebUI:
     """The page as the app's configuration asks (pins need ``web_pins`` and a token file).
-    ``vendor_of(mac)``: the vendor's name for a MAC (an OUI database), or None; without one the
-    page shows the OUI prefix alone."""
+    ``vendor_of(mac)``: the vendor's name for a MAC, or None; by default the IEEE registry's
+    (:func:`oui_vendors`, loaded once here); :func:`no_vendor` shows the OUI prefix alone."""
+    if vendor_of is None:
+        vendor_of = oui_vendors()
     tokens = None
     if cfg.web_pins:
         if not cfg.web_token_file:
@@ -617,4 +637,4 @@ def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics
 
 
 __all__ = ["WebUI", "from_config", "device_records", "rules_state", "installed_entries", "parse_explanation",
-           "no_vendor"]
+           "no_vendor", "oui_vendors"]

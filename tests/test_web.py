@@ -296,6 +296,59 @@ def test_vendor_hook_names_the_oui():
     assert body["matched"] == 1
 
 
+OUI_CSV = ("Registry,Assignment,Organization Name,Organization Address\n"
+           "MA-L,A4CF12,Espressif Inc.,Shanghai CN\n"
+           'MA-L,D073D5,"LIFI LABS MANAGEMENT PTY LTD",Sydney AU\n'
+           "MA-L,70B3D5,IEEE Registration Authority,Piscataway US\n")
+MAM_CSV = ("Registry,Assignment,Organization Name,Organization Address\n"
+           "MA-M,70B3D51,Acme Sensors GmbH,Berlin DE\n")
+
+
+def test_the_app_names_each_devices_oui_vendor_from_the_registry_loaded_once(tmp_path, monkeypatch):
+    """As the app builds the page (``from_config`` without a vendor hook): each device's
+    organisation from the IEEE registry files, the longest registered prefix first (an MA-M
+    block inside an OUI), in the list, its sort and filter, and on the device's page; a
+    locally administered MAC has none (the page says "randomised"); the registry is read once,
+    not per request or snapshot."""
+    from controller_app.config import AppConfig
+    from controller_app.web import from_config
+    from classifier.identity import oui
+    (tmp_path / "oui.csv").write_text(OUI_CSV)
+    (tmp_path / "mam.csv").write_text(MAM_CSV)
+    monkeypatch.setenv("IOT_OUI_FILES", f"{tmp_path / 'oui.csv'}:{tmp_path / 'mam.csv'}")
+    oui.default_registry.cache_clear()
+    loads = []
+    real_load = oui.OuiRegistry.load.__func__
+    monkeypatch.setattr(oui.OuiRegistry, "load", classmethod(lambda cls, *a, **k: loads.append(1) or
+                                                             real_load(cls, *a, **k)))
+    try:
+        devs = [_record(1, mac="a4:cf:12:00:00:01"), _record(2), _record(3, mac="70:b3:d5:10:00:07"),
+                _record(4, mac="70:b3:d5:20:00:08"), _record(5, mac="d0:73:d5:12:8e:30")]
+        view = _View(devs)
+        cfg = AppConfig(policy_file=str(tmp_path / "policy.yaml"), inventory_db=str(tmp_path / "inv.sqlite"))
+        ui = from_config(cfg, view)
+        _, body = _get(ui, "/api/devices?sort=vendor")
+        assert [(r["mac"], r["vendor"], r["local"]) for r in body["rows"]] == [
+            ("70:b3:d5:10:00:07", "Acme Sensors GmbH", False),          # MA-M block, not the OUI's holder
+            ("a4:cf:12:00:00:01", "Espressif Inc.", False),
+            ("70:b3:d5:20:00:08", "IEEE Registration Authority", False),
+            ("d0:73:d5:12:8e:30", "LIFI LABS MANAGEMENT PTY LTD", False),
+            (devs[1]["mac"], None, True)]                                 # locally administered: last
+        _, body = _get(ui, "/api/devices?q=lifi")
+        assert [r["mac"] for r in body["rows"]] == ["d0:73:d5:12:8e:30"]
+        st_, body = _get(ui, "/api/devices/a4:cf:12:00:00:01")
+        assert st_ == 200 and body["device"]["vendor"] == "Espressif Inc." and body["device"]["local"] is False
+        _, body = _get(ui, f"/api/devices/{devs[1]['mac']}")
+        assert body["device"]["vendor"] is None and body["device"]["local"] is True
+        view.v = dict(view.v, devices=list(devs))                         # a new snapshot
+        for _ in range(3):
+            _, body = _get(ui, "/api/devices?sort=vendor&order=desc")
+        assert body["rows"][0]["vendor"] == "LIFI LABS MANAGEMENT PTY LTD"
+        assert len(loads) == 1, f"the registry was read {len(loads)} times"
+    finally:
+        oui.default_registry.cache_clear()
+
+
 def test_page_files_carry_a_content_security_policy_and_the_host_is_checked():
     ui = WebUI(_View([_record(1)]))
     for path in ("/ui/", "/ui/device", "/ui/app.js", "/ui/app.css"):

@@ -50,7 +50,7 @@ def test_operator_page_lists_devices_and_pins_a_category(app, browser):  # noqa:
     assert r[B][3] == "plug" and r[B][4] == "0.70" and r[B][5] == "provisional"
     assert r[C][3] == "undecided" and r[C][5] == "learning"
     assert r[GW][3] == "gateway"
-    assert r[A][1].startswith("02:00:00") and "locally administered" in r[A][1]
+    assert r[A][1].startswith("02:00:00") and "randomised" in r[A][1]
     assert r[A][2] == "abcd · 1"
     assert "pins on" in b.text("#status") and "1 switch" in b.text("#status")
     b.screenshot("01-devices")

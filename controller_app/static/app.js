@@ -89,7 +89,8 @@ function vendorCell(row) {
   const wrap = el("span", { class: "vendor" });
   if (row.vendor) wrap.append(el("span", { text: row.vendor }), " ");
   wrap.append(el("code", { class: "oui", text: row.oui }));
-  if (row.local) wrap.append(" ", el("span", { class: "muted", text: "locally administered", title: "The MAC's locally administered bit is set: no vendor owns this prefix" }));
+  if (row.local) wrap.append(" ", el("span", { class: "muted", text: "randomised", title: "The MAC's locally administered bit is set (a randomised or virtual address): no vendor owns this prefix" }));
+  else if (!row.vendor) wrap.append(" ", el("span", { class: "muted", text: "unregistered", title: "No organisation in the IEEE registry for this prefix (or no registry on the controller)" }));
   return wrap;
 }
 
