@@ -179,7 +179,7 @@ def _summary(ms: list) -> dict:
 
 def run(n: int, per_device: int, requests: int) -> dict:
     from controller_app.observe import Metrics, Observer
-    from controller_app.web import WebUI, device_records, rules_state
+    from controller_app.web import WebUI, device_records, no_vendor, oui_vendors, rules_state
 
     t = time.perf_counter()
     core, decided = build_core(n)
@@ -207,7 +207,11 @@ def run(n: int, per_device: int, requests: int) -> dict:
                                                                               if d.mirroring)}
     policy = core.policy.summary()
     obs = Observer(Metrics(), inv)
-    obs.web = WebUI(obs.view, inventory_path=inv, traffic=traffic)
+    t = time.perf_counter()
+    registry = oui_vendors()            # the vendor look-up the app builds at start (the IEEE registry)
+    out_registry = {"vendor_registry_load_s": time.perf_counter() - t,
+                    "vendor_registry": registry is not no_vendor}
+    obs.web = WebUI(obs.view, inventory_path=inv, traffic=traffic, vendor_of=registry)
     cpu: list = []
     handle = obs.web.handle
 
@@ -229,13 +233,16 @@ def run(n: int, per_device: int, requests: int) -> dict:
         "list: by category, offset 5000": "/api/devices?sort=category&offset=5000",
         "list: filter 'camera', by vendor": "/api/devices?q=camera&sort=vendor",
         "list: plug+confirmed, by confidence": "/api/devices?category=plug&stage=confirmed&sort=confidence&order=desc",
+        # the same filter and sort without vendor names (the page before the registry): the baseline
+        "list: filter 'camera', by vendor, no names": "/api/devices?q=camera&sort=vendor",
     }
     load = os.getloadavg()
-    out: dict = {"cores": os.cpu_count(), "loadavg_start": load[0], "devices": n, "decisions": len(decided) * per_device, "build_core_s": build_s,
+    out: dict = {**out_registry, "cores": os.cpu_count(), "loadavg_start": load[0], "devices": n, "decisions": len(decided) * per_device, "build_core_s": build_s,
                  "publish_ms": _summary(pub), "publish_records_only_ms": _summary(pub_base),
                  "traffic_reply_ms": _summary([x * 1000 for x in add_times[1:]]), "requests": {}}
     try:
         for label, path in queries.items():
+            obs.web.vendor_of = no_vendor if label.endswith("no names") else registry
             fresh, cached, fresh_cpu, cached_cpu, size = [], [], [], [], 0
             for _ in range(requests):
                 devs2, rules2 = list(devices), list(rules)     # a new snapshot: a new list, as each tick
@@ -284,6 +291,8 @@ def main(argv=None) -> int:
     print(f"{r['devices']} devices ({r['decisions']} decisions in the inventory); core built in "
           f"{r['build_core_s']:.1f} s; {args.requests} requests a query, each on a new connection; "
           f"{r['cores']} cores, load average {r['loadavg_start']:.1f} at the start, {r['loadavg_end']:.1f} at the end")
+    print(f"vendor names: " + (f"IEEE registry, read once in {r['vendor_registry_load_s']:.2f} s" if r["vendor_registry"]
+                               else "no registry on this machine (ieee-data, libwireshark-data): none"))
     print(f"{'':46s} {'wall clock at the client':>26s}   {'server CPU':>18s}")
     print(f"{'':46s} {'median':>8s} {'p95':>8s} {'max':>8s}   {'median':>8s} {'p95':>8s}   (ms)")
     worst = worst_cpu = 0.0

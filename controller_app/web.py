@@ -76,14 +76,16 @@ def oui_vendors(registry=None):
     the organisation its prefix (24, 28 or 36 bits, longest first) is registered to, or None
     (unregistered; locally administered, which the page shows as "randomised"). Without a
     registry on the machine (one warning), :func:`no_vendor`."""
-    from classifier.capture.packets import mac_to_int
+    from functools import lru_cache
+
     from classifier.identity.oui import default_registry
     reg = default_registry() if registry is None else registry
     if not reg.available:
         return no_vendor
 
+    @lru_cache(maxsize=1 << 16)       # across snapshots: a new one each second re-asks for every device
     def vendor_of(mac: str) -> str | None:
-        return reg.lookup(mac_to_int(mac))
+        return reg.lookup(int(mac.replace(":", "").replace("-", ""), 16))
     return vendor_of
 
 
