@@ -652,7 +652,7 @@ def test_two_switches_devices_on_both_are_classified_and_ruled_on_their_edge_swi
 
 def test_identity_evidence_reaches_the_engine_live_and_names_itself_in_the_decision(two, request):
     """The far light's DHCP host name and HomeKit mDNS records: mirrored whole by its edge switch
-    (they are longer than the 128 bytes other mirrored traffic is cut to), read by the
+    (longer than the 128 bytes the controller asks for other mirrored traffic), read by the
     controller, handed to the engine's identity voter, and named in its decision's explanation
     (the controller's decision history, from its inventory). Offline, the same engine on the
     same packets without those records decides otherwise, so the records are what decided."""
