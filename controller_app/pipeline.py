@@ -72,6 +72,15 @@ def cookie_mac(value: int) -> int:
     return int(value) & MAC_MASK
 
 
+#: What a device sends of its identity protocols, as (eth_type, UDP port field, port): DHCP and
+#: DHCPv6 requests, DNS queries, mDNS, SSDP NOTIFY/M-SEARCH; then SSDP's answers to a search
+#: (from port 1900), one priority lower so that 1900 -> 1900 meets one entry only. Copied whole
+#: to the controller in LEARN (an unknown source's) and MIRROR (a learning device's).
+IDENTITY_MATCHES = tuple((et, "udp_dst", port) for et, ports in ((0x0800, (67, 53, 5353, 1900)),
+                                                                 (0x86DD, (547, 53, 5353, 1900)))
+                         for port in ports) + ((0x0800, "udp_src", 1900), (0x86DD, "udp_src", 1900))
+
+
 # ------------------------------------------------------------------ priorities, by table
 
 # POLICY_SRC / POLICY_DST
@@ -90,6 +99,7 @@ PRIO_NO_FLOOD = 11         #: packets in on a link outside the spanning tree: no
 PRIO_FLOOD = 10            #: flooding along the spanning tree (one entry per switch)
 # LEARN
 PRIO_LEARN_COPY = 10       #: marked packets: metered copy to the controller
+PRIO_LEARN_IDENTITY = 12   #: marked packets of identity protocols (DHCP, DNS, mDNS, SSDP): copied whole
 # MIRROR
 PRIO_MIRROR_IDENTITY = 110     #: what a learning device sends of its identity protocols: whole, own meter
 PRIO_MIRROR_SRC = 100

@@ -10,7 +10,7 @@ from controller_app.core import Settings
 from controller_app.intents import DecideRequest, MeterAdd
 from controller_app.pipeline import CookieKind, Table, cookie_kind, cookie_mac
 from testing.synth import dns_query, ether, udp4
-from ctl_harness import A, GW, IP, Harness, m, tcp, udp
+from ctl_harness import A, B, GW, IP, Harness, m, tcp, udp
 
 
 def dhcp_discover(mac: str, hostname: bytes) -> bytes:
@@ -166,3 +166,27 @@ def test_identity_entries_as_openflow_messages():
         Match(eth_type=0x0800, udp_dst=53)
     with pytest.raises(ValueError):
         Match(ip_proto=17)
+
+
+def test_a_new_devices_first_identity_message_is_read_from_its_learning_copy():
+    """A device's first frame is often its DHCP request with its host name, sent before it is
+    known: the switch's learning copy of an identity protocol comes whole (other learning copies
+    stay cut to learn_max_len), and the records in it are kept for the device it makes learning."""
+    h = Harness(settings=Settings(gateways=(m(GW),)))
+    h.connect(1, [1, 2, 3])
+    first = dhcp_discover(A, b"LightCo-Bulb-4A21")
+    assert len(first) > 128
+    copies = _copies(h.send(1, 1, first))
+    assert (CookieKind.LEARN, 0, len(first), len(first)) in copies        # whole, not 128 bytes
+    assert h.core.devices[m(A)].mirror_dpid == 1                         # learned and mirrored
+    recs = h.core.learner.identity(m(A))
+    held = set(zip(recs.kind.tolist(), recs.value.tolist()))
+    from classifier.features.identity import KIND_CODES
+    assert (KIND_CODES["dhcp.hostname"], "LightCo-Bulb-4A21") in held
+    assert h.core.counters["identity_records_learning"] >= 1
+    # another unknown source's ordinary traffic: its learning copy stays cut
+    big = tcp(B, GW, "52.1.2.3", size=600)
+    assert (CookieKind.LEARN, 0, 128, len(big)) in _copies(h.send(1, 3, big))
+    # the gateway (never a learning device) says who it is: nothing kept for it
+    h.send(1, 2, dhcp_discover(GW, b"router"))
+    assert not h.core.learner.identity(m(GW)).t_ns.size

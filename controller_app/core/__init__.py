@@ -222,6 +222,9 @@ class Core:
                 for j in np.argsort(first).tolist():
                     dpid, port, mac = (int(v) for v in uniq[j])
                     out += self.hosts.learn(mac, dpid, port, int(batch.ts_ns[li[first[j]]]))
+                # a device's first identity messages (its DHCP request, say) come as learning
+                # copies, before its mirror entries: read them for the device now learning
+                self.mirror.identity_from_learning(pk.take(li), batch.dpid[li], [batch.datas[i] for i in li.tolist()])
         if is_mirror.any():
             mi = np.flatnonzero(is_mirror)
             counters["packet_ins_mirror"] += len(mi)

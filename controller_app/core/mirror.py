@@ -17,17 +17,11 @@ import numpy as np
 
 from classifier.features.identity import identity_from_frames
 from controller_app.core.state import Device, State
-from controller_app.intents import ETH_TYPE_IPV4, ETH_TYPE_IPV6, FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output
+from controller_app.intents import FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output
 from controller_app.intents import OFPCML_NO_BUFFER, OFPP_CONTROLLER
-from controller_app.pipeline import (FULL_MASK, PRIO_MIRROR_DST, PRIO_MIRROR_IDENTITY, PRIO_MIRROR_SRC, CookieKind,
+from controller_app.pipeline import (FULL_MASK, IDENTITY_MATCHES, PRIO_MIRROR_DST, PRIO_MIRROR_IDENTITY, PRIO_MIRROR_SRC, CookieKind,
                                      Table, cookie)
 
-#: What a device sends of its identity protocols, as (eth_type, UDP port field, port): DHCP and
-#: DHCPv6 requests, DNS queries, mDNS, SSDP NOTIFY/M-SEARCH; then SSDP's answers to a search
-#: (from port 1900), one priority lower so that 1900 -> 1900 meets one entry only.
-IDENTITY_MATCHES = tuple((et, "udp_dst", port) for et, ports in ((ETH_TYPE_IPV4, (67, 53, 5353, 1900)),
-                                                                 (ETH_TYPE_IPV6, (547, 53, 5353, 1900)))
-                         for port in ports) + ((ETH_TYPE_IPV4, "udp_src", 1900), (ETH_TYPE_IPV6, "udp_src", 1900))
 
 
 def mirror_flows(dpid: int, mac: int, meter: int, max_len: int, identity_meter: int | None = None) -> list[FlowAdd]:
@@ -174,6 +168,25 @@ class MirrorManager:
             dev = st.devices.get(mac)
             if dev is not None:
                 dev.last_ns = max(dev.last_ns, self.controller_time(st.learner.buffers[mac].last_ns))
+
+    def identity_from_learning(self, lp, dp: np.ndarray, frames) -> None:
+        """Learning copies ``lp`` (decoded) sent by the switches ``dp`` with their bytes
+        ``frames``: the identity records in what devices mirrored on that switch sent are kept,
+        as from mirrored packets (copies of other sources are not read)."""
+        st = self.state
+        mine = np.flatnonzero(self.mirrored_here(lp.eth_src, dp) & (lp.payload_off != 0))
+        if len(mine) == 0:
+            return
+        if st.time_origin_ns is None:
+            st.time_origin_ns = int(lp.ts_ns[mine].min())
+        sub = lp.take(mine)
+        sub.ts_ns = self.classifier_time(sub.ts_ns)
+        problems: list = []
+        recs = identity_from_frames([frames[i] for i in mine.tolist()], sub, warnings=problems)
+        st.counters["identity_records"] += len(recs)
+        st.counters["identity_records_learning"] += len(recs)
+        st.counters["identity_malformed"] += len(problems)
+        st.counters["identity_dropped"] += st.learner.add_identity(recs)
 
     # ------------------------------------------------------------------ the classifier's time
 

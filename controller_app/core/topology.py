@@ -14,7 +14,7 @@ from controller_app import lldp
 from controller_app.core.state import SEC, State, Switch
 from controller_app.intents import (OFPCML_NO_BUFFER, OFPM_ALL, OFPP_CONTROLLER, OFPP_MAX, OFPTT_ALL, FlowAdd,
                                     FlowDelete, Match, MeterAdd, MeterDelete, Output, PacketOut)
-from controller_app.pipeline import (LEARN_METER, META_UNKNOWN_SRC, PRIO_FLOOD, PRIO_LEARN_COPY, PRIO_LINK_PORT,
+from controller_app.pipeline import (IDENTITY_MATCHES, LEARN_METER, META_UNKNOWN_SRC, PRIO_FLOOD, PRIO_LEARN_COPY, PRIO_LEARN_IDENTITY, PRIO_LINK_PORT,
                                      PRIO_LLDP, PRIO_MISS, PRIO_NO_FLOOD, CookieKind, Table, cookie)
 
 LOG = logging.getLogger("controller_app.core")
@@ -57,6 +57,16 @@ class TopologyManager:
             FlowAdd(dpid, Table.LEARN, PRIO_MISS, Match(), goto=Table.MIRROR, cookie=d),
             FlowAdd(dpid, Table.MIRROR, PRIO_MISS, Match(), cookie=d),
         ]
+        # A new device's first words are often its identity (a DHCP request with its host name,
+        # mDNS announcements): they come before its mirror entries, as learning copies, so
+        # those are copied whole (through the same meter) for the identity reader.
+        whole = (Output(OFPP_CONTROLLER, OFPCML_NO_BUFFER),)
+        unknown = (META_UNKNOWN_SRC, META_UNKNOWN_SRC)
+        for et, field, port in IDENTITY_MATCHES:
+            prio = PRIO_LEARN_IDENTITY if field == "udp_dst" else PRIO_LEARN_IDENTITY - 1
+            out.append(FlowAdd(dpid, Table.LEARN, prio, Match(metadata=unknown, eth_type=et, ip_proto=17,
+                                                              **{field: port}),
+                               actions=whole, meter=meter, goto=Table.MIRROR, cookie=lc))
         return out
 
     def switch_removed(self, dpid: int):
