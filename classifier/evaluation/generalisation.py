@@ -310,7 +310,8 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
         log(f"  {name}: {int(test.sum())} test streams ({time.time() - t0:.0f} s) — " + "; ".join(
             f"{a} {fmt(summary[a])}" for a in ABLATIONS))
         log("    test streams by MAC vendor: " + ", ".join(
-            f"{k or 'rule not applicable'} {sum(r['vendor'] == k for r in rows)}" for k in ("seen", "unseen", "unregistered", "local", None)
+            f"{k or 'rule not applicable'} {sum(r['vendor'] == k for r in rows)}"
+            for k in ("seen", "unseen", "unregistered", "local", None)
             if any(r["vendor"] == k for r in rows)))
     overall = summarise(rows_all, protocol, min_packets or 20)
     by_dataset = {ds: summarise([r for r in rows_all if r["dataset"] == ds], protocol, min_packets or 20)
