@@ -27,6 +27,20 @@ decision's confidence is the highest such probability.
 * *unknown*: once the behaviour evidence is full and no voter vouches.
 With less, no decision yet (``None``).
 
+**Vendors not seen in training** (``behaviour_alone_needs_seen_vendor``, on by default): the
+behaviour models (session, segment) may vouch for a class on their own only for a device whose
+MAC vendor (OUI) is among the training devices' vendors — the ``oui:`` tokens of the identity
+voter's vocabulary, so the set comes from training alone. For any other device a class is
+accepted only if the identity voter vouches for it; the behaviour models still count towards
+agreement (early confirmation) and their probabilities still enter the average. Measured on
+devices of vendors left out of training, the behaviour models were almost always wrong yet
+accepted (their thresholds are calibrated on training vendors' devices), while the identity
+voter, calibrated on vendor-held-out devices, did not accept a wrong category. A locally
+administered (randomised) MAC has no vendor to check: the rule does not apply to it (phones
+randomise their MACs), nor when the engine has no identity voter or its training devices had no
+registered vendor (no OUI registry). A globally administered MAC whose prefix the registry does
+not know counts as a vendor not seen.
+
 Explanations name the evidence: each voter's answer, the identity records behind it ("DHCP
 host name …", "mDNS _hap._tcp ci=5 (lightbulb)", "DNS *.vendor.com"), the sessions the
 attention weighted most (with their pools), and the segment features whose occlusion moved the
@@ -54,6 +68,7 @@ from classifier.features.devices import split_devices
 from classifier.features.instances import SESSION_NUMERIC, Instances, session_numeric
 from classifier.features.segments import FEATURE_NAMES, segment_features
 from classifier.features.sessions import Sessions, session_table
+from classifier.identity.oui import LOCAL_BIT
 
 from classifier.capture.labels import CATEGORIES as CATEGORIES_ALL
 
@@ -83,6 +98,7 @@ class _Evidence:
     id_vote: object
     s_inst: object
     g_inst: object
+    vendor: tuple | None = None   # (seen | unseen | unregistered | local, vendor); None: the rule cannot apply
 
 
 @dataclass
@@ -97,6 +113,7 @@ class EngineConfig:
     min_packets_confirmed: int = 20   # never confirm on fewer packets
     min_identity_kinds: int = 2       # identity alone confirms on hits from this many record kinds
     voters: tuple = ("identity", "session", "segment")   # which voters take part (ablations)
+    behaviour_alone_needs_seen_vendor: bool = True   # behaviour vouches alone only for training vendors' devices
     interval: float = 300.0           # segment settings of the segment model
     t: int = 6
     n: int = 16                       # session sequence length of the session model
@@ -221,11 +238,33 @@ class DecisionEngine:
         counts = {"packets": int(len(view.pkt)), "sessions": n_s,
                   "segments": int((now - int(ts.min())) // int(c.interval * 1e9)),
                   "identity_records": id_vote.records if id_vote is not None else 0}
-        return _Evidence(votes, counts, g_inst is not None, id_vote, s_inst, g_inst)
+        vendor = self.vendor_status(mac) if "identity" in voters else None
+        return _Evidence(votes, counts, g_inst is not None, id_vote, s_inst, g_inst, vendor)
 
-    def conclude(self, ev: "_Evidence", voters: tuple | None = None) -> Decision | None:
-        """The decision from the voters' answers (only ``voters`` among them, if given)."""
+    def vendor_status(self, mac: int) -> tuple[str, str | None] | None:
+        """Device ``mac``'s MAC vendor against the training devices' vendors: ``("seen", v)``,
+        ``("unseen", v)``, ``("unregistered", None)`` (a globally administered prefix the
+        registry does not know) or ``("local", None)`` (a locally administered, randomised
+        MAC); ``None`` when the engine cannot tell (no identity voter, or its training devices
+        had no registered vendor)."""
+        if self.identity_model is None:
+            return None
+        seen = self.identity_model.training_vendors()
+        if not seen:
+            return None
+        if int(mac) & LOCAL_BIT:
+            return ("local", None)
+        vendor = self.identity_model.vendor(mac)
+        if vendor is None:
+            return ("unregistered", None)
+        return ("seen" if vendor in seen else "unseen", vendor)
+
+    def conclude(self, ev: "_Evidence", voters: tuple | None = None, gate: bool | None = None) -> Decision | None:
+        """The decision from the voters' answers (only ``voters`` among them, if given).
+        ``gate``: whether behaviour alone needs a vendor seen in training (default: the
+        engine's ``behaviour_alone_needs_seen_vendor``; ``False`` for ablations)."""
         c = self.config
+        gate = c.behaviour_alone_needs_seen_vendor if gate is None else gate
         classes = self.classes
         votes = ev.votes if voters is None else [v for v in ev.votes if v.name in voters]
         window = any(v.name == "segment" for v in votes)
@@ -242,13 +281,23 @@ class DecisionEngine:
         vouch = [v for v in votes if float(v.p[k]) >= v.threshold]
         dissent = [v for v in votes if int(v.p.argmax()) != k and float(v.p.max()) >= v.threshold]
         answers = ", ".join(f"{v.name} {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)
+        held = []
+        if (gate and vouch and ev.vendor is not None and ev.vendor[0] in ("unseen", "unregistered")
+                and not any(v.name == "identity" for v in vouch)):
+            held, vouch = vouch, []     # behaviour alone may not accept this vendor's device
         if not vouch:
             if not enough:
                 return None
-            lowest = min(v.threshold for v in votes)
-            return Decision(UNKNOWN, float(p[k]), UNKNOWN, model,
-                            f"top class {classes[k]} at {float(p[k]):.2f}: no voter reaches its open-set "
-                            f"threshold (lowest {lowest:.2f}) [{answers}]", evidence)
+            if held:
+                oui = ev.vendor[1] or "not registered"
+                why = (f"top class {classes[k]} at {float(p[k]):.2f}: {' and '.join(v.name for v in held)} "
+                       f"vouch{'es' if len(held) == 1 else ''} for it, but behaviour alone does not accept a "
+                       f"device of a vendor not seen in training (OUI {oui}) and the identity voter does not")
+            else:
+                lowest = min(v.threshold for v in votes)
+                why = (f"top class {classes[k]} at {float(p[k]):.2f}: no voter reaches its open-set "
+                       f"threshold (lowest {lowest:.2f})")
+            return Decision(UNKNOWN, float(p[k]), UNKNOWN, model, f"{why} [{answers}]", evidence)
         conf = max(float(v.p[k]) for v in vouch)
         confirmed = n_pk >= c.min_packets_confirmed and (
             (enough and conf >= c.confirm_confidence)          # one voter on the full behaviour evidence

@@ -14,14 +14,20 @@ Protocols (``iotclass evaluate lovo|cross|fusion-openset``), on every shared dat
 * ``fusion-known`` — known devices: capture files in ``folds`` folds (as ``known``).
 
 For each split and each ablation — ``behaviour`` (session and segment models: the engine as it
-was), ``identity`` (the identity voter alone), ``fused`` (all three) — two measures per test
-stream (one device in one capture):
+was), ``identity`` (the identity voter alone), ``fused`` (all three: the engine as shipped, with
+its rule that behaviour alone vouches only for devices of vendors seen in training) and
+``fused-ungated`` (all three, that rule off) — all concluded from the same evidence of the same
+trained engine, two measures per test stream (one device in one capture):
 
 * *final*: the decision on the whole stream (its packets and identity records);
 * *online*: the stream replayed decision by decision (at each identity record, each session
   start, each segment boundary and every ``GRID_SECONDS`` in the first ``GRID_SPAN`` seconds)
   up to its first *final* decision — confirmed or unknown, whatever its category. See
   :func:`first_final_metrics` (kept apart so that any replay loop can use it).
+
+And the open set within any split: the test streams whose category no training stream had
+(every test stream in ``fusion-openset``), the share of them accepted as another category
+(:func:`false_accepts`).
 
 The identity voter reads the device's identity records through ``records_of``: by default
 the ``identity`` table a decoded capture carries (``LoadedCapture.identity``), none otherwise.
@@ -37,7 +43,10 @@ import numpy as np
 from classifier.engine.decision import CONFIRMED, UNKNOWN
 from classifier.evaluation.records import RecordSource, capture_records  # noqa: F401
 
-ABLATIONS = {"behaviour": ("session", "segment"), "identity": ("identity",), "fused": ("identity", "session", "segment")}
+ABLATIONS = {"behaviour": ("session", "segment"), "identity": ("identity",), "fused": ("identity", "session", "segment"),
+             "fused-ungated": ("identity", "session", "segment")}
+#: ablations concluded without the engine's seen-vendor rule (``behaviour``: the models alone, as before it)
+UNGATED = ("behaviour", "fused-ungated")
 GRID_SECONDS = 10.0
 GRID_SPAN = 600.0
 MAX_POINTS = 120
@@ -169,18 +178,23 @@ def replay(engine, pk, mac: int, records, points: np.ndarray, ablations=ABLATION
         for name, voters in ablations.items():
             if out[name] is not None:
                 continue
-            d = engine.conclude(ev, voters)
+            d = engine.conclude(ev, voters, gate=_gate(name))
             if d is not None and d.stage in (CONFIRMED, UNKNOWN):
                 out[name] = {"seconds": (int(t) - t0) / 1e9, "category": d.category, "stage": d.stage,
                              "confidence": d.confidence, "evidence": d.evidence}
     return out
 
 
+def _gate(ablation: str) -> bool | None:
+    """The seen-vendor rule for an ablation: off for the ungated ones, else the engine's own."""
+    return False if ablation in UNGATED else None
+
+
 def final_decisions(engine, pk, mac: int, records, ablations=ABLATIONS) -> dict[str, dict]:
     ev = engine.evidence(pk, mac, identity=records, voters=ABLATIONS["fused"])
     out = {}
     for name, voters in ablations.items():
-        d = engine.conclude(ev, voters) if ev is not None else None
+        d = engine.conclude(ev, voters, gate=_gate(name)) if ev is not None else None
         out[name] = None if d is None else {"category": d.category, "stage": d.stage, "confidence": d.confidence}
     return out
 
@@ -241,12 +255,14 @@ def final_metrics(rows: list[dict]) -> dict:
 
 def false_accepts(rows: list[dict]) -> dict:
     """Open set: the share of a left-out category's streams accepted as another category
-    (wrong), and the share named right anyway (public knowledge names every category)."""
+    (wrong), and the share named right anyway (public knowledge names every category), over
+    whole streams; ``devices``: the number of distinct devices among them."""
     n = len(rows)
     fin = [r["final"] for r in rows]
     wrong = [f is not None and f["category"] not in (UNKNOWN, r["category"]) for f, r in zip(fin, rows)]
     named = [f is not None and f["category"] == r["category"] for f, r in zip(fin, rows)]
-    return {"streams": n, "false_accept_rate": float(np.mean(wrong)) if n else None,
+    return {"streams": n, "devices": len({r["device"] for r in rows}), "false_accepts": int(np.sum(wrong)),
+            "false_accept_rate": float(np.mean(wrong)) if n else None,
             "named_right": float(np.mean(named)) if n else None}
 
 
@@ -271,13 +287,16 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
         test = cap_streams(streams, test, MAX_STREAMS_PER_DEVICE, seed)
         engine = train_engine(data, long, train, records_of, seed, log=lambda m: log("    " + m))
         min_packets = engine.config.min_packets_confirmed
+        trained = {s.category for s, t in zip(streams, train) if t}
         rows = []
         for i in np.flatnonzero(test):
             st = streams[i]
             lc = data.cache.get([st.capture])[0]
             recs = records_of(int(i))
+            vendor = engine.vendor_status(st.mac)
             row = {"stream": int(i), "device": st.device, "dataset": st.dataset, "category": st.category,
-                   "capture": st.capture, "split": name}
+                   "capture": st.capture, "split": name, "novel_category": st.category not in trained,
+                   "vendor": None if vendor is None else vendor[0]}
             fin = final_decisions(engine, lc.packets, st.mac, recs)
             on = replay(engine, lc.packets, st.mac, recs, decision_points(st, recs, data.settings)) if online else {}
             row["by"] = {a: {"final": fin[a], "first_final": on.get(a)} for a in ABLATIONS}
@@ -290,6 +309,10 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
                           "session_threshold": engine.config.threshold, "summary": summary})
         log(f"  {name}: {int(test.sum())} test streams ({time.time() - t0:.0f} s) — " + "; ".join(
             f"{a} {fmt(summary[a])}" for a in ABLATIONS))
+        log("    test streams by MAC vendor: " + ", ".join(
+            f"{k or 'rule not applicable'} {sum(r['vendor'] == k for r in rows)}"
+            for k in ("seen", "unseen", "unregistered", "local", None)
+            if any(r["vendor"] == k for r in rows)))
     overall = summarise(rows_all, protocol, min_packets or 20)
     by_dataset = {ds: summarise([r for r in rows_all if r["dataset"] == ds], protocol, min_packets or 20)
                   for ds in sorted({r["dataset"] for r in rows_all})}
@@ -302,17 +325,19 @@ def summarise(rows: list[dict], protocol: str, min_packets: int) -> dict:
     out = {}
     for a in ABLATIONS:
         sub = [{"device": r["device"], "category": r["category"], "final": r["by"][a]["final"],
-                "first_final": r["by"][a]["first_final"]} for r in rows]
+                "first_final": r["by"][a]["first_final"], "novel": r.get("novel_category", protocol == "fusion-openset")}
+               for r in rows if a in r["by"]]
         out[a] = {"final": final_metrics(sub), "online": first_final_metrics(sub, min_packets)}
-        if protocol == "fusion-openset":
-            out[a]["open_set"] = false_accepts(sub)
+        novel = [r for r in sub if r["novel"]]
+        if novel or protocol == "fusion-openset":
+            out[a]["open_set"] = false_accepts(novel)
     return out
 
 
 def fmt(s: dict) -> str:
     f, o = s["final"], s["online"]
     acc = f"acc {f['accuracy']:.3f} (unknown {f['share_unknown'] or 0:.2f})"
-    if "open_set" in s:
+    if "open_set" in s and s["open_set"]["streams"]:
         acc += f", false accepts {s['open_set']['false_accept_rate']:.3f}"
     med = o["median_seconds_to_first_final"]
     on = (f"first final: acc {o['accuracy_of_first_finals']:.3f}, median {med:.0f} s" if med is not None and
@@ -322,11 +347,11 @@ def fmt(s: dict) -> str:
 
 def format_table(result: dict) -> str:
     lines = [f"{result['protocol']} on {result['data']}",
-             f"{'':22s} {'ablation':10s} {'acc':>6s} {'dev acc':>7s} {'unknown':>7s} {'acc acc.':>8s} "
+             f"{'':22s} {'ablation':13s} {'acc':>6s} {'dev acc':>7s} {'unknown':>7s} {'acc acc.':>8s} "
              f"{'1st-final acc':>13s} {'unk':>5s} {'median s':>9s} {'with final':>10s} {'below min':>9s}"]
 
     def row(label, s):
-        for a in ABLATIONS:
+        for a in [a for a in ABLATIONS if a in s]:
             f, o = s[a]["final"], s[a]["online"]
             med = o["median_seconds_to_first_final"]
             cells = [f"{f['accuracy']:6.3f}", f"{f['device_accuracy'] or 0:7.3f}", f"{f['share_unknown'] or 0:7.3f}",
@@ -335,8 +360,10 @@ def format_table(result: dict) -> str:
                      f"{o['share_unknown'] if o['share_unknown'] is not None else float('nan'):5.2f}",
                      f"{med:9.0f}" if med is not None else f"{'never':>9s}", f"{o['share_with_final']:10.2f}",
                      f"{o['confirmed_below_minimum']:9d}"]
-            extra = f"  false accepts {s[a]['open_set']['false_accept_rate']:.3f}" if "open_set" in s[a] else ""
-            lines.append(f"{label[:22]:22s} {a:10s} " + " ".join(cells) + extra)
+            fa = s[a].get("open_set")
+            extra = (f"  false accepts {fa['false_accepts']}/{fa['streams']} = {fa['false_accept_rate']:.3f} "
+                     f"({fa['devices']} devices of a category not in training)" if fa and fa["streams"] else "")
+            lines.append(f"{label[:22]:22s} {a:13s} " + " ".join(cells) + extra)
 
     row("all", result["overall"])
     for ds, s in result["by_dataset"].items():

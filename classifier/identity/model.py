@@ -177,6 +177,21 @@ class IdentityModel:
         e = np.exp(z)
         return e / e.sum(axis=-1, keepdims=True)
 
+    def vendor(self, mac: int) -> str | None:
+        """The MAC vendor of ``mac`` in this model's registry (None: locally administered or
+        not registered)."""
+        return self._registry().vendor(mac)
+
+    def training_vendors(self) -> frozenset[str]:
+        """The MAC vendors of the devices the token model was trained on (its ``oui:`` tokens;
+        a device with no registered vendor adds none)."""
+        key = (id(self.vocab), len(self.vocab))
+        cached = getattr(self, "_vendors", None)
+        if cached is None or cached[0] != key:
+            found = frozenset(t[4:] for t in self.vocab if t.startswith("oui:") and t != "oui:-")
+            cached = self._vendors = (key, found)
+        return cached[1]
+
     def regime(self, toks: set[str]) -> tuple[float, float, float]:
         """(a, b, threshold) for a device with these tokens: the seen-vendor calibration when
         its MAC vendor is one the token model was trained on."""

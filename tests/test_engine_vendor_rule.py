@@ -1,0 +1,160 @@
+"""The engine's seen-vendor rule: behaviour models alone accept only devices whose MAC vendor
+was among the training devices' vendors; for other vendors the identity voter must vouch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from classifier.capture.decode import read_packets
+from classifier.capture.labels import CATEGORIES
+from classifier.capture.packets import mac_to_int
+from classifier.engine.decision import CONFIRMED, UNKNOWN
+from classifier.engine.engine import DecisionEngine, EngineConfig, EngineError, load_engine
+from classifier.identity.model import IdentityModel
+from classifier.identity.oui import OuiRegistry
+
+SEEN, UNSEEN, UNREGISTERED, LOCAL = "00:17:88:00:00:01", "00:aa:bb:00:00:02", "00:cc:dd:00:00:03", "02:00:00:00:00:04"
+
+
+class FixedModel:
+    kind = "fixed"
+
+    def __init__(self, classes, p):
+        self.classes, self.p = classes, np.asarray(p, float)
+
+    def predict_proba(self, inst):
+        return np.tile(self.p, (len(inst), 1))
+
+    def explain(self, inst, top=3):
+        return [[(0, "lan", 1.0)] for _ in range(len(inst))]
+
+
+def _p(cat, p):
+    out = np.full(len(CATEGORIES), (1 - p) / (len(CATEGORIES) - 1))
+    out[CATEGORIES.index(cat)] = p
+    return out
+
+
+@pytest.fixture(scope="module")
+def plugs(tmp_path_factory):
+    """Fifteen minutes of four plugs: MACs of a vendor seen in training, of another registered
+    vendor, of no registered vendor, and a locally administered one."""
+    from testing.synth import SynthDevice, SynthNetwork, write_network_capture
+    net = SynthNetwork(devices=[SynthDevice(m, f"192.168.1.{10 + i}", "plug", f"plug {i}")
+                                for i, m in enumerate((SEEN, UNSEEN, UNREGISTERED, LOCAL))])
+    path = tmp_path_factory.mktemp("vendors") / "plugs.pcap"
+    write_network_capture(str(path), net, 900.0, seed=3)
+    return read_packets(str(path))
+
+
+def _identity():
+    reg = OuiRegistry()
+    reg.add(24, 0x001788, "Acme Devices Inc.")
+    reg.add(24, 0x00AABB, "Other Corp.")
+    m = IdentityModel(registry=reg, a=2.0, b=0.0, threshold=0.6)
+    m.vocab = {"oui:acme": 0, "oui:-": 1}     # the training devices' MAC vendors: acme (and unregistered ones)
+    return m
+
+
+def _engine(identity=True, **cfg):
+    return DecisionEngine(FixedModel(list(CATEGORIES), _p("plug", 0.95)), None,
+                          EngineConfig(threshold=0.5, **cfg), {"version": "t"},
+                          identity_model=_identity() if identity else None)
+
+
+def _early(pk, mac, sessions=4):
+    from classifier.features.devices import split_devices
+    from classifier.features.sessions import session_table
+    s = session_table(pk, split_devices(pk, devices=[mac]))
+    assert len(s) >= 8     # the whole capture is full behaviour evidence
+    return pk.take(pk.ts_ns <= s.start_ns[sessions - 1])
+
+
+def test_vendor_status_comes_from_the_training_vendors(plugs):
+    eng = _engine()
+    assert eng.identity_model.training_vendors() == {"acme"}
+    assert eng.vendor_status(mac_to_int(SEEN)) == ("seen", "acme")
+    assert eng.vendor_status(mac_to_int(UNSEEN)) == ("unseen", "other")
+    assert eng.vendor_status(mac_to_int(UNREGISTERED)) == ("unregistered", None)
+    assert eng.vendor_status(mac_to_int(LOCAL)) == ("local", None)
+    assert _engine(identity=False).vendor_status(mac_to_int(UNSEEN)) is None
+    blind = _engine()
+    blind.identity_model.vocab = {"oui:-": 0}          # trained without a vendor registry: cannot tell
+    assert blind.vendor_status(mac_to_int(UNSEEN)) is None
+
+
+def test_behaviour_alone_accepts_a_device_of_a_seen_vendor(plugs):
+    eng = _engine()
+    mac = mac_to_int(SEEN)
+    d = eng.decide(plugs, mac)
+    assert (d.category, d.stage) == ("plug", CONFIRMED) and d.confidence == pytest.approx(0.95)
+    assert eng.decide(_early(plugs, mac), mac).category == "plug"
+
+
+@pytest.mark.parametrize("mac, oui", [(UNSEEN, "other"), (UNREGISTERED, "not registered")])
+def test_behaviour_alone_does_not_accept_a_device_of_an_unseen_vendor(plugs, mac, oui):
+    eng = _engine()
+    mac = mac_to_int(mac)
+    assert eng.decide(_early(plugs, mac), mac) is None          # too little evidence to call it unknown
+    d = eng.decide(plugs, mac)
+    assert (d.category, d.stage) == (UNKNOWN, UNKNOWN)
+    assert (f"session vouches for it, but behaviour alone does not accept a device of a vendor not seen in "
+            f"training (OUI {oui})") in d.explanation
+    # the same evidence with the rule off (in the config, or for one decision): accepted as before
+    assert _engine(behaviour_alone_needs_seen_vendor=False).decide(plugs, mac).category == "plug"
+    assert eng.conclude(eng.evidence(plugs, mac), gate=False).category == "plug"
+    # an engine without an identity voter has no training vendors to check
+    assert _engine(identity=False).decide(plugs, mac).category == "plug"
+
+
+def test_identity_vouching_accepts_a_device_of_an_unseen_vendor(plugs):
+    eng = _engine()
+    mac = mac_to_int(UNSEEN)
+    t0 = int(plugs.ts_ns.min())
+    d = eng.decide(plugs, mac, identity=[(t0, "dhcp.hostname", "porch-smartplug")])
+    assert (d.category, d.stage) == ("plug", CONFIRMED)          # identity and sessions agree
+    early = _early(plugs, mac)
+    assert eng.decide(early, mac, identity=[(t0, "dhcp.hostname", "porch-smartplug")]).category == "plug"
+    # the identity voter vouching for another class does not let behaviour's class through
+    d = eng.decide(plugs, mac, identity=[(t0, "dhcp.hostname", "porch-camera")])
+    assert d.category != "plug"
+
+
+def test_locally_administered_macs_are_left_to_behaviour(plugs):
+    mac = mac_to_int(LOCAL)
+    d = _engine().decide(plugs, mac)
+    assert (d.category, d.stage) == ("plug", CONFIRMED)
+
+
+def test_rule_is_saved_and_an_older_engine_json_gets_the_default(tmp_path):
+    default = load_engine()
+    eng = DecisionEngine(default.session_model, None, EngineConfig(behaviour_alone_needs_seen_vendor=False),
+                         {"version": "t"})
+    eng.save(tmp_path / "e")
+    assert load_engine(tmp_path / "e").config.behaviour_alone_needs_seen_vendor is False
+    meta = tmp_path / "e" / "engine.json"
+    doc = json.loads(meta.read_text())
+    del doc["config"]["behaviour_alone_needs_seen_vendor"]
+    meta.write_text(json.dumps(doc))
+    assert load_engine(tmp_path / "e").config.behaviour_alone_needs_seen_vendor is True
+    doc["config"]["behaviour_alone_needs_seen_vendor"] = "yes"
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(EngineError, match="behaviour_alone_needs_seen_vendor.*true or false"):
+        load_engine(tmp_path / "e")
+
+
+def test_evaluation_reports_the_rule_and_its_ablation_from_the_same_evidence(plugs):
+    from classifier.evaluation.generalisation import final_decisions, replay
+    eng = _engine()
+    mac = mac_to_int(UNSEEN)
+    fin = final_decisions(eng, plugs, mac, [])
+    assert fin["fused"]["category"] == UNKNOWN
+    assert fin["fused-ungated"]["category"] == "plug" and fin["behaviour"]["category"] == "plug"
+    assert fin["identity"] is None                  # no identity records: the identity voter is silent
+    t0 = int(plugs.ts_ns.min())
+    on = replay(eng, plugs, mac, [], t0 + np.arange(1, 16, dtype=np.int64) * 60 * 10**9)
+    assert on["fused"]["category"] == UNKNOWN and on["fused-ungated"]["category"] == "plug"
+    assert on["fused-ungated"]["seconds"] <= on["fused"]["seconds"]
