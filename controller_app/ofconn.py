@@ -537,7 +537,12 @@ class GuardedDatapath(of_controller.Datapath):
                 self.socket.sendall(buf)
                 if close_socket:
                     return
-        except (OSError, ValueError) as exc:   # timeouts included: the switch stopped reading
+        except socket.timeout:                 # the switch read nothing for that long: say so
+            if not self.closing:
+                self.registry.count("send_timeout")
+                self.registry.note(logging.WARNING, self.address[0], "of_send_timeout", peer=_peer(self),
+                                   dpid=_dpid(self.id), seconds=self.socket.gettimeout())
+        except (OSError, ValueError) as exc:   # the switch closed the connection, or it was closed here
             if not self.closing:
                 LOG.debug("send to %s failed: %s", _peer(self), exc)
         finally:
