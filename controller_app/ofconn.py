@@ -23,7 +23,8 @@ its parsers, handlers and events, and changes the connection handling:
 
 - a *handshake timeout* from accept (TLS included) to the datapath being ready;
 - an *echo probe* after ``--ofp-echo-interval`` seconds of silence and an *idle timeout*
-  (``--ofp-idle-timeout``) after which the connection is closed;
+  (``--ofp-idle-timeout``) after which the connection is closed (silence counts only while the
+  receive loop waits on the switch, not while an app with a full event queue holds it);
 - limits on connections in total, per peer address, and still in handshake (total and per
   address); a connection over a limit is closed at once;
 - two threads per connection (receive, send), both ended with the connection: no thread
@@ -355,6 +356,8 @@ class Connections:
                     else:
                         _shutdown(c.sock)
                 continue
+            if dp.feeding:               # the receive loop is held by the app: not the switch's silence
+                continue
             idle = now - dp.last_rx
             if idle > lim.idle_timeout:
                 self.count("idle_timeout")
@@ -419,6 +422,7 @@ class GuardedDatapath(of_controller.Datapath):
         self.limits = registry.limits
         self.conn_id = next(_conn_ids)
         self.last_rx = self.last_echo = time.monotonic()
+        self.feeding = False             #: the receive loop is handing messages to the app
         self.closing = False
         self.close_reason = None
         self._owner = threading.current_thread()
@@ -605,8 +609,16 @@ class GuardedDatapath(of_controller.Datapath):
                 break
             if not chunk:
                 break
+            # Silence counts only while this loop waits on the socket: while it hands messages to
+            # an app whose event queue is full, the controller is the one behind, and the
+            # switch's echo reply waits unread in the socket buffer.
             self.last_rx = time.monotonic()
-            self.feed(chunk)
+            self.feeding = True
+            try:
+                self.feed(chunk)
+            finally:
+                self.feeding = False
+                self.last_rx = time.monotonic()
 
     def feed(self, chunk) -> None:
         """Bytes from the switch: every complete message is dispatched, a partial one kept

@@ -446,6 +446,73 @@ def test_port_in_use_or_unreadable_tls_files_exit_1_with_the_reason(tmp_path):
     assert "cannot go on: TLS for OpenFlow: cannot load --ctl-cert" in r.stderr and str(missing) in r.stderr
 
 
+def test_a_switch_is_not_timed_out_while_the_app_holds_its_receive_loop():
+    """An app whose event queue is full holds the connection's receive loop in the hand-over:
+    the switch's next messages (its echo replies included) wait unread in the socket. That is
+    the controller behind, not the switch silent: no idle timeout while the loop is held (here
+    3 s against an idle timeout of 1 s); counted from when it reads again."""
+    from os_ken.ofproto import ofproto_v1_3
+
+    from controller_app import ofconn
+
+    released = threading.Event()
+    chunks = [header(2, 8, 1)]                             # an echo request from the switch
+
+    class Sock:
+        def setsockopt(self, *a):
+            pass
+
+        settimeout = shutdown = close = setsockopt
+
+        def recv(self, n):
+            if chunks:
+                return chunks.pop()
+            released.wait(0.05)
+            raise socket.timeout()
+
+        def sendall(self, data):
+            pass
+
+    class Brick:
+        observers: dict = {}
+
+        def __init__(self):
+            self.event_handlers = {}
+
+        def get_handlers(self, ev, state=None):
+            return []
+
+        def send_event_to_observers(self, ev, state=None):
+            if type(ev).__name__ == "EventOFPEchoRequest":
+                time.sleep(3.0)                             # the app's queue is full for 3 s
+
+    reg = ofconn.Connections(ofconn.Limits(echo_interval=0.3, idle_timeout=1.0))
+    reg.start()
+    c = reg.admit("192.0.2.10", 1, None)
+    dp = ofconn.GuardedDatapath(Sock(), ("192.0.2.10", 1), reg, c)
+    c.dp = dp
+    brick = Brick()
+    dp.ofp_brick = brick
+    dp.set_version(ofproto_v1_3.OFP_VERSION)
+    dp.id = 0x42                                            # as after the features reply
+    dp.set_state(ofconn.MAIN_DISPATCHER)
+    reg._ready(c)
+    from os_ken.controller import ofp_event
+    brick.observers[ofp_event.EventOFPEchoRequest] = {"app": set()}
+    t = threading.Thread(target=dp._recv_loop, daemon=True)
+    try:
+        t.start()
+        time.sleep(3.4)                                     # the hand-over takes 3 s, then 0.4 s quiet
+        assert not dp.closing and reg.stats["idle_timeout"] == 0
+        time.sleep(1.5)                                     # now the switch is silent: timed out
+        assert dp.closing and reg.stats["idle_timeout"] == 1
+    finally:
+        released.set()
+        dp.abort("test over")
+        t.join(5)
+        reg.stop()
+
+
 def test_rate_limited_log_and_limits_from_conf():
     lines = []
 
