@@ -100,7 +100,7 @@ def test_cap_options_defaults_and_errors():
 
     c = parse()
     assert (c.max_hosts_per_port, c.max_hosts_per_switch, c.max_mirrored, c.learn_rate_pps, c.host_timeout) == \
-        (256, 2048, 1000, 500, 600.0)
+        (256, 2048, 990, 500, 600.0)
     c = parse("--max-hosts-per-port", "8", "--max-mirrored", "0", "--host-timeout", "30", "--learn-rate-pps", "0")
     assert (c.max_hosts_per_port, c.max_mirrored, c.host_timeout, c.learn_rate_pps) == (8, 0, 30.0, 0)
     with pytest.raises(ValueError, match="--max-hosts-per-switch: -1 is negative"):

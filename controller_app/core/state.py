@@ -48,7 +48,7 @@ class Settings:
     # bounds (see docs/controller.md, "Bounded learning"): at a cap new MACs are forwarded, not learned
     max_hosts_per_port: int = 256      #: devices learned on one switch port (Faucet's max_hosts)
     max_hosts_per_switch: int = 2048   #: devices learned on one switch
-    max_mirrored: int = 1000           #: devices mirrored at once (two meters and twelve entries each)
+    max_mirrored: int = 990            #: devices mirrored at once (two meters and twelve entries each)
     learn_ban_timeout: float = 30.0    #: seconds a port (switch) at its cap stops copying unknown sources
     learn_rate_pps: int = 500          #: per switch: unknown sources' copies to the controller/s (0: no meter)
     learn_burst: int = 500             #: that meter's burst (packets)
