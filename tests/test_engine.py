@@ -87,6 +87,43 @@ def test_segment_model_joins_when_a_window_is_complete(plug):
     assert (d.category, d.stage) == (UNKNOWN, UNKNOWN)
 
 
+def test_full_behaviour_evidence_does_not_confirm_against_another_voter(plug):
+    """Confirmation on full behaviour evidence (8 sessions or a full window at >= 0.9) also
+    needs no other voter vouching for a different class: the decision stays provisional and
+    says which voter disagrees."""
+    pk, mac = plug
+    cfg = EngineConfig(interval=60.0, t=4, threshold=0.5, segment_weight=0.3, segment_threshold=0.5)
+    # session plug 0.95 (weight 0.7), segment camera 0.9 (weight 0.3): averaged plug 0.695
+    eng = DecisionEngine(FixedModel(["camera", "plug"], [0.05, 0.95]), FixedModel(["camera", "plug"], [0.9, 0.1]),
+                         cfg, {"version": "t"})
+    d = eng.decide(pk, mac)   # an hour: many sessions and a full window
+    assert d.evidence["sessions"] >= 8 and "fixed+fixed" in d.model
+    assert (d.category, d.stage) == ("plug", PROVISIONAL) and d.confidence == pytest.approx(0.95)
+    assert d.explanation.endswith("; not confirmed: segment vouches for camera 0.90, not plug")
+    # the same segment answer below its threshold does not vouch: confirmed as before
+    quiet = DecisionEngine(FixedModel(["camera", "plug"], [0.05, 0.95]), FixedModel(["camera", "plug"], [0.9, 0.1]),
+                           EngineConfig(interval=60.0, t=4, threshold=0.5, segment_weight=0.3,
+                                        segment_threshold=0.95), {"version": "t"})
+    assert (quiet.decide(pk, mac).category, quiet.decide(pk, mac).stage) == ("plug", CONFIRMED)
+
+
+def test_identity_vouching_for_another_class_keeps_full_behaviour_provisional():
+    from classifier.engine.engine import _Evidence, _Vote
+    eng = DecisionEngine(FixedModel(["camera", "plug"], [0.05, 0.95]), None, EngineConfig(explain=False),
+                         {"version": "t"})
+    session = _Vote("session", np.array([0.05, 0.95]), 0.5, 0.5, "fixed")
+    identity = _Vote("identity", np.array([0.8, 0.2]), 0.6, 0.5, "tokens")   # vouches for camera
+    counts = {"packets": 500, "sessions": 9, "segments": 0, "identity_records": 1}
+    d = eng.conclude(_Evidence([session, identity], counts, False, None, None, None))
+    assert (d.category, d.stage) == ("plug", PROVISIONAL)     # averaged plug 0.575; session 0.95 on 9 sessions
+    assert d.explanation == ("not confirmed: identity vouches for camera 0.80, not plug "
+                             "[session plug 0.95, identity camera 0.80]")
+    # without the identity voter (or with it below its threshold) the same evidence confirms
+    assert eng.conclude(_Evidence([session], counts, False, None, None, None)).stage == CONFIRMED
+    shy = _Vote("identity", np.array([0.55, 0.45]), 0.6, 0.5, "tokens")
+    assert eng.conclude(_Evidence([session, shy], counts, False, None, None, None)).stage == CONFIRMED
+
+
 def test_unknown_device_mac_gives_no_decision(plug):
     pk, _ = plug
     eng = DecisionEngine(FixedModel(["plug"], [1.0]), None, EngineConfig(), {"version": "t"})

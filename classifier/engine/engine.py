@@ -18,12 +18,15 @@ decision's confidence is the highest such probability.
 
 * *provisional*: accepted;
 * *confirmed* — the stated minimum evidence, always over at least ``min_packets_confirmed``
-  packets: either the behaviour evidence is full (``min_sessions_confirmed`` sessions or a full
-  segment window) and the confidence reaches ``confirm_confidence`` (the rule before identity
-  evidence existed), or — earlier — independent evidence agrees with no voter vouching for
-  another class: two voters vouch for the class (identity and ``min_sessions_provisional``
-  sessions, say), or the identity voter alone at ``confirm_confidence`` on knowledge hits from
-  at least ``min_identity_kinds`` kinds of record (a host name and an mDNS service type, say);
+  packets and with no present voter vouching for another class: either the behaviour evidence
+  is full (``min_sessions_confirmed`` sessions or a full segment window) and the confidence
+  reaches ``confirm_confidence`` (the rule before identity evidence existed), or — earlier —
+  independent evidence agrees: two voters vouch for the class (identity and
+  ``min_sessions_provisional`` sessions, say), or the identity voter alone at
+  ``confirm_confidence`` on knowledge hits from at least ``min_identity_kinds`` kinds of record
+  (a host name and an mDNS service type, say). When the minimum is there but a voter vouches for
+  another class, the decision stays provisional and its explanation ends with
+  ``not confirmed: identity vouches for plug 0.97, not camera``;
 * *unknown*: once the behaviour evidence is full and no voter vouches.
 With less, no decision yet (``None``).
 
@@ -299,14 +302,21 @@ class DecisionEngine:
                        f"threshold (lowest {lowest:.2f})")
             return Decision(UNKNOWN, float(p[k]), UNKNOWN, model, f"{why} [{answers}]", evidence)
         conf = max(float(v.p[k]) for v in vouch)
-        confirmed = n_pk >= c.min_packets_confirmed and (
+        # the minimum evidence, before asking whether all vouching voters agree
+        minimum = n_pk >= c.min_packets_confirmed and (
             (enough and conf >= c.confirm_confidence)          # one voter on the full behaviour evidence
-            or (not dissent and self._agree(vouch, k, classes, id_vote)))
+            or self._agree(vouch, k, classes, id_vote))        # earlier: independent evidence agrees
+        confirmed = minimum and not dissent                    # and no voter vouches for another class
         stage = CONFIRMED if confirmed else PROVISIONAL
         explanation = ""
         if c.explain:
             explanation = self._explain(classes[k], votes, ev.s_inst if any(v.name == "session" for v in votes)
                                         else None, ev.g_inst if window else None, id_vote)
+        if minimum and dissent:
+            others = " and ".join(f"{v.name} vouches for {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}"
+                                  for v in dissent)
+            why = f"not confirmed: {others}, not {classes[k]}"
+            explanation = f"{explanation}; {why}" if explanation else f"{why} [{answers}]"
         return Decision(classes[k], conf, stage, model, explanation, evidence)
 
     def _agree(self, vouch: list["_Vote"], k: int, classes: list[str], id_vote) -> bool:
