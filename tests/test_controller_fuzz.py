@@ -301,7 +301,16 @@ def test_openflow_fuzz_over_tcp(tmp_path):
         guard_sw.wait_for(lambda r: flow_mods(guard_sw, lambda fm: fm.table_id == Table.ETH_SRC and fm.priority > 0))
         late = FakeSwitch("127.0.0.1", app.of_port, dpid=0x2000, ports=[1])
         late.wait_for(lambda r: flow_mods(late, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
-        counts = app.get("/status")["openflow"]["counts"]
+        # /status is a snapshot the app publishes each tick: read one taken after the late
+        # switch came up (so after every fuzzed connection), not an older one
+        deadline = time.monotonic() + 30
+        while True:
+            status = app.get("/status")
+            if f"{0x2000:016x}" in status["switches"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert f"{0x2000:016x}" in status["switches"], status["switches"]
+        counts = status["openflow"]["counts"]
         metrics = app.get("/metrics").decode()
         malformed = next(float(x.split()[-1]) for x in metrics.splitlines()
                          if x.startswith('iot_errors_total{kind="openflow_malformed"}'))
