@@ -303,13 +303,7 @@ def test_openflow_fuzz_over_tcp(tmp_path):
         late.wait_for(lambda r: flow_mods(late, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
         # /status is a snapshot the app publishes each tick: read one taken after the late
         # switch came up (so after every fuzzed connection), not an older one
-        deadline = time.monotonic() + 30
-        while True:
-            status = app.get("/status")
-            if f"{0x2000:016x}" in status["switches"] or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert f"{0x2000:016x}" in status["switches"], status["switches"]
+        status = app.wait_status(lambda s: f"{0x2000:016x}" in s["switches"], timeout=30)
         counts = status["openflow"]["counts"]
         metrics = app.get("/metrics").decode()
         malformed = next(float(x.split()[-1]) for x in metrics.splitlines()

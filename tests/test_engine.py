@@ -104,7 +104,8 @@ def test_full_behaviour_evidence_does_not_confirm_against_another_voter(plug):
     quiet = DecisionEngine(FixedModel(["camera", "plug"], [0.05, 0.95]), FixedModel(["camera", "plug"], [0.9, 0.1]),
                            EngineConfig(interval=60.0, t=4, threshold=0.5, segment_weight=0.3,
                                         segment_threshold=0.95), {"version": "t"})
-    assert (quiet.decide(pk, mac).category, quiet.decide(pk, mac).stage) == ("plug", CONFIRMED)
+    q = quiet.decide(pk, mac)
+    assert (q.category, q.stage) == ("plug", CONFIRMED)
 
 
 def test_identity_vouching_for_another_class_keeps_full_behaviour_provisional():
