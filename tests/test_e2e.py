@@ -90,7 +90,7 @@ def home(request, tmp_path_factory):
                             duration_s=HOME_WINDOW_S)
         source = f"shared capture {HOME_CAPTURE}, first {HOME_WINDOW_S:g} s"
     else:
-        plan, _ = plan_synthetic(work / "synthetic", duration_s=SYNTH_WINDOW_S)
+        plan, _ = plan_synthetic(work / "synthetic", duration_s=SYNTH_WINDOW_S, identity=True)
         source = f"generated capture (../shared absent), {SYNTH_WINDOW_S:g} s"
     sim = simulate_decisions(plan, DECIDE_INTERVAL * SPEEDUP)
     policy = work / "policy.yaml"
