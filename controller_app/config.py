@@ -78,6 +78,10 @@ _CORE_HELP = {
                          "is mirrored whole through it, apart from the mirror meter (0: mirrored like the rest)",
     "identity_burst": "identity meter burst, packets",
     "max_identity_values": "distinct identity values (DHCP names, mDNS services, ...) kept per learning device",
+    "identity_probes": "mDNS/DNS-SD queries sent out of a learning device's port while it has not announced "
+                       "mDNS services of its own, so that devices already running say what they are (0: none)",
+    "identity_probe_interval": "seconds between a learning device's identity probes",
+    "identity_probes_per_tick": "devices sent an identity probe at most per timer tick (the others wait a tick)",
     "learn_max_len": "bytes of each L2-learning copy",
     "l2_idle_timeout": "seconds an unused learned MAC entry lives",
     "decide_interval": "seconds between classification requests for one device",
@@ -103,8 +107,8 @@ _CORE_HELP = {
 }
 _NON_NEGATIVE = ("max_hosts_per_port", "max_hosts_per_switch", "max_mirrored", "learn_ban_timeout",
                  "learn_rate_pps", "learn_burst", "max_pending_decisions", "identity_rate_pps", "identity_burst",
-                 "max_identity_values")
-_POSITIVE = ("host_timeout", "decide_timeout", "cap_log_interval")
+                 "max_identity_values", "identity_probes", "identity_probes_per_tick")
+_POSITIVE = ("host_timeout", "decide_timeout", "cap_log_interval", "identity_probe_interval")
 
 
 def _core_fields():

@@ -246,6 +246,7 @@ class Core:
         out += self.hosts.lift_bans(now_ns)
         out += self._expire(now_ns)
         out += self.mirror.promote(now_ns)
+        out += self.mirror.probes(now_ns)
         out += self.decisions.timer(now_ns)
         out += self.rules.retry()
         self._log(now_ns)

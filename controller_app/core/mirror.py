@@ -9,19 +9,26 @@ cannot starve its own announcements; the learner keeps the identity records read
 
 Owns ``Device.mirror_dpid``, ``State.mirror_index``, ``State.time_origin_ns`` and the
 learner's buffers.
+
+Devices that were already running when they were first mirrored have often said what they
+are long before; the manager asks them (:meth:`MirrorManager.probes`, an mDNS / DNS-SD query
+out of their edge port, :mod:`controller_app.idprobe`), and their answers come back through
+the same identity entries.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from classifier.features.identity import identity_from_frames
-from controller_app.core.state import Device, State
-from controller_app.intents import FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output
+from classifier.features.identity import Kind, identity_from_frames
+from controller_app.core.state import SEC, Device, State
+from controller_app.idprobe import probe_frames
+from controller_app.intents import FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output, PacketOut
 from controller_app.intents import OFPCML_NO_BUFFER, OFPP_CONTROLLER
 from controller_app.pipeline import (FULL_MASK, IDENTITY_MATCHES, PRIO_MIRROR_DST, PRIO_MIRROR_IDENTITY, PRIO_MIRROR_SRC, CookieKind,
                                      Table, cookie)
 
+_OWN_MDNS = frozenset((int(Kind.MDNS_SERVICE), int(Kind.MDNS_INSTANCE), int(Kind.MDNS_TXT)))
 
 
 def mirror_flows(dpid: int, mac: int, meter: int, max_len: int, identity_meter: int | None = None) -> list[FlowAdd]:
@@ -75,6 +82,8 @@ class MirrorManager:
                                 dev.identity_meter if identity else None)
             dev.mirror_dpid = want
             dev.mirror_since_ns = st.now_ns
+            dev.probes_sent = 0
+            dev.next_probe_ns = st.now_ns + SEC if s.identity_probes > 0 else None
             st.mirrored.add(dev.mac)
             st.mirror_index = None
         return out
@@ -115,6 +124,45 @@ class MirrorManager:
             if room <= 0:
                 break
         return out
+
+    def probes(self, now_ns: int) -> list:
+        """Identity probes (:mod:`controller_app.idprobe`) out of the edge ports of mirrored
+        devices that are due one: ``identity_probes`` of them, ``identity_probe_interval`` apart,
+        the first a second after the mirror entries went in, none once the device has announced
+        mDNS services of its own (it has said what it asked). At most
+        ``identity_probes_per_tick`` devices a tick, those waiting longest first."""
+        st = self.state
+        s = st.settings
+        if s.identity_probes <= 0:
+            return []
+        due = [d for d in st.devices.values()
+               if d.next_probe_ns is not None and d.next_probe_ns <= now_ns]
+        if not due:
+            return []
+        due.sort(key=lambda d: d.next_probe_ns)
+        out: list = []
+        sent = 0
+        frames = probe_frames()
+        for dev in due:
+            if (dev.mirror_dpid is None or dev.mirror_dpid != st.edge(dev) or dev.port is None
+                    or dev.probes_sent >= s.identity_probes or self.announced(dev.mac)):
+                dev.next_probe_ns = None
+                continue
+            if sent >= s.identity_probes_per_tick:
+                st.counters["identity_probes_deferred"] += 1
+                continue
+            out += [PacketOut(dev.mirror_dpid, f, dev.port) for f in frames]
+            dev.probes_sent += 1
+            dev.next_probe_ns = (now_ns + int(s.identity_probe_interval * SEC)
+                                 if dev.probes_sent < s.identity_probes else None)
+            st.counters["identity_probes_sent"] += 1
+            sent += 1
+        return out
+
+    def announced(self, mac: int) -> bool:
+        """Whether the device has sent mDNS records of its own (service types, instances, TXT)."""
+        held = self.state.learner.identities.get(mac)
+        return bool(held) and any(k in _OWN_MDNS for k, _ in held)
 
     def switch_gone(self, dpid: int) -> None:
         for dev in self.state.devices.values():

@@ -44,6 +44,9 @@ class Settings:
     link_timeout: float = 16.0         #: seconds without a probe before a link is gone
     max_buffer_packets: int = 50_000   #: mirrored packets kept per learning device
     max_identity_values: int = 1000    #: distinct identity values (kind, value) kept per learning device
+    identity_probes: int = 3           #: mDNS queries sent to a learning device that has not announced itself (0: none)
+    identity_probe_interval: float = 20.0  #: seconds between them (the first one second after mirroring starts)
+    identity_probes_per_tick: int = 64 #: devices probed at most per timer tick (the others at the next)
     time_scale: float = 1.0            #: replays: the classifier sees t0 + (t - t0) * time_scale
     # bounds (see docs/controller.md, "Bounded learning"): at a cap new MACs are forwarded, not learned
     max_hosts_per_port: int = 256      #: devices learned on one switch port (Faucet's max_hosts)
@@ -67,7 +70,7 @@ class Device:
                  "category", "confidence", "stage", "model", "enforced",
                  "mirroring", "mirror_dpid", "mirror_since_ns", "policy_dpid", "policy_action", "policy_pools",
                  "policy_lan", "meter_kbps", "next_check_ns", "recheck_until_ns", "last_decide_ns", "decide_retry",
-                 "pools", "pools_pending", "thin_answers")
+                 "pools", "pools_pending", "thin_answers", "probes_sent", "next_probe_ns")
 
     def __init__(self, mac: int, slot: int | None, now_ns: int):
         self.mac = mac
@@ -99,6 +102,8 @@ class Device:
         self.pools = None         # pool name -> tuple of networks (only for devices that need it)
         self.pools_pending = False
         self.thin_answers = 0     # engine answers "not enough evidence yet" since the last decision
+        self.probes_sent = 0      # identity probes sent since mirroring (re)started
+        self.next_probe_ns = None  # when the next one is due (None: none wanted)
 
     @property
     def mirror_meter(self) -> int:

@@ -1,0 +1,115 @@
+"""End to end on Mininet and Open vSwitch: a device that was already running when the
+controller met it, and says nothing of itself unasked, tells the controller what it is when the
+controller asks (an identity probe: an mDNS / DNS-SD query out of its edge port).
+
+The device is a lab host running python-zeroconf (an independent mDNS responder) publishing a
+HomeKit lightbulb; its registration announcements go out before any controller is connected (the
+switch drops them), then it only sends a small UDP stream to the gateway and answers queries. The
+same device is met twice, by a controller with probes off and then by one with the default
+probes: only the second hears its mDNS records, and its decision names them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from topologies.harness import why_not_runnable  # noqa: E402
+
+REASON = why_not_runnable()
+if REASON:
+    pytest.skip(REASON, allow_module_level=True)
+pytest.importorskip("zeroconf", reason="the probe's end-to-end test needs python-zeroconf (make install: test extras)")
+
+from controller_app.policy import default_policy_path  # noqa: E402
+from topologies.harness import Controller, Lab, free_port, stop_process  # noqa: E402
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+DEV_MAC = "02:00:00:00:07:01"
+GW_MAC = "02:00:00:00:07:fe"
+DEV_IP, GW_IP = "10.0.7.2", "10.0.7.1"
+SENDER = ("import socket, time\n"
+          "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+          "while True:\n"
+          f"    s.sendto(b'x' * 60, ({GW_IP!r}, 9000)); time.sleep(0.5)\n")
+WATCH_S = 40.0
+
+
+def _controller(work: Path, of_port: int, name: str, extra: list[str]) -> Controller:
+    return Controller(work / name, default_policy_path(), ["--gateway-macs", GW_MAC, "--decide-interval", "2",
+                                                          *extra], of_port=of_port)
+
+
+def _watch(ctl: Controller, seconds: float) -> tuple[dict | None, float | None]:
+    """Poll the device for ``seconds`` after the switch connects: (its record with history,
+    seconds from the switch's connection to the first decision naming HomeKit ci=5)."""
+    ctl.wait_switches(1, 60)
+    t0 = time.monotonic()
+    named = None
+    rec = None
+    while time.monotonic() - t0 < seconds:
+        try:
+            rec = ctl.get(f"/devices/{DEV_MAC}")
+        except OSError:
+            rec = None
+        if rec and named is None and any("ci=5" in (h.get("explanation") or "") for h in rec.get("history", [])):
+            named = time.monotonic() - t0
+            break
+        time.sleep(0.5)
+    return rec, named
+
+
+def test_a_silent_running_device_names_itself_when_the_controller_asks(tmp_path, request):
+    of_port = free_port()
+    spec = {"topology": "single", "devices": [["bulb", DEV_MAC]], "gateway_mac": GW_MAC, "prefix": "iotpr",
+            "controller": ["127.0.0.1", of_port]}
+    with Lab(spec, tmp_path / "lab") as lab:
+        intf = lab.intf("bulb")
+        lab.run("bulb", ["ip", "addr", "add", f"{DEV_IP}/24", "dev", intf])
+        lab.run("bulb", ["ip", "neigh", "replace", GW_IP, "lladdr", GW_MAC, "dev", intf])
+        resp = lab.popen("bulb", [sys.executable, "-m", "testing.mdns_responder", DEV_IP, "Porch Light", "5"],
+                         cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = resp.stdout.readline()
+        assert line.strip() == "registered", f"the responder did not start: {line}{resp.stdout.read()[-600:]}"
+        time.sleep(2.0)                      # its announcements are over (and were dropped: no controller yet)
+        lab.popen("bulb", [sys.executable, "-c", SENDER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        off = _controller(tmp_path, of_port, "off", ["--identity-probes", "0"])
+        off.start()
+        try:
+            rec_off, named_off = _watch(off, WATCH_S)
+            counters_off = off.get("/status")["counters"]
+        finally:
+            off.stop()
+        assert rec_off is not None, "probes off: the device was never learned"
+        assert named_off is None and counters_off.get("identity_probes_sent", 0) == 0, rec_off
+        assert counters_off.get("identity_records", 0) == 0, counters_off    # it said nothing of itself
+
+        on = _controller(tmp_path, of_port, "on", [])
+        on.start()
+        try:
+            rec_on, named_on = _watch(on, WATCH_S)
+            counters_on = on.get("/status")["counters"]
+        finally:
+            on.stop()
+        stop_process(resp)
+    assert counters_on.get("identity_probes_sent", 0) >= 1, counters_on
+    assert named_on is not None, (f"probes on: no decision named the device's HomeKit record within {WATCH_S:g} s: "
+                                  f"{rec_on}")
+    last = next(h for h in rec_on["history"] if "ci=5" in (h.get("explanation") or ""))
+    assert last["category"] == "light", last
+    ident = next((p for p in last["explanation"].split("; ") if p.startswith("identity: ")), last["explanation"])
+    request.config.e2e_figures.append(("identity probe",
+               f"silent running HomeKit bulb (python-zeroconf): probes off, nothing of itself in {WATCH_S:g} s "
+               f"({rec_off.get('category')} {rec_off.get('stage')}); probes on: {counters_on['identity_probes_sent']} "
+               f"probe(s), {counters_on.get('identity_records', 0)} identity records, first decision naming it "
+               f"{named_on:.1f} s after the switch connected: {last['category']} {last['confidence']:.2f} "
+               f"{last['stage']}, {ident}"))
