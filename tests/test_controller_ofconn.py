@@ -215,7 +215,10 @@ def test_timeouts_limits_and_running_out_of_file_descriptors(apps):
 
     # default limits: a flood from one address gets 64 handshakes at a time, the rest are refused
     before = proc_status(pid, "Threads")
-    c0 = app.get("/status")["openflow"]["counts"]
+    # counts from a snapshot taken after the hung switch went (/status is published once a tick:
+    # an older one would miss earlier connections and skew the flood's count)
+    c0 = app.wait_status(lambda s: s["openflow"]["connections"] == 1 and s["openflow"]["handshaking"] == 0
+                         and "0000000000000062" not in s["switches"])["openflow"]["counts"]
     flood = []
     peak = 0
     for _ in range(300):
