@@ -303,8 +303,8 @@ def _evaluate_generalisation(args, roots, out, log) -> int:
     if not any(records(i) for i in range(len(data.streams))):
         log("iotclass: warning: the captures carry no identity records: the identity voter stays silent")
     result = gen.run_generalisation(args.protocol, data, long, records, folds=args.folds, seed=args.seed,
-                                    online=not args.no_online, log=log)
-    ev.save_result(result, out, f"{args.protocol}-all")
+                                    online=not args.no_online, log=log, probes=args.probes)
+    ev.save_result(result, out, f"{args.protocol}-all" + ("-probes" if args.probes else ""))
     print(gen.format_table(result))
     return 0
 
@@ -499,6 +499,9 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, help="override every model's epoch count")
     sp.add_argument("--no-online", action="store_true",
                     help="lovo/cross/fusion-openset: whole-stream decisions only, no replay")
+    sp.add_argument("--probes", action="store_true",
+                    help="lovo/cross/fusion-openset/fusion-known, online: simulate the controller's identity probes "
+                         "(a device's own mDNS records answered 2 s after its first packet)")
     sp.add_argument("--out", default="results", metavar="FOLDER")
     sp.set_defaults(func=cmd_evaluate)
 

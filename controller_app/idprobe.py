@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import dpkt
 
-from classifier.identity.knowledge import default_knowledge
+from classifier.identity.probe import question_names  # noqa: F401 - the questions: one definition, shared with the evaluation
 
 PROBE_MAC = 0x0E0000000002                      #: locally administered, never a device (LLDP probes use ...01)
 PROBE_IPV4 = ipaddress.IPv4Address("169.254.0.2")   #: IPv4 link-local (RFC 3927)
@@ -36,7 +36,6 @@ MDNS_IPV4 = ipaddress.IPv4Address("224.0.0.251")
 MDNS_IPV6 = ipaddress.IPv6Address("ff02::fb")
 MDNS_MAC_V4 = 0x01005E0000FB
 MDNS_MAC_V6 = 0x3333000000FB
-ENUMERATION = "_services._dns-sd._udp.local"
 
 
 def link_local_ipv6(mac: int) -> ipaddress.IPv6Address:
@@ -47,13 +46,6 @@ def link_local_ipv6(mac: int) -> ipaddress.IPv6Address:
 
 
 PROBE_IPV6 = link_local_ipv6(PROBE_MAC)
-
-
-def question_names() -> tuple[str, ...]:
-    """What the query asks for: DNS-SD's service enumeration, then every service type the
-    public knowledge reads (``_hap._tcp`` among them), each ``.local``."""
-    types = sorted(default_knowledge().dnssd)
-    return (ENUMERATION,) + tuple(f"{t}.local" for t in types)
 
 
 def mdns_query(names) -> bytes:

@@ -54,6 +54,10 @@ MAX_SESSION_POINTS = 12
 #: test streams per device and split: IoT Sentinel has about 20 near-identical set-up captures per
 #: device; a seeded choice of this many bounds the replay's cost (None: every stream)
 MAX_STREAMS_PER_DEVICE = 4
+#: ``--probes``: seconds from a device's first packet to its answer to the controller's first
+#: identity probe (sent a second after its mirror entries go in, which follow its first packet
+#: by a batch and a round trip)
+PROBE_DELAY_S = 2.0
 #: cross-dataset tests: each is tested by an engine trained on every other data set
 CROSS_TESTS = (("home",), ("iot-sentinel",), ("longterm", "unsw-2014", "mud-2024", "speaker"))
 
@@ -270,9 +274,13 @@ def false_accepts(rows: list[dict]) -> dict:
 
 
 def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, seed: int = 0,
-                       online: bool = True, log=print, splits=None) -> dict:
+                       online: bool = True, log=print, splits=None, probes: bool = False) -> dict:
     """``protocol``: lovo | cross | fusion-openset. Returns per split and overall, per ablation,
-    the final and online measures."""
+    the final and online measures. ``probes``: the online replay simulates the controller's
+    identity probes (:func:`classifier.identity.probe.probe_answers`: a device's own mDNS
+    records answered ``PROBE_DELAY_S`` after its first packet); whole-stream decisions are
+    the same either way."""
+    from classifier.identity.probe import probe_answers
     streams = data.streams
     if splits is None:
         splits = {"lovo": lambda: vendor_splits(streams, folds, seed), "cross": lambda: dataset_splits(streams),
@@ -298,7 +306,8 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
                    "capture": st.capture, "split": name, "novel_category": st.category not in trained,
                    "vendor": None if vendor is None else vendor[0]}
             fin = final_decisions(engine, lc.packets, st.mac, recs)
-            on = replay(engine, lc.packets, st.mac, recs, decision_points(st, recs, data.settings)) if online else {}
+            live = probe_answers(recs, st.t0_ns + int(PROBE_DELAY_S * 1e9)) if probes else recs
+            on = replay(engine, lc.packets, st.mac, live, decision_points(st, live, data.settings)) if online else {}
             row["by"] = {a: {"final": fin[a], "first_final": on.get(a)} for a in ABLATIONS}
             rows.append(row)
         rows_all += rows
@@ -317,6 +326,7 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
     by_dataset = {ds: summarise([r for r in rows_all if r["dataset"] == ds], protocol, min_packets or 20)
                   for ds in sorted({r["dataset"] for r in rows_all})}
     return {"protocol": protocol, "data": data.name, "settings": data.settings.as_dict(), "folds": folds, "seed": seed,
+            "probes": probes,
             "splits": per_split, "overall": overall, "by_dataset": by_dataset, "rows": rows_all,
             "seconds": round(time.time() - t_start, 1)}
 
