@@ -14,7 +14,7 @@ from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN
 from classifier.engine.engine import DecisionEngine, EngineConfig, load_engine
 from classifier.capture.labels import CATEGORIES
 from classifier.identity.knowledge import Knowledge, default_knowledge, tokens
-from classifier.identity.model import IdentityModel, device_tokens, precision_threshold, registered_domain
+from classifier.identity.model import IdentityModel, device_tokens, precision_threshold, record_tokens, registered_domain
 from classifier.identity.oui import OuiRegistry, vendor_key
 from classifier.identity.training import train_identity, vendor_folds
 
@@ -116,6 +116,25 @@ def test_device_tokens_cover_kinds_and_oui():
     toks = device_tokens([(1, "dhcp.hostname", "Hue-Bridge"), (2, "dns.query", "api.meethue.com"),
                           (3, "dhcp.prl", "1,3,6"), (4, "mdns.service", "_hue._tcp")], 0x001788000001, reg)
     assert {"name:hue", "name:bridge", "dom:meethue.com", "prl:1,3,6", "opt:6", "svc:_hue._tcp", "oui:philips"} <= toks
+
+
+def test_record_tokens_of_what_a_device_looks_for():
+    assert record_tokens("mdns.browse", "_GoogleCast._tcp") == ["browse:_googlecast._tcp"]
+    assert record_tokens("mdns.browse", "_hap._tcp.local") == ["browse:_hap._tcp"]
+    assert record_tokens("mdns.browse", "_sub._googlecast._tcp") == ["browse:_sub._googlecast._tcp"]
+    # instance and host look-ups name other devices, not the one asking
+    assert record_tokens("mdns.browse", "Living Room._hap._tcp") == []
+    assert record_tokens("mdns.browse", "hue-bridge") == []
+    assert record_tokens("mdns.browse", "1.0.168.192.in-addr.arpa") == []
+    assert record_tokens("ssdp.search", "urn:dial-multiscreen-org:service:dial:1") == [
+        "ssearch:urn:dial-multiscreen-org:service:dial:#"]
+    assert record_tokens("ssdp.search", "ssdp:all") == ["ssearch:ssdp:all"]
+    assert record_tokens("ssdp.user_agent", "Google Chrome/70.0 Linux") == ["ua:google", "ua:chrome", "ua:linux"]
+    assert record_tokens("llmnr.query", "wpad") == []
+    toks = device_tokens([(1, "mdns.browse", "_googlecast._tcp"), (2, "mdns.browse", "Kitchen._airplay._tcp"),
+                          (3, "ssdp.search", "urn:schemas-upnp-org:device:MediaRenderer:1"),
+                          (4, "llmnr.query", "printer")], None)
+    assert toks == {"browse:_googlecast._tcp", "ssearch:urn:schemas-upnp-org:device:mediarenderer:#"}
 
 
 def _examples():

@@ -7,8 +7,8 @@ Two parts, combined into one calibrated distribution over every category:
   data, so it can name categories no training device had;
 * **learned**: a multinomial logistic regression over identity tokens (host-name words and
   character 3-grams, DNS registered domains and their words, DHCP vendor class and parameter
-  list, DNS-SD service types, UPnP types, SSDP server and user-agent words, the MAC's OUI
-  vendor), trained on training devices only — ``L_c`` its log-probabilities (categories it never
+  list, DNS-SD service types announced and browsed for, UPnP types announced and searched for,
+  SSDP server and user-agent words, the MAC's OUI vendor), trained on training devices only — ``L_c`` its log-probabilities (categories it never
   saw get a floor).
 
 ``logit_c = a·K_c + b·L_c``, with two calibrations, both from training devices only:
@@ -83,6 +83,12 @@ def record_tokens(kind: str, value: str) -> list[str]:
         out += [f"dnsw:{t}" for t in tokens(dns_labels(host))]
     elif kind == "mdns.service":
         out.append(f"svc:{v.lower()}")
+    elif kind == "mdns.browse":
+        # what the device looks for: only service types (``_googlecast._tcp``); instance and
+        # host look-ups name other devices
+        name = v.lower().removesuffix(".").removesuffix(".local")
+        if name.startswith("_"):
+            out.append(f"browse:{name}")
     elif kind == "mdns.txt":
         key, sep, val = v.partition("=")
         if sep and key.lower() in ("ci", "md", "fn", "model", "ty", "product"):
@@ -92,7 +98,9 @@ def record_tokens(kind: str, value: str) -> list[str]:
             out += [f"txtw:{t}" for t in tokens(v)]
     elif kind == "ssdp.type":
         out.append(f"upnp:{_DIGITS.sub('#', v.lower())}")
-    elif kind in ("ssdp.server", "http.user_agent"):
+    elif kind == "ssdp.search":
+        out.append(f"ssearch:{_DIGITS.sub('#', v.lower())}")
+    elif kind in ("ssdp.server", "ssdp.user_agent", "http.user_agent"):
         out += [f"ua:{t}" for t in tokens(v)]
     return out
 
