@@ -234,7 +234,7 @@ class _Index:
                 "stage": d.get("stage"), "enforced": d.get("enforced"), "first_seen_ns": d.get("first_seen_ns"),
                 "last_seen_ns": d.get("last_seen_ns"), "mirroring": d.get("mirroring"), "gateway": d.get("gateway"),
                 "pin": self.pins.get(mac), "model": d.get("model"), "thin_answers": d.get("thin_answers"),
-                "mirrored_packets": d.get("mirrored_packets")}
+                "mirrored_packets": d.get("mirrored_packets"), "identity_probes": d.get("identity_probes")}
 
     def _value(self, name: str):
         """The sort value of a device: a string or a number (no tuples: sorting 10,000 devices must

@@ -62,6 +62,7 @@ def test_a_learning_device_is_probed_three_times_then_left_alone():
     assert len(probes(h, 20)) == 2
     assert probes(h, 20) == [] and probes(h, 100) == []
     assert h.core.counters["identity_probes_sent"] == 3
+    assert h.core.devices[m(A)].to_record()["identity_probes"] == 3      # what /devices and the page show
 
 
 def test_a_device_that_answers_is_not_asked_again():

@@ -123,7 +123,7 @@ class Device:
                 "category": self.category, "confidence": self.confidence, "stage": self.stage,
                 "model": self.model, "mirroring": self.mirroring, "gateway": self.gateway,
                 "enforced": self.policy_action.describe() if self.policy_action is not None else None,
-                "thin_answers": self.thin_answers, "parked": not self.attached}
+                "thin_answers": self.thin_answers, "identity_probes": self.probes_sent, "parked": not self.attached}
 
 
 class Switch:

@@ -280,7 +280,8 @@ function renderSummary(d) {
   document.getElementById("summary").replaceChildren(
     card("Category", d.gateway ? chip("gateway") : chip(d.category), " ", d.confidence === null || d.confidence === undefined ? "" : el("span", { class: "conf", text: d.confidence.toFixed(2) })),
     card("Stage", d.gateway ? "gateway" : stageBadge(d.stage), d.mirroring ? el("div", { class: "muted", text: `mirrored: ${d.mirrored_packets ?? 0} packets held` }) : null,
-         d.thin_answers ? el("div", { class: "muted", text: `${d.thin_answers} × not enough evidence yet` }) : null),
+         d.thin_answers ? el("div", { class: "muted", text: `${d.thin_answers} × not enough evidence yet` }) : null,
+         d.mirroring && d.identity_probes ? el("div", { class: "muted", text: `asked ${d.identity_probes} × (mDNS identity probe)` }) : null),
     card("Action in force", el("span", { id: "enforced", class: "action", text: d.enforced || "none yet" }), el("div", {}, pinned)),
     card("Switch · port", d.dpid ? `${d.dpid.replace(/^0+(?=.)/, "")} · ${d.port ?? "?"}` : "–"),
     card("Vendor (OUI)", vendorCell(d)),
