@@ -254,8 +254,9 @@ def cmd_evaluate(args) -> int:
         log(f"== {args.protocol} on {name}")
         if args.protocol == "online":
             from classifier.evaluation.online import run_online
-            result = run_online(name, roots, folds=args.folds, seed=args.seed, log=log)
-            ev.save_result(result, out, f"online-{name}")
+            result = run_online(name, roots, folds=args.folds, seed=args.seed, log=log,
+                                behaviour_only=args.behaviour_only)
+            ev.save_result(result, out, f"online-{name}" + ("-behaviour" if args.behaviour_only else ""))
             print(json.dumps(result["summary"], indent=1))
             continue
         data = ev.load_data(name, roots, settings)
@@ -499,6 +500,8 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, help="override every model's epoch count")
     sp.add_argument("--no-online", action="store_true",
                     help="lovo/cross/fusion-openset: whole-stream decisions only, no replay")
+    sp.add_argument("--behaviour-only", action="store_true",
+                    help="online: the engine without its identity voter (the engine before identity evidence)")
     sp.add_argument("--probes", action="store_true",
                     help="lovo/cross/fusion-openset/fusion-known, online: simulate the controller's identity probes "
                          "(a device's own mDNS records answered 2 s after its first packet)")

@@ -63,3 +63,20 @@ def test_evaluate_rejects_unknown_models(synth_dataset, tmp_path, capsys):
     assert main(["evaluate", "unseen", "--data", "all", "--datasets", str(folder), "--models", "rf,magic",
                  "--out", str(tmp_path)]) == 1
     assert "unknown model(s) magic" in capsys.readouterr().err
+
+
+def test_evaluate_online_replays_the_whole_engine_or_behaviour_alone(synth_dataset, tmp_path):
+    """``evaluate online`` replays the engine as shipped (identity voter included); with
+    ``--behaviour-only`` the engine before identity evidence. The generated devices ask DNS
+    names from their first seconds, so the whole engine is right sooner."""
+    folder, _ = synth_dataset
+    out = tmp_path / "res"
+    base = ["evaluate", "online", "--data", "all", "--datasets", str(folder), "--folds", "2", "--epochs", "1",
+            "--out", str(out)]
+    assert main(base) == 0 and main(base + ["--behaviour-only"]) == 0
+    whole = json.loads((out / "online-all.json").read_text())
+    alone = json.loads((out / "online-all-behaviour.json").read_text())
+    assert whole["engine"].startswith("whole") and alone["engine"] == "behaviour models only"
+    assert whole["summary"]["streams"] == alone["summary"]["streams"] > 0
+    w, a = whole["summary"], alone["summary"]
+    assert w["median_first_correct_provisional_s"] < a["median_first_correct_provisional_s"], (w, a)

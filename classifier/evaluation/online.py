@@ -2,8 +2,9 @@
 is it right?
 
 Known-device protocol: capture files in 5 folds; for each fold an engine (session model,
-and the segment model where captures are long enough) is trained and calibrated on the
-other folds, and each held-out device stream is replayed through it as the controller asks
+the segment model where captures are long enough, and the identity voter on the streams'
+identity records, as the shipped engine; ``behaviour_only``: without the identity voter, the
+engine before identity evidence) is trained and calibrated on the other folds, and each held-out device stream is replayed through it as the controller asks
 (:func:`classifier.engine.replay.replay_decisions`): a decision request every 30 s of capture
 time once the device has 10 packets (and only after new packets), on the device's packets up
 to then; the first confirmed or unknown decision is final, because the controller stops
@@ -26,7 +27,9 @@ from classifier.capture.labels import load_datasets
 from classifier.engine.decision import CONFIRMED, UNKNOWN
 from classifier.engine.replay import DECIDE_INTERVAL_S, DECIDE_MIN_PACKETS, Replay, replay_decisions
 from classifier.evaluation.protocols import capture_folds, labels_of
+from classifier.evaluation.records import RecordSource
 from classifier.evaluation.training import DATA_LONG_OK, EarlyData, build_engine
+from classifier.identity.training import train_identity
 
 
 def stream_row(rep: Replay, truth: str) -> dict:
@@ -67,7 +70,7 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def run_online(name: str, roots: list[str], folds: int = 5, seed: int = 0, interval_s: float = DECIDE_INTERVAL_S,
-               min_packets: int = DECIDE_MIN_PACKETS, log=print) -> dict:
+               min_packets: int = DECIDE_MIN_PACKETS, log=print, behaviour_only: bool = False) -> dict:
     from classifier.evaluation.protocols import DATA, DEFAULT_SETTINGS
     ds = load_datasets(roots)
     if DATA[name] is not None:
@@ -75,6 +78,7 @@ def run_online(name: str, roots: list[str], folds: int = 5, seed: int = 0, inter
     settings = DEFAULT_SETTINGS[name] if name not in DATA_LONG_OK else DEFAULT_SETTINGS["long"]
     data = EarlyData(name, ds, settings)
     use_segments = name in DATA_LONG_OK
+    records = RecordSource(data)
     f = capture_folds(data.streams, folds, seed)
     truth = labels_of(data.streams, "category")
     rows = []
@@ -83,6 +87,8 @@ def run_online(name: str, roots: list[str], folds: int = 5, seed: int = 0, inter
         train = f != k
         engine = build_engine(data, data if use_segments else None, train, train if use_segments else None, seed,
                               segment_model=None if not use_segments else "lstm-cnn-all", log=lambda m: None)
+        if not behaviour_only:
+            engine.identity_model = train_identity(data.streams, records, train, seed)
         for i in np.flatnonzero(f == k):
             st = data.streams[i]
             lc = data.cache.get([st.capture])[0]
@@ -93,5 +99,6 @@ def run_online(name: str, roots: list[str], folds: int = 5, seed: int = 0, inter
             rows.append(r)
         log(f"  fold {k}: {int((f == k).sum())} streams replayed ({time.time() - t_start:.0f} s)")
     return {"protocol": "online", "data": name, "settings": settings.as_dict(), "folds": folds, "seed": seed,
+            "engine": "behaviour models only" if behaviour_only else "whole (identity, session, segment)",
             "decide_interval_s": interval_s, "decide_min_packets": min_packets,
             "summary": summarise(rows), "streams": rows}
