@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from lab_required import require_lab  # noqa: E402
 
-from topologies.harness import why_not_runnable  # noqa: E402
-
-REASON = why_not_runnable()
-if REASON:
-    pytest.skip(REASON, allow_module_level=True)
+require_lab()
 
 from classifier.capture.packets import mac_to_int  # noqa: E402
 from classifier.shared import datasets_root  # noqa: E402

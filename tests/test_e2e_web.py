@@ -12,21 +12,13 @@ page are kept (the "test artefacts" at the end of the run), with the measured fi
 from __future__ import annotations
 
 import secrets
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from lab_required import require_lab  # noqa: E402
 
-from topologies.harness import why_not_runnable  # noqa: E402
-
-REASON = why_not_runnable()
-if REASON:
-    pytest.skip(REASON, allow_module_level=True)
+require_lab()
 
 from browser import Browser, why_no_browser  # noqa: E402
 
