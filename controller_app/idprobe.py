@@ -63,18 +63,21 @@ def _frame(ip, dst_mac: int, eth_type: int) -> bytes:
     return bytes(eth)
 
 
-@lru_cache(maxsize=None)
-def probe_frames(source_ipv4: str = str(PROBE_IPV4)) -> tuple[bytes, bytes]:
-    """The two frames of one probe: the query over IPv4 (from ``source_ipv4``) and over IPv6
-    (from :data:`PROBE_IPV6`), UDP 5353 to 5353, IP TTL / hop limit 255 (RFC 6762 section 11)."""
+def _udp(payload: bytes):
+    u = dpkt.udp.UDP(sport=MDNS_PORT, dport=MDNS_PORT, data=payload)
+    u.ulen = len(u)
+    return u
+
+
+@lru_cache(maxsize=1)
+def probe_frames() -> tuple[bytes, bytes]:
+    """The two frames of one probe: the query over IPv4 (from :data:`PROBE_IPV4`) and over IPv6
+    (from :data:`PROBE_IPV6`), UDP 5353 to 5353, IP TTL / hop limit 255 (RFC 6762 section 11).
+    Built once: every probe is the same two frames."""
     payload = mdns_query(question_names())
-    src4 = ipaddress.IPv4Address(source_ipv4)
-    u4 = dpkt.udp.UDP(sport=MDNS_PORT, dport=MDNS_PORT, data=payload)
-    u4.ulen = len(u4)
-    ip4 = dpkt.ip.IP(src=src4.packed, dst=MDNS_IPV4.packed, p=dpkt.ip.IP_PROTO_UDP, ttl=255, data=u4)
+    ip4 = dpkt.ip.IP(src=PROBE_IPV4.packed, dst=MDNS_IPV4.packed, p=dpkt.ip.IP_PROTO_UDP, ttl=255, data=_udp(payload))
     ip4.len = len(ip4)
-    u6 = dpkt.udp.UDP(sport=MDNS_PORT, dport=MDNS_PORT, data=payload)
-    u6.ulen = len(u6)
+    u6 = _udp(payload)
     ip6 = dpkt.ip6.IP6(src=PROBE_IPV6.packed, dst=MDNS_IPV6.packed, nxt=dpkt.ip.IP_PROTO_UDP, hlim=255, data=u6,
                        plen=len(u6))
     return (_frame(ip4, MDNS_MAC_V4, dpkt.ethernet.ETH_TYPE_IP), _frame(ip6, MDNS_MAC_V6, dpkt.ethernet.ETH_TYPE_IP6))

@@ -2,7 +2,7 @@
 independent, widely used implementation) publishing one HomeKit accessory, for the identity
 probe's end-to-end test. Run inside a lab host:
 
-    python -m testing.mdns_responder IPV4 INSTANCE CI [--quiet-after SECONDS]
+    python -m testing.mdns_responder IPV4 INSTANCE CI
 
 It registers ``INSTANCE._hap._tcp.local.`` (TXT ``ci=CI``) at IPV4, prints one line
 ``registered`` once its own announcements are over, then only answers queries until killed.

@@ -17,15 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from lab_required import ROOT, require_lab  # noqa: E402
 
-from topologies.harness import why_not_runnable  # noqa: E402
-
-REASON = why_not_runnable()
-if REASON:
-    pytest.skip(REASON, allow_module_level=True)
+require_lab()
 pytest.importorskip("zeroconf", reason="the probe's end-to-end test needs python-zeroconf (make install: test extras)")
 
 from controller_app.policy import default_policy_path  # noqa: E402
@@ -44,9 +38,16 @@ WATCH_S = 40.0
 FINAL_S = 60.0                  # the issue's goal: a final decision within a minute
 
 
-def _controller(work: Path, of_port: int, name: str, extra: list[str]) -> Controller:
-    return Controller(work / name, default_policy_path(), ["--gateway-macs", GW_MAC, "--decide-interval", "2",
+def _meet(work: Path, of_port: int, name: str, extra: list[str], seconds: float):
+    """A controller (``extra`` flags) meets the device for up to ``seconds`` after its switch
+    connects, then stops: what :func:`_watch` saw, and the controller's counters."""
+    ctl = Controller(work / name, default_policy_path(), ["--gateway-macs", GW_MAC, "--decide-interval", "2",
                                                           *extra], of_port=of_port)
+    ctl.start()
+    try:
+        return (*_watch(ctl, seconds), ctl.get("/status")["counters"])
+    finally:
+        ctl.stop()
 
 
 def _watch(ctl: Controller, seconds: float) -> tuple[dict | None, float | None, float | None]:
@@ -86,27 +87,15 @@ def test_a_silent_running_device_names_itself_when_the_controller_asks(tmp_path,
         time.sleep(2.0)                      # its announcements are over (and were dropped: no controller yet)
         lab.popen("bulb", [sys.executable, "-c", SENDER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-        off = _controller(tmp_path, of_port, "off", ["--identity-probes", "0"])
-        off.start()
-        try:
-            rec_off, named_off, _ = _watch(off, WATCH_S)
-            counters_off = off.get("/status")["counters"]
-        finally:
-            off.stop()
+        rec_off, named_off, _, counters_off = _meet(tmp_path, of_port, "off", ["--identity-probes", "0"], WATCH_S)
         assert rec_off is not None, "probes off: the device was never learned"
         assert named_off is None and counters_off.get("identity_probes_sent", 0) == 0, rec_off
         assert counters_off.get("identity_records", 0) == 0, counters_off    # it said nothing of itself
 
-        on = _controller(tmp_path, of_port, "on", [])
-        on.start()
-        try:
-            rec_on, named_on, final_on = _watch(on, FINAL_S)
-            counters_on = on.get("/status")["counters"]
-        finally:
-            on.stop()
+        rec_on, named_on, final_on, counters_on = _meet(tmp_path, of_port, "on", [], FINAL_S)
         stop_process(resp)
     assert counters_on.get("identity_probes_sent", 0) >= 1, counters_on
-    assert named_on is not None, (f"probes on: no decision named the device's HomeKit record within {WATCH_S:g} s: "
+    assert named_on is not None, (f"probes on: no decision named the device's HomeKit record within {FINAL_S:g} s: "
                                   f"{rec_on}")
     first = next(h for h in rec_on["history"] if "ci=5" in (h.get("explanation") or ""))
     assert first["category"] == "light", first

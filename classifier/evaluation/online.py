@@ -4,7 +4,8 @@ is it right?
 Known-device protocol: capture files in 5 folds; for each fold an engine (session model,
 the segment model where captures are long enough, and the identity voter on the streams'
 identity records, as the shipped engine; ``behaviour_only``: without the identity voter, the
-engine before identity evidence) is trained and calibrated on the other folds, and each held-out device stream is replayed through it as the controller asks
+engine before identity evidence) is trained and calibrated on the other folds, and each
+held-out device stream is replayed through it as the controller asks
 (:func:`classifier.engine.replay.replay_decisions`): a decision request every 30 s of capture
 time once the device has 10 packets (and only after new packets), on the device's packets up
 to then; the first confirmed or unknown decision is final, because the controller stops

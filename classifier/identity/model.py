@@ -8,8 +8,8 @@ Two parts, combined into one calibrated distribution over every category:
 * **learned**: a multinomial logistic regression over identity tokens (host-name words and
   character 3-grams, DNS registered domains and their words, DHCP vendor class and parameter
   list, DNS-SD service types announced and browsed for, UPnP types announced and searched for,
-  SSDP server and user-agent words, the MAC's OUI vendor), trained on training devices only — ``L_c`` its log-probabilities (categories it never
-  saw get a floor).
+  SSDP server and user-agent words, the MAC's OUI vendor), trained on training devices only —
+  ``L_c`` its log-probabilities (categories it never saw get a floor).
 
 ``logit_c = a·K_c + b·L_c``, with two calibrations, both from training devices only:
 

@@ -17,6 +17,8 @@ start of a capture the static records it announces later in it.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from classifier.identity.knowledge import default_knowledge
 
 ENUMERATION = "_services._dns-sd._udp.local"
@@ -24,15 +26,16 @@ ENUMERATION = "_services._dns-sd._udp.local"
 _WITH_INSTANCE = ("mdns.instance", "mdns.txt", "mdns.host")
 
 
-def question_names() -> tuple[str, ...]:
-    """The probe's questions: the enumeration, then every service type of the public knowledge,
-    each ``.local``."""
-    return (ENUMERATION,) + tuple(f"{t}.local" for t in sorted(default_knowledge().dnssd))
-
-
+@lru_cache(maxsize=1)
 def asked_types() -> frozenset[str]:
-    """The service types the probe asks for by name (lower case, without ``.local``)."""
+    """The service types the probe asks for by name: every one the public knowledge reads
+    (lower case, without ``.local``)."""
     return frozenset(default_knowledge().dnssd)
+
+
+def question_names() -> tuple[str, ...]:
+    """The probe's questions: the enumeration, then each of :func:`asked_types`, ``.local``."""
+    return (ENUMERATION,) + tuple(f"{t}.local" for t in sorted(asked_types()))
 
 
 def probe_answers(records, at_ns: int) -> list:
