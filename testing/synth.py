@@ -180,7 +180,7 @@ class SynthDevice:
 
 #: What devices say about themselves when a network is generated with ``identity=True``:
 #: category -> (DHCP/mDNS host name, HomeKit category code).
-IDENTITY = {"light": ("LightCo-Bulb-4A21", 5)}
+IDENTITY = {"light": ("LightCo-Bulb-4A21", 5), "hub": ("HomeCo-Bridge-7C10", 2), "sensor": ("HomeCo-Sensor-31D2", 10)}
 
 
 @dataclass

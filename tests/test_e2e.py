@@ -83,6 +83,9 @@ def home(request, tmp_path_factory):
                             duration_s=HOME_WINDOW_S)
         source = f"shared capture {HOME_CAPTURE}, first {HOME_WINDOW_S:g} s"
     else:
+        # the light, hub and sensor name themselves (testing.synth.IDENTITY): two plainly allowed
+        # categories (hub, sensor) decided whatever the model makes of the other caricatures,
+        # for the tests' policy roles
         plan, _ = plan_synthetic(work / "synthetic", duration_s=SYNTH_WINDOW_S, identity=True)
         source = f"generated capture (../shared absent), {SYNTH_WINDOW_S:g} s"
     sim = simulate_decisions(plan, DECIDE_INTERVAL * SPEEDUP)
@@ -582,8 +585,8 @@ def test_controller_restart_restores_every_rule_without_reclassifying(home, requ
 @pytest.fixture(scope="module")
 def two(request, tmp_path_factory):
     """A generated capture on two switches: the camera, the sensor and the light on the
-    second switch, the rest and the gateway on the first (about 40 s). The light names itself
-    in its first seconds (a DHCP request with a host name, HomeKit mDNS announcements:
+    second switch, the rest and the gateway on the first (about 40 s). The light (the hub and
+    sensor too) names itself in its first seconds (a DHCP request with a host name, HomeKit mDNS announcements:
     ``testing.synth.IDENTITY``), for the live identity feed's check. Cameras and unknown
     devices are blocked, and so is whatever category the shipped model gives the far camera
     offline (generated traffic is a caricature: what the model makes of it is not the point

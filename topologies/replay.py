@@ -223,8 +223,8 @@ def plan_capture(path: str | Path, labels_csv: str | Path, workdir: str | Path, 
 def plan_synthetic(workdir: str | Path, duration_s: float = 1800.0, categories: list[str] | None = None,
                    seed: int = 3, identity: bool = False) -> tuple[ReplayPlan, Path]:
     """A capture the project generates (:mod:`testing.synth`, one device per category) and
-    its plan; ``identity``: the light also names itself (a DHCP host name and HomeKit mDNS
-    announcements, :data:`testing.synth.IDENTITY`). Returns (plan, devices.csv)."""
+    its plan; ``identity``: the light, the hub and the sensor also name themselves (a DHCP host name and
+    HomeKit mDNS announcements, :data:`testing.synth.IDENTITY`). Returns (plan, devices.csv)."""
     from testing.synth import default_network, write_devices_csv, write_network_capture
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
