@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from classifier.engine.decision import CONFIRMED, UNKNOWN
@@ -42,3 +43,45 @@ def test_summary_carries_every_ablation_and_the_open_set_of_novel_categories():
     lines = [ln for ln in table.splitlines() if ln.startswith("all ")]
     assert [ln.split()[1] for ln in lines] == list(ABLATIONS)
     assert "false accepts 1/2 = 0.500 (2 devices of a category not in training)" in lines[3]
+
+
+def test_reach_is_what_public_knowledge_or_any_ablation_names():
+    from classifier.evaluation.generalisation import evidence_reach, knowledge_top
+    assert knowledge_top([(0, "mdns.txt", "ci=5"), (0, "dns.query", "api.example.com")]) == "light"
+    assert knowledge_top([(0, "dhcp.hostname", "xk-2041")]) is None and knowledge_top([]) is None
+    rows = [_row("cam1", "camera", False, {"behaviour": "plug", "fused-ungated": "plug"}),     # nobody right
+            _row("cam2", "camera", False, {"behaviour": "camera", "fused": UNKNOWN}),          # behaviour right
+            _row("bulb", "light", False, {}),                                                  # knowledge right
+            _row("lock", "lock", False, {"identity": "lock"}),                                # identity right
+            _row("plug", "plug", False, {"identity": UNKNOWN})]     # identity's top, below its threshold
+    for r, top, n, tops in zip(rows, ("hub", None, "light", None, None), (3, 0, 1, 2, 1),
+                               ({"session": "plug"}, {}, {}, {"identity": "lock"}, {"identity": "plug"})):
+        r["knowledge"], r["records"], r["voter_tops"] = top, n, tops
+        r["packets_by_goal"] = 25 if r["device"] == "bulb" else 5
+    reach = evidence_reach(rows)
+    assert reach == {"streams": 5, "with_records": 0.8, "knowledge_right": 0.2, "knowledge_wrong": 0.2,
+                     "any_right": 0.8, "minimum_by_goal": 0.2}
+    s = summarise(rows, "lovo", 20)
+    assert s["reach"] == reach and set(s) == set(ABLATIONS) | {"reach"}
+    table = format_table({"protocol": "lovo", "data": "all", "overall": s, "by_dataset": {}})
+    assert ("all                    reach: 5 streams, 0.80 with identity records; public knowledge alone names "
+            "0.200 right, 0.200 wrong; some voter, ablation or knowledge names 0.800; 0.20 hold the minimum for a "
+            "confirmation by 60 s") in table
+    assert evidence_reach([{k: v for k, v in r.items() if k != "knowledge"} for r in rows]) is None
+    assert evidence_reach([{k: v for k, v in r.items() if k != "packets_by_goal"} for r in rows])["minimum_by_goal"] is None
+
+
+def test_packets_within_counts_from_the_device_first_packet(synth_capture):
+    from classifier.capture.decode import read_packets
+    from classifier.capture.packets import mac_to_int
+    from classifier.evaluation.generalisation import packets_within
+    from classifier.features.devices import split_devices
+    path, _, net = synth_capture
+    pk = read_packets(str(path))
+    mac = mac_to_int(net.devices[0].mac)
+    ts = np.sort(pk.ts_ns[split_devices(pk, devices=[mac]).pkt])
+    assert packets_within(pk, mac, 0.0) == int((ts == ts[0]).sum())
+    k = len(ts) // 2
+    assert packets_within(pk, mac, (ts[k] - ts[0]) / 1e9) == int((ts <= ts[k]).sum())
+    assert packets_within(pk, mac, 1e9) == len(ts)
+    assert packets_within(pk, 0x0E0000000099, 60.0) == 0

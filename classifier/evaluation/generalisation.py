@@ -29,6 +29,13 @@ And the open set within any split: the test streams whose category no training s
 (every test stream in ``fusion-openset``), the share of them accepted as another category
 (:func:`false_accepts`).
 
+And what the evidence could give at best (:func:`evidence_reach`): the share of test streams
+with any identity record, the share on which public knowledge alone names the right category,
+and the share whose category public knowledge, at least one ablation's whole-stream decision
+(provisional ones included) or one voter's top class (below its threshold too) names — a
+ceiling for any rule that picks among what the voters and the knowledge say; and the share
+holding the minimum evidence for a confirmation within ``GOAL_SECONDS``.
+
 The identity voter reads the device's identity records through ``records_of``: by default
 the ``identity`` table a decoded capture carries (``LoadedCapture.identity``), none otherwise.
 """
@@ -60,6 +67,9 @@ MAX_STREAMS_PER_DEVICE = 4
 PROBE_DELAY_S = 2.0
 #: cross-dataset tests: each is tested by an engine trained on every other data set
 CROSS_TESTS = (("home",), ("iot-sentinel",), ("longterm", "unsw-2014", "mud-2024", "speaker"))
+#: the issue's goal for the median time to a first final decision; the reach reports how many
+#: test streams hold the stated minimum evidence for a confirmation by then
+GOAL_SECONDS = 60.0
 
 
 # --------------------------------------------------------------------------- identity records
@@ -195,11 +205,14 @@ def _gate(ablation: str) -> bool | None:
 
 
 def final_decisions(engine, pk, mac: int, records, ablations=ABLATIONS) -> dict[str, dict]:
+    """Per ablation, the decision on the whole stream; under ``"voters"``, each present voter's
+    top class, whether or not it reaches its threshold."""
     ev = engine.evidence(pk, mac, identity=records, voters=ABLATIONS["fused"])
     out = {}
     for name, voters in ablations.items():
         d = engine.conclude(ev, voters, gate=_gate(name)) if ev is not None else None
         out[name] = None if d is None else {"category": d.category, "stage": d.stage, "confidence": d.confidence}
+    out["voters"] = {} if ev is None else {v.name: engine.classes[int(v.p.argmax())] for v in ev.votes}
     return out
 
 
@@ -306,9 +319,13 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
                    "capture": st.capture, "split": name, "novel_category": st.category not in trained,
                    "vendor": None if vendor is None else vendor[0]}
             fin = final_decisions(engine, lc.packets, st.mac, recs)
+            row["records"] = len(recs)
+            row["packets_by_goal"] = packets_within(lc.packets, st.mac, GOAL_SECONDS)
+            row["knowledge"] = knowledge_top(recs)
             live = probe_answers(recs, st.t0_ns + int(PROBE_DELAY_S * 1e9)) if probes else recs
             on = replay(engine, lc.packets, st.mac, live, decision_points(st, live, data.settings)) if online else {}
             row["by"] = {a: {"final": fin[a], "first_final": on.get(a)} for a in ABLATIONS}
+            row["voter_tops"] = fin["voters"]
             rows.append(row)
         rows_all += rows
         summary = summarise(rows, protocol, min_packets)
@@ -331,8 +348,52 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
             "seconds": round(time.time() - t_start, 1)}
 
 
+def packets_within(pk, mac: int, seconds: float) -> int:
+    """Device ``mac``'s packets (both directions) within ``seconds`` of its first one, the
+    clock of the online replay."""
+    from classifier.features.devices import split_devices
+    ts = pk.ts_ns[split_devices(pk, devices=[mac]).pkt]
+    return int((ts <= ts.min() + int(seconds * 1e9)).sum()) if len(ts) else 0
+
+
+def knowledge_top(records) -> str | None:
+    """The category public knowledge alone gives most weight on these records (None: no hit)."""
+    from classifier.identity.knowledge import default_knowledge
+    k = default_knowledge()
+    scores = k.scores(k.hits(records))
+    top = max(scores, key=scores.get)
+    return top if scores[top] > 0 else None
+
+
+def evidence_reach(rows: list[dict], min_packets: int = 20) -> dict | None:
+    """Shares of test streams: with any identity record; whose category public knowledge alone
+    names (right, wrong); whose category public knowledge, any ablation's whole-stream decision
+    or any voter's top class names (the ceiling of any choice among them); holding
+    ``min_packets`` (the minimum for a confirmation) by ``GOAL_SECONDS`` after their first
+    packet — if under half, no engine keeping that minimum can have its median first final
+    decision by then. ``None`` for rows without the fields (older results)."""
+    rows = [r for r in rows if "knowledge" in r]
+    if not rows:
+        return None
+    n = len(rows)
+
+    def named(r):
+        cats = ({r["knowledge"]} | {(r["by"][a]["final"] or {}).get("category") for a in r["by"]}
+                | set(r.get("voter_tops", {}).values()))
+        return r["category"] in cats
+    return {"streams": n, "with_records": sum(r["records"] > 0 for r in rows) / n,
+            "knowledge_right": sum(r["knowledge"] == r["category"] for r in rows) / n,
+            "knowledge_wrong": sum(r["knowledge"] not in (None, r["category"]) for r in rows) / n,
+            "any_right": sum(named(r) for r in rows) / n,
+            "minimum_by_goal": (sum(r["packets_by_goal"] >= min_packets for r in rows) / n
+                                if all("packets_by_goal" in r for r in rows) else None)}
+
+
 def summarise(rows: list[dict], protocol: str, min_packets: int) -> dict:
     out = {}
+    reach = evidence_reach(rows, min_packets)
+    if reach is not None:
+        out["reach"] = reach
     for a in ABLATIONS:
         sub = [{"device": r["device"], "category": r["category"], "final": r["by"][a]["final"],
                 "first_final": r["by"][a]["first_final"], "novel": r.get("novel_category", protocol == "fusion-openset")}
@@ -361,6 +422,13 @@ def format_table(result: dict) -> str:
              f"{'1st-final acc':>13s} {'unk':>5s} {'median s':>9s} {'with final':>10s} {'below min':>9s}"]
 
     def row(label, s):
+        r = s.get("reach")
+        if r:
+            lines.append(f"{label[:22]:22s} reach: {r['streams']} streams, {r['with_records']:.2f} with identity "
+                         f"records; public knowledge alone names {r['knowledge_right']:.3f} right, "
+                         f"{r['knowledge_wrong']:.3f} wrong; some voter, ablation or knowledge names {r['any_right']:.3f}"
+                         + (f"; {r['minimum_by_goal']:.2f} hold the minimum for a confirmation by {GOAL_SECONDS:.0f} s"
+                            if r.get("minimum_by_goal") is not None else ""))
         for a in [a for a in ABLATIONS if a in s]:
             f, o = s[a]["final"], s[a]["online"]
             med = o["median_seconds_to_first_final"]
