@@ -102,6 +102,19 @@ def test_knowledge_scores_count_each_piece_of_evidence_once():
     assert s["camera"] == pytest.approx(2.0 + 3.0)
 
 
+def test_token_model_with_two_classes():
+    """Two training categories: logistic regression has one coefficient row; the voter still
+    gives each class its probability."""
+    toks = [{"name:bulb"}, {"name:bulb", "dom:a.com"}, {"name:cam"}, {"name:cam", "dom:b.com"}]
+    m = IdentityModel(registry=OuiRegistry()).fit_tokens(toks, np.array(["light", "light", "camera", "camera"]),
+                                                         min_count=1)
+    assert m.classes == ["camera", "light"] and m.coef.shape == (len(m.vocab), 2)
+    lp = m.learned_logp({"name:bulb"})
+    assert lp[CATEGORIES.index("light")] > lp[CATEGORIES.index("camera")] > lp[CATEGORIES.index("lock")]
+    lp = m.learned_logp({"name:cam"})
+    assert lp[CATEGORIES.index("camera")] > lp[CATEGORIES.index("light")]
+
+
 # --------------------------------------------------------------------------- identity voter
 
 

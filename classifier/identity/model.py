@@ -252,9 +252,13 @@ class IdentityModel:
         X = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(token_sets), len(vocab)))
         lr = LogisticRegression(C=C, max_iter=2000, random_state=seed)
         lr.fit(X, y, sample_weight=weights)
+        coef, intercept = lr.coef_, lr.intercept_
+        if len(lr.classes_) == 2:
+            # two classes: one row, for the second against the first; as two softmax columns
+            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
         order = [list(lr.classes_).index(c) for c in classes]
-        self.coef = lr.coef_[order].T.copy()
-        self.intercept = lr.intercept_[order].copy()
+        self.coef = coef[order].T.copy()
+        self.intercept = intercept[order].copy()
         return self
 
     def fit_calibration(self, K: np.ndarray, L: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
