@@ -176,6 +176,7 @@ class SynthDevice:
     name: str = ""
     hostname: str = ""               #: sent in DHCP (option 12) and as its mDNS host name, when set
     homekit: int | None = None       #: HomeKit category code (``ci=``) it announces over mDNS, when set
+    seed_key: str = ""               #: what its traffic's random generator is seeded with (default: the MAC)
 
 
 #: What devices say about themselves when a network is generated with ``identity=True``:
@@ -190,8 +191,21 @@ class SynthNetwork:
     devices: list[SynthDevice] = field(default_factory=list)
 
 
+def device_mac(category: str, unit: int, index: int) -> str:
+    """A generated device's MAC: as in the real world, a phone's or computer's (``non-iot``) is
+    locally administered (randomised: 02:00:00:00:UU:II), an appliance's is burnt in, here from
+    the block set aside for documentation (RFC 7042, 00:00:5e:00:53:00-ff: IANA's OUI, so the
+    registry names it and no real device has it). ``unit`` and ``index`` count from 0."""
+    if category == "non-iot":
+        return f"02:00:00:00:{unit + 1:02x}:{index + 1:02x}"
+    k = unit * 16 + index + 1
+    if index >= 16 or k > 0xFF:
+        raise ValueError(f"generated networks hold at most 15 units of 16 categories, not unit {unit}, index {index}")
+    return f"00:00:5e:00:53:{k:02x}"
+
+
 def default_network(categories: list[str] | None = None, units: int = 1, identity: bool = False) -> SynthNetwork:
-    """``units`` devices per category (or per category given), with locally administered MACs.
+    """``units`` devices per category (or per category given), MACs from :func:`device_mac`.
     ``identity``: devices of the categories in :data:`IDENTITY` also name themselves (a DHCP
     request with a host name and HomeKit mDNS announcements, in their first seconds)."""
     cats = categories or list(PROFILES)
@@ -200,7 +214,9 @@ def default_network(categories: list[str] | None = None, units: int = 1, identit
         for i, c in enumerate(cats):
             k = u * len(cats) + i
             name = f"synthetic {c}" + (f" (unit {u + 1})" if units > 1 else "")
-            dev = SynthDevice(f"02:00:00:00:{u + 1:02x}:{i + 1:02x}", f"192.168.1.{10 + k}", c, name)
+            # seeded as when every generated MAC was 02:00:00:00:UU:II, so the traffic stays the same
+            dev = SynthDevice(device_mac(c, u, i), f"192.168.1.{10 + k}", c, name,
+                              seed_key=f"02:00:00:00:{u + 1:02x}:{i + 1:02x}")
             if identity and c in IDENTITY:
                 host, ci = IDENTITY[c]
                 dev.hostname, dev.homekit = host + (f"-{u + 1}" if units > 1 else ""), ci
@@ -212,7 +228,7 @@ def device_records(dev: SynthDevice, net: SynthNetwork, start_ns: int, duration:
                    mss: int = 1400) -> list[Record]:
     """One device's traffic (both directions, via the gateway) for ``duration`` seconds."""
     prof = PROFILES[dev.category]
-    rng = random.Random(f"{seed}-{dev.mac}")
+    rng = random.Random(f"{seed}-{dev.seed_key or dev.mac}")
     recs: list[Record] = []
     gw_mac, gw_ip = net.gateway_mac, net.gateway_ip
 

@@ -24,6 +24,7 @@ from topologies import harness, ovs  # noqa: E402
 from topologies.replay import (SEC, ReplayError, ReplayRun, effect_text, measure_effects, plan_capture,  # noqa: E402
                                plan_synthetic)
 from topologies.scenario import write_probe  # noqa: E402
+from testing.synth import device_mac  # noqa: E402
 
 FLOWS = """OFPST_FLOW reply (OF1.3) (xid=0x2):
  cookie=0x1500020000000102, duration=6.235s, table=0, n_packets=141, n_bytes=141000, priority=100,dl_src=02:00:00:00:01:02 actions=meter:4,goto_table:1
@@ -102,11 +103,12 @@ def test_bad_replay_inputs_get_clear_errors(tmp_path):
                    wire_len=int(fr.wirelen[i])) for i in range(len(fr.offset)) if fr.caplen[i] > 58]
     with open(cut, "wb") as fh:
         write_pcap(fh, recs)
-    (tmp_path / "cut.csv").write_text("file,mac,device,category\ncut.pcap,02:00:00:00:01:01,p,plug\n"
+    plug = device_mac("plug", 0, 0)
+    (tmp_path / "cut.csv").write_text(f"file,mac,device,category\ncut.pcap,{plug},p,plug\n"
                                       "cut.pcap,02:00:00:00:00:01,g,gateway\n")
     with pytest.raises(ReplayError, match=r"cut\.pcap: \d+ of \d+ frames were captured cut short"):
         plan_capture(cut, tmp_path / "cut.csv", tmp_path / "w2")
-    (tmp_path / "nogw.csv").write_text("file,mac,device,category\ncut.pcap,02:00:00:00:01:01,p,plug\n")
+    (tmp_path / "nogw.csv").write_text(f"file,mac,device,category\ncut.pcap,{plug},p,plug\n")
     with pytest.raises(ReplayError, match="no device of category gateway"):
         plan_capture(cut, tmp_path / "nogw.csv", tmp_path / "w3")
 
