@@ -11,7 +11,7 @@ import pytest
 from classifier.capture.decode import read_packets
 from classifier.capture.labels import CATEGORIES
 from classifier.capture.packets import mac_to_int
-from classifier.engine.decision import CONFIRMED, UNKNOWN
+from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN
 from classifier.engine.engine import DecisionEngine, EngineConfig, EngineError, load_engine
 from classifier.identity.model import IdentityModel
 from classifier.identity.oui import OuiRegistry
@@ -124,9 +124,18 @@ def test_identity_vouching_accepts_a_device_of_an_unseen_vendor(plugs):
 
 
 def test_locally_administered_macs_are_left_to_behaviour(plugs):
+    """The rule does not apply to a randomised MAC (it names no vendor): behaviour accepts the
+    plug alone. But the MAC itself is public evidence of a phone or computer, so the identity
+    voter speaks from the first packet, without any record, and vouches for ``non-iot``: the
+    plug stays provisional, saying why."""
     mac = mac_to_int(LOCAL)
     d = _engine().decide(plugs, mac)
-    assert (d.category, d.stage) == ("plug", CONFIRMED)
+    assert (d.category, d.stage) == ("plug", PROVISIONAL)
+    assert ("not confirmed: identity vouches for non-iot 0.87 (MAC '02:00:00:00:00:04' (locally administered, "
+            "randomised)), not plug") in d.explanation
+    # a globally administered MAC gives the identity voter nothing to speak on without records
+    seen = _engine().evidence(plugs, mac_to_int(SEEN))
+    assert seen.id_vote is None and not any(v.name == "identity" for v in seen.votes)
 
 
 def test_rule_is_saved_and_an_older_engine_json_gets_the_default(tmp_path):

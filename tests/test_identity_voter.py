@@ -102,6 +102,46 @@ def test_knowledge_scores_count_each_piece_of_evidence_once():
     assert s["camera"] == pytest.approx(2.0 + 3.0)
 
 
+def test_a_randomised_mac_is_evidence_of_a_phone_or_computer():
+    k = default_knowledge()
+    hits = k.mac_hits(mac_to_int("da:a1:19:00:00:01"))
+    assert [(h.category, h.kind, h.value) for h in hits] == [("non-iot", "mac", "da:a1:19:00:00:01")]
+    assert k.mac_hits(mac_to_int("00:17:88:00:00:01")) == [] and k.mac_hits(None) == []
+    # it counts once beside the records', and names its kind for the two-kinds rule
+    s = k.scores(k.hits([(0, "dhcp.hostname", "android-5f2c")], mac_to_int("da:a1:19:00:00:01")))
+    assert s["non-iot"] == pytest.approx(2.0 + 2.0)
+    m = IdentityModel(registry=OuiRegistry(), a=2.0, b=0.0, threshold=0.6)
+    assert m.speaks_for_mac(mac_to_int("da:a1:19:00:00:01")) and not m.speaks_for_mac(mac_to_int("00:17:88:00:00:01"))
+    v = m.vote([], mac_to_int("da:a1:19:00:00:01"))
+    assert CATEGORIES[int(v.proba.argmax())] == "non-iot" and v.supporting_kinds("non-iot") == {"mac"}
+
+
+def test_training_calibrates_on_the_mac_evidence_too():
+    """The identity voter's calibration sees the same knowledge it will be asked with: a
+    randomised MAC's hit is in the training examples' knowledge scores."""
+    from types import SimpleNamespace
+    phone = SimpleNamespace(mac=mac_to_int("da:a1:19:00:00:01"), t0_ns=0, category="non-iot", device="p", group="p")
+    plugs = [SimpleNamespace(mac=0x001788000000 + i, t0_ns=0, category="plug", device=f"d{i}", group=f"d{i}")
+             for i in range(3)]
+    streams = [phone] + plugs
+    recs = {0: [(0, "dns.query", "a.example.com")]} | {i: [(0, "dhcp.hostname", f"smartplug-{i}")] for i in (1, 2, 3)}
+    seen = []
+    orig = IdentityModel.fit_calibration
+
+    def spy(self, K, L, y, *a, **kw):
+        seen.append((K.copy(), y.copy()))
+        return orig(self, K, L, y, *a, **kw)
+    IdentityModel.fit_calibration = spy
+    try:
+        train_identity(streams, lambda i: recs[i], np.ones(4, bool), registry=OuiRegistry())
+    finally:
+        IdentityModel.fit_calibration = orig
+    K, y = seen[0]
+    j = CATEGORIES.index("non-iot")
+    assert all(K[n, j] == 2.0 for n in np.flatnonzero(y == "non-iot"))
+    assert all(K[n, j] == 0.0 for n in np.flatnonzero(y == "plug"))
+
+
 def test_token_model_with_two_classes():
     """Two training categories: logistic regression has one coefficient row; the voter still
     gives each class its probability."""

@@ -218,9 +218,9 @@ class DecisionEngine:
         classes = self.classes
         votes: list[_Vote] = []
         id_vote = None
-        if self.identity_model is not None and "identity" in voters and identity:
-            records = [r for r in identity if int(r[0]) <= now]
-            if records:
+        if self.identity_model is not None and "identity" in voters:
+            records = [r for r in (identity or ()) if int(r[0]) <= now]
+            if records or self.identity_model.speaks_for_mac(mac):   # the MAC is a record too
                 id_vote = self.identity_model.vote(records, mac)
                 votes.append(_Vote("identity", self._aligned_to(list(CATEGORIES_ALL), id_vote.proba, classes),
                                    id_vote.threshold, c.identity_weight, self.identity_model.kind))
@@ -314,10 +314,19 @@ class DecisionEngine:
                                         else None, ev.g_inst if window else None, id_vote)
         if minimum and dissent:
             others = " and ".join(f"{v.name} vouches for {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}"
-                                  for v in dissent)
+                                  + self._identity_why(v, id_vote, classes[int(v.p.argmax())]) for v in dissent)
             why = f"not confirmed: {others}, not {classes[k]}"
             explanation = f"{explanation}; {why}" if explanation else f"{why} [{answers}]"
         return Decision(classes[k], conf, stage, model, explanation, evidence)
+
+    @staticmethod
+    def _identity_why(v: "_Vote", id_vote, category: str) -> str:
+        """`` (its evidence)`` when ``v`` is the identity voter, else nothing."""
+        if v.name != "identity" or id_vote is None:
+            return ""
+        from classifier.identity.model import describe
+        what = describe(id_vote, category)
+        return f" ({what})" if what else ""
 
     def _agree(self, vouch: list["_Vote"], k: int, classes: list[str], id_vote) -> bool:
         """Early confirmation: two voters vouch for the class, or the identity voter alone at

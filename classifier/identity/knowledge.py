@@ -6,7 +6,10 @@ The tables live in ``classifier/knowledge/`` (small CSV files, each naming its p
 * ``upnp.csv``: UPnP device types (SSDP ``NT``/``ST`` headers);
 * ``dnssd.csv``: DNS-SD service types a device announces;
 * ``words.csv``: the ordinary words for each category, matched against the names a device
-  gives itself (DHCP host name, mDNS names, SSDP server string, user agent, DNS names).
+  gives itself (DHCP host name, mDNS names, SSDP server string, user agent, DNS names);
+
+and one fact of the MAC itself: a locally administered (randomised) address is what phones,
+tablets and computers use (:data:`LOCAL_MAC_WEIGHT`).
 
 Nothing here is learned or read from any data set's device names. :func:`Knowledge.hits`
 turns identity records into :class:`Hit` objects (category, weight, the evidence, in words);
@@ -23,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from classifier.capture.labels import CATEGORIES
+from classifier.identity.oui import LOCAL_BIT
 
 KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "knowledge"
 
@@ -36,6 +40,12 @@ WORD_SOURCE_WEIGHT = {
 HOMEKIT_WEIGHT = 3.0
 UPNP_WEIGHT = 2.0
 DNSSD_WEIGHT = 1.0   # times the table's own weight (1 or 2)
+#: A locally administered MAC (IEEE 802 "U/L" bit set, IEEE 802c-2017's local address space):
+#: Android 10+, iOS 14+/iPadOS, Windows 10+ and recent Linux desktops randomise the Wi-Fi MAC
+#: per network by default, as do virtual machines and containers; appliances keep the address
+#: their vendor burnt in. Strong evidence of a phone or computer, not proof (a hub running
+#: containers could show one), so it weighs as a word naming the category in a host name.
+LOCAL_MAC_WEIGHT = 2.0
 #: mDNS TXT keys whose values are names (friendly name, model) rather than codes; TXT strings
 #: that are not key=value pairs are free text and read as names too.
 TXT_NAME_KEYS = ("fn", "md", "model", "name", "n", "ty", "product")
@@ -74,6 +84,7 @@ KIND_NAMES = {
     "dns.query": "DNS", "mdns.service": "mDNS", "mdns.instance": "mDNS name", "mdns.txt": "mDNS TXT",
     "mdns.host": "mDNS host", "ssdp.type": "SSDP", "ssdp.server": "SSDP server", "ssdp.location": "SSDP location",
     "tls.sni": "TLS SNI", "http.user_agent": "HTTP user agent", "http.host": "HTTP host",
+    "mac": "MAC",
 }
 
 
@@ -167,10 +178,19 @@ class Knowledge:
             hits.append(Hit(cat, w * mult, kind, value, f"word '{word}'"))
         return hits
 
-    def hits(self, records) -> list[Hit]:
-        """Every hit of a device's records; a (kind, value) pair counts once."""
+    def mac_hits(self, mac: int | None) -> list[Hit]:
+        """What the device's MAC itself says: a locally administered (randomised) address
+        suggests a phone or computer (``non-iot``)."""
+        if mac is None or not int(mac) & LOCAL_BIT:
+            return []
+        text = ":".join(f"{(int(mac) >> s) & 0xFF:02x}" for s in range(40, -1, -8))
+        return [Hit("non-iot", LOCAL_MAC_WEIGHT, "mac", text, "locally administered, randomised")]
+
+    def hits(self, records, mac: int | None = None) -> list[Hit]:
+        """Every hit of a device's records, and of its MAC if given; a (kind, value) pair
+        counts once."""
         seen: set[tuple[str, str]] = set()
-        out: list[Hit] = []
+        out: list[Hit] = self.mac_hits(mac)
         for _, kind, value in records:
             key = (kind, value)
             if key in seen:

@@ -208,9 +208,14 @@ class IdentityModel:
             return self.seen
         return self.a, self.b, self.threshold
 
+    def speaks_for_mac(self, mac: int | None) -> bool:
+        """Whether the MAC alone, before any record, gives public knowledge to go on (a
+        locally administered address)."""
+        return bool(self._knowledge().mac_hits(mac))
+
     def vote(self, records, mac: int | None = None) -> IdentityVote:
         records = list(records)
-        hits = self._knowledge().hits(records)
+        hits = self._knowledge().hits(records, mac)
         toks = device_tokens(records, mac, self._registry())
         L = self.learned_logp(toks)
         a, b, thr = self.regime(toks)

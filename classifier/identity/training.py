@@ -68,7 +68,7 @@ def train_identity(streams, records_of, train: np.ndarray, seed: int = 0, folds:
     w = 1.0 / cnt[inv]
     vendors = [vendor_of(streams[i].mac, streams[i].group, reg) for _, _, i in ex]
     model = IdentityModel(registry=reg)
-    K = np.array([model.knowledge_scores(model._knowledge().hits(r)) for r, _, _ in ex])
+    K = np.array([model.knowledge_scores(model._knowledge().hits(r, m)) for r, m, _ in ex])
     # vendor-held-out predictions of the token model, for calibration
     n_vendors = len(set(vendors))
     k = max(2, min(folds, n_vendors))
