@@ -357,7 +357,9 @@ def packets_within(pk, mac: int, seconds: float) -> int:
 
 
 def knowledge_top(records) -> str | None:
-    """The category public knowledge alone gives most weight on these records (None: no hit)."""
+    """The category public knowledge alone gives most weight on these identity records (None:
+    no hit). The MAC's own evidence (a randomised MAC) is left out here; it reaches the
+    ceiling through the identity voter's top class."""
     from classifier.identity.knowledge import default_knowledge
     k = default_knowledge()
     scores = k.scores(k.hits(records))
