@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from classifier.capture.labels import CATEGORIES
+from classifier.capture.packets import mac_to_str
 from classifier.identity.oui import LOCAL_BIT
 
 KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "knowledge"
@@ -183,8 +184,7 @@ class Knowledge:
         suggests a phone or computer (``non-iot``)."""
         if mac is None or not int(mac) & LOCAL_BIT:
             return []
-        text = ":".join(f"{(int(mac) >> s) & 0xFF:02x}" for s in range(40, -1, -8))
-        return [Hit("non-iot", LOCAL_MAC_WEIGHT, "mac", text, "locally administered, randomised")]
+        return [Hit("non-iot", LOCAL_MAC_WEIGHT, "mac", mac_to_str(mac), "locally administered, randomised")]
 
     def hits(self, records, mac: int | None = None) -> list[Hit]:
         """Every hit of a device's records, and of its MAC if given; a (kind, value) pair
