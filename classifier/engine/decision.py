@@ -30,6 +30,14 @@ class Decision:
     model: str                    #: which model decided, with its version
     explanation: str = ""         #: one line for people (top pools/sessions or features)
     evidence: dict = field(default_factory=dict)  #: {"packets": n, "sessions": n, "segments": n}
+    #: the voters that vouch for ``category`` (reach their own threshold): ``("identity",)`` means
+    #: the decision rests on what the device says about itself alone, which the device controls
+    vouching: tuple = ()
+
+    @property
+    def identity_alone(self) -> bool:
+        """Whether the decision rests on the device's own claims only (no behaviour model vouches)."""
+        return self.category != UNKNOWN and tuple(self.vouching) == ("identity",)
 
     def to_dict(self) -> dict:
         return asdict(self)

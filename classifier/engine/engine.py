@@ -317,7 +317,8 @@ class DecisionEngine:
                                   + self._identity_why(v, id_vote, classes[int(v.p.argmax())]) for v in dissent)
             why = f"not confirmed: {others}, not {classes[k]}"
             explanation = f"{explanation}; {why}" if explanation else f"{why} [{answers}]"
-        return Decision(classes[k], conf, stage, model, explanation, evidence)
+        return Decision(classes[k], conf, stage, model, explanation, evidence,
+                        tuple(v.name for v in votes if float(v.p[k]) >= v.threshold))
 
     @staticmethod
     def _identity_why(v: "_Vote", id_vote, category: str) -> str:
