@@ -215,3 +215,15 @@ class Knowledge:
 @lru_cache(maxsize=1)
 def default_knowledge() -> Knowledge:
     return Knowledge.load()
+
+
+def knowledge_verdict(records, mac: int | None = None, knowledge: Knowledge | None = None) -> str | None:
+    """The category public knowledge alone names on a device's identity records (and its MAC,
+    if given), with no learning: the category with the most weight, when it has strictly more
+    than any other; ``None`` when nothing names a category or two tie (the knowledge abstains)."""
+    k = knowledge if knowledge is not None else default_knowledge()
+    scores = k.scores(k.hits(records, mac))
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    if not ranked or ranked[0][1] <= 0 or (len(ranked) > 1 and ranked[1][1] >= ranked[0][1]):
+        return None
+    return ranked[0][0]
