@@ -1,4 +1,4 @@
-"""Identity evidence: the OUI registry, the public knowledge tables, the identity voter, and the
+"""Identity evidence: the OUI registry, the identity voter, and the
 engine's fusion of it with the behaviour models (stages, minimum evidence, explanations)."""
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from classifier.capture.packets import mac_to_int
 from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN
 from classifier.engine.engine import DecisionEngine, EngineConfig, load_engine
 from classifier.capture.labels import CATEGORIES
-from classifier.identity.knowledge import Knowledge, default_knowledge, tokens
 from classifier.identity.model import IdentityModel, device_tokens, precision_threshold, record_tokens, registered_domain
 from classifier.identity.oui import OuiRegistry, vendor_key
 from classifier.identity.training import train_identity, vendor_folds
@@ -61,55 +60,7 @@ def test_vendor_key(org, key):
 # --------------------------------------------------------------------------- knowledge
 
 
-def test_tokens_split_camel_case_digits_and_punctuation():
-    assert tokens("AmazonPlug14US") == ["amazon", "plug", "us"]
-    assert tokens("living-room_Camera2") == ["living", "room", "camera"]
-
-
-def test_knowledge_tables_load_and_only_name_known_categories():
-    k = Knowledge.load()
-    assert k.homekit[5][1] == "light" and k.homekit[17][1] == "camera" and k.homekit[6][1] == "lock"
-    assert all(cat in CATEGORIES for cat, _ in k.words.values())
-    assert all(cat == "" or cat in CATEGORIES for cat in k.upnp.values())
-
-
-@pytest.mark.parametrize("kind, value, category", [
-    ("mdns.txt", "ci=5", "light"),
-    ("mdns.txt", "ci=17", "camera"),
-    ("ssdp.type", "urn:schemas-upnp-org:device:BinaryLight:1", "light"),
-    ("mdns.service", "_spotify-connect._tcp", "speaker"),
-    ("dhcp.hostname", "Front-Doorbell-3", "camera"),
-    ("dhcp.hostname", "KitchenSmartPlug", "plug"),
-    ("dhcp.hostname", "android-5f1a2b3c4d", "non-iot"),
-    ("mdns.instance", "Hallway Thermostat", "sensor"),
-])
-def test_knowledge_hits(kind, value, category):
-    hits = default_knowledge().record_hits(kind, value)
-    assert hits and hits[0].category == category
-
-
-@pytest.mark.parametrize("kind, value", [("dhcp.hostname", "DCS-935L"), ("mdns.txt", "ci=1"), ("mdns.txt", "ci=x"),
-                                         ("ssdp.type", "urn:schemas-upnp-org:device:InternetGatewayDevice:1"),
-                                         ("dhcp.hostname", "disabled"), ("ssdp.location", "http://10.0.0.2/cam.xml")])
-def test_knowledge_stays_silent_without_evidence(kind, value):
-    assert default_knowledge().record_hits(kind, value) == []
-
-
-def test_knowledge_scores_count_each_piece_of_evidence_once():
-    k = default_knowledge()
-    recs = [(i, "dhcp.hostname", "garage-camera") for i in range(50)] + [(99, "mdns.txt", "ci=17")]
-    s = k.scores(k.hits(recs))
-    assert s["camera"] == pytest.approx(2.0 + 3.0)
-
-
-def test_a_randomised_mac_is_evidence_of_a_phone_or_computer():
-    k = default_knowledge()
-    hits = k.mac_hits(mac_to_int("da:a1:19:00:00:01"))
-    assert [(h.category, h.kind, h.value) for h in hits] == [("non-iot", "mac", "da:a1:19:00:00:01")]
-    assert k.mac_hits(mac_to_int("00:17:88:00:00:01")) == [] and k.mac_hits(None) == []
-    # it counts once beside the records', and names its kind for the two-kinds rule
-    s = k.scores(k.hits([(0, "dhcp.hostname", "android-5f2c")], mac_to_int("da:a1:19:00:00:01")))
-    assert s["non-iot"] == pytest.approx(2.0 + 2.0)
+def test_the_identity_voter_speaks_on_a_randomised_mac_alone():
     m = IdentityModel(registry=OuiRegistry(), a=2.0, b=0.0, threshold=0.6)
     assert m.speaks_for_mac(mac_to_int("da:a1:19:00:00:01")) and not m.speaks_for_mac(mac_to_int("00:17:88:00:00:01"))
     v = m.vote([], mac_to_int("da:a1:19:00:00:01"))

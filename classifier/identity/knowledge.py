@@ -153,8 +153,9 @@ class Knowledge:
         self.domains = {r["pattern"]["suffix"]: r for r in by.get("domain", [])}
         self.local_mac = (by.get("local_mac") or [None])[0]
         self.version = doc.get("digest", "")
-        #: the DNS-SD service types the knowledge reads (the identity probe asks for them by name)
-        self.dnssd = {**{t: r for t, r in self.zeroconf.items()}, **self.services}
+        #: the DNS-SD service types of the curated table (the identity probe asks for them by name;
+        #: Home Assistant's zeroconf types come back through the probe's service enumeration)
+        self.dnssd = dict(self.services)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Knowledge":
@@ -244,7 +245,7 @@ class Knowledge:
         if kind == "mdns.service":
             t = v.lower().rstrip(".").removesuffix(".local")
             row = self.services.get(t)
-            if row:
+            if row and row["categories"]:
                 hits += self._hits(row, kind, v, f"service type {t}")
             for row in self.zeroconf.get(t, ()):
                 if row["match"] == "zeroconf":
@@ -257,9 +258,10 @@ class Knowledge:
             name = m.group(2) if m else (v.split(":", 1)[1] if ":" in v and not low.startswith(("uuid:", "urn:"))
                                          else None)
             if m and m.group(2).lower() in self.upnp:
+                # a standard UPnP type: the standard says what it is (or that it names no category)
                 row = self.upnp[m.group(2).lower()]
-                hits += self._hits(row, kind, v, row["label"])
-            elif name:
+                return self._hits(row, kind, v, row["label"])
+            if name:
                 hits += self._word_hits(name, kind, v)
             for row in self.ssdp.get(low, ()):
                 hits += self._hits(row, kind, v, f"{row['label']} (SSDP {low})")

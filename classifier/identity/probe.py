@@ -3,7 +3,7 @@
 The controller (``controller_app/idprobe.py``) sends a learning device that has not announced
 itself one multicast DNS query: DNS-SD's service enumeration (``_services._dns-sd._udp.local``)
 and a PTR question for every service type the public knowledge reads
-(``classifier/knowledge/dnssd.csv``, ``_hap._tcp`` among them). An mDNS responder answers the
+(``classifier/knowledge/curated/dnssd.csv``, ``_hap._tcp`` among them). An mDNS responder answers the
 enumeration with its service types, and a question for one of its own types with the
 instance (PTR), and, as additional records, its SRV, TXT and address records (RFC 6763
 section 12).

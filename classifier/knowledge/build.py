@@ -240,7 +240,7 @@ class Rows:
     def add(self, prefix: str, match: str, pattern: dict, cats: dict[str, float], label: str, src: dict,
             weight: float | None = None) -> dict | None:
         cats = {c: round(s, 6) for c, s in cats.items() if s > 0}
-        if not cats and match not in ("stop", "module", "modifier"):
+        if not cats and match not in ("stop", "module", "modifier", "service", "upnp_type"):
             return None
         for c in cats:
             if c not in CATEGORIES:
@@ -644,14 +644,19 @@ def compile_curated(rows: Rows, folder: Path = CURATED_DIR) -> None:
         rows.add("modifier", "modifier", {"word": r["word"].strip().lower()}, {},
                  f"modifier {r['word'].strip()!r} (smart+plug, iot+cam)", _curated("modifiers.csv", f"row {i}"))
     for i, r in enumerate(read_curated("upnp.csv", folder), start=1):
-        if r["category"].strip():
-            rows.add("upnp", "upnp_type", {"type": r["type"].strip().lower()}, {r["category"].strip(): 1.0},
-                     f"UPnP device type {r['type'].strip()} ({r.get('note', '').strip()})", _curated("upnp.csv", f"row {i}"))
+        # a standard type that names no category of ours (gateways, media servers) is kept, silent:
+        # it overrules what other rules would read into its name
+        cat = r["category"].strip()
+        rows.add("upnp", "upnp_type", {"type": r["type"].strip().lower()}, {cat: 1.0} if cat else {},
+                 f"UPnP device type {r['type'].strip()} ({r.get('note', '').strip() or 'no category'})",
+                 _curated("upnp.csv", f"row {i}"))
     for i, r in enumerate(read_curated("dnssd.csv", folder), start=1):
-        if r["category"].strip() and float(r["weight"]) > 0:
-            rows.add("dnssd", "service", {"service": r["service"].strip().lower()}, {r["category"].strip(): 1.0},
-                     f"DNS-SD service {r['service'].strip()}", _curated("dnssd.csv", f"row {i}"),
-                     weight=WEIGHTS["service"] * float(r["weight"]))
+        # a type with no category is still read (its TXT records say more: _hap._tcp's ci=), and the
+        # identity probe asks for it by name
+        cat = r["category"].strip()
+        rows.add("dnssd", "service", {"service": r["service"].strip().lower()}, {cat: 1.0} if cat else {},
+                 f"DNS-SD service {r['service'].strip()}", _curated("dnssd.csv", f"row {i}"),
+                 weight=WEIGHTS["service"] * float(r["weight"]))
     for i, r in enumerate(read_curated("stoplist.csv", folder), start=1):
         rows.add("stop", "stop", {"suffix": r["suffix"].strip().lower()}, {}, f"shared infrastructure ({r['note'].strip()})",
                  _curated("stoplist.csv", f"row {i}"))

@@ -102,7 +102,9 @@ class Vocabulary:
                 continue
             if token.startswith(word):
                 rest = token[len(word):]
-                if len(rest) <= 2 or self._known(rest):
+                # a short ending (plural, variant: plugs, scalews) only after a word of 4 letters or
+                # more: cam + el is no camera
+                if (len(rest) <= 2 and len(word) >= 4) or self._known(rest):
                     return word
             if token.endswith(word):
                 rest = token[: -len(word)]
