@@ -65,8 +65,12 @@ def test_stages_follow_evidence_and_confidence(plug):
     lost = DecisionEngine(FixedModel(["camera", "plug"], [0.55, 0.45]), None,
                           EngineConfig(threshold=0.6), {"version": "t"})
     assert lost.decide(first_packets_with(pk, mac, 4), mac) is None          # below threshold, little evidence
-    d = lost.decide(first_packets_with(pk, mac, 9), mac)
-    assert (d.category, d.stage) == (UNKNOWN, UNKNOWN)
+    # the full behaviour evidence, but not yet the stated minimum of time: not unknown yet
+    early = first_packets_with(pk, mac, 9)
+    assert (early.ts_ns.max() - early.ts_ns.min()) / 1e9 < lost.config.min_unknown_seconds
+    assert lost.decide(early, mac) is None
+    d = lost.decide(pk, mac)                                                  # an hour of it
+    assert (d.category, d.stage) == (UNKNOWN, UNKNOWN) and d.evidence["seconds"] >= 600
 
 
 def test_segment_model_joins_when_a_window_is_complete(plug):

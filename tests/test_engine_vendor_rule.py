@@ -94,6 +94,27 @@ def test_behaviour_alone_accepts_a_device_of_a_seen_vendor(plugs):
     assert eng.decide(_early(plugs, mac), mac).category == "plug"
 
 
+def test_behaviour_alone_confirms_only_a_category_the_vendor_is_known_to_make(plugs):
+    """On a seen vendor whose training devices were all of other categories, behaviour models were
+    confidently wrong: they may still vouch (provisional), but confirming needs agreeing evidence."""
+    mac = mac_to_int(SEEN)
+    eng = _engine()
+    eng.identity_model.meta["vendor_categories"] = {"acme": ["camera", "hub"]}
+    d = eng.decide(plugs, mac)
+    assert (d.category, d.stage) == ("plug", PROVISIONAL)
+    assert ("not confirmed: behaviour alone confirms only a category the device's vendor is known to make; "
+            "its MAC vendor (acme) had no training device of that category") in d.explanation
+    eng.identity_model.meta["vendor_categories"] = {"acme": ["camera", "plug"]}
+    assert eng.decide(plugs, mac).stage == CONFIRMED
+    # the ablations without the vendor rules confirm as before
+    eng.identity_model.meta["vendor_categories"] = {"acme": ["hub"]}
+    assert eng.conclude(eng.evidence(plugs, mac), gate=False).stage == CONFIRMED
+    # identity evidence that agrees confirms it (two voters, one of them carrying to unseen devices)
+    d = eng.decide(plugs, mac, identity=[(int(plugs.ts_ns.min()), "dhcp.hostname", "kitchen-smartplug"),
+                                         (int(plugs.ts_ns.min()), "mdns.txt", "ci=7")])
+    assert (d.category, d.stage, d.vouching) == ("plug", CONFIRMED, ("identity", "session"))
+
+
 @pytest.mark.parametrize("mac, oui", [(UNSEEN, "other"), (UNREGISTERED, "not registered")])
 def test_behaviour_alone_does_not_accept_a_device_of_an_unseen_vendor(plugs, mac, oui):
     eng = _engine()

@@ -117,6 +117,10 @@ class EngineConfig:
     min_identity_kinds: int = 2       # identity alone confirms on hits from this many record kinds
     voters: tuple = ("identity", "session", "segment")   # which voters take part (ablations)
     behaviour_alone_needs_seen_vendor: bool = True   # behaviour vouches alone only for training vendors' devices
+    min_unknown_seconds: float = 600.0  # never unknown before this much of the device's traffic (s)
+    #: behaviour alone confirms only a category the device's MAC vendor had among the training
+    #: devices (else it stays provisional until independent evidence agrees)
+    behaviour_confirms_known_vendor_category: bool = True
     interval: float = 300.0           # segment settings of the segment model
     t: int = 6
     n: int = 16                       # session sequence length of the session model
@@ -240,6 +244,7 @@ class DecisionEngine:
             votes.append(_Vote("segment", pg, c.segment_threshold, c.segment_weight, self.segment_model.kind))
         counts = {"packets": int(len(view.pkt)), "sessions": n_s,
                   "segments": int((now - int(ts.min())) // int(c.interval * 1e9)),
+                  "seconds": round((now - int(ts.min())) / 1e9, 3),
                   "identity_records": id_vote.records if id_vote is not None else 0}
         vendor = self.vendor_status(mac) if "identity" in voters else None
         return _Evidence(votes, counts, g_inst is not None, id_vote, s_inst, g_inst, vendor)
@@ -264,8 +269,9 @@ class DecisionEngine:
 
     def conclude(self, ev: "_Evidence", voters: tuple | None = None, gate: bool | None = None) -> Decision | None:
         """The decision from the voters' answers (only ``voters`` among them, if given).
-        ``gate``: whether behaviour alone needs a vendor seen in training (default: the
-        engine's ``behaviour_alone_needs_seen_vendor``; ``False`` for ablations)."""
+        ``gate``: whether behaviour alone needs a vendor seen in training to vouch, and one known
+        to make the category to confirm (default: the engine's ``behaviour_alone_needs_seen_vendor``;
+        ``False`` for the ablations without the vendor rules)."""
         c = self.config
         gate = c.behaviour_alone_needs_seen_vendor if gate is None else gate
         classes = self.classes
@@ -289,7 +295,9 @@ class DecisionEngine:
                 and not any(v.name == "identity" for v in vouch)):
             held, vouch = vouch, []     # behaviour alone may not accept this vendor's device
         if not vouch:
-            if not enough:
+            # unknown only on the full behaviour evidence over the stated minimum of time: a device
+            # that has shown eight sessions in its first 30 s has not yet shown what it is
+            if not enough or ev.counts.get("seconds", float("inf")) < c.min_unknown_seconds:
                 return None
             if held:
                 oui = ev.vendor[1] or "not registered"
@@ -302,23 +310,49 @@ class DecisionEngine:
                        f"threshold (lowest {lowest:.2f})")
             return Decision(UNKNOWN, float(p[k]), UNKNOWN, model, f"{why} [{answers}]", evidence)
         conf = max(float(v.p[k]) for v in vouch)
-        # the minimum evidence, before asking whether all vouching voters agree
-        minimum = n_pk >= c.min_packets_confirmed and (
-            (enough and conf >= c.confirm_confidence)          # one voter on the full behaviour evidence
-            or self._agree(vouch, k, classes, id_vote))        # earlier: independent evidence agrees
+        behaviour = [v for v in vouch if v.name != "identity"]
+        # the minimum evidence, before asking whether all vouching voters agree: a behaviour model on
+        # the full behaviour evidence, for a category the device's vendor is known to make; or, from
+        # sources that carry to devices never seen, independent evidence that agrees
+        full = enough and behaviour and max(float(v.p[k]) for v in behaviour) >= c.confirm_confidence
+        makes = self._vendor_makes(ev, classes[k]) if gate else True
+        minimum = n_pk >= c.min_packets_confirmed and ((full and makes) or self._agree(vouch, k, classes, id_vote, ev, gate))
+        # the evidence would have been enough, but for the vendor rule
+        held_by_vendor = (not minimum and not makes and n_pk >= c.min_packets_confirmed
+                          and (full or (len(behaviour) >= 2 and len(vouch) == len(behaviour))))
         confirmed = minimum and not dissent                    # and no voter vouches for another class
         stage = CONFIRMED if confirmed else PROVISIONAL
         explanation = ""
         if c.explain:
             explanation = self._explain(classes[k], votes, ev.s_inst if any(v.name == "session" for v in votes)
                                         else None, ev.g_inst if window else None, id_vote)
-        if minimum and dissent:
+        why = ""
+        if (minimum or held_by_vendor) and dissent:
             others = " and ".join(f"{v.name} vouches for {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}"
                                   + self._identity_why(v, id_vote, classes[int(v.p.argmax())]) for v in dissent)
             why = f"not confirmed: {others}, not {classes[k]}"
+        elif held_by_vendor:
+            who = (f"its MAC vendor ({ev.vendor[1]}) had no training device of that category"
+                   if ev.vendor and ev.vendor[0] == "seen" else "its MAC vendor is not among the training devices'")
+            why = (f"not confirmed: behaviour alone confirms only a category the device's vendor is known to make; "
+                   f"{who}, and no identity evidence agrees")
+        if why:
             explanation = f"{explanation}; {why}" if explanation else f"{why} [{answers}]"
         return Decision(classes[k], conf, stage, model, explanation, evidence,
                         tuple(v.name for v in votes if float(v.p[k]) >= v.threshold))
+
+    def _vendor_makes(self, ev: "_Evidence", category: str) -> bool:
+        """Whether behaviour alone may confirm ``category`` for this device: its MAC vendor had a
+        training device of that category (behaviour has been right on a vendor's other devices of
+        the same kind; on a vendor seen only in other categories it was confidently wrong). True
+        when the engine cannot tell (no identity voter, no vendors, the rule off)."""
+        if not self.config.behaviour_confirms_known_vendor_category or ev.vendor is None:
+            return True
+        status, vendor = ev.vendor
+        if status != "seen":
+            return False
+        made = self.identity_model.vendor_categories()
+        return made is None or category in made.get(vendor, ())
 
     @staticmethod
     def _identity_why(v: "_Vote", id_vote, category: str) -> str:
@@ -329,12 +363,15 @@ class DecisionEngine:
         what = describe(id_vote, category)
         return f" ({what})" if what else ""
 
-    def _agree(self, vouch: list["_Vote"], k: int, classes: list[str], id_vote) -> bool:
-        """Early confirmation: two voters vouch for the class, or the identity voter alone at
-        ``confirm_confidence`` on knowledge hits from ``min_identity_kinds`` kinds of record."""
+    def _agree(self, vouch: list["_Vote"], k: int, classes: list[str], id_vote, ev: "_Evidence",
+               gate: bool = True) -> bool:
+        """Early confirmation: the identity voter and a behaviour model vouch for the class (the two
+        behaviour models alone only for a category the device's vendor is known to make), or the
+        identity voter alone at ``confirm_confidence`` on knowledge hits from ``min_identity_kinds``
+        kinds of record."""
         c = self.config
         if len(vouch) >= 2:
-            return True
+            return any(v.name == "identity" for v in vouch) or not gate or self._vendor_makes(ev, classes[k])
         v = vouch[0]
         return (v.name == "identity" and float(v.p[k]) >= c.confirm_confidence
                 and len(id_vote.supporting_kinds(classes[k])) >= c.min_identity_kinds)
@@ -418,7 +455,7 @@ _CONFIG_RANGES = {
     "confirm_confidence": (0.0, 1.0), "threshold": (0.0, 1.0), "segment_threshold": (0.0, 1.0),
     "segment_weight": (0.0, 1.0), "interval": (1e-3, 1e7), "t": (1, 1024), "n": (1, 4096),
     "idle_timeout": (1e-3, 1e7), "identity_weight": (0.0, 1.0), "min_packets_confirmed": (0, 1_000_000),
-    "min_identity_kinds": (1, 64),
+    "min_identity_kinds": (1, 64), "min_unknown_seconds": (0.0, 1e7),
 }
 #: The voters an engine may name.
 VOTERS = ("identity", "session", "segment")

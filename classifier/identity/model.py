@@ -200,6 +200,17 @@ class IdentityModel:
             cached = self._vendors = (key, found)
         return cached[1]
 
+    def vendor_categories(self) -> dict[str, frozenset[str]] | None:
+        """Per MAC vendor of the training devices, the categories its devices had (None: a model
+        trained before this was kept)."""
+        made = self.meta.get("vendor_categories")
+        if made is None:
+            return None
+        cached = getattr(self, "_made", None)
+        if cached is None or cached[0] is not made:
+            cached = self._made = (made, {v: frozenset(c) for v, c in made.items()})
+        return cached[1]
+
     def regime(self, toks: set[str]) -> tuple[float, float, float]:
         """(a, b, threshold) for a device with these tokens: the seen-vendor calibration when
         its MAC vendor is one the token model was trained on."""

@@ -98,8 +98,13 @@ def train_identity(streams, records_of, train: np.ndarray, seed: int = 0, folds:
                 L2[i] = sub.learned_logp(toks[i])
         model.fit_seen_calibration(K[shared], L2[shared], y[shared], w[shared], target_precision=target_precision)
     model.fit_tokens(toks, y, w, seed=seed)
+    made: dict[str, set] = {}
+    for v, i in zip(vendors, (i for _, _, i in ex)):
+        if not v.startswith("group:"):
+            made.setdefault(v, set()).add(streams[i].category)
     model.meta.update({"examples": len(ex), "devices": int(len(set(dev.tolist()))), "vendors": n_vendors,
-                       "calibration_folds": k, "tokens": len(model.vocab)})
+                       "calibration_folds": k, "tokens": len(model.vocab),
+                       "vendor_categories": {v: sorted(c) for v, c in sorted(made.items())}})
     if log:
         c = model.meta["calibration"]
         seen = model.meta.get("calibration_seen_vendor")
