@@ -115,6 +115,20 @@ def test_behaviour_alone_confirms_only_a_category_the_vendor_is_known_to_make(pl
     assert (d.category, d.stage, d.vouching) == ("plug", CONFIRMED, ("identity", "session"))
 
 
+def test_behaviour_does_not_pull_an_unseen_vendors_device_away_from_what_identity_vouches(plugs):
+    """Behaviour says plug at 0.95; the device names itself a camera (its host name).
+    Of a vendor the behaviour models never saw, it is the camera the identity voter vouches for
+    (provisional: behaviour does not agree), not an average that nobody vouches for."""
+    eng = _engine()
+    mac = mac_to_int(UNSEEN)
+    t0 = int(plugs.ts_ns.min())
+    recs = [(t0, "dhcp.hostname", "front-doorbell")]
+    d = eng.decide(plugs, mac, identity=recs)
+    assert (d.category, d.vouching) == ("camera", ("identity",)) and d.identity_alone
+    # the ablation without the vendor rules averages, and there the plug outweighs
+    assert eng.conclude(eng.evidence(plugs, mac, identity=recs), gate=False).category == "plug"
+
+
 @pytest.mark.parametrize("mac, oui", [(UNSEEN, "other"), (UNREGISTERED, "not registered")])
 def test_behaviour_alone_does_not_accept_a_device_of_an_unseen_vendor(plugs, mac, oui):
     eng = _engine()

@@ -282,6 +282,13 @@ class DecisionEngine:
             return None
         p = sum(v.weight * v.p for v in votes) / sum(v.weight for v in votes)
         k = int(p.argmax())
+        unseen = gate and ev.vendor is not None and ev.vendor[0] in ("unseen", "unregistered")
+        idv = next((v for v in votes if v.name == "identity"), None)
+        if unseen and idv is not None and float(idv.p.max()) >= idv.threshold:
+            # a vendor the behaviour models never saw: they may not accept a class alone, nor move
+            # the class away from the one the identity voter vouches for (they still count towards
+            # agreement when they vouch for it too)
+            k = int(idv.p.argmax())
         n_s, n_pk = ev.counts["sessions"], ev.counts["packets"]
         evidence = dict(ev.counts)
         # behaviour evidence enough to confirm (or to call the device unknown)
