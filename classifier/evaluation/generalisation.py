@@ -29,12 +29,13 @@ And the open set within any split: the test streams whose category no training s
 (every test stream in ``fusion-openset``), the share of them accepted as another category
 (:func:`false_accepts`).
 
-And what the evidence could give at best (:func:`evidence_reach`): the share of test streams
-with any identity record, the share on which public knowledge alone names the right category,
-and the share whose category public knowledge, at least one ablation's whole-stream decision
-(provisional ones included) or one voter's top class (below its threshold too) names — a
-ceiling for any rule that picks among what the voters and the knowledge say; and the share
-holding the minimum evidence for a confirmation within ``GOAL_SECONDS``.
+And what the evidence gives (:func:`evidence_reach`): the share of test streams with any
+identity record, the share on which public knowledge alone names the right category (and a
+wrong one), and the share whose category public knowledge, at least one ablation's
+whole-stream decision (provisional ones included) or one voter's top class (below its threshold
+too) names — a bound for any rule that re-chooses among this engine's answers with this
+knowledge, not a limit of the data (another engine could name more); and the share holding the
+minimum evidence for a confirmation within ``GOAL_SECONDS``.
 
 The identity voter reads the device's identity records through ``records_of``: by default
 the ``identity`` table a decoded capture carries (``LoadedCapture.identity``), none otherwise.
@@ -49,6 +50,7 @@ import numpy as np
 
 from classifier.engine.decision import CONFIRMED, UNKNOWN
 from classifier.evaluation.records import RecordSource, capture_records  # noqa: F401
+from classifier.identity.knowledge import knowledge_verdict
 
 ABLATIONS = {"behaviour": ("session", "segment"), "identity": ("identity",), "fused": ("identity", "session", "segment"),
              "fused-ungated": ("identity", "session", "segment")}
@@ -321,7 +323,7 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
             fin = final_decisions(engine, lc.packets, st.mac, recs)
             row["records"] = len(recs)
             row["packets_by_goal"] = packets_within(lc.packets, st.mac, GOAL_SECONDS)
-            row["knowledge"] = knowledge_top(recs)
+            row["knowledge"] = knowledge_verdict(recs, st.mac)
             live = probe_answers(recs, st.t0_ns + int(PROBE_DELAY_S * 1e9)) if probes else recs
             on = replay(engine, lc.packets, st.mac, live, decision_points(st, live, data.settings)) if online else {}
             row["by"] = {a: {"final": fin[a], "first_final": on.get(a)} for a in ABLATIONS}
@@ -356,21 +358,12 @@ def packets_within(pk, mac: int, seconds: float) -> int:
     return int((ts <= ts.min() + int(seconds * 1e9)).sum()) if len(ts) else 0
 
 
-def knowledge_top(records) -> str | None:
-    """The category public knowledge alone gives most weight on these identity records (None:
-    no hit). The MAC's own evidence (a randomised MAC) is left out here; it reaches the
-    ceiling through the identity voter's top class."""
-    from classifier.identity.knowledge import default_knowledge
-    k = default_knowledge()
-    scores = k.scores(k.hits(records))
-    top = max(scores, key=scores.get)
-    return top if scores[top] > 0 else None
-
-
 def evidence_reach(rows: list[dict], min_packets: int = 20) -> dict | None:
     """Shares of test streams: with any identity record; whose category public knowledge alone
-    names (right, wrong); whose category public knowledge, any ablation's whole-stream decision
-    or any voter's top class names (the ceiling of any choice among them); holding
+    names (right, wrong; :func:`~classifier.identity.knowledge.knowledge_verdict` on the
+    stream's records and MAC); whose category public knowledge, any ablation's whole-stream
+    decision or any voter's top class names (``named_by_engine_or_knowledge``: a bound on
+    re-choosing among this engine's answers with this knowledge, not a limit of the data); holding
     ``min_packets`` (the minimum for a confirmation) by ``GOAL_SECONDS`` after their first
     packet — if under half, no engine keeping that minimum can have its median first final
     decision by then. ``None`` for rows without the fields (older results)."""
@@ -386,7 +379,7 @@ def evidence_reach(rows: list[dict], min_packets: int = 20) -> dict | None:
     return {"streams": n, "with_records": sum(r["records"] > 0 for r in rows) / n,
             "knowledge_right": sum(r["knowledge"] == r["category"] for r in rows) / n,
             "knowledge_wrong": sum(r["knowledge"] not in (None, r["category"]) for r in rows) / n,
-            "any_right": sum(named(r) for r in rows) / n,
+            "named_by_engine_or_knowledge": sum(named(r) for r in rows) / n,
             "minimum_by_goal": (sum(r["packets_by_goal"] >= min_packets for r in rows) / n
                                 if all("packets_by_goal" in r for r in rows) else None)}
 
@@ -428,7 +421,8 @@ def format_table(result: dict) -> str:
         if r:
             lines.append(f"{label[:22]:22s} reach: {r['streams']} streams, {r['with_records']:.2f} with identity "
                          f"records; public knowledge alone names {r['knowledge_right']:.3f} right, "
-                         f"{r['knowledge_wrong']:.3f} wrong; some voter, ablation or knowledge names {r['any_right']:.3f}"
+                         f"{r['knowledge_wrong']:.3f} wrong; named by some answer of this engine or the knowledge "
+                         f"(bound on re-choosing among them) {r['named_by_engine_or_knowledge']:.3f}"
                          + (f"; {r['minimum_by_goal']:.2f} hold the minimum for a confirmation by {GOAL_SECONDS:.0f} s"
                             if r.get("minimum_by_goal") is not None else ""))
         for a in [a for a in ABLATIONS if a in s]:
