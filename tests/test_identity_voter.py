@@ -88,7 +88,7 @@ def test_knowledge_hits(kind, value, category):
     assert hits and hits[0].category == category
 
 
-@pytest.mark.parametrize("kind, value", [("dhcp.hostname", "DCS-935L"), ("mdns.txt", "ci=1"), ("mdns.txt", "ci=x"),
+@pytest.mark.parametrize("kind, value", [("mdns.txt", "ci=1"), ("mdns.txt", "ci=x"),
                                          ("ssdp.type", "urn:schemas-upnp-org:device:InternetGatewayDevice:1"),
                                          ("dhcp.hostname", "disabled"), ("ssdp.location", "http://10.0.0.2/cam.xml")])
 def test_knowledge_stays_silent_without_evidence(kind, value):
