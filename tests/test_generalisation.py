@@ -67,7 +67,12 @@ def test_reach_is_what_public_knowledge_or_any_ablation_names():
     assert ("all                    reach: 5 streams, 0.80 with identity records; public knowledge alone names "
             "0.200 right, 0.200 wrong; named by some answer of this engine or the knowledge (bound on re-choosing "
             "among them) 0.800; 0.20 hold the minimum for a confirmation by 60 s") in table
-    assert "ceiling" not in table
+    assert "ceiling" not in table and "per device" not in table       # no per-device block without its rows
+    # beside it, from the per-device summary: devices with records, and whose records name nothing
+    s["devices"] = {"devices": 4, "with_records": 0.75, "named_by_nothing": 0.5}
+    table = format_table({"protocol": "lovo", "data": "all", "overall": s, "by_dataset": {}})
+    assert "0.20 hold the minimum for a confirmation by 60 s; of 4 devices 0.75 carry identity records, 0.50 " \
+           "have records that name nothing" in table
     assert evidence_reach([{k: v for k, v in r.items() if k != "knowledge"} for r in rows]) is None
     assert evidence_reach([{k: v for k, v in r.items() if k != "packets_by_goal"} for r in rows])["minimum_by_goal"] is None
 
