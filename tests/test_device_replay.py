@@ -35,13 +35,15 @@ def two_captures(tmp_path_factory):
     """One generated network captured twice: 300 s at START, and 120 s two hours later."""
     folder = tmp_path_factory.mktemp("pool")
     net = default_network(["plug", "hub"], identity=True)
-    paths = []
-    for k, (start, secs) in enumerate(((START, 300.0), (START + 7200 * SEC, 120.0))):
-        p = folder / f"cap-{k}.pcap"
-        with open(p, "wb") as fh:
-            write_pcap(fh, network_records(net, secs, start_ns=start, seed=k))
-        paths.append(p)
+    paths = [_pcap(folder / f"cap-{k}.pcap", network_records(net, secs, start_ns=start, seed=k))
+             for k, (start, secs) in enumerate(((START, 300.0), (START + 7200 * SEC, 120.0)))]
     return net, [read_packets(str(p)) for p in paths]
+
+
+def _pcap(path, records):
+    with open(path, "wb") as fh:
+        write_pcap(fh, records)
+    return path
 
 
 def _streams(net, pks, dev_index=1):
@@ -257,17 +259,10 @@ def test_classify_pools_a_device_identity_records_across_captures_in_time_order(
     from classifier.engine.engine import DecisionEngine
     net = default_network(["light", "hub", "plug"], identity=True)
     recs = network_records(net, 600.0, seed=5)
-    cuts = [0, next(i for i, r in enumerate(recs) if r.ts_ns >= START + 15 * SEC),
-            next(i for i, r in enumerate(recs) if r.ts_ns >= START + 50 * SEC), len(recs)]
-    paths = []
-    for k in range(3):
-        p = tmp_path / f"part-{k}.pcap"
-        with open(p, "wb") as fh:
-            write_pcap(fh, recs[cuts[k]:cuts[k + 1]])
-        paths.append(p)
-    whole = tmp_path / "whole.pcap"
-    with open(whole, "wb") as fh:
-        write_pcap(fh, recs)
+    a, b = START + 15 * SEC, START + 50 * SEC
+    parts = [[r for r in recs if r.ts_ns < a], [r for r in recs if a <= r.ts_ns < b], [r for r in recs if r.ts_ns >= b]]
+    paths = [_pcap(tmp_path / f"part-{k}.pcap", part) for k, part in enumerate(parts)]
+    whole = _pcap(tmp_path / "whole.pcap", recs)
     seen: dict[str, list] = {}
     orig = DecisionEngine.decide
 
