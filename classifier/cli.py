@@ -258,6 +258,9 @@ def cmd_evaluate(args) -> int:
                                 behaviour_only=args.behaviour_only)
             ev.save_result(result, out, f"online-{name}" + ("-behaviour" if args.behaviour_only else ""))
             print(json.dumps(result["summary"], indent=1))
+            from classifier.evaluation.devices import format_devices
+            ds = result["device_summary"]
+            print(format_devices({"all": ds["overall"]} | ds["by_dataset"], result["devices"]))
             continue
         data = ev.load_data(name, roots, settings)
         if args.protocol == "sensitivity":

@@ -83,3 +83,73 @@ def test_metrics_per_instance_and_per_stream():
     assert m["per_class"]["a"]["recall"] == pytest.approx(0.5)
     assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
     assert m["confusion"]["matrix"] == [[1, 1], [1, 2]]
+
+
+def _vendor_streams():
+    """Devices of a few MAC vendors (several devices each), an unregistered one and a phone's
+    randomised MAC, each with several captures, in three data sets."""
+    from dataclasses import replace
+    layout = [("home", "camera", 0x0017A0, 3), ("home", "plug", 0x0017A0, 2), ("iot-sentinel", "plug", 0x50C7BF, 4),
+              ("iot-sentinel", "camera", 0xB0C554, 3), ("iot-sentinel", "sensor", 0xB0C554, 2),
+              ("longterm", "lock", 0x3C6105, 1), ("speaker", "speaker", 0x3C6105, 1), ("home", "hub", 0xF0FE6B, 1),
+              ("home", "non-iot", None, 1), ("unsw-2014", "hub", 0x001788, 2)]
+    streams = []
+    for d, (dataset, cat, oui, captures) in enumerate(layout):
+        mac = (oui << 24 | d) if oui is not None else 0xDAA119000000 | d        # None: locally administered
+        name = f"{dataset}/{cat}{d}"
+        for k in range(captures):
+            streams.append(replace(fake_stream(f"{name}-{k}.pcap", name, cat, name, t0=k), dataset=dataset, mac=mac))
+    return streams
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """An OUI registry of the vendors above (0xF0FE6B left unregistered), whatever is installed."""
+    import classifier.identity.training as training
+    from classifier.identity.oui import OuiRegistry
+    reg = OuiRegistry()
+    for prefix, org in ((0x0017A0, "Acme Cameras Inc."), (0x50C7BF, "Plugco Ltd."), (0xB0C554, "D-Link International"),
+                        (0x3C6105, "Amazon Technologies Inc."), (0x001788, "Philips Lighting BV")):
+        reg.add(24, prefix, org)
+    monkeypatch.setattr(training, "default_registry", lambda: reg)
+    return reg
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("folds", [2, 3, 5])
+def test_vendor_splits_never_train_on_a_test_device_or_vendor(registry, seed, folds):
+    from classifier.evaluation.generalisation import stream_vendors, vendor_splits
+    streams = _vendor_streams()
+    vendors = stream_vendors(streams)
+    assert vendors.count("acme") == 5 and vendors.count("d-link") == 5 and len(set(vendors)) == 7
+    splits = vendor_splits(streams, folds, seed)
+    assert len(splits) == folds
+    tested = np.zeros(len(streams), int)
+    for name, train, test in splits:
+        assert not np.any(train & test) and np.all(train | test)
+        train_devices = {s.device for s, t in zip(streams, train) if t}
+        test_devices = {s.device for s, t in zip(streams, test) if t}
+        assert not train_devices & test_devices, name
+        train_vendors = {v for v, t in zip(vendors, train) if t}
+        test_vendors = {v for v, t in zip(vendors, test) if t}
+        assert not train_vendors & test_vendors, name
+        assert name == f"vendors {', '.join(sorted(test_vendors))}"
+        tested += test
+    assert np.all(tested == 1)          # every stream tested once, in the split of its vendor
+
+
+def test_dataset_splits_never_train_on_a_test_device_or_data_set():
+    from classifier.evaluation.generalisation import CROSS_TESTS, dataset_splits
+    streams = _vendor_streams()
+    splits = dataset_splits(streams)
+    assert [n for n, _, _ in splits] == [f"test on {'+'.join(t)}" for t in CROSS_TESTS]
+    tested = np.zeros(len(streams), int)
+    for (name, train, test), names in zip(splits, CROSS_TESTS):
+        assert not np.any(train & test) and np.all(train | test)
+        assert not {s.device for s, t in zip(streams, train) if t} & {s.device for s, t in zip(streams, test) if t}
+        assert {s.dataset for s, t in zip(streams, test) if t} <= set(names)
+        assert not {s.dataset for s, t in zip(streams, train) if t} & set(names)
+        tested += test
+    assert np.all(tested == 1)
+    # a data set that is the only one left has no training side: no split
+    assert dataset_splits([s for s in streams if s.dataset == "home"]) == []

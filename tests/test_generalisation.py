@@ -46,9 +46,9 @@ def test_summary_carries_every_ablation_and_the_open_set_of_novel_categories():
 
 
 def test_reach_is_what_public_knowledge_or_any_ablation_names():
-    from classifier.evaluation.generalisation import evidence_reach, knowledge_top
-    assert knowledge_top([(0, "mdns.txt", "ci=5"), (0, "dns.query", "api.example.com")]) == "light"
-    assert knowledge_top([(0, "dhcp.hostname", "xk-2041")]) is None and knowledge_top([]) is None
+    """The share of streams some answer of this engine or the knowledge names: a bound on
+    re-choosing among them (renamed from a "ceiling": another engine could name more)."""
+    from classifier.evaluation.generalisation import evidence_reach
     rows = [_row("cam1", "camera", False, {"behaviour": "plug", "fused-ungated": "plug"}),     # nobody right
             _row("cam2", "camera", False, {"behaviour": "camera", "fused": UNKNOWN}),          # behaviour right
             _row("bulb", "light", False, {}),                                                  # knowledge right
@@ -60,13 +60,19 @@ def test_reach_is_what_public_knowledge_or_any_ablation_names():
         r["packets_by_goal"] = 25 if r["device"] == "bulb" else 5
     reach = evidence_reach(rows)
     assert reach == {"streams": 5, "with_records": 0.8, "knowledge_right": 0.2, "knowledge_wrong": 0.2,
-                     "any_right": 0.8, "minimum_by_goal": 0.2}
+                     "named_by_engine_or_knowledge": 0.8, "minimum_by_goal": 0.2}
     s = summarise(rows, "lovo", 20)
     assert s["reach"] == reach and set(s) == set(ABLATIONS) | {"reach"}
     table = format_table({"protocol": "lovo", "data": "all", "overall": s, "by_dataset": {}})
     assert ("all                    reach: 5 streams, 0.80 with identity records; public knowledge alone names "
-            "0.200 right, 0.200 wrong; some voter, ablation or knowledge names 0.800; 0.20 hold the minimum for a "
-            "confirmation by 60 s") in table
+            "0.200 right, 0.200 wrong; named by some answer of this engine or the knowledge (bound on re-choosing "
+            "among them) 0.800; 0.20 hold the minimum for a confirmation by 60 s") in table
+    assert "ceiling" not in table and "per device" not in table       # no per-device block without its rows
+    # beside it, from the per-device summary: devices with records, and whose records name nothing
+    s["devices"] = {"devices": 4, "with_records": 0.75, "named_by_nothing": 0.5}
+    table = format_table({"protocol": "lovo", "data": "all", "overall": s, "by_dataset": {}})
+    assert "0.20 hold the minimum for a confirmation by 60 s; of 4 devices 0.75 carry identity records, 0.50 " \
+           "have records that name nothing" in table
     assert evidence_reach([{k: v for k, v in r.items() if k != "knowledge"} for r in rows]) is None
     assert evidence_reach([{k: v for k, v in r.items() if k != "packets_by_goal"} for r in rows])["minimum_by_goal"] is None
 

@@ -181,18 +181,70 @@ class _Stream:
         self.t0_ns = 0
 
 
-def test_train_identity_calibrates_on_vendor_held_out_folds():
+def test_calibration_predictions_are_held_out(monkeypatch):
+    """Every prediction the calibrations fit on comes from a token model that never saw the
+    example's device: for the unseen-vendor calibration, nor any device of its vendor; for the
+    seen-vendor one, not the device (its vendor's other devices may be in it). Watched through the token
+    model's own methods: which token sets each model is fitted on, and which it predicts.
+    Each device's records carry a domain of its own, so its examples are recognisable."""
     recs, y, macs = _examples()
+    recs = [r + [(2, "dns.query", f"api.unit{chr(97 + i // 26)}{chr(97 + i % 26)}.example")] for i, r in enumerate(recs)]
     reg = OuiRegistry()
     for j in range(3):
         for u in range(3):
             reg.add(24, 0x100000 + 0x10 * j + u, f"Vendor{j}{u} Inc.")
     streams = [_Stream(c, mac, f"dev{i}", f"g{i}") for i, (c, mac) in enumerate(zip(y, macs))]
+
+    def own(toks):          # the device an example's tokens belong to, and its vendor
+        return (next(t for t in toks if t.startswith("dom:unit")), next(t for t in toks if t.startswith("oui:")))
+    fitted: dict[int, list] = {}          # id(model) -> the (device, vendor) of each example it was fitted on
+    predicted = []                        # (phase, id(model), (device, vendor))
+    alive = []                            # every model fitted, kept so that no id is reused
+    phase = ["unseen-vendor"]
+    fit, logp = IdentityModel.fit_tokens, IdentityModel.learned_logp
+    fit_cal, fit_seen = IdentityModel.fit_calibration, IdentityModel.fit_seen_calibration
+
+    def spy_fit(self, token_sets, *a, **kw):
+        fitted[id(self)] = [own(t) for t in token_sets]
+        alive.append(self)
+        return fit(self, token_sets, *a, **kw)
+
+    def spy_logp(self, toks):
+        predicted.append((phase[0], id(self), own(toks)))
+        return logp(self, toks)
+
+    def spy_cal(self, K, L, *a, **kw):
+        calibrated.append(("unseen-vendor", L.copy()))
+        phase[0] = "seen-vendor"
+        return fit_cal(self, K, L, *a, **kw)
+
+    def spy_seen(self, K, L, *a, **kw):
+        calibrated.append(("seen-vendor", L.copy()))
+        phase[0] = "after"
+        return fit_seen(self, K, L, *a, **kw)
+    calibrated = []
+    monkeypatch.setattr(IdentityModel, "fit_tokens", spy_fit)
+    monkeypatch.setattr(IdentityModel, "learned_logp", spy_logp)
+    monkeypatch.setattr(IdentityModel, "fit_calibration", spy_cal)
+    monkeypatch.setattr(IdentityModel, "fit_seen_calibration", spy_seen)
     m = train_identity(streams, lambda i: recs[i], np.ones(len(streams), bool), folds=3, registry=reg)
-    cal = m.meta["calibration"]
-    assert 0.05 <= cal["a"] <= 20 and 0.05 <= cal["b"] <= 20 and 0.5 <= cal["threshold"] <= 0.99
+    assert [c[0] for c in calibrated] == ["unseen-vendor", "seen-vendor"]
     assert m.meta["vendors"] == 9 and m.meta["calibration_folds"] == 3
-    assert m.seen is not None and 0.5 <= m.seen[2] <= 0.99   # each vendor has two devices: device-held-out too
+    n_examples = m.meta["examples"]
+    by_phase = {p: [x for x in predicted if x[0] == p] for p in ("unseen-vendor", "seen-vendor", "after")}
+    # every example predicted once for the unseen-vendor calibration, each shared-vendor one for the other
+    assert len(by_phase["unseen-vendor"]) == n_examples == len(calibrated[0][1])
+    assert len(by_phase["seen-vendor"]) == len(calibrated[1][1]) > 0
+    assert not by_phase["after"]
+    for _, model, (device, vendor) in by_phase["unseen-vendor"]:
+        assert model != id(m) and model in fitted
+        assert device not in {d for d, _ in fitted[model]}, "a calibration prediction of a device trained on"
+        assert vendor not in {v for _, v in fitted[model]}, "a vendor-held-out prediction of a vendor trained on"
+    for _, model, (device, _vendor) in by_phase["seen-vendor"]:
+        assert model != id(m) and device not in {d for d, _ in fitted[model]}, "a device-held-out prediction of a " \
+            "device trained on"
+    # the model shipped is fitted on every example, after both calibrations
+    assert len(fitted[id(m)]) == n_examples
 
 
 def test_seen_vendor_calibration_applies_to_trained_vendors_only():

@@ -29,12 +29,19 @@ And the open set within any split: the test streams whose category no training s
 (every test stream in ``fusion-openset``), the share of them accepted as another category
 (:func:`false_accepts`).
 
-And what the evidence could give at best (:func:`evidence_reach`): the share of test streams
-with any identity record, the share on which public knowledge alone names the right category,
-and the share whose category public knowledge, at least one ablation's whole-stream decision
-(provisional ones included) or one voter's top class (below its threshold too) names — a
-ceiling for any rule that picks among what the voters and the knowledge say; and the share
-holding the minimum evidence for a confirmation within ``GOAL_SECONDS``.
+And what the evidence gives (:func:`evidence_reach`): the share of test streams with any
+identity record, the share on which public knowledge alone names the right category (and a
+wrong one), and the share whose category public knowledge, at least one ablation's
+whole-stream decision (provisional ones included) or one voter's top class (below its threshold
+too) names — a bound for any rule that re-chooses among this engine's answers with this
+knowledge, not a limit of the data (another engine could name more); and the share holding the
+minimum evidence for a confirmation within ``GOAL_SECONDS``.
+
+And per device, over time (:mod:`classifier.evaluation.devices`, with ``online``): each test
+device's test streams joined in time order and replayed at the controller's cadence, the
+decision in force at 1, 10 and 60 minutes of its traffic and its wrong confirmations, per
+ablation; what public knowledge alone names on its pooled records; the share of devices with
+any identity record and whose records name nothing.
 
 The identity voter reads the device's identity records through ``records_of``: by default
 the ``identity`` table a decoded capture carries (``LoadedCapture.identity``), none otherwise.
@@ -48,7 +55,10 @@ from dataclasses import replace
 import numpy as np
 
 from classifier.engine.decision import CONFIRMED, UNKNOWN
+from classifier.evaluation.devices import (device_row, device_streams, format_devices, pool_streams, replay_device,
+                                           summarise_devices, wrong_confirmations)
 from classifier.evaluation.records import RecordSource, capture_records  # noqa: F401
+from classifier.identity.knowledge import knowledge_verdict
 
 ABLATIONS = {"behaviour": ("session", "segment"), "identity": ("identity",), "fused": ("identity", "session", "segment"),
              "fused-ungated": ("identity", "session", "segment")}
@@ -300,15 +310,19 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
                   "fusion-openset": lambda: category_splits(streams),
                   "fusion-known": lambda: capture_splits(streams, folds, seed)}[protocol]()
     rows_all: list[dict] = []
+    dev_rows_all: list[dict] = []
     per_split = []
     t_start = time.time()
     min_packets = None
     for name, train, test in splits:
         t0 = time.time()
+        test_all = test
         test = cap_streams(streams, test, MAX_STREAMS_PER_DEVICE, seed)
         engine = train_engine(data, long, train, records_of, seed, log=lambda m: log("    " + m))
         min_packets = engine.config.min_packets_confirmed
         trained = {s.category for s, t in zip(streams, train) if t}
+        dev_rows = replay_devices(engine, data, test_all, records_of, name, online=online, probes=probes)
+        dev_rows_all += dev_rows
         rows = []
         for i in np.flatnonzero(test):
             st = streams[i]
@@ -321,7 +335,7 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
             fin = final_decisions(engine, lc.packets, st.mac, recs)
             row["records"] = len(recs)
             row["packets_by_goal"] = packets_within(lc.packets, st.mac, GOAL_SECONDS)
-            row["knowledge"] = knowledge_top(recs)
+            row["knowledge"] = knowledge_verdict(recs, st.mac)
             live = probe_answers(recs, st.t0_ns + int(PROBE_DELAY_S * 1e9)) if probes else recs
             on = replay(engine, lc.packets, st.mac, live, decision_points(st, live, data.settings)) if online else {}
             row["by"] = {a: {"final": fin[a], "first_final": on.get(a)} for a in ABLATIONS}
@@ -329,23 +343,54 @@ def run_generalisation(protocol: str, data, long, records_of, folds: int = 5, se
             rows.append(row)
         rows_all += rows
         summary = summarise(rows, protocol, min_packets)
+        summary["devices"] = summarise_devices(dev_rows)
         per_split.append({"split": name, "train_streams": int(train.sum()), "test_streams": int(test.sum()),
                           "identity_threshold": engine.identity_model.threshold,
                           "identity_threshold_seen_vendor": (engine.identity_model.seen or (None, None, None))[2],
                           "session_threshold": engine.config.threshold, "summary": summary})
         log(f"  {name}: {int(test.sum())} test streams ({time.time() - t0:.0f} s) — " + "; ".join(
             f"{a} {fmt(summary[a])}" for a in ABLATIONS))
+        if online and dev_rows:
+            d60 = summary["devices"]["by"]["fused"]["at_minute"]["60"]
+            log(f"    per device (fused, {len(dev_rows)} devices), in force at 60 min: right {d60['right']:.2f}, "
+                f"wrong {d60['wrong']:.2f}, unknown {d60['unknown']:.2f}, undecided {d60['undecided']:.2f}; "
+                f"wrong confirmations {summary['devices']['by']['fused']['wrong_confirmations']}")
         log("    test streams by MAC vendor: " + ", ".join(
             f"{k or 'rule not applicable'} {sum(r['vendor'] == k for r in rows)}"
             for k in ("seen", "unseen", "unregistered", "local", None)
             if any(r["vendor"] == k for r in rows)))
     overall = summarise(rows_all, protocol, min_packets or 20)
-    by_dataset = {ds: summarise([r for r in rows_all if r["dataset"] == ds], protocol, min_packets or 20)
-                  for ds in sorted({r["dataset"] for r in rows_all})}
+    overall["devices"] = summarise_devices(dev_rows_all)
+    by_dataset = {}
+    for ds in sorted({r["dataset"] for r in rows_all}):
+        by_dataset[ds] = summarise([r for r in rows_all if r["dataset"] == ds], protocol, min_packets or 20)
+        by_dataset[ds]["devices"] = summarise_devices([r for r in dev_rows_all if r["dataset"] == ds])
     return {"protocol": protocol, "data": data.name, "settings": data.settings.as_dict(), "folds": folds, "seed": seed,
             "probes": probes,
             "splits": per_split, "overall": overall, "by_dataset": by_dataset, "rows": rows_all,
+            "devices": dev_rows_all, "wrong_confirmations": wrong_confirmations(dev_rows_all),
             "seconds": round(time.time() - t_start, 1)}
+
+
+def replay_devices(engine, data, test: np.ndarray, records_of, split: str, online: bool = True,
+                   probes: bool = False) -> list[dict]:
+    """Per test device, its test streams joined in time order (all of them, not the capped
+    choice of the per-stream measures): what public knowledge names on its pooled records, and
+    with ``online`` its replay at the controller's cadence per ablation
+    (:mod:`classifier.evaluation.devices`). ``probes``: each capture's records as the probes'
+    simulation gives them."""
+    from classifier.identity.probe import probe_answers
+    streams = data.streams
+
+    def recs(i):
+        r = records_of(i)
+        return probe_answers(r, streams[i].t0_ns + int(PROBE_DELAY_S * 1e9)) if probes else r
+    out = []
+    ablations = {a: (v, _gate(a)) for a, v in ABLATIONS.items()}
+    for dev, idx in device_streams(streams, test).items():
+        tl = pool_streams(streams, idx, recs, lambda i: data.cache.get([streams[i].capture])[0].packets)
+        out.append(device_row(tl, replay_device(engine, tl, ablations) if online else {}, split))
+    return out
 
 
 def packets_within(pk, mac: int, seconds: float) -> int:
@@ -356,21 +401,12 @@ def packets_within(pk, mac: int, seconds: float) -> int:
     return int((ts <= ts.min() + int(seconds * 1e9)).sum()) if len(ts) else 0
 
 
-def knowledge_top(records) -> str | None:
-    """The category public knowledge alone gives most weight on these identity records (None:
-    no hit). The MAC's own evidence (a randomised MAC) is left out here; it reaches the
-    ceiling through the identity voter's top class."""
-    from classifier.identity.knowledge import default_knowledge
-    k = default_knowledge()
-    scores = k.scores(k.hits(records))
-    top = max(scores, key=scores.get)
-    return top if scores[top] > 0 else None
-
-
 def evidence_reach(rows: list[dict], min_packets: int = 20) -> dict | None:
     """Shares of test streams: with any identity record; whose category public knowledge alone
-    names (right, wrong); whose category public knowledge, any ablation's whole-stream decision
-    or any voter's top class names (the ceiling of any choice among them); holding
+    names (right, wrong; :func:`~classifier.identity.knowledge.knowledge_verdict` on the
+    stream's records and MAC); whose category public knowledge, any ablation's whole-stream
+    decision or any voter's top class names (``named_by_engine_or_knowledge``: a bound on
+    re-choosing among this engine's answers with this knowledge, not a limit of the data); holding
     ``min_packets`` (the minimum for a confirmation) by ``GOAL_SECONDS`` after their first
     packet — if under half, no engine keeping that minimum can have its median first final
     decision by then. ``None`` for rows without the fields (older results)."""
@@ -386,7 +422,7 @@ def evidence_reach(rows: list[dict], min_packets: int = 20) -> dict | None:
     return {"streams": n, "with_records": sum(r["records"] > 0 for r in rows) / n,
             "knowledge_right": sum(r["knowledge"] == r["category"] for r in rows) / n,
             "knowledge_wrong": sum(r["knowledge"] not in (None, r["category"]) for r in rows) / n,
-            "any_right": sum(named(r) for r in rows) / n,
+            "named_by_engine_or_knowledge": sum(named(r) for r in rows) / n,
             "minimum_by_goal": (sum(r["packets_by_goal"] >= min_packets for r in rows) / n
                                 if all("packets_by_goal" in r for r in rows) else None)}
 
@@ -426,11 +462,15 @@ def format_table(result: dict) -> str:
     def row(label, s):
         r = s.get("reach")
         if r:
+            d = s.get("devices") or {}
             lines.append(f"{label[:22]:22s} reach: {r['streams']} streams, {r['with_records']:.2f} with identity "
                          f"records; public knowledge alone names {r['knowledge_right']:.3f} right, "
-                         f"{r['knowledge_wrong']:.3f} wrong; some voter, ablation or knowledge names {r['any_right']:.3f}"
+                         f"{r['knowledge_wrong']:.3f} wrong; named by some answer of this engine or the knowledge "
+                         f"(bound on re-choosing among them) {r['named_by_engine_or_knowledge']:.3f}"
                          + (f"; {r['minimum_by_goal']:.2f} hold the minimum for a confirmation by {GOAL_SECONDS:.0f} s"
-                            if r.get("minimum_by_goal") is not None else ""))
+                            if r.get("minimum_by_goal") is not None else "")
+                         + (f"; of {d['devices']} devices {d['with_records']:.2f} carry identity records, "
+                            f"{d['named_by_nothing']:.2f} have records that name nothing" if d.get("devices") else ""))
         for a in [a for a in ABLATIONS if a in s]:
             f, o = s[a]["final"], s[a]["online"]
             med = o["median_seconds_to_first_final"]
@@ -448,4 +488,7 @@ def format_table(result: dict) -> str:
     row("all", result["overall"])
     for ds, s in result["by_dataset"].items():
         row(ds, s)
+    groups = {"all": result["overall"].get("devices")} | {ds: s.get("devices") for ds, s in result["by_dataset"].items()}
+    if any(g and g.get("by") for g in groups.values()):
+        lines += ["", format_devices(groups, result.get("devices", []))]
     return "\n".join(lines)

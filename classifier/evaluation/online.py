@@ -11,6 +11,13 @@ time once the device has 10 packets (and only after new packets), on the device'
 to then; the first confirmed or unknown decision is final, because the controller stops
 mirroring the device there.
 
+Per device (:mod:`classifier.evaluation.devices`): each device's held-out captures of a fold
+joined in time order and replayed at the same cadence, with the controller's rules after a
+decision (a confirmed device is not asked again, an unknown one at a new identity record or
+after 5 minutes): the decision in force at 1, 10 and 60 minutes of its traffic, its wrong
+confirmations, and what public knowledge alone names on its pooled records. A device counts
+once per fold it is tested in.
+
 Reported: the first *final* decision (confirmed or unknown, whatever its category): the share
 of streams that reach one, the share of those that are right and that are ``unknown``, and
 the median time from the device's first packet to it; the first correct *provisional* and
@@ -27,6 +34,8 @@ import numpy as np
 from classifier.capture.labels import load_datasets
 from classifier.engine.decision import CONFIRMED, UNKNOWN
 from classifier.engine.replay import DECIDE_INTERVAL_S, DECIDE_MIN_PACKETS, Replay, replay_decisions
+from classifier.evaluation.devices import (device_row, device_streams, pool_streams, replay_device,
+                                           summarise_devices, wrong_confirmations)
 from classifier.evaluation.protocols import capture_folds, labels_of
 from classifier.evaluation.records import RecordSource
 from classifier.evaluation.training import DATA_LONG_OK, EarlyData, build_engine
@@ -82,7 +91,7 @@ def run_online(name: str, roots: list[str], folds: int = 5, seed: int = 0, inter
     records = RecordSource(data)
     f = capture_folds(data.streams, folds, seed)
     truth = labels_of(data.streams, "category")
-    rows = []
+    rows, dev_rows = [], []
     t_start = time.time()
     for k in range(folds):
         train = f != k
@@ -98,8 +107,16 @@ def run_online(name: str, roots: list[str], folds: int = 5, seed: int = 0, inter
             r = stream_row(rep, truth[i])
             r.update(device=st.device, category=st.category, capture=st.capture)
             rows.append(r)
-        log(f"  fold {k}: {int((f == k).sum())} streams replayed ({time.time() - t_start:.0f} s)")
+        ablation = {"engine": (engine.config.voters, None)}
+        for dev, idx in device_streams(data.streams, f == k).items():
+            tl = pool_streams(data.streams, idx, records, lambda i: data.cache.get([data.streams[i].capture])[0].packets)
+            dev_rows.append(device_row(tl, replay_device(engine, tl, ablation), f"capture fold {k}"))
+        log(f"  fold {k}: {int((f == k).sum())} streams replayed, and their devices ({time.time() - t_start:.0f} s)")
     return {"protocol": "online", "data": name, "settings": settings.as_dict(), "folds": folds, "seed": seed,
             "engine": "behaviour models only" if behaviour_only else "whole (identity, session, segment)",
             "decide_interval_s": interval_s, "decide_min_packets": min_packets,
-            "summary": summarise(rows), "streams": rows}
+            "summary": summarise(rows), "streams": rows,
+            "device_summary": {"overall": summarise_devices(dev_rows),
+                               "by_dataset": {ds: summarise_devices([r for r in dev_rows if r["dataset"] == ds])
+                                              for ds in sorted({r["dataset"] for r in dev_rows})}},
+            "devices": dev_rows, "wrong_confirmations": wrong_confirmations(dev_rows)}
