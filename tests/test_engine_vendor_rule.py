@@ -94,25 +94,50 @@ def test_behaviour_alone_accepts_a_device_of_a_seen_vendor(plugs):
     assert eng.decide(_early(plugs, mac), mac).category == "plug"
 
 
-def test_behaviour_alone_confirms_only_a_category_the_vendor_is_known_to_make(plugs):
+def test_behaviour_alone_accepts_only_a_category_the_vendor_is_known_to_make(plugs):
     """On a seen vendor whose training devices were all of other categories, behaviour models were
-    confidently wrong: they may still vouch (provisional), but confirming needs agreeing evidence."""
+    confidently wrong: alone they neither accept nor confirm such a category."""
     mac = mac_to_int(SEEN)
     eng = _engine()
     eng.identity_model.meta["vendor_categories"] = {"acme": ["camera", "hub"]}
     d = eng.decide(plugs, mac)
-    assert (d.category, d.stage) == ("plug", PROVISIONAL)
-    assert ("not confirmed: behaviour alone confirms only a category the device's vendor is known to make; "
-            "its MAC vendor (acme) had no training device of that category") in d.explanation
+    assert (d.category, d.stage) == (UNKNOWN, UNKNOWN)
+    assert ("session vouches for it, but behaviour alone does not accept a category its vendor (acme) had no "
+            "training device of and the identity voter does not") in d.explanation
     eng.identity_model.meta["vendor_categories"] = {"acme": ["camera", "plug"]}
     assert eng.decide(plugs, mac).stage == CONFIRMED
-    # the ablations without the vendor rules confirm as before
+    # the ablations without the vendor rules accept and confirm as before
     eng.identity_model.meta["vendor_categories"] = {"acme": ["hub"]}
     assert eng.conclude(eng.evidence(plugs, mac), gate=False).stage == CONFIRMED
     # identity evidence that agrees confirms it (two voters, one of them carrying to unseen devices)
     d = eng.decide(plugs, mac, identity=[(int(plugs.ts_ns.min()), "dhcp.hostname", "kitchen-smartplug"),
                                          (int(plugs.ts_ns.min()), "mdns.txt", "ci=7")])
     assert (d.category, d.stage, d.vouching) == ("plug", CONFIRMED, ("identity", "session"))
+
+
+def test_behaviour_alone_does_not_confirm_what_the_devices_own_claims_contradict(plugs):
+    """The device's records give public knowledge weight for other categories only (a spread that
+    the identity voter does not vouch for): behaviour's plug stays provisional."""
+    mac = mac_to_int(SEEN)
+    eng = _engine()
+    eng.identity_model.threshold = 0.99            # the identity voter vouches for nothing here
+    t0 = int(plugs.ts_ns.min())
+    d = eng.decide(plugs, mac, identity=[(t0, "mdns.host", "Android")])
+    assert (d.category, d.stage) == ("plug", PROVISIONAL)
+    assert "when the device's own claims name only other categories" in d.explanation
+    assert eng.decide(plugs, mac).stage == CONFIRMED          # with no claims, as before
+
+
+def test_a_module_makers_prefix_is_no_vendor_behaviour_knows(plugs):
+    reg = OuiRegistry()
+    reg.add(24, 0x001788, "Espressif Inc.")
+    eng = _engine()
+    eng.identity_model.registry = reg
+    eng.identity_model.vocab = {"oui:espressif": 0}
+    mac = mac_to_int(SEEN)
+    assert eng.vendor_status(mac) == ("module", "espressif")
+    d = eng.decide(plugs, mac)
+    assert d.category == UNKNOWN and "a Wi-Fi module maker's (OUI espressif)" in d.explanation
 
 
 def test_behaviour_does_not_pull_an_unseen_vendors_device_away_from_what_identity_vouches(plugs):
@@ -158,16 +183,22 @@ def test_identity_vouching_accepts_a_device_of_an_unseen_vendor(plugs):
     assert d.category != "plug"
 
 
-def test_locally_administered_macs_are_left_to_behaviour(plugs):
-    """The rule does not apply to a randomised MAC (it names no vendor): behaviour accepts the
-    plug alone. But the MAC itself is public evidence of a phone or computer, so the identity
-    voter speaks from the first packet, without any record, and vouches for ``non-iot``: the
-    plug stays provisional, saying why."""
+def test_a_randomised_mac_is_read_by_the_identity_voter_first(plugs):
+    """A randomised MAC names no vendor, and is itself public evidence of a phone or computer: the
+    identity voter speaks from the first packet, without any record, and vouches for ``non-iot``;
+    behaviour (which may accept a class alone for such a device when the identity voter does not
+    vouch) does not move the class away from it, and the decision stays provisional, saying that
+    behaviour disagrees. Without the MAC evidence behaviour accepts the plug, and does not confirm
+    it alone: a randomised MAC names no vendor to go on."""
     mac = mac_to_int(LOCAL)
     d = _engine().decide(plugs, mac)
+    assert (d.category, d.stage, d.vouching) == ("non-iot", PROVISIONAL, ("identity",))
+    assert "identity non-iot 0.87, session plug 0.95" in d.explanation
+    quiet = _engine()
+    quiet.identity_model.threshold = 0.99
+    d = quiet.decide(plugs, mac)
     assert (d.category, d.stage) == ("plug", PROVISIONAL)
-    assert ("not confirmed: identity vouches for non-iot 0.87 (MAC '02:00:00:00:00:04' (locally administered, "
-            "randomised)), not plug") in d.explanation
+    assert "behaviour alone does not confirm a device with a randomised MAC (no vendor to go on)" in d.explanation
     # a globally administered MAC gives the identity voter nothing to speak on without records
     seen = _engine().evidence(plugs, mac_to_int(SEEN))
     assert seen.id_vote is None and not any(v.name == "identity" for v in seen.votes)

@@ -252,9 +252,10 @@ class DecisionEngine:
     def vendor_status(self, mac: int) -> tuple[str, str | None] | None:
         """Device ``mac``'s MAC vendor against the training devices' vendors: ``("seen", v)``,
         ``("unseen", v)``, ``("unregistered", None)`` (a globally administered prefix the
-        registry does not know) or ``("local", None)`` (a locally administered, randomised
-        MAC); ``None`` when the engine cannot tell (no identity voter, or its training devices
-        had no registered vendor)."""
+        registry does not know), ``("module", v)`` (a Wi-Fi module maker's prefix: it names the
+        radio's maker, not the product's) or ``("local", None)`` (a locally administered,
+        randomised MAC); ``None`` when the engine cannot tell (no identity voter, or its training
+        devices had no registered vendor)."""
         if self.identity_model is None:
             return None
         seen = self.identity_model.training_vendors()
@@ -265,6 +266,8 @@ class DecisionEngine:
         vendor = self.identity_model.vendor(mac)
         if vendor is None:
             return ("unregistered", None)
+        if vendor in self.identity_model.module_makers():
+            return ("module", vendor)
         return ("seen" if vendor in seen else "unseen", vendor)
 
     def conclude(self, ev: "_Evidence", voters: tuple | None = None, gate: bool | None = None) -> Decision | None:
@@ -282,12 +285,12 @@ class DecisionEngine:
             return None
         p = sum(v.weight * v.p for v in votes) / sum(v.weight for v in votes)
         k = int(p.argmax())
-        unseen = gate and ev.vendor is not None and ev.vendor[0] in ("unseen", "unregistered")
+        status = ev.vendor[0] if gate and ev.vendor is not None else None
         idv = next((v for v in votes if v.name == "identity"), None)
-        if unseen and idv is not None and float(idv.p.max()) >= idv.threshold:
-            # a vendor the behaviour models never saw: they may not accept a class alone, nor move
-            # the class away from the one the identity voter vouches for (they still count towards
-            # agreement when they vouch for it too)
+        if status not in (None, "seen") and idv is not None and float(idv.p.max()) >= idv.threshold:
+            # a device whose maker the behaviour models never saw (or cannot tell): they may not
+            # move the class away from the one the identity voter vouches for (they still count
+            # towards agreement when they vouch for it too)
             k = int(idv.p.argmax())
         n_s, n_pk = ev.counts["sessions"], ev.counts["packets"]
         evidence = dict(ev.counts)
@@ -297,20 +300,20 @@ class DecisionEngine:
         vouch = [v for v in votes if float(v.p[k]) >= v.threshold]
         dissent = [v for v in votes if int(v.p.argmax()) != k and float(v.p.max()) >= v.threshold]
         answers = ", ".join(f"{v.name} {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)
-        held = []
-        if (gate and vouch and ev.vendor is not None and ev.vendor[0] in ("unseen", "unregistered")
-                and not any(v.name == "identity" for v in vouch)):
-            held, vouch = vouch, []     # behaviour alone may not accept this vendor's device
+        held, held_why = [], None
+        if gate and vouch and not any(v.name == "identity" for v in vouch):
+            held_why = self._behaviour_may_not(ev, classes[k], confirm=False)
+            if held_why:
+                held, vouch = vouch, []     # behaviour alone may not accept this class for this device
         if not vouch:
             # unknown only on the full behaviour evidence over the stated minimum of time: a device
             # that has shown eight sessions in its first 30 s has not yet shown what it is
             if not enough or ev.counts.get("seconds", float("inf")) < c.min_unknown_seconds:
                 return None
             if held:
-                oui = ev.vendor[1] or "not registered"
                 why = (f"top class {classes[k]} at {float(p[k]):.2f}: {' and '.join(v.name for v in held)} "
-                       f"vouch{'es' if len(held) == 1 else ''} for it, but behaviour alone does not accept a "
-                       f"device of a vendor not seen in training (OUI {oui}) and the identity voter does not")
+                       f"vouch{'es' if len(held) == 1 else ''} for it, but behaviour alone does not accept "
+                       f"{held_why} and the identity voter does not")
             else:
                 lowest = min(v.threshold for v in votes)
                 why = (f"top class {classes[k]} at {float(p[k]):.2f}: no voter reaches its open-set "
@@ -322,10 +325,11 @@ class DecisionEngine:
         # the full behaviour evidence, for a category the device's vendor is known to make; or, from
         # sources that carry to devices never seen, independent evidence that agrees
         full = enough and behaviour and max(float(v.p[k]) for v in behaviour) >= c.confirm_confidence
-        makes = self._vendor_makes(ev, classes[k]) if gate else True
-        minimum = n_pk >= c.min_packets_confirmed and ((full and makes) or self._agree(vouch, k, classes, id_vote, ev, gate))
-        # the evidence would have been enough, but for the vendor rule
-        held_by_vendor = (not minimum and not makes and n_pk >= c.min_packets_confirmed
+        alone_why = self._behaviour_may_not(ev, classes[k], confirm=True, id_vote=id_vote) if gate else None
+        minimum = n_pk >= c.min_packets_confirmed and (
+            (full and not alone_why) or self._agree(vouch, k, classes, id_vote, alone_why))
+        # the evidence would have been enough, but for the rules on what behaviour alone confirms
+        held_by_vendor = (not minimum and alone_why is not None and n_pk >= c.min_packets_confirmed
                           and (full or (len(behaviour) >= 2 and len(vouch) == len(behaviour))))
         confirmed = minimum and not dissent                    # and no voter vouches for another class
         stage = CONFIRMED if confirmed else PROVISIONAL
@@ -339,27 +343,46 @@ class DecisionEngine:
                                   + self._identity_why(v, id_vote, classes[int(v.p.argmax())]) for v in dissent)
             why = f"not confirmed: {others}, not {classes[k]}"
         elif held_by_vendor:
-            who = (f"its MAC vendor ({ev.vendor[1]}) had no training device of that category"
-                   if ev.vendor and ev.vendor[0] == "seen" else "its MAC vendor is not among the training devices'")
-            why = (f"not confirmed: behaviour alone confirms only a category the device's vendor is known to make; "
-                   f"{who}, and no identity evidence agrees")
+            why = f"not confirmed: behaviour alone does not confirm {alone_why}, and no identity evidence agrees"
         if why:
             explanation = f"{explanation}; {why}" if explanation else f"{why} [{answers}]"
         return Decision(classes[k], conf, stage, model, explanation, evidence,
                         tuple(v.name for v in votes if float(v.p[k]) >= v.threshold))
 
-    def _vendor_makes(self, ev: "_Evidence", category: str) -> bool:
-        """Whether behaviour alone may confirm ``category`` for this device: its MAC vendor had a
-        training device of that category (behaviour has been right on a vendor's other devices of
-        the same kind; on a vendor seen only in other categories it was confidently wrong). True
-        when the engine cannot tell (no identity voter, no vendors, the rule off)."""
-        if not self.config.behaviour_confirms_known_vendor_category or ev.vendor is None:
-            return True
+    def _behaviour_may_not(self, ev: "_Evidence", category: str, confirm: bool, id_vote=None) -> str | None:
+        """Why the behaviour models alone may not accept (``confirm``: confirm) ``category`` for this
+        device, in words; None when they may. They carry across devices of a maker whose devices of
+        that kind they were trained on, and nowhere else: on other vendors' devices they were
+        near chance, and on a vendor seen only in other categories confidently wrong.
+
+        * accept: the device's MAC vendor had a training device of ``category``; a module maker's
+          prefix, an unregistered one or a vendor never seen names nothing to go on;
+        * confirm, also: a randomised MAC names no vendor; and the device's own claims do not point
+          elsewhere (when public knowledge gives its records weight for some category, ``category``
+          must be among them)."""
+        if ev.vendor is None:
+            return None
         status, vendor = ev.vendor
-        if status != "seen":
-            return False
-        made = self.identity_model.vendor_categories()
-        return made is None or category in made.get(vendor, ())
+        if status == "unseen":
+            return f"a device of a vendor not seen in training (OUI {vendor})"
+        if status == "unregistered":
+            return "a device of a vendor not seen in training (OUI not registered)"
+        if status == "module":
+            return f"a device whose MAC prefix is a Wi-Fi module maker's (OUI {vendor}), not its product's maker's"
+        if status == "seen" and self.config.behaviour_confirms_known_vendor_category:
+            made = self.identity_model.vendor_categories()
+            if made is not None and category not in made.get(vendor, ()):
+                return f"a category its vendor ({vendor}) had no training device of"
+        if not confirm:
+            return None
+        if status == "local":
+            return "a device with a randomised MAC (no vendor to go on)"
+        if id_vote is not None:
+            k = self.identity_model.knowledge_scores(id_vote.hits)
+            if k.sum() > 0 and k[list(CATEGORIES_ALL).index(category)] <= 0:
+                named = ", ".join(c for c, v in zip(CATEGORIES_ALL, k) if v > 0)
+                return f"{category} when the device's own claims name only other categories ({named})"
+        return None
 
     @staticmethod
     def _identity_why(v: "_Vote", id_vote, category: str) -> str:
@@ -370,15 +393,14 @@ class DecisionEngine:
         what = describe(id_vote, category)
         return f" ({what})" if what else ""
 
-    def _agree(self, vouch: list["_Vote"], k: int, classes: list[str], id_vote, ev: "_Evidence",
-               gate: bool = True) -> bool:
+    def _agree(self, vouch: list["_Vote"], k: int, classes: list[str], id_vote, alone_why: str | None) -> bool:
         """Early confirmation: the identity voter and a behaviour model vouch for the class (the two
-        behaviour models alone only for a category the device's vendor is known to make), or the
-        identity voter alone at ``confirm_confidence`` on knowledge hits from ``min_identity_kinds``
-        kinds of record."""
+        behaviour models alone only where behaviour alone may confirm: ``alone_why`` is None), or
+        the identity voter alone at ``confirm_confidence`` on knowledge hits from
+        ``min_identity_kinds`` kinds of record."""
         c = self.config
         if len(vouch) >= 2:
-            return any(v.name == "identity" for v in vouch) or not gate or self._vendor_makes(ev, classes[k])
+            return any(v.name == "identity" for v in vouch) or alone_why is None
         v = vouch[0]
         return (v.name == "identity" and float(v.p[k]) >= c.confirm_confidence
                 and len(id_vote.supporting_kinds(classes[k])) >= c.min_identity_kinds)

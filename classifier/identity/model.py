@@ -200,6 +200,10 @@ class IdentityModel:
             cached = self._vendors = (key, found)
         return cached[1]
 
+    def module_makers(self) -> frozenset[str]:
+        """The Wi-Fi module makers of the public knowledge (their MAC prefixes name the radio's maker)."""
+        return self._knowledge().modules
+
     def vendor_categories(self) -> dict[str, frozenset[str]] | None:
         """Per MAC vendor of the training devices, the categories its devices had (None: a model
         trained before this was kept)."""
