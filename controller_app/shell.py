@@ -312,6 +312,7 @@ class IotControllerShell(BaseApp):
             before = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
             intents = self.core.decision_made(mac, d, now)
             after = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
+            treatment = self.core.rules.treatment(dev) if dev is not None and after is not None else None
             decision_id = None      # committed before it is logged as made: a crash loses no logged decision
             try:
                 decision_id = self.inventory.record_decision(mac, now, d, dev)
@@ -320,8 +321,11 @@ class IotControllerShell(BaseApp):
                 LOG.error(_structured("inventory_error", error=str(exc)))
             LOG.info(_structured("decision", mac=mac_to_str(mac), category=d.category,
                                  confidence=round(float(d.confidence), 4), stage=d.stage, model=d.model,
-                                 explanation=d.explanation, evidence=d.evidence, enforced_before=before,
-                                 enforced=after, mirroring=bool(dev and dev.mirroring), decision_id=decision_id))
+                                 explanation=d.explanation, evidence=d.evidence,
+                                 vouching=list(getattr(d, "vouching", ()) or ()),
+                                 claims_only=bool(dev and dev.claims_only), enforced_before=before, enforced=after,
+                                 action_basis=treatment.basis if treatment is not None else None,
+                                 mirroring=bool(dev and dev.mirroring), decision_id=decision_id))
             self._run(intents)
         elif ev.kind == "pools":
             mapping, errors = ev.result if ev.error is None else ({}, {"*": repr(ev.error)})

@@ -22,8 +22,8 @@ def m(text: str) -> int:
 
 
 class FakeEngine:
-    """Decides by MAC from a table: mac -> (category, confidence, stage), once a device has at
-    least ``min_packets`` mirrored packets; records every call."""
+    """Decides by MAC from a table: mac -> (category, confidence, stage[, vouching]), once a
+    device has at least ``min_packets`` mirrored packets; records every call."""
 
     version = "fake-engine-1"
 
@@ -36,8 +36,9 @@ class FakeEngine:
         self.calls.append((mac, len(pk), now_ns))
         if mac not in self.table or len(pk) < self.min_packets:
             return None
-        cat, conf, stage = self.table[mac]
-        return Decision(cat, conf, stage, self.version, f"fake: {cat}", {"packets": len(pk)})
+        cat, conf, stage, *vouching = self.table[mac]
+        return Decision(cat, conf, stage, self.version, f"fake: {cat}", {"packets": len(pk)},
+                        vouching=tuple(vouching[0]) if vouching else ())
 
 
 class Harness:

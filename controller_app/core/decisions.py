@@ -2,7 +2,7 @@
 changes (stop mirroring once it is final, enforce), re-checks of confirmed devices, and
 devices restored from the inventory.
 
-Owns ``Device.category / confidence / stage / model / enforced / mirroring / next_check_ns /
+Owns ``Device.category / confidence / stage / model / claims_only / enforced / mirroring / next_check_ns /
 recheck_until_ns / last_decide_ns / thin_answers``.
 """
 
@@ -109,8 +109,9 @@ class DecisionManager:
         dev.confidence = float(decision.confidence)
         dev.stage = decision.stage
         dev.model = decision.model
-        if st.policy.enforcement(dev.category, dev.confidence, dev.stage) is not None:
-            dev.enforced = (dev.category, dev.confidence, dev.stage)
+        dev.claims_only = bool(getattr(decision, "identity_alone", False))
+        if st.policy.enforcement(dev.category, dev.confidence, dev.stage, dev.claims_only) is not None:
+            dev.enforced = (dev.category, dev.confidence, dev.stage, dev.claims_only)
         if decision.stage in (CONFIRMED, UNKNOWN) and dev.mirroring:
             return self.stop_learning(dev, now_ns)
         return self.sync_device(dev)
@@ -138,8 +139,9 @@ class DecisionManager:
                 dev.confidence = float(r.get("confidence") or 0.0)
                 dev.stage = r["stage"]
                 dev.model = r.get("model")
-                if st.policy.enforcement(dev.category, dev.confidence, dev.stage) is not None:
-                    dev.enforced = (dev.category, dev.confidence, dev.stage)
+                dev.claims_only = bool(r.get("claims_only"))
+                if st.policy.enforcement(dev.category, dev.confidence, dev.stage, dev.claims_only) is not None:
+                    dev.enforced = (dev.category, dev.confidence, dev.stage, dev.claims_only)
                 dev.mirroring = False
                 dev.next_check_ns = now_ns + int(st.settings.recheck_interval * SEC)
             if dev.attached:

@@ -67,7 +67,7 @@ class Device:
     model names are interned)."""
 
     __slots__ = ("mac", "slot", "dpid", "port", "attached", "located", "gateway", "first_ns", "last_ns",
-                 "category", "confidence", "stage", "model", "enforced",
+                 "category", "confidence", "stage", "model", "claims_only", "enforced",
                  "mirroring", "mirror_dpid", "mirror_since_ns", "policy_dpid", "policy_action", "policy_pools",
                  "policy_lan", "meter_kbps", "next_check_ns", "recheck_until_ns", "last_decide_ns", "decide_retry",
                  "pools", "pools_pending", "thin_answers", "probes_sent", "next_probe_ns")
@@ -86,7 +86,8 @@ class Device:
         self.confidence = 0.0
         self.stage = None
         self.model = None
-        self.enforced = None      # (category, confidence, stage) of the decision last enforced
+        self.claims_only = False  # the latest decision rests on the device's own claims alone (identity_alone)
+        self.enforced = None      # (category, confidence, stage, claims_only) of the decision last enforced
         self.mirroring = False    # wanted: mirror this device
         self.mirror_dpid = None   # installed: mirror flows + meter on this switch
         self.mirror_since_ns = None
@@ -121,7 +122,8 @@ class Device:
         return {"mac": mac_to_str(self.mac), "dpid": self.dpid, "port": self.port,
                 "first_seen_ns": self.first_ns, "last_seen_ns": self.last_ns,
                 "category": self.category, "confidence": self.confidence, "stage": self.stage,
-                "model": self.model, "mirroring": self.mirroring, "gateway": self.gateway,
+                "model": self.model, "claims_only": self.claims_only, "mirroring": self.mirroring,
+                "gateway": self.gateway,
                 "enforced": self.policy_action.describe() if self.policy_action is not None else None,
                 "thin_answers": self.thin_answers, "identity_probes": self.probes_sent, "parked": not self.attached}
 
