@@ -77,7 +77,9 @@ _CORE_HELP = {
     "identity_rate_pps": "identity meter per learning device, packets/s: what it sends of DHCP, DNS, mDNS and SSDP "
                          "is mirrored whole through it, apart from the mirror meter (0: mirrored like the rest)",
     "identity_burst": "identity meter burst, packets",
-    "max_identity_values": "distinct identity values (DHCP names, mDNS services, ...) kept per learning device",
+    "max_identity_values": "distinct identity values (DHCP names, mDNS services, ...) kept per device, in memory "
+                           "and in the inventory (beyond it, only the first value of a kind the device has not sent "
+                           "yet gets in)",
     "identity_probes": "mDNS/DNS-SD queries sent out of a learning device's port while it has not announced "
                        "mDNS services of its own, so that devices already running say what they are (0: none)",
     "identity_probe_interval": "seconds between a learning device's identity probes",

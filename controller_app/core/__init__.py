@@ -38,6 +38,7 @@ from classifier.capture.decode import decode_frames
 from classifier.capture.packets import DecodeFlag
 from classifier.engine.decision import Decision
 from classifier.features.devices import is_unicast
+from classifier.features.identity import KIND_CODES, KINDS
 
 from controller_app.core.decisions import DecisionManager
 from controller_app.core.hosts import HostManager
@@ -372,6 +373,30 @@ class Core:
         """Devices from the inventory (see :meth:`DecisionManager.restore`)."""
         self.state.now_ns = now_ns
         self.decisions.restore(records, now_ns)
+
+    def identity_loaded(self, mac: int, rows, now_ns: int) -> int:
+        """The inventory's identity values for ``mac`` (:class:`~controller_app.intents.LoadIdentity`):
+        ``(first seen ns, kind name, value)``, in real time; they join those held (the classifier
+        sees them in its own time). Kinds this version does not know are skipped. Returns the
+        values added."""
+        self.state.now_ns = now_ns
+        mirror = self.mirror
+        codes = [(mirror.classifier_time(int(t)), KIND_CODES.get(kind), value) for t, kind, value in rows]
+        return self.state.learner.load_identity(mac, [r for r in codes if r[1] is not None])
+
+    def take_identity(self) -> list[tuple[int, str, str, int]]:
+        """Identity values kept since the last call, for the inventory: ``(mac, kind name, value,
+        first seen ns)`` in real time (not the classifier's), of devices still known."""
+        st = self.state
+        devices = st.devices
+        ctl = self.mirror.controller_time
+        return [(mac, KINDS[kind], value, ctl(t)) for mac, kind, value, t in st.learner.take_pending()
+                if mac in devices]
+
+    def untake_identity(self, rows) -> None:
+        """Values :meth:`take_identity` gave that could not be written: queued again, first."""
+        cls = self.mirror.classifier_time
+        self.state.learner.pending[:0] = [(mac, KIND_CODES[kind], value, cls(t)) for mac, kind, value, t in rows]
 
     def take_forgotten(self) -> list[int]:
         """MACs forgotten since the last call (the shell removes them from the inventory)."""

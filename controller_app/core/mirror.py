@@ -7,6 +7,10 @@ identity meter of its own (``identity_rate_pps``), so that a device busy with ot
 cannot starve its own announcements; the learner keeps the identity records read from them
 (:mod:`classifier.features.identity`).
 
+A device's identity values outlive its packet buffer; when it is mirrored again after its
+values left memory, the manager asks for them back from the inventory
+(:class:`~controller_app.intents.LoadIdentity`) before reading new ones.
+
 Owns ``Device.mirror_dpid``, ``State.mirror_index``, ``State.time_origin_ns`` and the
 learner's buffers.
 
@@ -23,7 +27,7 @@ import numpy as np
 from classifier.features.identity import Kind, identity_from_frames
 from controller_app.core.state import SEC, Device, State
 from controller_app.idprobe import probe_frames
-from controller_app.intents import FlowAdd, FlowDelete, Match, MeterAdd, MeterDelete, Output, PacketOut
+from controller_app.intents import FlowAdd, FlowDelete, LoadIdentity, Match, MeterAdd, MeterDelete, Output, PacketOut
 from controller_app.intents import OFPCML_NO_BUFFER, OFPP_CONTROLLER
 from controller_app.pipeline import (FULL_MASK, IDENTITY_MATCHES, PRIO_MIRROR_DST, PRIO_MIRROR_IDENTITY, PRIO_MIRROR_SRC, CookieKind,
                                      Table, cookie)
@@ -80,6 +84,9 @@ class MirrorManager:
                 out.append(MeterAdd(want, dev.identity_meter, s.identity_rate_pps, s.identity_burst, "pktps"))
             out += mirror_flows(want, dev.mac, dev.mirror_meter, s.mirror_max_len,
                                 dev.identity_meter if identity else None)
+            if dev.mac not in st.learner.identities:       # its values are in the inventory, if anywhere
+                st.learner.identities[dev.mac] = {}
+                out.append(LoadIdentity(dev.mac))
             dev.mirror_dpid = want
             dev.mirror_since_ns = st.now_ns
             dev.probes_sent = 0
@@ -211,7 +218,7 @@ class MirrorManager:
             recs = identity_from_frames([frames[i] for i in marked.tolist()], mp.take(marked), warnings=problems)
             st.counters["identity_records"] += len(recs)
             st.counters["identity_malformed"] += len(problems)
-            st.counters["identity_dropped"] += st.learner.add_identity(recs)
+            st.counters["identity_dropped"] += st.learner.add_identity(recs)[0]
         for mac in np.unique(np.concatenate([mp.eth_src[tx], mp.eth_dst[rx]])).tolist():
             dev = st.devices.get(mac)
             if dev is not None:
@@ -234,7 +241,7 @@ class MirrorManager:
         st.counters["identity_records"] += len(recs)
         st.counters["identity_records_learning"] += len(recs)
         st.counters["identity_malformed"] += len(problems)
-        st.counters["identity_dropped"] += st.learner.add_identity(recs)
+        st.counters["identity_dropped"] += st.learner.add_identity(recs)[0]
 
     # ------------------------------------------------------------------ the classifier's time
 
