@@ -6,8 +6,9 @@ table the offline tools build from a capture, decoded by the same kernel — so 
 features the engine computes online are the offline ones. A packet between two learning
 devices is in both buffers. Beside them it keeps each device's identity evidence (what it
 said about itself: :mod:`classifier.features.identity`), each distinct value once with the
-time it was first seen, pooled over the device's life: the values outlive the packet buffer,
-every new value is queued for the inventory (:meth:`Learner.take_pending`), and a
+time it was first seen, pooled over the device's life: the values outlive the packet buffer
+(a device decided ``unknown`` or ``provisional`` keeps them in memory, its identity protocols
+still read), every new value is queued for the inventory (:meth:`Learner.take_pending`), and a
 device whose values left memory (confirmed, parked, or met again after a restart) gets them
 back from the inventory when it is mirrored again (:meth:`Learner.load_identity`). Once a
 device's decision is confirmed its buffer and values are dropped from memory and only a few
@@ -170,6 +171,10 @@ class Learner:
         them; values not written yet stay queued)."""
         self.buffers.pop(mac, None)
         self.identities.pop(mac, None)
+
+    def drop_packets(self, mac: int) -> None:
+        """Forget the device's packets; its identity values stay (it is still read for them)."""
+        self.buffers.pop(mac, None)
 
     def nbytes(self) -> int:
         """Bytes held: the packet columns, and about the identity values (their text and a

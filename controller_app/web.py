@@ -237,7 +237,7 @@ class _Index:
                 "stage": d.get("stage"), "enforced": d.get("enforced"), "first_seen_ns": d.get("first_seen_ns"),
                 "last_seen_ns": d.get("last_seen_ns"), "mirroring": d.get("mirroring"), "gateway": d.get("gateway"),
                 "claims_only": d.get("claims_only"), "action_basis": d.get("action_basis"),
-                "action_tightened": d.get("action_tightened"),
+                "action_tightened": d.get("action_tightened"), "identity_watch": d.get("identity_watch"),
                 "pin": self.pins.get(mac), "model": d.get("model"), "thin_answers": d.get("thin_answers"),
                 "mirrored_packets": d.get("mirrored_packets"), "identity_probes": d.get("identity_probes")}
 

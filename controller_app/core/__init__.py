@@ -68,6 +68,7 @@ class Core:
         self.rules = RulesManager(self.state)
         self.hosts = HostManager(self.state, self.topology, self.sync_device)
         self.decisions = DecisionManager(self.state, self.mirror, self.sync_device)
+        self.mirror.reopen = self.decisions.reopen
 
     # ------------------------------------------------------------------ the shared state, as before
 
@@ -225,11 +226,12 @@ class Core:
                     out += self.hosts.learn(mac, dpid, port, int(batch.ts_ns[li[first[j]]]))
                 # a device's first identity messages (its DHCP request, say) come as learning
                 # copies, before its mirror entries: read them for the device now learning
-                self.mirror.identity_from_learning(pk.take(li), batch.dpid[li], [batch.datas[i] for i in li.tolist()])
+                out += self.mirror.identity_from_learning(pk.take(li), batch.dpid[li],
+                                                          [batch.datas[i] for i in li.tolist()])
         if is_mirror.any():
             mi = np.flatnonzero(is_mirror)
             counters["packet_ins_mirror"] += len(mi)
-            self.mirror.file(pk.take(mi), batch.dpid[mi], [batch.datas[i] for i in mi.tolist()])
+            out += self.mirror.file(pk.take(mi), batch.dpid[mi], [batch.datas[i] for i in mi.tolist()])
         return st.count(out)
 
     # ------------------------------------------------------------------ time
@@ -288,6 +290,7 @@ class Core:
         out = self._release(dev)
         st.learner.drop(dev.mac)
         st.deciding.pop(dev.mac, None)
+        st.reopened.discard(dev.mac)
         st.pools_retry.discard(dev.mac)
         del st.devices[dev.mac]
         st.forgotten.append(dev.mac)
@@ -297,7 +300,8 @@ class Core:
 
     def park(self, dev: Device) -> list:
         """A decided device unseen for ``host_timeout``: kept with its decision, holding nothing
-        on any switch until it is seen again (a re-check under way ends)."""
+        on any switch until it is seen again (a re-check under way ends). Its identity values
+        leave memory (the inventory keeps them; they come back when it is read again)."""
         st = self.state
         out = self._release(dev)
         if dev.mirroring:
@@ -305,7 +309,8 @@ class Core:
             dev.recheck_until_ns = None
             if dev.next_check_ns is None:
                 dev.next_check_ns = st.now_ns
-            st.learner.drop(dev.mac)
+        st.learner.drop(dev.mac)
+        st.reopened.discard(dev.mac)
         st.counters["devices_parked"] += 1
         st.tally["parked"] += 1
         return out

@@ -175,7 +175,7 @@ class RulesManager:
         for dev in st.devices.values():
             was_pinned = dev.mac in old.overrides
             pinned = dev.mac in policy.overrides
-            if pinned and dev.mirroring:
+            if pinned and (dev.mirroring or not was_pinned):   # learning or watched: neither any more
                 dev.mirroring = False
                 st.learner.drop(dev.mac)
             elif was_pinned and not pinned and not dev.gateway and dev.stage not in (CONFIRMED, UNKNOWN):
