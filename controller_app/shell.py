@@ -331,6 +331,11 @@ class IotControllerShell(BaseApp):
             if d is None:       # not enough evidence yet: the core counts it on the device
                 self.core.decision_made(mac, None, now)
                 return
+            if self.core.defers(mac, d, now):     # unknown while its identity probes are outstanding
+                self.core.decision_made(mac, d, now)
+                LOG.info(_structured("decision_deferred", mac=mac_to_str(mac), category=d.category, stage=d.stage,
+                                     reason="identity probes outstanding", explanation=d.explanation))
+                return
             self.metrics.decisions.labels(d.category, d.stage).inc()
             dev = self.core.devices.get(mac)
             before = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None

@@ -343,6 +343,12 @@ class Core:
         self.state.now_ns = now_ns
         return self.state.count(self.decisions.decision_made(mac, decision, now_ns))
 
+    def defers(self, mac: int, decision: Decision | None, now_ns: int) -> bool:
+        """Whether :meth:`decision_made` will not take ``decision`` as made: an ``unknown``
+        answer while the device's identity probes are outstanding (see
+        :meth:`DecisionManager.defers`); the shell then neither records nor counts it."""
+        return self.decisions.defers(self.state.devices.get(mac), decision, now_ns)
+
     def decide_dropped(self, mac: int, now_ns: int, failed: bool = False) -> list:
         """A decision request the shell could not queue (``failed``: the engine raised): the
         device is asked again later, never dropped."""

@@ -131,8 +131,17 @@ class DecisionManager:
             st.learner.drop(dev.mac)
         return self.sync_device(dev)
 
+    def defers(self, dev: Device | None, decision: Decision | None, now_ns: int) -> bool:
+        """Whether ``decision`` is an ``unknown`` answer given while the device's identity probes
+        are still outstanding (:meth:`MirrorManager.probing`): not final then, the probes being
+        part of its learning period."""
+        return (dev is not None and decision is not None and decision.stage == UNKNOWN and dev.mirroring
+                and self.mirror.probing(dev, now_ns))
+
     def decision_made(self, mac: int, decision: Decision | None, now_ns: int) -> list:
-        """The engine decided (``None``: not enough evidence yet)."""
+        """The engine decided (``None``: not enough evidence yet). An ``unknown`` answer while
+        the device's identity probes are outstanding counts as "not enough evidence yet", and
+        the device is asked again after ``decide_interval``, new packets or not."""
         st = self.state
         st.deciding.pop(mac, None)
         dev = st.devices.get(mac)
@@ -140,6 +149,11 @@ class DecisionManager:
             return []
         if decision is None:
             dev.thin_answers += 1
+            return []
+        if self.defers(dev, decision, now_ns):
+            dev.thin_answers += 1
+            dev.decide_retry = True
+            st.counters["unknown_deferred"] += 1
             return []
         dev.thin_answers = 0
         st.counters["decisions"] += 1

@@ -39,6 +39,9 @@ from controller_app.pipeline import (FULL_MASK, IDENTITY_MATCHES, PRIO_MIRROR_DS
                                      Table, cookie)
 
 _OWN_MDNS = frozenset((int(Kind.MDNS_SERVICE), int(Kind.MDNS_INSTANCE), int(Kind.MDNS_TXT)))
+#: Seconds after the last identity probe during which its answer is still awaited: an ``unknown``
+#: answer then is not taken as final (the probes are part of the learning period).
+PROBE_ANSWER_GRACE_S = 5.0
 
 
 def behaviour_flows(dpid: int, mac: int, meter: int, max_len: int) -> list[FlowAdd]:
@@ -217,11 +220,22 @@ class MirrorManager:
                 continue
             out += [PacketOut(dev.mirror_dpid, f, dev.port) for f in frames]
             dev.probes_sent += 1
-            dev.next_probe_ns = (now_ns + int(s.identity_probe_interval * SEC)
-                                 if dev.probes_sent < s.identity_probes else None)
+            # after the last one, its answer is awaited PROBE_ANSWER_GRACE_S (see probing())
+            dev.next_probe_ns = now_ns + int((s.identity_probe_interval if dev.probes_sent < s.identity_probes
+                                              else PROBE_ANSWER_GRACE_S) * SEC)
             st.counters["identity_probes_sent"] += 1
             sent += 1
         return out
+
+    def probing(self, dev: Device, now_ns: int) -> bool:
+        """Whether the device's identity probes are still outstanding: it is mirrored, has not
+        announced mDNS records of its own, and fewer than ``identity_probes`` were sent or the
+        last one went out less than :data:`PROBE_ANSWER_GRACE_S` ago. The probes are part of
+        its learning period: an ``unknown`` answer meanwhile is not final."""
+        s = self.state.settings
+        if s.identity_probes <= 0 or dev.mirror_dpid is None or dev.next_probe_ns is None or self.announced(dev.mac):
+            return False
+        return dev.probes_sent < s.identity_probes or now_ns < dev.next_probe_ns
 
     def announced(self, mac: int) -> bool:
         """Whether the device has sent mDNS records of its own (service types, instances, TXT)."""
