@@ -132,8 +132,7 @@ class MirrorManager:
             out += mirror_flows(target, dev.mac, dev.mirror_meter, s.mirror_max_len,
                                 dev.identity_meter if identity else None, behaviour=full)
             if dev.mac not in st.learner.identities:       # its values are in the inventory, if anywhere
-                st.learner.identities[dev.mac] = {}
-                out.append(LoadIdentity(dev.mac))
+                out.append(LoadIdentity(dev.mac))           # (asked again after a reconnect: merged, harmless)
         elif full:                                         # watched -> mirrored: the behaviour part
             out.append(MeterAdd(target, dev.mirror_meter, s.mirror_rate_pps, s.mirror_burst, "pktps"))
             out += behaviour_flows(target, dev.mac, dev.mirror_meter, s.mirror_max_len)
