@@ -88,7 +88,8 @@ def test_an_inventory_of_the_previous_schema_is_read_as_it_is_and_migrated_when_
     assert (rec["mac"], rec["stage"], rec["claims_only"], rec["dpid"], rec["port"]) == (m(A), CONFIRMED, False, 1, 3)
     assert device_history(path, A)[0]["explanation"] == "behaviour says plug"     # the old decision is kept
     inv.record_decision(m(A), 1700000200 * SEC, Decision("unknown", 0.3, UNKNOWN, "v2", vouching=()),
-                        device(A, stage=UNKNOWN, category="unknown"), [(m(A), "dhcp.hostname", "plug-1", 1700000150 * SEC)])
+                        device(A, stage=UNKNOWN, category="unknown"),
+                        [(m(A), "dhcp.hostname", "plug-1", 1700000150 * SEC)])
     assert inv.identity_of(m(A)) == [(1700000150 * SEC, "dhcp.hostname", "plug-1")]
     assert [h["vouching"] for h in device_history(path, A)] == [None, []]
     inv.close()
