@@ -77,7 +77,9 @@ _CORE_HELP = {
     "identity_rate_pps": "identity meter per learning device, packets/s: what it sends of DHCP, DNS, mDNS and SSDP "
                          "is mirrored whole through it, apart from the mirror meter (0: mirrored like the rest)",
     "identity_burst": "identity meter burst, packets",
-    "max_identity_values": "distinct identity values (DHCP names, mDNS services, ...) kept per learning device",
+    "max_identity_values": "distinct identity values (DHCP names, mDNS services, ...) kept per device, in memory "
+                           "and in the inventory (beyond it, only the first value of a kind the device has not sent "
+                           "yet gets in)",
     "identity_probes": "mDNS/DNS-SD queries sent out of a learning device's port while it has not announced "
                        "mDNS services of its own, so that devices already running say what they are (0: none)",
     "identity_probe_interval": "seconds between a learning device's identity probes",
@@ -88,6 +90,8 @@ _CORE_HELP = {
     "decide_min_packets": "mirrored packets a device needs before its first classification",
     "recheck_interval": "seconds from a confirmed decision to its next re-check",
     "recheck_window": "seconds a re-check mirrors before giving up",
+    "unknown_recheck_interval": "seconds from an unknown decision to its re-examination (mirrored again for "
+                                "--recheck-window); a new identity value of the device re-opens it sooner",
     "lldp_interval": "seconds between topology probes",
     "link_timeout": "seconds without a probe before a link is considered gone",
     "max_buffer_packets": "mirrored packets kept per learning device",
@@ -108,7 +112,8 @@ _CORE_HELP = {
 _NON_NEGATIVE = ("max_hosts_per_port", "max_hosts_per_switch", "max_mirrored", "learn_ban_timeout",
                  "learn_rate_pps", "learn_burst", "max_pending_decisions", "identity_rate_pps", "identity_burst",
                  "max_identity_values", "identity_probes", "identity_probes_per_tick")
-_POSITIVE = ("host_timeout", "decide_timeout", "cap_log_interval", "identity_probe_interval")
+_POSITIVE = ("host_timeout", "decide_timeout", "cap_log_interval", "identity_probe_interval",
+             "unknown_recheck_interval")
 
 
 def _core_fields():

@@ -4,11 +4,12 @@ The pure core (:mod:`controller_app.core`) turns events into lists of these; the
 turns them into OpenFlow 1.3 messages (:mod:`controller_app.ofp`); the tests apply them to a
 fake flow table (:mod:`testing.fakeflowtable`) and ask what happens to a packet.
 
-Besides flow and meter changes there are two requests that are not OpenFlow at all:
+Besides flow and meter changes there are three requests that are not OpenFlow at all:
 :class:`DecideRequest` (classify this device's mirrored packets, off the event loop) and
 :class:`ResolvePools` (which prefixes make up these IP pools for this device; may do RDAP
-look-ups, so also off the event loop). The shell runs them in a worker thread and feeds the
-answers back to the core as events.
+look-ups, so also off the event loop), which the shell runs in a worker thread and whose answers
+it feeds back to the core as events; and :class:`LoadIdentity` (the device's identity values
+the inventory holds), which the shell answers at once (one indexed SQLite read).
 """
 
 from __future__ import annotations
@@ -185,7 +186,15 @@ class ResolvePools:
     pools: tuple
 
 
-Intent = Union[SwitchIntent, DecideRequest, ResolvePools]
+@dataclass(frozen=True, slots=True)
+class LoadIdentity:
+    """Give the core back ``mac``'s identity values from the inventory (``Core.identity_loaded``),
+    before anything else: the device is about to be read for new ones."""
+
+    mac: int
+
+
+Intent = Union[SwitchIntent, DecideRequest, ResolvePools, LoadIdentity]
 
 
 def is_switch_intent(intent) -> bool:

@@ -1,11 +1,19 @@
 """The device inventory: SQLite, survives restarts.
 
 ``devices``: one row per MAC (where it was last seen: switch and port; first and last seen;
-the latest decision: category, confidence, stage, model version, explanation; the action in
-force). ``decisions``: every decision, in order. ``audit``: every pin and release made from
-the operator page (who, when, from where, what). The app writes it from its event loop
-(batched; audit rows from the HTTP thread); readers (``iotclass devices``, the HTTP endpoint)
-open it read-only, which WAL mode allows while the app runs.
+the latest decision: category, confidence, stage, model version, explanation, whether it rests
+on the device's own claims alone; the action in force). ``decisions``: every decision, in
+order, with the voters that vouched for it. ``identity``: each device's distinct identity
+values (what it said about itself: kind, value, first seen), kept as long as the device is, so
+that its decisions are made on all of them across restarts. ``audit``: every pin and release
+made from the operator page (who, when, from where, what). The app writes it from its event
+loop (batched; a decision, its device and the identity values not written yet in one
+transaction; audit rows from the HTTP thread); readers (``iotclass devices``, the HTTP
+endpoint) open it read-only, which WAL mode allows while the app runs.
+
+Schema 2 added ``devices.claims_only``, ``decisions.vouching`` and the ``identity`` table; an
+inventory of schema 1 is migrated when the app opens it (in one transaction), and readers of
+an inventory not migrated yet read it without them.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from datetime import datetime, timezone
 from classifier.errors import IotClassError
 from classifier.capture.packets import mac_to_int, mac_to_str
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (
@@ -33,7 +41,8 @@ CREATE TABLE IF NOT EXISTS devices (
     model TEXT,
     explanation TEXT,
     enforced TEXT,
-    gateway INTEGER NOT NULL DEFAULT 0
+    gateway INTEGER NOT NULL DEFAULT 0,
+    claims_only INTEGER NOT NULL DEFAULT 0   -- the latest decision rests on the device's own claims alone
 );
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -44,9 +53,17 @@ CREATE TABLE IF NOT EXISTS decisions (
     stage TEXT NOT NULL,
     model TEXT,
     explanation TEXT,
-    evidence TEXT
+    evidence TEXT,
+    vouching TEXT            -- the voters that vouched for the category, comma-separated (schema 2)
 );
 CREATE INDEX IF NOT EXISTS decisions_mac ON decisions (mac, id);
+CREATE TABLE IF NOT EXISTS identity (
+    mac TEXT NOT NULL,
+    kind TEXT NOT NULL,      -- dhcp.hostname, mdns.txt, ... (classifier.features.identity.KINDS)
+    value TEXT NOT NULL,
+    first_seen REAL NOT NULL,  -- seconds since the epoch
+    PRIMARY KEY (mac, kind, value)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -61,7 +78,10 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_mac ON audit (mac, id);
 """
 COLUMNS = ("mac", "dpid", "port", "first_seen", "last_seen", "category", "confidence", "stage", "model",
-           "explanation", "enforced", "gateway")
+           "explanation", "enforced", "gateway", "claims_only")
+#: What schema 2 adds to a schema-1 inventory (the identity table is created by SCHEMA itself).
+MIGRATE_1_TO_2 = ("ALTER TABLE devices ADD COLUMN claims_only INTEGER NOT NULL DEFAULT 0",
+                  "ALTER TABLE decisions ADD COLUMN vouching TEXT")
 
 
 class InventoryError(IotClassError):
@@ -85,12 +105,26 @@ class Inventory:
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif row[0] == "1":
+                self._migrate_from_1()
             elif row[0] != str(SCHEMA_VERSION):
                 raise InventoryError(f"{path}: inventory schema {row[0]}, this version reads {SCHEMA_VERSION}")
             self.db.commit()
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{path}: cannot open the inventory: {exc}") from None
         self.lock = threading.Lock()
+
+    def _migrate_from_1(self) -> None:
+        """Schema 1 -> 2, all or nothing: a crash half-way leaves a schema-1 inventory."""
+        self.db.execute("BEGIN")
+        try:
+            for stmt in MIGRATE_1_TO_2:
+                self.db.execute(stmt)
+            self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
 
     def load(self) -> list[dict]:
         """Every device, as records for :meth:`controller_app.core.Core.restore`."""
@@ -106,42 +140,65 @@ class Inventory:
             out.append({"mac": mac, "dpid": int(d["dpid"], 16) if d["dpid"] else None, "port": d["port"],
                         "first_seen_ns": int(d["first_seen"] * 1e9), "last_seen_ns": int(d["last_seen"] * 1e9),
                         "category": d["category"], "confidence": d["confidence"], "stage": d["stage"],
-                        "model": d["model"]})
+                        "model": d["model"], "claims_only": bool(d["claims_only"])})
         return out
+
+    def identity_of(self, mac: int) -> list[tuple[int, str, str]]:
+        """The device's identity values, ``(first seen ns, kind, value)``, oldest first."""
+        with self.lock:
+            rows = self.db.execute("SELECT first_seen, kind, value FROM identity WHERE mac=? ORDER BY first_seen",
+                                   (mac_to_str(mac),)).fetchall()
+        return [(int(round(t * 1e9)), k, v) for t, k, v in rows]
+
+    def _add_identity(self, rows) -> int:
+        """``rows``: (mac int, kind, value, first seen ns); a value already held keeps the
+        earlier first sight."""
+        rows = [(mac_to_str(mac), kind, value, t_ns / 1e9) for mac, kind, value, t_ns in rows]
+        self.db.executemany("INSERT INTO identity (mac, kind, value, first_seen) VALUES (?,?,?,?) "
+                            "ON CONFLICT(mac, kind, value) DO UPDATE SET "
+                            "first_seen=min(first_seen, excluded.first_seen)", rows)
+        return len(rows)
 
     def _upsert(self, devices) -> int:
         rows = []
         for dev in devices:
             rows.append((mac_to_str(dev.mac), _dpid_text(dev.dpid), dev.port, dev.first_ns / 1e9, dev.last_ns / 1e9,
                          dev.category, dev.confidence if dev.stage else None, dev.stage, dev.model,
-                         dev.policy_action.describe() if dev.policy_action is not None else None, int(dev.gateway)))
+                         dev.policy_action.describe() if dev.policy_action is not None else None, int(dev.gateway),
+                         int(bool(getattr(dev, "claims_only", False)))))
         self.db.executemany(
             "INSERT INTO devices (mac, dpid, port, first_seen, last_seen, category, confidence, stage, model, "
-            "enforced, gateway) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(mac) DO UPDATE SET "
+            "enforced, gateway, claims_only) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(mac) DO UPDATE SET "
             "dpid=excluded.dpid, port=excluded.port, first_seen=min(first_seen, excluded.first_seen), "
             "last_seen=max(last_seen, excluded.last_seen), category=excluded.category, "
             "confidence=excluded.confidence, stage=excluded.stage, model=excluded.model, "
-            "enforced=excluded.enforced, gateway=excluded.gateway", rows)
+            "enforced=excluded.enforced, gateway=excluded.gateway, claims_only=excluded.claims_only", rows)
         return len(rows)
 
     def forget(self, macs) -> int:
-        """Remove devices the controller forgot (undecided, unseen for a while), unless a
-        decision was ever recorded for them. Returns the rows removed."""
+        """Remove devices the controller forgot (undecided, unseen for a while), and their
+        identity values, unless a decision was ever recorded for them. Returns the device rows
+        removed."""
         rows = [(mac_to_str(m), mac_to_str(m)) for m in macs]
         if not rows:
             return 0
-        with self.lock:
+
+        def work():
             cur = self.db.executemany("DELETE FROM devices WHERE mac=? AND stage IS NULL AND NOT EXISTS "
                                       "(SELECT 1 FROM decisions WHERE decisions.mac=?)", rows)
-            self.db.commit()
-        return cur.rowcount
+            n = cur.rowcount
+            self.db.executemany("DELETE FROM identity WHERE mac=? AND NOT EXISTS "
+                                "(SELECT 1 FROM devices WHERE devices.mac=?)", rows)
+            return n
+        return self._commit(work)
 
     def _insert_decision(self, mac: int, ts_ns: int, decision) -> int:
         cur = self.db.execute("INSERT INTO decisions (mac, ts, category, confidence, stage, model, explanation, "
-                              "evidence) VALUES (?,?,?,?,?,?,?,?)",
+                              "evidence, vouching) VALUES (?,?,?,?,?,?,?,?,?)",
                               (mac_to_str(mac), ts_ns / 1e9, decision.category, float(decision.confidence),
                                decision.stage, decision.model, decision.explanation,
-                               json.dumps(decision.evidence, default=str)))
+                               json.dumps(decision.evidence, default=str),
+                               ",".join(getattr(decision, "vouching", ()) or ())))
         self.db.execute("UPDATE devices SET explanation=? WHERE mac=?", (decision.explanation, mac_to_str(mac)))
         return int(cur.lastrowid)
 
@@ -156,23 +213,31 @@ class Inventory:
                 raise
             return out
 
-    def upsert_devices(self, devices) -> int:
-        """Write the state of core devices (objects with the core's Device fields)."""
+    def upsert_devices(self, devices, identity=()) -> int:
+        """Write the state of core devices (objects with the core's Device fields) and new
+        identity values (``(mac, kind, value, first seen ns)``), in one transaction."""
         devices = list(devices)
-        return self._commit(lambda: self._upsert(devices))
+
+        def work():
+            n = self._upsert(devices)
+            self._add_identity(identity)
+            return n
+        return self._commit(work)
 
     def add_decision(self, mac: int, ts_ns: int, decision) -> int:
         """Append a decision; returns its id."""
         return self._commit(lambda: self._insert_decision(mac, ts_ns, decision))
 
-    def record_decision(self, mac: int, ts_ns: int, decision, device=None) -> int:
-        """A decision and the device's new state (``device``, if given), in one transaction;
-        returns the decision's id once it is committed. WAL mode: a committed decision
-        survives the process being killed (``synchronous=NORMAL`` risks only the last commits
-        on a power failure)."""
+    def record_decision(self, mac: int, ts_ns: int, decision, device=None, identity=()) -> int:
+        """A decision, the device's new state (``device``, if given) and the identity values not
+        written yet (``identity``, as for :meth:`upsert_devices`: those the decision was made on
+        among them), in one transaction; returns the decision's id once it is committed. WAL
+        mode: a committed decision survives the process being killed (``synchronous=NORMAL``
+        risks only the last commits on a power failure)."""
         def work():
             if device is not None:
                 self._upsert([device])
+            self._add_identity(identity)
             return self._insert_decision(mac, ts_ns, decision)
         return self._commit(work)
 
@@ -204,7 +269,9 @@ def read_inventory(path: str, history: bool = False) -> list[dict]:
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
         try:
-            rows = db.execute(f"SELECT {', '.join(COLUMNS)} FROM devices ORDER BY mac").fetchall()
+            have = {r[1] for r in db.execute("PRAGMA table_info(devices)")}
+            cols = [c if c in have else f"NULL AS {c}" for c in COLUMNS]     # schema 1: no claims_only
+            rows = db.execute(f"SELECT {', '.join(cols)} FROM devices ORDER BY mac").fetchall()
             counts = dict(db.execute("SELECT mac, count(*) FROM decisions GROUP BY mac").fetchall())
             hist: dict = {}
             if history:
@@ -222,6 +289,7 @@ def read_inventory(path: str, history: bool = False) -> list[dict]:
         d["first_seen"] = _iso(d["first_seen"])
         d["last_seen"] = _iso(d["last_seen"])
         d["gateway"] = bool(d["gateway"])
+        d["claims_only"] = bool(d["claims_only"])
         d["decisions"] = counts.get(d["mac"], 0)
         if history:
             d["history"] = hist.get(d["mac"], [])
@@ -243,20 +311,23 @@ def device_history(path: str, mac: str, limit: int = 500) -> list[dict]:
     """One device's decisions, oldest first (the last ``limit``), with their evidence."""
     db = _ro(path)
     try:
-        rows = db.execute("SELECT ts, category, confidence, stage, model, explanation, evidence FROM decisions "
-                          "WHERE mac=? ORDER BY id DESC LIMIT ?", (mac, int(limit))).fetchall()
+        have = {r[1] for r in db.execute("PRAGMA table_info(decisions)")}
+        vouching = "vouching" if "vouching" in have else "NULL"             # schema 1: not recorded
+        rows = db.execute(f"SELECT ts, category, confidence, stage, model, explanation, evidence, {vouching} "
+                          "FROM decisions WHERE mac=? ORDER BY id DESC LIMIT ?", (mac, int(limit))).fetchall()
     except sqlite3.DatabaseError as exc:
         raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
     finally:
         db.close()
     out = []
-    for ts, cat, conf, stage, model, expl, ev in reversed(rows):
+    for ts, cat, conf, stage, model, expl, ev, vouch in reversed(rows):
         try:
             evidence = json.loads(ev) if ev else {}
         except ValueError:
             evidence = {"unreadable": ev}
         out.append({"time": _iso(ts), "ts": ts, "category": cat, "confidence": conf, "stage": stage, "model": model,
-                    "explanation": expl, "evidence": evidence})
+                    "explanation": expl, "evidence": evidence,
+                    "vouching": None if vouch is None else [v for v in vouch.split(",") if v]})
     return out
 
 

@@ -6,8 +6,13 @@ table the offline tools build from a capture, decoded by the same kernel — so 
 features the engine computes online are the offline ones. A packet between two learning
 devices is in both buffers. Beside them it keeps each device's identity evidence (what it
 said about itself: :mod:`classifier.features.identity`), each distinct value once with the
-time it was first seen. Once a device's decision is confirmed its buffer is dropped and
-only a few fields of compact state remain (in the core's device record).
+time it was first seen, pooled over the device's life: the values outlive the packet buffer
+(a device decided ``unknown`` or ``provisional`` keeps them in memory, its identity protocols
+still read), every new value is queued for the inventory (:meth:`Learner.take_pending`), and a
+device whose values left memory (confirmed, parked, or met again after a restart) gets them
+back from the inventory when it is mirrored again (:meth:`Learner.load_identity`). Once a
+device's decision is confirmed its buffer and values are dropped from memory and only a few
+fields of compact state remain (in the core's device record).
 
 :class:`DecisionWorker` (used by the os-ken shell, never by the core) runs
 ``engine.decide`` and pool look-ups in one background thread, so that neither a slow model
@@ -42,14 +47,18 @@ class DeviceBuffer:
 
 class Learner:
     """Per-device buffers of mirrored packets (at most ``max_packets`` each, oldest dropped),
-    and of identity values (at most ``max_identity_values`` distinct ones each, later new ones
-    dropped: the first seconds say the most)."""
+    and of identity values: at most ``max_identity_values`` distinct ones each, later new ones
+    dropped (the first records say the most), except the first value of a kind the device has
+    not sent before, which still gets in (it says something new): at most
+    ``max_identity_values`` + the number of kinds (20). The same bound holds in the inventory,
+    which holds only values kept here."""
 
     def __init__(self, max_packets: int = 50_000, max_identity_values: int = 1000):
         self.max_packets = max_packets
         self.max_identity_values = max_identity_values
         self.buffers: dict[int, DeviceBuffer] = {}
         self.identities: dict[int, dict[tuple[int, str], int]] = {}   # mac -> {(kind, value): first t_ns}
+        self.pending: list[tuple[int, int, str, int]] = []            # (mac, kind, value, t_ns) not written yet
 
     def add(self, pk: Packets, tx_owner: np.ndarray, rx_owner: np.ndarray) -> int:
         """File each packet under the device that sent it (where ``tx_owner`` is True) and the
@@ -91,23 +100,57 @@ class Learner:
             buf.chunks = [Packets.concat(buf.chunks)]
         return buf.chunks[0]
 
-    def add_identity(self, recs: IdentityRecords) -> int:
-        """Keep each device's new identity values (with the time first seen); returns how many
-        new values were dropped because a device holds ``max_identity_values`` already."""
+    def _room(self, held: dict, kind: int) -> bool:
+        """Whether a new value of ``kind`` may join ``held`` (see the class docstring)."""
+        if len(held) < self.max_identity_values:
+            return True
+        return self.max_identity_values > 0 and all(k != kind for k, _ in held)
+
+    def add_identity(self, recs: IdentityRecords) -> tuple[int, set]:
+        """Keep each device's new identity values (with the time first seen) and queue them for
+        the inventory. Returns how many new values were dropped at the cap, and the MACs that
+        gained a value."""
         dropped = 0
+        fresh: set = set()
         for t, mac, kind, value in zip(recs.t_ns.tolist(), recs.mac.tolist(), recs.kind.tolist(),
                                        recs.value.tolist()):
             held = self.identities.setdefault(mac, {})
             key = (kind, value)
             first = held.get(key)
             if first is None:
-                if len(held) >= self.max_identity_values:
+                if not self._room(held, kind):
                     dropped += 1
                     continue
                 held[key] = t
+                fresh.add(mac)
             elif t < first:
                 held[key] = t
-        return dropped
+            else:
+                continue
+            self.pending.append((mac, kind, value, t))
+        return dropped, fresh
+
+    def load_identity(self, mac: int, rows) -> int:
+        """Values the inventory holds for ``mac`` (``(t_ns, kind code, value)``, oldest first)
+        join those held (the earlier first sight kept), within the cap; they are not queued
+        again. Returns the values added."""
+        held = self.identities.setdefault(mac, {})
+        added = 0
+        for t, kind, value in rows:
+            key = (kind, value)
+            first = held.get(key)
+            if first is None:
+                if self._room(held, kind):
+                    held[key] = t
+                    added += 1
+            elif t < first:
+                held[key] = t
+        return added
+
+    def take_pending(self) -> list[tuple[int, int, str, int]]:
+        """The identity values kept since the last call, for the inventory."""
+        out, self.pending = self.pending, []
+        return out
 
     def identity(self, mac: int) -> IdentityRecords:
         """The device's identity values, each once, in order of first sight (``row`` is -1:
@@ -124,13 +167,19 @@ class Learner:
                                np.full(n, -1, np.int64))
 
     def drop(self, mac: int) -> None:
+        """Forget the device's packets and the identity values in memory (the inventory keeps
+        them; values not written yet stay queued)."""
         self.buffers.pop(mac, None)
         self.identities.pop(mac, None)
+
+    def drop_packets(self, mac: int) -> None:
+        """Forget the device's packets; its identity values stay (it is still read for them)."""
+        self.buffers.pop(mac, None)
 
     def nbytes(self) -> int:
         """Bytes held: the packet columns, and about the identity values (their text and a
         dictionary entry each)."""
-        ident = sum(len(v) + 100 for held in self.identities.values() for (_, v) in held)
+        ident = sum(len(v) + 100 for held in self.identities.values() for (_, v) in held) + 120 * len(self.pending)
         return sum(c.nbytes() for b in self.buffers.values() for c in b.chunks) + ident
 
 

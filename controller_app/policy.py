@@ -14,6 +14,7 @@ A policy file::
       plug: {rate_limit_kbps: 64}
       hub: {allow_pools: [vendor-cloud, 52.94.0.0/16]}
       speaker: {priority: 1, dscp: 46}
+    trust_claims: [light]          # categories whose claims alone get their own action
     overrides:                     # per MAC: pin a category or an action
       "02:00:00:00:01:01": {category: camera}
       "02:00:00:00:01:02": {action: allow}
@@ -22,6 +23,12 @@ An action is ``allow``, ``block``, or a mapping of ``block: true`` alone, or any
 ``allow_pools`` (IP pool names and/or CIDR prefixes: only these and the LAN are reachable),
 ``rate_limit_kbps`` (an OpenFlow meter over the device's traffic, both directions),
 ``priority`` (an OpenFlow queue id, set_queue) and ``dscp`` (0-63, rewritten on IP packets).
+
+A device's own claims may only tighten its treatment: a decision that rests on what the device
+says about itself alone (:attr:`classifier.engine.decision.Decision.identity_alone`: only the
+identity voter vouches, and the device controls its identity records) is enforced with the
+intersection of its category's action and the ``unknown`` action (:func:`intersect`: the
+stricter of each part), unless the category is listed under ``trust_claims``.
 
 Limits: a policy file holds at most :data:`MAX_POLICY_BYTES` bytes of UTF-8 text, nested at
 most :data:`MAX_DEPTH` levels, and must be a regular file (a FIFO, device or directory is
@@ -51,7 +58,8 @@ STAGES_ENFORCING = (PROVISIONAL, CONFIRMED)
 DEFAULT_LAN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "224.0.0.0/4",
                "255.255.255.255/32", "fc00::/7", "fe80::/10", "ff00::/8")
 ACTION_KEYS = ("block", "allow_pools", "rate_limit_kbps", "priority", "dscp")
-TOP_KEYS = ("version", "enforce_on", "min_confidence", "lan", "default", "unknown", "categories", "overrides")
+TOP_KEYS = ("version", "enforce_on", "min_confidence", "lan", "default", "unknown", "categories", "trust_claims",
+            "overrides")
 UNKNOWN_CATEGORY = "unknown"
 #: Largest policy file read, in bytes: about 4,500 per-MAC overrides of one line each. It bounds
 #: the time a reload holds the controller's event loop (under half a second at this size with libyaml).
@@ -106,6 +114,51 @@ ALLOW = Action()
 BLOCK = Action(block=True)
 
 
+def _intersect_pools(a: tuple, b: tuple) -> tuple:
+    """What two ``allow_pools`` lists both allow, as far as it is known without resolving names:
+    a pool name both list; of two overlapping prefixes, the narrower. A name in one list and a
+    prefix in the other cannot be compared: left out (stricter)."""
+    names_b = set(p for p in b if _as_network(p) is None)
+    nets_b = [n for n in (_as_network(p) for p in b) if n is not None]
+    out: list = []
+    for p in a:
+        na = _as_network(p)
+        if na is None:
+            kept = [p] if p in names_b else []
+        else:
+            kept = [str(na if na.prefixlen >= nb.prefixlen else nb)
+                    for nb in nets_b if nb.version == na.version and na.overlaps(nb)]
+        out += [k for k in kept if k not in out]
+    return tuple(out)
+
+
+def intersect(a: Action, b: Action) -> Action:
+    """The stricter of each part of two actions: block beats anything; ``allow_pools`` intersect
+    (an action without them allows everything, so the other's list stands); the lower rate
+    limit; a queue (``priority``) or DSCP mark only where both give the same one."""
+    if a.block or b.block:
+        return BLOCK
+    if a.allow_pools is None or b.allow_pools is None:
+        pools = b.allow_pools if a.allow_pools is None else a.allow_pools
+    else:
+        pools = _intersect_pools(a.allow_pools, b.allow_pools)
+    rates = [r for r in (a.rate_limit_kbps, b.rate_limit_kbps) if r is not None]
+    return Action(allow_pools=pools, rate_limit_kbps=min(rates) if rates else None,
+                  queue=a.queue if a.queue == b.queue else None, dscp=a.dscp if a.dscp == b.dscp else None)
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """The action a decision enforces and why: ``basis`` names the policy entry it comes from
+    (``camera``, ``unknown``, ``intersection of camera and unknown``, ...); ``tightened`` when
+    the device's own claims alone decided and its category's action was intersected with the
+    ``unknown`` action."""
+
+    action: Action
+    basis: str
+    tightened: bool = False
+
+
 @dataclass(frozen=True)
 class Override:
     category: str | None = None
@@ -120,30 +173,50 @@ class Policy:
     default: Action = ALLOW
     unknown: Action = ALLOW
     categories: dict = field(default_factory=dict)      #: category -> Action
+    #: categories whose decisions on the device's own claims alone get their own action
+    trust_claims: frozenset = frozenset()
     overrides: dict = field(default_factory=dict)       #: MAC (int) -> Override
     source: str = "<built-in>"
     digest: str = ""
 
-    def action_for(self, category: str) -> Action:
+    def action_for(self, category: str, claims_only: bool = False) -> Action:
+        """The category's action; with ``claims_only`` (the decision rests on the device's own
+        claims alone) its intersection with the ``unknown`` action, unless the category is
+        trusted (``trust_claims``)."""
         if category == UNKNOWN_CATEGORY:
             return self.unknown
-        return self.categories.get(category, self.default)
+        act = self.categories.get(category, self.default)
+        if claims_only and category not in self.trust_claims:
+            return intersect(act, self.unknown)
+        return act
 
-    def enforcement(self, category: str, confidence: float, stage: str) -> Action | None:
-        """The action a decision enforces, or None when it enforces nothing (yet).
+    def treatment(self, category: str, confidence: float, stage: str, claims_only: bool = False) -> Treatment | None:
+        """The action a decision enforces and its basis, or None when it enforces nothing (yet).
 
         A stage of ``unknown`` (or category ``unknown``) is final and enforces the unknown
         action; a provisional decision enforces only when ``enforce_on`` is provisional; a
-        final decision below ``min_confidence`` enforces the unknown action.
+        final decision below ``min_confidence`` enforces the unknown action. A decision on the
+        device's own claims alone (``claims_only``) enforces the intersection of its category's
+        action and the unknown action, unless ``trust_claims`` lists the category.
         """
         final = stage in (CONFIRMED, UNKNOWN)
         if stage == UNKNOWN or category == UNKNOWN_CATEGORY:
-            return self.unknown if (final or self.enforce_on == PROVISIONAL) else None
+            return Treatment(self.unknown, UNKNOWN_CATEGORY) if (final or self.enforce_on == PROVISIONAL) else None
         if stage == PROVISIONAL and self.enforce_on != PROVISIONAL:
             return None
         if confidence < self.min_confidence:
-            return self.unknown if final else None
-        return self.action_for(category)
+            return Treatment(self.unknown, f"{UNKNOWN_CATEGORY} (confidence below min_confidence)") if final else None
+        if not claims_only:
+            return Treatment(self.action_for(category), category)
+        if category in self.trust_claims:
+            return Treatment(self.action_for(category), f"{category} (claims trusted: trust_claims)")
+        return Treatment(self.action_for(category, claims_only=True),
+                         f"intersection of {category} and {UNKNOWN_CATEGORY}", tightened=True)
+
+    def enforcement(self, category: str, confidence: float, stage: str, claims_only: bool = False) -> Action | None:
+        """The action of :meth:`treatment`, or None when the decision enforces nothing (yet)."""
+        t = self.treatment(category, confidence, stage, claims_only)
+        return None if t is None else t.action
 
     def pool_names(self) -> set:
         names = set()
@@ -158,6 +231,7 @@ class Policy:
             "min_confidence": self.min_confidence, "default": self.default.describe(),
             "unknown": self.unknown.describe(),
             "categories": {c: a.describe() for c, a in sorted(self.categories.items())},
+            "trust_claims": sorted(self.trust_claims),
             "overrides": {mac_to_str(m): (o.category and f"category={o.category}") or o.action.describe()
                           for m, o in sorted(self.overrides.items())},
             "lan": [str(n) for n in self.lan],
@@ -450,6 +524,20 @@ def _parse(text: str, source: str) -> Policy:
                 if a is not None:
                     out[cat] = a
             kw["categories"] = out
+        elif key == "trust_claims":
+            if not isinstance(v, yaml.SequenceNode):
+                chk.err(v, key, f"expected a list of categories ({', '.join(CATEGORIES)}), got {chk._show(v)}")
+                continue
+            trusted: set = set()
+            for i, item in enumerate(v.value):
+                c = chk.scalar(item, f"{key}[{i}]")
+                if c not in CATEGORIES:
+                    chk.err(item, f"{key}[{i}]", f"expected one of {', '.join(CATEGORIES)}, got {chk._show(item)}")
+                elif c in trusted:
+                    chk.err(item, f"{key}[{i}]", f"{c!r} is listed twice")
+                else:
+                    trusted.add(c)
+            kw["trust_claims"] = frozenset(trusted)
         elif key == "overrides":
             ovs = chk.mapping(v, key)
             out = {}

@@ -59,8 +59,8 @@ from controller_app import guard  # noqa: E402
 from controller_app import ofp  # noqa: E402
 from controller_app import web  # noqa: E402
 from controller_app.core import Core, PacketInBatch  # noqa: E402
-from controller_app.intents import (KIND_MASK, CookieKind, DecideRequest, FlowAdd, FlowDelete, MeterAdd,  # noqa: E402
-                                    MeterDelete, PacketOut, ResolvePools, cookie)
+from controller_app.intents import (KIND_MASK, CookieKind, DecideRequest, FlowAdd, FlowDelete,  # noqa: E402
+                                    LoadIdentity, MeterAdd, MeterDelete, PacketOut, ResolvePools, cookie)
 from controller_app.inventory import Inventory  # noqa: E402
 from controller_app.learning import DecisionWorker  # noqa: E402
 from controller_app.observe import Metrics, Observer  # noqa: E402
@@ -226,8 +226,7 @@ class IotControllerShell(BaseApp):
             LOG.exception("flushing packet-ins at close")
         self.worker.stop()
         try:
-            self.inventory.forget(self.core.take_forgotten())
-            self.inventory.upsert_devices(list(self.core.devices.values()))
+            self._write_inventory()
         except Exception:  # noqa: BLE001
             LOG.exception("writing the inventory at close")
         self.observer.stop()
@@ -246,6 +245,8 @@ class IotControllerShell(BaseApp):
             elif isinstance(it, ResolvePools):
                 if not self.worker.submit("pools", it.mac, self._resolve, it):
                     self.core.pools_dropped(it.mac, time.time_ns())
+            elif isinstance(it, LoadIdentity):
+                self._load_identity(it.mac)
             else:
                 dp = self.datapaths.get(it.dpid)
                 if dp is None:
@@ -263,6 +264,29 @@ class IotControllerShell(BaseApp):
                     LOG.info(_structured("rule", **d))
                 elif isinstance(it, PacketOut):
                     LOG.debug(_structured("packet_out", **ofp.describe(it)))
+
+    def _load_identity(self, mac: int) -> None:
+        """A device about to be read for identity again gets back the values the inventory holds
+        (one indexed read, on the event loop, before any new value of it can arrive)."""
+        try:
+            rows = self.inventory.identity_of(mac)
+        except Exception as exc:  # noqa: BLE001 - the device is decided on what it says from now on
+            self.metrics.errors.labels("inventory").inc()
+            LOG.error(_structured("inventory_error", error=str(exc), mac=mac_to_str(mac)))
+            return
+        if rows:
+            self.core.identity_loaded(mac, rows, time.time_ns())
+
+    def _write_inventory(self) -> None:
+        """Forgotten devices out; every device's state and the new identity values in (one
+        transaction)."""
+        self.inventory.forget(self.core.take_forgotten())
+        identity = self.core.take_identity()
+        try:
+            self.inventory.upsert_devices(list(self.core.devices.values()), identity)
+        except Exception:
+            self.core.untake_identity(identity)       # written with the next batch
+            raise
 
     # ------------------------------------------------------------------ worker jobs (worker thread)
 
@@ -307,21 +331,32 @@ class IotControllerShell(BaseApp):
             if d is None:       # not enough evidence yet: the core counts it on the device
                 self.core.decision_made(mac, None, now)
                 return
+            if self.core.defers(mac, d, now):     # unknown while its identity probes are outstanding
+                self.core.decision_made(mac, d, now)
+                LOG.info(_structured("decision_deferred", mac=mac_to_str(mac), category=d.category, stage=d.stage,
+                                     reason="identity probes outstanding", explanation=d.explanation))
+                return
             self.metrics.decisions.labels(d.category, d.stage).inc()
             dev = self.core.devices.get(mac)
             before = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
             intents = self.core.decision_made(mac, d, now)
             after = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
+            treatment = self.core.rules.treatment(dev) if dev is not None and after is not None else None
             decision_id = None      # committed before it is logged as made: a crash loses no logged decision
+            identity = self.core.take_identity()     # the values it was made on are committed with it
             try:
-                decision_id = self.inventory.record_decision(mac, now, d, dev)
+                decision_id = self.inventory.record_decision(mac, now, d, dev, identity)
             except Exception as exc:  # noqa: BLE001 - the inventory must not stop enforcement
+                self.core.untake_identity(identity)
                 self.metrics.errors.labels("inventory").inc()
                 LOG.error(_structured("inventory_error", error=str(exc)))
             LOG.info(_structured("decision", mac=mac_to_str(mac), category=d.category,
                                  confidence=round(float(d.confidence), 4), stage=d.stage, model=d.model,
-                                 explanation=d.explanation, evidence=d.evidence, enforced_before=before,
-                                 enforced=after, mirroring=bool(dev and dev.mirroring), decision_id=decision_id))
+                                 explanation=d.explanation, evidence=d.evidence,
+                                 vouching=list(getattr(d, "vouching", ()) or ()),
+                                 claims_only=bool(dev and dev.claims_only), enforced_before=before, enforced=after,
+                                 action_basis=treatment.basis if treatment is not None else None,
+                                 mirroring=bool(dev and dev.mirroring), decision_id=decision_id))
             self._run(intents)
         elif ev.kind == "pools":
             mapping, errors = ev.result if ev.error is None else ({}, {"*": repr(ev.error)})
@@ -476,8 +511,7 @@ class IotControllerShell(BaseApp):
         if now_m - self._last_inventory >= self.cfg.inventory_flush_interval:
             self._last_inventory = now_m
             try:
-                self.inventory.forget(self.core.take_forgotten())
-                self.inventory.upsert_devices(list(self.core.devices.values()))
+                self._write_inventory()
             except Exception as exc:  # noqa: BLE001
                 self.metrics.errors.labels("inventory").inc()
                 LOG.error(_structured("inventory_error", error=str(exc)))

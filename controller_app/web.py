@@ -114,6 +114,9 @@ def device_records(core, settings) -> tuple[list, list]:
     for d in core.devices.values():
         r = d.to_record()
         r["dpid"] = None if d.dpid is None else f"{d.dpid:016x}"
+        t = core.rules.treatment(d) if d.policy_action is not None else None
+        r["action_basis"] = None if t is None else t.basis          # which policy entry the action comes from
+        r["action_tightened"] = bool(t is not None and t.tightened)  # claims alone: intersected with `unknown`
         buf = buffers.get(d.mac)
         r["mirrored_packets"] = 0 if buf is None else buf.n
         devices.append(r)
@@ -233,6 +236,8 @@ class _Index:
                 "category": d.get("category"), "confidence": d.get("confidence") if d.get("stage") else None,
                 "stage": d.get("stage"), "enforced": d.get("enforced"), "first_seen_ns": d.get("first_seen_ns"),
                 "last_seen_ns": d.get("last_seen_ns"), "mirroring": d.get("mirroring"), "gateway": d.get("gateway"),
+                "claims_only": d.get("claims_only"), "action_basis": d.get("action_basis"),
+                "action_tightened": d.get("action_tightened"), "identity_watch": d.get("identity_watch"),
                 "pin": self.pins.get(mac), "model": d.get("model"), "thin_answers": d.get("thin_answers"),
                 "mirrored_packets": d.get("mirrored_packets"), "identity_probes": d.get("identity_probes")}
 

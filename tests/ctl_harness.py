@@ -8,7 +8,7 @@ from classifier.capture.packets import Packets, mac_to_int
 from testing.synth import arp_request, ether, tcp4, udp4
 from controller_app.core import Core, PacketInBatch, Settings
 from testing.fakeflowtable import FakeNetwork
-from controller_app.intents import DecideRequest, ResolvePools
+from controller_app.intents import DecideRequest, LoadIdentity, ResolvePools
 
 SEC = 1_000_000_000
 
@@ -22,8 +22,9 @@ def m(text: str) -> int:
 
 
 class FakeEngine:
-    """Decides by MAC from a table: mac -> (category, confidence, stage), once a device has at
-    least ``min_packets`` mirrored packets; records every call."""
+    """Decides by MAC from a table: mac -> (category, confidence, stage[, vouching]), once a
+    device has at least ``min_packets`` mirrored packets; records every call (and the identity
+    records of each in ``identities``)."""
 
     version = "fake-engine-1"
 
@@ -31,22 +32,36 @@ class FakeEngine:
         self.table = {m(k) if isinstance(k, str) else k: v for k, v in (table or {}).items()}
         self.min_packets = min_packets
         self.calls: list = []
+        self.identities: list = []
 
-    def decide(self, pk: Packets, mac: int, now_ns: int | None = None) -> Decision | None:
+    def decide(self, pk: Packets, mac: int, now_ns: int | None = None, identity=None) -> Decision | None:
         self.calls.append((mac, len(pk), now_ns))
+        self.identities.append(identity)
         if mac not in self.table or len(pk) < self.min_packets:
             return None
-        cat, conf, stage = self.table[mac]
-        return Decision(cat, conf, stage, self.version, f"fake: {cat}", {"packets": len(pk)})
+        cat, conf, stage, *vouching = self.table[mac]
+        return Decision(cat, conf, stage, self.version, f"fake: {cat}", {"packets": len(pk)},
+                        vouching=tuple(vouching[0]) if vouching else ())
+
+
+def _takes_identity(engine) -> bool:
+    """Whether the engine's ``decide`` takes ``identity=`` (as the shell asks it)."""
+    import inspect
+    return "identity" in inspect.signature(engine.decide).parameters
 
 
 class Harness:
+    """The core, a fake network, a fake engine and, for the identity values the core asks back
+    (``LoadIdentity``), ``inventory``: an object with ``identity_of(mac)`` (an
+    :class:`~controller_app.inventory.Inventory`, say), or None (nothing stored)."""
+
     def __init__(self, policy=None, settings: Settings | None = None, engine: FakeEngine | None = None,
-                 resolver=None):
+                 resolver=None, inventory=None):
         self.core = Core(settings or Settings(), policy)
         self.net = FakeNetwork()
         self.engine = engine or FakeEngine()
         self.resolver = resolver or (lambda name, mac: [])
+        self.inventory = inventory
         self.now = 1000.0
         self.log: list = []
 
@@ -61,8 +76,11 @@ class Harness:
             self.log += batch
             pins = self.net.apply(batch, self.now)
             for req in batch:
-                if isinstance(req, DecideRequest):
-                    d = self.engine.decide(req.packets, req.mac, req.now_ns)
+                if isinstance(req, LoadIdentity) and self.inventory is not None:
+                    self.core.identity_loaded(req.mac, self.inventory.identity_of(req.mac), self.ns)
+                elif isinstance(req, DecideRequest):
+                    kw = {"identity": req.identity} if _takes_identity(self.engine) else {}
+                    d = self.engine.decide(req.packets, req.mac, req.now_ns, **kw)
                     todo += self.core.decision_made(req.mac, d, self.ns)
                 elif isinstance(req, ResolvePools):
                     todo += self.core.pools_resolved(req.mac, {p: self.resolver(p, req.mac) for p in req.pools},

@@ -238,6 +238,10 @@ def decided(category: str, conf: float = 0.9, stage: str = CONFIRMED, text: str 
     for _ in range(h.core.settings.decide_min_packets):
         h.send(1, 1, udp(A, GW, "192.168.1.1", size=10))
     h.tick(h.core.settings.decide_interval + 1)
+    for _ in range(5):                    # an unknown answer is not final while the identity probes last
+        if h.core.devices[m(A)].category is not None:
+            break
+        h.tick(h.core.settings.decide_interval)
     assert h.core.devices[m(A)].category == category
     return h
 

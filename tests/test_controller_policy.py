@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller_app.cli import main
-from controller_app.policy import (ALLOW, BLOCK, Action, PolicyError, load_policy, parse_policy)
+from controller_app.policy import (ALLOW, BLOCK, Action, PolicyError, intersect, load_policy, parse_policy)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,6 +76,10 @@ overrides:
     ("default: allow\ndefault: block\n", "p.yaml:2:1: default", "duplicate key (first at line 1)"),
     ("- allow\n", "p.yaml:1:1: (top level)", "expected a mapping"),
     ("version: 2\n", "p.yaml:1:10: version", "expected an integer 1..1"),
+    ("trust_claims: camera\n", "p.yaml:1:15: trust_claims", "expected a list of categories (camera, plug"),
+    ("trust_claims: [light, toaster]\n", "p.yaml:1:23: trust_claims[1]", "expected one of camera, plug"),
+    ("trust_claims: [unknown]\n", "p.yaml:1:16: trust_claims[0]", "expected one of camera"),
+    ("trust_claims: [light, light]\n", "p.yaml:1:23: trust_claims[1]", "'light' is listed twice"),
 ])
 def test_errors_name_file_line_key_and_expectation(text, where, what):
     (p,) = problems(text)
@@ -115,6 +119,46 @@ def test_enforcement_rules():
     q = parse_policy("enforce_on: provisional\nmin_confidence: 0.7\ncategories: {camera: block}\n", "q.yaml")
     assert q.enforcement("camera", 0.9, "provisional") == BLOCK
     assert q.enforcement("camera", 0.5, "provisional") is None       # not final, not sure: nothing yet
+
+
+def test_intersection_takes_the_stricter_of_each_part():
+    assert intersect(ALLOW, BLOCK) == BLOCK and intersect(Action(rate_limit_kbps=5, dscp=46), BLOCK) == BLOCK
+    assert intersect(ALLOW, ALLOW) == ALLOW
+    # allow_pools: an action without them allows everything, so the other's list stands
+    hub = Action(allow_pools=("cloud-a", "52.94.0.0/16"))
+    assert intersect(hub, ALLOW) == hub and intersect(ALLOW, hub) == hub
+    both = intersect(Action(allow_pools=("cloud-a", "cloud-b", "52.94.0.0/16", "10.1.0.0/16", "2600::/16")),
+                     Action(allow_pools=("cloud-b", "52.94.7.0/24", "52.0.0.0/8", "10.2.0.0/16", "2600:1f::/32")))
+    assert both.allow_pools == ("cloud-b", "52.94.7.0/24", "52.94.0.0/16", "2600:1f::/32")
+    assert intersect(Action(allow_pools=("cloud-a",)), Action(allow_pools=("52.0.0.0/8",))).allow_pools == ()
+    # the lower rate; a rate on one side only stands
+    assert intersect(Action(rate_limit_kbps=64), Action(rate_limit_kbps=256)).rate_limit_kbps == 64
+    assert intersect(Action(queue=1), Action(rate_limit_kbps=256)) == Action(rate_limit_kbps=256)
+    # no preferential treatment on a claim alone: a queue or a mark only when both give the same
+    assert intersect(Action(queue=1, dscp=46), Action(queue=1, dscp=10)) == Action(queue=1)
+    assert intersect(Action(queue=1, dscp=46), ALLOW) == ALLOW
+
+
+def test_claims_alone_only_tighten_unless_the_category_is_trusted():
+    p = parse_policy("enforce_on: confirmed\nmin_confidence: 0.7\nunknown: {rate_limit_kbps: 256}\n"
+                     "categories: {camera: {priority: 1, dscp: 46}, plug: block, hub: {rate_limit_kbps: 64}}\n"
+                     "trust_claims: [hub]\n", "p.yaml")
+    assert p.trust_claims == {"hub"} and p.summary()["trust_claims"] == ["hub"]
+    t = p.treatment("camera", 0.99, "confirmed", claims_only=True)
+    assert (t.action, t.basis, t.tightened) == (Action(rate_limit_kbps=256), "intersection of camera and unknown", True)
+    assert p.enforcement("camera", 0.99, "confirmed", claims_only=True) == Action(rate_limit_kbps=256)
+    assert p.action_for("camera", claims_only=True) == Action(rate_limit_kbps=256)
+    t = p.treatment("camera", 0.99, "confirmed")                       # behaviour agrees: the category's own
+    assert (t.action, t.basis, t.tightened) == (Action(queue=1, dscp=46), "camera", False)
+    assert p.enforcement("plug", 0.99, "confirmed", claims_only=True) == BLOCK      # stricter than unknown
+    t = p.treatment("hub", 0.99, "confirmed", claims_only=True)                      # trusted
+    assert (t.action, t.basis, t.tightened) == (Action(rate_limit_kbps=64), "hub (claims trusted: trust_claims)",
+                                                False)
+    t = p.treatment("light", 0.5, "confirmed", claims_only=True)                     # unsure: unknown anyway
+    assert (t.action, t.basis) == (p.unknown, "unknown (confidence below min_confidence)")
+    assert p.treatment("camera", 0.99, "provisional", claims_only=True) is None      # waits for confirmation
+    assert p.treatment("unknown", 0.3, "unknown").basis == "unknown"
+    assert parse_policy("categories: {camera: block}\n", "q.yaml").trust_claims == frozenset()
 
 
 def test_cli_policy_check_exit_codes(tmp_path, capsys):

@@ -123,12 +123,22 @@ def test_the_learner_keeps_identity_records_for_the_decision_request():
 
 
 def test_identity_values_per_device_are_bounded():
+    """The first values are kept (they say the most); at the cap a value of a kind the device
+    has not sent yet still gets in (it says something new), one more of a kind it has does not."""
     h = learning(max_identity_values=3)
     for i in range(6):
         h.send(1, 1, dns_from(A, f"host{i}.example"))
     assert [v for _, _, v in h.core.learner.identity(m(A)).for_mac(m(A))] == ["host0.example", "host1.example",
                                                                                "host2.example"]
     assert h.core.counters["identity_dropped"] == 3
+    h.send(1, 1, dhcp_discover(A, b"porch-camera"))                 # two new kinds: host name, parameter list
+    h.send(1, 1, dhcp_discover(A, b"other-name"))                   # a second host name: dropped
+    kinds = [k for _, k, _ in h.core.learner.identity(m(A)).for_mac(m(A))]
+    assert kinds == ["dns.query"] * 3 + ["dhcp.hostname", "dhcp.prl"] and h.core.counters["identity_dropped"] == 4
+    assert len(h.core.take_identity()) == 5                         # what the inventory gets: the same bound
+    off = learning(max_identity_values=0)
+    off.send(1, 1, dhcp_discover(A, b"porch-camera"))
+    assert len(off.core.learner.identity(m(A))) == 0                # 0: none kept
 
 
 def test_identity_mirroring_off():

@@ -9,7 +9,7 @@ from classifier.capture.decode import decode_frames
 from controller_app.core.mirror import MirrorManager
 from controller_app.core.state import SEC, Settings, State
 from controller_app.core.topology import TopologyManager
-from controller_app.intents import FlowAdd, MeterAdd
+from controller_app.intents import FlowAdd, LoadIdentity, MeterAdd
 from controller_app.pipeline import LEARN_METER, CookieKind, Table, cookie_kind, cookie_mac
 from testing.fakeflowtable import FakeNetwork
 from ctl_harness import A, B, GW, m, udp
@@ -39,7 +39,8 @@ def test_a_learning_device_is_mirrored_both_ways_through_its_meter_and_stops_cle
     dev = device(st, A)
     out = mirror.sync(dev)
     assert [(i.meter_id, i.unit) for i in out[:2]] == [(dev.mirror_meter, "pktps"), (dev.identity_meter, "pktps")]
-    assert all(isinstance(i, FlowAdd) for i in out[2:])
+    assert all(isinstance(i, FlowAdd) for i in out[2:-1])
+    assert out[-1] == LoadIdentity(dev.mac)       # its identity values back from the inventory, if it has any
     net.apply(out)
     assert dev.mirror_dpid == 1 and dev.mirror_meter in net.switches[1].meters
     for frame in (udp(A, B), udp(B, A)):

@@ -92,3 +92,71 @@ def test_probes_per_tick_are_bounded_and_the_rest_follow():
     first = probes(h)
     assert len(first) == 4 and h.core.counters["identity_probes_deferred"] == 1
     assert {p.port for p in probes(h)} == {4}                       # the one deferred, a tick later
+
+
+def unknown_after(settings: dict, announce: bool = False) -> tuple[Harness, list]:
+    """A learning device the engine calls ``unknown`` at every request (one every 5 s, from its
+    first packet), ticked once a second for two minutes: the harness and the times (s after
+    mirroring started) of the requests made."""
+    from classifier.engine.decision import UNKNOWN
+    from ctl_harness import FakeEngine
+    h = Harness(settings=Settings(gateways=(m(GW),), decide_min_packets=1, decide_interval=5, **settings),
+                engine=FakeEngine({A: ("unknown", 0.3, UNKNOWN)}))
+    h.connect(1, [1, 2, 3, 4])
+    t0 = h.now
+    h.send(1, 1, udp(A, GW))
+    h.send(1, 2, udp(GW, A))
+    if announce:
+        h.send(1, 1, mdns_announcement(A))             # it said what it is: nothing to ask
+    dev = h.core.devices[m(A)]
+    for _ in range(120):
+        if dev.stage == UNKNOWN:
+            break
+        h.tick(1)
+    return h, [round(h.now - t0)] + [c[2] for c in h.engine.calls]
+
+
+def test_an_unknown_answer_while_the_identity_probes_are_outstanding_is_not_final():
+    """Probes at 1, 21 and 41 s after mirroring starts; the last one's answer is awaited 5 s.
+    Until 46 s the device stays learning and is asked again every decide_interval (5 s here),
+    new packets or not; the first unknown answer after that is final."""
+    from classifier.engine.decision import UNKNOWN
+    h, (final_s, *_) = unknown_after({})
+    dev = h.core.devices[m(A)]
+    assert dev.stage == UNKNOWN and 46 <= final_s <= 51, final_s
+    asked = len(h.engine.calls)
+    assert asked >= 9 and h.core.counters["unknown_deferred"] == asked - 1
+    assert h.core.counters["identity_probes_sent"] == 3 and not dev.mirroring and dev.watch_dpid == 1
+    assert dev.thin_answers == 0                         # counted while deferred, reset by the decision
+    # while deferred: still learning, undecided, and counted as "not enough evidence yet"
+    h = Harness(settings=Settings(gateways=(m(GW),), decide_min_packets=1, decide_interval=5),
+                engine=h.engine)
+    h.connect(1, [1, 2])
+    h.send(1, 1, udp(A, GW))
+    h.send(1, 1, udp(A, GW))                            # the first taught the controller A; this one is mirrored
+    h.tick(1)
+    dev = h.core.devices[m(A)]
+    assert (dev.stage, dev.mirroring, dev.thin_answers, dev.decide_retry) == (None, True, 1, True)
+
+
+def test_an_unknown_answer_is_final_at_once_when_the_device_announced_itself_or_probes_are_off():
+    from classifier.engine.decision import UNKNOWN
+    for settings, announce in (({}, True), ({"identity_probes": 0}, False)):
+        h, (final_s, *_) = unknown_after(settings, announce)
+        assert h.core.devices[m(A)].stage == UNKNOWN and final_s == 1, (settings, final_s)
+        assert h.core.counters["unknown_deferred"] == 0
+
+
+def test_an_unknown_answer_within_the_last_probes_grace_waits_for_its_answer():
+    """After the third probe (41 s) the device is no longer asked, but an unknown answer in the
+    next 5 s is still deferred: the probe's answer may be on its way."""
+    from classifier.engine.decision import UNKNOWN, Decision
+    h = setup()
+    dev = h.core.devices[m(A)]
+    for _ in range(3):
+        probes(h, 20 if dev.probes_sent else 1)
+    assert dev.probes_sent == 3
+    unknown = Decision("unknown", 0.3, UNKNOWN, "v1")
+    assert h.core.defers(m(A), unknown, h.ns + 4 * 10**9)
+    assert not h.core.defers(m(A), unknown, h.ns + 5 * 10**9)
+    assert not h.core.defers(m(A), Decision("plug", 0.9, "confirmed", "v1"), h.ns)   # only unknown waits

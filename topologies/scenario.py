@@ -258,3 +258,26 @@ class GatewayTap:
             sel = pk.eth_src == mac_to_int(m)
             out[m] = (pk.ts_ns[sel].astype(np.int64), pk.wire_len[sel].astype(np.int64))
         return out
+
+    def ipv4_dscp(self) -> dict:
+        """MAC -> the DSCP of each of its IPv4 frames, in order (after :meth:`stop`)."""
+        from classifier.capture.reader import read_frames
+        fr = read_frames(str(self.path))
+        out: dict = {m: [] for m in self.macs}
+        for o, c in zip(fr.offset.tolist(), fr.caplen.tolist()):
+            b = bytes(fr.buf[o:o + min(c, 16)])
+            src = mac_to_str(int.from_bytes(b[6:12], "big"))
+            if src in out and b[12:14] == b"\x08\x00":
+                out[src].append(b[15] >> 2)
+        return out
+
+
+def steady_kbps(ts_ns, lengths, skip_s: float = 2.0, tail_s: float = 0.5) -> float:
+    """The delivered rate of frames at ``ts_ns`` of ``lengths`` bytes, in kbps, in steady state:
+    from ``skip_s`` after the first (a meter's burst lasts about a second) to ``tail_s`` before
+    the last."""
+    import numpy as np
+    ts, ln = np.asarray(ts_ns), np.asarray(lengths)
+    t0, t1 = ts.min() + int(skip_s * SEC), ts.max() - int(tail_s * SEC)
+    sel = (ts >= t0) & (ts <= t1)
+    return float(ln[sel].sum() * 8 / ((t1 - t0) / 1e9) / 1000)

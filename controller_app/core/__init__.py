@@ -38,6 +38,7 @@ from classifier.capture.decode import decode_frames
 from classifier.capture.packets import DecodeFlag
 from classifier.engine.decision import Decision
 from classifier.features.devices import is_unicast
+from classifier.features.identity import KIND_CODES, KINDS
 
 from controller_app.core.decisions import DecisionManager
 from controller_app.core.hosts import HostManager
@@ -67,6 +68,7 @@ class Core:
         self.rules = RulesManager(self.state)
         self.hosts = HostManager(self.state, self.topology, self.sync_device)
         self.decisions = DecisionManager(self.state, self.mirror, self.sync_device)
+        self.mirror.reopen = self.decisions.reopen
 
     # ------------------------------------------------------------------ the shared state, as before
 
@@ -224,11 +226,12 @@ class Core:
                     out += self.hosts.learn(mac, dpid, port, int(batch.ts_ns[li[first[j]]]))
                 # a device's first identity messages (its DHCP request, say) come as learning
                 # copies, before its mirror entries: read them for the device now learning
-                self.mirror.identity_from_learning(pk.take(li), batch.dpid[li], [batch.datas[i] for i in li.tolist()])
+                out += self.mirror.identity_from_learning(pk.take(li), batch.dpid[li],
+                                                          [batch.datas[i] for i in li.tolist()])
         if is_mirror.any():
             mi = np.flatnonzero(is_mirror)
             counters["packet_ins_mirror"] += len(mi)
-            self.mirror.file(pk.take(mi), batch.dpid[mi], [batch.datas[i] for i in mi.tolist()])
+            out += self.mirror.file(pk.take(mi), batch.dpid[mi], [batch.datas[i] for i in mi.tolist()])
         return st.count(out)
 
     # ------------------------------------------------------------------ time
@@ -287,6 +290,7 @@ class Core:
         out = self._release(dev)
         st.learner.drop(dev.mac)
         st.deciding.pop(dev.mac, None)
+        st.reopened.discard(dev.mac)
         st.pools_retry.discard(dev.mac)
         del st.devices[dev.mac]
         st.forgotten.append(dev.mac)
@@ -296,7 +300,8 @@ class Core:
 
     def park(self, dev: Device) -> list:
         """A decided device unseen for ``host_timeout``: kept with its decision, holding nothing
-        on any switch until it is seen again (a re-check under way ends)."""
+        on any switch until it is seen again (a re-check under way ends). Its identity values
+        leave memory (the inventory keeps them; they come back when it is read again)."""
         st = self.state
         out = self._release(dev)
         if dev.mirroring:
@@ -304,7 +309,8 @@ class Core:
             dev.recheck_until_ns = None
             if dev.next_check_ns is None:
                 dev.next_check_ns = st.now_ns
-            st.learner.drop(dev.mac)
+        st.learner.drop(dev.mac)
+        st.reopened.discard(dev.mac)
         st.counters["devices_parked"] += 1
         st.tally["parked"] += 1
         return out
@@ -336,6 +342,12 @@ class Core:
         """The engine decided (``None``: not enough evidence yet)."""
         self.state.now_ns = now_ns
         return self.state.count(self.decisions.decision_made(mac, decision, now_ns))
+
+    def defers(self, mac: int, decision: Decision | None, now_ns: int) -> bool:
+        """Whether :meth:`decision_made` will not take ``decision`` as made: an ``unknown``
+        answer while the device's identity probes are outstanding (see
+        :meth:`DecisionManager.defers`); the shell then neither records nor counts it."""
+        return self.decisions.defers(self.state.devices.get(mac), decision, now_ns)
 
     def decide_dropped(self, mac: int, now_ns: int, failed: bool = False) -> list:
         """A decision request the shell could not queue (``failed``: the engine raised): the
@@ -372,6 +384,30 @@ class Core:
         """Devices from the inventory (see :meth:`DecisionManager.restore`)."""
         self.state.now_ns = now_ns
         self.decisions.restore(records, now_ns)
+
+    def identity_loaded(self, mac: int, rows, now_ns: int) -> int:
+        """The inventory's identity values for ``mac`` (:class:`~controller_app.intents.LoadIdentity`):
+        ``(first seen ns, kind name, value)``, in real time; they join those held (the classifier
+        sees them in its own time). Kinds this version does not know are skipped. Returns the
+        values added."""
+        self.state.now_ns = now_ns
+        mirror = self.mirror
+        codes = [(mirror.classifier_time(int(t)), KIND_CODES.get(kind), value) for t, kind, value in rows]
+        return self.state.learner.load_identity(mac, [r for r in codes if r[1] is not None])
+
+    def take_identity(self) -> list[tuple[int, str, str, int]]:
+        """Identity values kept since the last call, for the inventory: ``(mac, kind name, value,
+        first seen ns)`` in real time (not the classifier's), of devices still known."""
+        st = self.state
+        devices = st.devices
+        ctl = self.mirror.controller_time
+        return [(mac, KINDS[kind], value, ctl(t)) for mac, kind, value, t in st.learner.take_pending()
+                if mac in devices]
+
+    def untake_identity(self, rows) -> None:
+        """Values :meth:`take_identity` gave that could not be written: queued again, first."""
+        cls = self.mirror.classifier_time
+        self.state.learner.pending[:0] = [(mac, KIND_CODES[kind], value, cls(t)) for mac, kind, value, t in rows]
 
     def take_forgotten(self) -> list[int]:
         """MACs forgotten since the last call (the shell removes them from the inventory)."""

@@ -1,9 +1,10 @@
 """Decisions and re-checks: when a learning device is ready to be classified, what a decision
-changes (stop mirroring once it is final, enforce), re-checks of confirmed devices, and
-devices restored from the inventory.
+changes (stop mirroring once it is final, enforce), re-checks of decided devices (unknown ones
+within minutes), decisions re-opened by what a device says about itself, and devices restored
+from the inventory.
 
-Owns ``Device.category / confidence / stage / model / enforced / mirroring / next_check_ns /
-recheck_until_ns / last_decide_ns / thin_answers``.
+Owns ``Device.category / confidence / stage / model / claims_only / enforced / mirroring /
+next_check_ns / recheck_until_ns / last_decide_ns / thin_answers`` and ``State.reopened``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ class DecisionManager:
 
         A device is ready with ``decide_min_packets`` mirrored packets, some of them new since
         its last request (or a request that could not be queued), and ``decide_interval``
-        after its last request. At most ``max_pending_decisions`` requests are outstanding:
-        the ready devices asked longest ago (never first) go first, the others next time. A
-        request unanswered after ``decide_timeout`` is assumed lost and asked again."""
+        after its last request; a device whose decision a new identity value re-opened
+        (:meth:`reopen`) is ready with any packet. At most ``max_pending_decisions`` requests
+        are outstanding: the ready devices asked longest ago (never first) go first, the others
+        next time. A request unanswered after ``decide_timeout`` is assumed lost and asked again."""
         st = self.state
         s = st.settings
         out: list = []
@@ -43,7 +45,7 @@ class DecisionManager:
             dev = st.devices.get(mac)
             if dev is None or not dev.mirroring or mac in st.deciding:
                 continue
-            if (buf.new == 0 and not dev.decide_retry) or buf.n < s.decide_min_packets:
+            if mac not in st.reopened and ((buf.new == 0 and not dev.decide_retry) or buf.n < s.decide_min_packets):
                 continue
             if dev.last_decide_ns is not None and now_ns - dev.last_decide_ns < s.decide_interval * SEC:
                 continue
@@ -57,6 +59,7 @@ class DecisionManager:
             st.deciding[dev.mac] = (now_ns, dev.last_decide_ns)
             dev.last_decide_ns = now_ns
             dev.decide_retry = False
+            st.reopened.discard(dev.mac)
             st.learner.buffers[dev.mac].new = 0
             out.append(DecideRequest(dev.mac, st.learner.packets(dev.mac), self.mirror.classifier_time(now_ns),
                                      st.learner.identity(dev.mac)))
@@ -64,11 +67,10 @@ class DecisionManager:
             if not dev.attached:
                 continue
             if dev.next_check_ns is not None and not dev.mirroring and now_ns >= dev.next_check_ns:
-                dev.mirroring = True
-                dev.next_check_ns = None
-                dev.recheck_until_ns = now_ns + int(s.recheck_window * SEC)
                 st.counters["rechecks"] += 1
-                out += self.sync_device(dev)
+                if dev.stage == UNKNOWN:
+                    st.counters["unknown_rechecks"] += 1
+                out += self.recheck(dev, now_ns)
             elif dev.recheck_until_ns is not None and dev.mirroring and now_ns >= dev.recheck_until_ns:
                 out += self.stop_learning(dev, now_ns)
         return out
@@ -86,15 +88,60 @@ class DecisionManager:
         dev.decide_retry = True
         st.counters["decide_requeued" if not failed else "decide_failed"] += 1
 
-    def stop_learning(self, dev: Device, now_ns: int) -> list:
-        dev.mirroring = False
-        dev.recheck_until_ns = None
-        dev.next_check_ns = now_ns + int(self.state.settings.recheck_interval * SEC)
-        self.state.learner.drop(dev.mac)
+    def recheck(self, dev: Device, now_ns: int) -> list:
+        """Mirror a decided device again for at most ``recheck_window`` (a re-check, or the
+        re-examination of an unknown device)."""
+        dev.mirroring = True
+        dev.next_check_ns = None
+        dev.recheck_until_ns = now_ns + int(self.state.settings.recheck_window * SEC)
         return self.sync_device(dev)
 
+    def reopen(self, macs, now_ns: int) -> list:
+        """Devices that said something new about themselves (a new distinct identity value): a
+        watched one (decision ``unknown`` or ``provisional``, not mirrored) has its decision
+        re-opened — it is mirrored again as for a re-check and asked at the next tick with
+        whatever packets it has (after ``decide_interval`` since its last request), on all its
+        identity values. Devices already learning are asked anyway."""
+        st = self.state
+        out: list = []
+        for mac in macs:
+            dev = st.devices.get(mac)
+            if dev is None or dev.mirroring or dev.watch_dpid is None:
+                continue
+            st.counters["identity_reopened"] += 1
+            st.reopened.add(mac)
+            out += self.recheck(dev, now_ns)
+        return out
+
+    def stop_learning(self, dev: Device, now_ns: int) -> list:
+        """Mirroring ends (a final decision, or a re-check's window): the next re-check after
+        ``unknown_recheck_interval`` for an unknown device, ``recheck_interval`` for the others.
+        Its packets go; its identity values stay in memory while it is watched (unknown,
+        provisional), else they are left to the inventory."""
+        st = self.state
+        s = st.settings
+        dev.mirroring = False
+        dev.recheck_until_ns = None
+        interval = s.unknown_recheck_interval if dev.stage == UNKNOWN else s.recheck_interval
+        dev.next_check_ns = now_ns + int(interval * SEC)
+        st.reopened.discard(dev.mac)
+        if self.mirror.watches(dev):
+            st.learner.drop_packets(dev.mac)
+        else:
+            st.learner.drop(dev.mac)
+        return self.sync_device(dev)
+
+    def defers(self, dev: Device | None, decision: Decision | None, now_ns: int) -> bool:
+        """Whether ``decision`` is an ``unknown`` answer given while the device's identity probes
+        are still outstanding (:meth:`MirrorManager.probing`): not final then, the probes being
+        part of its learning period."""
+        return (dev is not None and decision is not None and decision.stage == UNKNOWN and dev.mirroring
+                and self.mirror.probing(dev, now_ns))
+
     def decision_made(self, mac: int, decision: Decision | None, now_ns: int) -> list:
-        """The engine decided (``None``: not enough evidence yet)."""
+        """The engine decided (``None``: not enough evidence yet). An ``unknown`` answer while
+        the device's identity probes are outstanding counts as "not enough evidence yet", and
+        the device is asked again after ``decide_interval``, new packets or not."""
         st = self.state
         st.deciding.pop(mac, None)
         dev = st.devices.get(mac)
@@ -103,16 +150,24 @@ class DecisionManager:
         if decision is None:
             dev.thin_answers += 1
             return []
+        if self.defers(dev, decision, now_ns):
+            dev.thin_answers += 1
+            dev.decide_retry = True
+            st.counters["unknown_deferred"] += 1
+            return []
         dev.thin_answers = 0
         st.counters["decisions"] += 1
         dev.category = decision.category
         dev.confidence = float(decision.confidence)
         dev.stage = decision.stage
         dev.model = decision.model
-        if st.policy.enforcement(dev.category, dev.confidence, dev.stage) is not None:
-            dev.enforced = (dev.category, dev.confidence, dev.stage)
+        dev.claims_only = bool(getattr(decision, "identity_alone", False))
+        if st.policy.enforcement(dev.category, dev.confidence, dev.stage, dev.claims_only) is not None:
+            dev.enforced = (dev.category, dev.confidence, dev.stage, dev.claims_only)
         if decision.stage in (CONFIRMED, UNKNOWN) and dev.mirroring:
             return self.stop_learning(dev, now_ns)
+        if not dev.mirroring and not self.mirror.watches(dev):
+            st.learner.drop(dev.mac)        # a late answer confirmed a watched device: values to the inventory
         return self.sync_device(dev)
 
     def restore(self, records, now_ns: int) -> list:
@@ -120,9 +175,10 @@ class DecisionManager:
         stage, model, first/last seen). Only final decisions (and overridden MACs) are
         restored; a device seen within ``host_timeout`` is attached where it was, so its rules
         are installed as soon as its switch connects; the others are parked until they are
-        seen again. Final decisions are re-checked after ``recheck_interval``. Returns the
-        restored devices."""
+        seen again. Final decisions are re-checked after ``recheck_interval`` (unknown ones
+        after ``unknown_recheck_interval``). Returns the restored devices."""
         st = self.state
+        s = st.settings
         out = []
         for r in records:
             mac = int(r["mac"])
@@ -138,14 +194,16 @@ class DecisionManager:
                 dev.confidence = float(r.get("confidence") or 0.0)
                 dev.stage = r["stage"]
                 dev.model = r.get("model")
-                if st.policy.enforcement(dev.category, dev.confidence, dev.stage) is not None:
-                    dev.enforced = (dev.category, dev.confidence, dev.stage)
+                dev.claims_only = bool(r.get("claims_only"))
+                if st.policy.enforcement(dev.category, dev.confidence, dev.stage, dev.claims_only) is not None:
+                    dev.enforced = (dev.category, dev.confidence, dev.stage, dev.claims_only)
                 dev.mirroring = False
-                dev.next_check_ns = now_ns + int(st.settings.recheck_interval * SEC)
+                dev.next_check_ns = now_ns + int((s.unknown_recheck_interval if dev.stage == UNKNOWN
+                                                  else s.recheck_interval) * SEC)
             if dev.attached:
                 st.detach(dev)
             dev.dpid, dev.port = r.get("dpid"), r.get("port")
-            if dev.dpid is not None and now_ns - dev.last_ns <= st.settings.host_timeout * SEC:
+            if dev.dpid is not None and now_ns - dev.last_ns <= s.host_timeout * SEC:
                 if dev.slot is None:
                     dev.slot = st.alloc_slot()
                 st.attach(dev, dev.dpid, dev.port)

@@ -15,7 +15,7 @@ from controller_app.intents import (ETH_TYPE_IPV4, ETH_TYPE_IPV6, OFPTT_ALL, Flo
                                     MeterDelete, ResolvePools, SetDscp, SetQueue)
 from controller_app.pipeline import (FULL_MASK, PRIO_DEVICE, PRIO_IP_DENY, PRIO_IP_MARK, PRIO_POOL_ALLOW, CookieKind,
                                      Table, cookie)
-from controller_app.policy import Action, Policy
+from controller_app.policy import Action, Policy, Treatment
 
 
 def policy_flows(dpid: int, mac: int, action: Action, lan, pool_prefixes, rate_meter: int) -> list[FlowAdd]:
@@ -55,19 +55,28 @@ class RulesManager:
     def __init__(self, state: State):
         self.state = state
 
-    def desired_action(self, dev: Device) -> Action | None:
+    def treatment(self, dev: Device) -> Treatment | None:
+        """The action the device's state asks for, and its basis: an override; else its latest
+        decision's (tightened when it rests on the device's own claims alone), or the last
+        decision that enforced one (a re-check's provisional answer keeps the action in force)."""
         if dev.gateway:
             return None
         pol = self.state.policy
         ov = pol.overrides.get(dev.mac)
         if ov is not None:
-            return ov.action if ov.action is not None else pol.action_for(ov.category)
-        act = None
+            if ov.action is not None:
+                return Treatment(ov.action, "override")
+            return Treatment(pol.action_for(ov.category), f"override: category {ov.category}")
+        t = None
         if dev.stage is not None:
-            act = pol.enforcement(dev.category, dev.confidence, dev.stage)
-        if act is None and dev.enforced is not None:
-            act = pol.enforcement(*dev.enforced)
-        return act
+            t = pol.treatment(dev.category, dev.confidence, dev.stage, dev.claims_only)
+        if t is None and dev.enforced is not None:
+            t = pol.treatment(*dev.enforced)
+        return t
+
+    def desired_action(self, dev: Device) -> Action | None:
+        t = self.treatment(dev)
+        return None if t is None else t.action
 
     def resolved_pools(self, dev: Device, action: Action) -> tuple[tuple, list]:
         names = action.pool_names()
@@ -166,7 +175,7 @@ class RulesManager:
         for dev in st.devices.values():
             was_pinned = dev.mac in old.overrides
             pinned = dev.mac in policy.overrides
-            if pinned and dev.mirroring:
+            if pinned and (dev.mirroring or not was_pinned):   # learning or watched: neither any more
                 dev.mirroring = False
                 st.learner.drop(dev.mac)
             elif was_pinned and not pinned and not dev.gateway and dev.stage not in (CONFIRMED, UNKNOWN):

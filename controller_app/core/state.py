@@ -40,6 +40,7 @@ class Settings:
     decide_min_packets: int = 10       #: packets a device needs before the first request
     recheck_interval: float = 6 * 3600.0   #: seconds from a confirmed decision to the next re-check
     recheck_window: float = 900.0      #: seconds a re-check mirrors before giving up
+    unknown_recheck_interval: float = 300.0  #: seconds from an unknown decision to its re-examination
     lldp_interval: float = 5.0         #: seconds between topology probes
     link_timeout: float = 16.0         #: seconds without a probe before a link is gone
     max_buffer_packets: int = 50_000   #: mirrored packets kept per learning device
@@ -67,8 +68,9 @@ class Device:
     model names are interned)."""
 
     __slots__ = ("mac", "slot", "dpid", "port", "attached", "located", "gateway", "first_ns", "last_ns",
-                 "category", "confidence", "stage", "model", "enforced",
-                 "mirroring", "mirror_dpid", "mirror_since_ns", "policy_dpid", "policy_action", "policy_pools",
+                 "category", "confidence", "stage", "model", "claims_only", "enforced",
+                 "mirroring", "mirror_dpid", "watch_dpid", "mirror_since_ns", "policy_dpid", "policy_action",
+                 "policy_pools",
                  "policy_lan", "meter_kbps", "next_check_ns", "recheck_until_ns", "last_decide_ns", "decide_retry",
                  "pools", "pools_pending", "thin_answers", "probes_sent", "next_probe_ns")
 
@@ -86,9 +88,11 @@ class Device:
         self.confidence = 0.0
         self.stage = None
         self.model = None
-        self.enforced = None      # (category, confidence, stage) of the decision last enforced
+        self.claims_only = False  # the latest decision rests on the device's own claims alone (identity_alone)
+        self.enforced = None      # (category, confidence, stage, claims_only) of the decision last enforced
         self.mirroring = False    # wanted: mirror this device
         self.mirror_dpid = None   # installed: mirror flows + meter on this switch
+        self.watch_dpid = None    # installed: its identity entries alone (not mirrored: unknown, provisional)
         self.mirror_since_ns = None
         self.policy_dpid = None   # installed: policy flows on this switch ...
         self.policy_action = None  # ... for this action ...
@@ -121,7 +125,8 @@ class Device:
         return {"mac": mac_to_str(self.mac), "dpid": self.dpid, "port": self.port,
                 "first_seen_ns": self.first_ns, "last_seen_ns": self.last_ns,
                 "category": self.category, "confidence": self.confidence, "stage": self.stage,
-                "model": self.model, "mirroring": self.mirroring, "gateway": self.gateway,
+                "model": self.model, "claims_only": self.claims_only, "mirroring": self.mirroring,
+                "identity_watch": self.watch_dpid is not None, "gateway": self.gateway,
                 "enforced": self.policy_action.describe() if self.policy_action is not None else None,
                 "thin_answers": self.thin_answers, "identity_probes": self.probes_sent, "parked": not self.attached}
 
@@ -194,12 +199,13 @@ class State:
         self.bans: dict[tuple, int] = {}        # (dpid, port or None for the switch) -> ban ends (ns)
         self.forgotten: list[int] = []          # MACs forgotten since the shell last asked
         # mirroring (MirrorManager)
-        self.mirror_index = None                # (sorted macs, their dpids) of mirrored devices
+        self.mirror_index = None                # (sorted macs, their dpids) of mirrored devices, of read ones
         self.time_origin_ns = None              # t0 of the classifier's time scale (first mirrored packet)
         self.mirrored: set = set()              # MACs with mirror entries installed (at most max_mirrored)
         self.mirror_wait: dict = {}             # MACs waiting for a mirror slot, in arrival order
         # decisions (DecisionManager)
         self.deciding: dict[int, tuple] = {}    # mac -> (request sent ns, last_decide_ns before it)
+        self.reopened: set = set()              # MACs whose decision a new identity value re-opened, not asked yet
         self.pools_retry: set = set()           # MACs whose pool look-up could not be queued
         # slots: meter ids of devices holding switch resources
         self._slot_heap: list[int] = []        # heap: the lowest free slot first

@@ -1,0 +1,115 @@
+"""The inventory's schema 2: identity values per device (round trip, first sight kept, gone with
+a forgotten device), whether a decision rests on the device's claims alone and who vouched for
+it; an inventory written by the previous version (schema 1) is migrated when the app opens it,
+and read as it is by the readers before that."""
+
+from __future__ import annotations
+
+import sqlite3
+from types import SimpleNamespace
+
+import pytest
+
+from classifier.engine.decision import CONFIRMED, UNKNOWN, Decision
+from controller_app.inventory import (SCHEMA_VERSION, Inventory, InventoryError, device_history, read_inventory)
+from ctl_harness import A, B, SEC, m
+
+#: The schema of the previous version (1), as it shipped: what an existing inventory holds.
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE devices (mac TEXT PRIMARY KEY, dpid TEXT, port INTEGER, first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL, category TEXT, confidence REAL, stage TEXT, model TEXT, explanation TEXT,
+    enforced TEXT, gateway INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, mac TEXT NOT NULL, ts REAL NOT NULL,
+    category TEXT NOT NULL, confidence REAL NOT NULL, stage TEXT NOT NULL, model TEXT, explanation TEXT,
+    evidence TEXT);
+CREATE INDEX decisions_mac ON decisions (mac, id);
+CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, who TEXT NOT NULL, client TEXT,
+    op TEXT NOT NULL, mac TEXT NOT NULL, before TEXT, after TEXT, digest TEXT);
+CREATE INDEX audit_mac ON audit (mac, id);
+INSERT INTO meta VALUES ('schema', '1');
+INSERT INTO devices VALUES ('02:00:00:00:00:0a', '0000000000000001', 3, 1700000000.0, 1700000100.0, 'plug', 0.93,
+    'confirmed', 'model-v1', 'behaviour says plug', 'rate_limit_kbps=64', 0);
+INSERT INTO decisions (mac, ts, category, confidence, stage, model, explanation, evidence)
+    VALUES ('02:00:00:00:00:0a', 1700000050.0, 'plug', 0.93, 'confirmed', 'model-v1', 'behaviour says plug', '{}');
+"""
+
+
+def device(mac, stage=CONFIRMED, category="camera", claims_only=False, **kw):
+    return SimpleNamespace(mac=m(mac), dpid=1, port=2, first_ns=1000 * SEC, last_ns=1010 * SEC, category=category,
+                           confidence=0.97, stage=stage, model="v1", policy_action=None, gateway=False,
+                           claims_only=claims_only, **kw)
+
+
+def old_inventory(path) -> str:
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_1)
+    db.close()
+    return str(path)
+
+
+def test_identity_values_round_trip_keep_the_first_sight_and_go_with_a_forgotten_device(tmp_path):
+    inv = Inventory(str(tmp_path / "inv.sqlite"))
+    inv.upsert_devices([device(A), device(B, stage=None, category=None)],
+                       [(m(A), "dhcp.hostname", "porch-camera", 1005 * SEC), (m(A), "mdns.txt", "ci=17", 1003 * SEC),
+                        (m(B), "dns.query", "b.example", 1004 * SEC)])
+    assert inv.identity_of(m(A)) == [(1003 * SEC, "mdns.txt", "ci=17"), (1005 * SEC, "dhcp.hostname", "porch-camera")]
+    d = Decision("camera", 0.97, CONFIRMED, "v1", "identity camera", vouching=("identity",))
+    inv.record_decision(m(A), 1020 * SEC, d, device(A, claims_only=True),
+                        [(m(A), "dhcp.hostname", "porch-camera", 1001 * SEC), (m(A), "ssdp.type", "urn:x", 1019 * SEC)])
+    assert inv.identity_of(m(A)) == [(1001 * SEC, "dhcp.hostname", "porch-camera"), (1003 * SEC, "mdns.txt", "ci=17"),
+                                     (1019 * SEC, "ssdp.type", "urn:x")]          # the earlier sight wins
+    inv.upsert_devices([], [(m(A), "mdns.txt", "ci=17", 1500 * SEC)])
+    assert inv.identity_of(m(A))[1] == (1003 * SEC, "mdns.txt", "ci=17")          # a later one does not
+    (rec,) = [r for r in inv.load() if r["mac"] == m(A)]
+    assert rec["claims_only"] is True
+    hist = device_history(inv.path, A)
+    assert hist[-1]["vouching"] == ["identity"]
+    assert inv.forget([m(A), m(B)]) == 1                     # B: undecided, never decided: gone, values too
+    assert inv.identity_of(m(B)) == [] and len(inv.identity_of(m(A))) == 3
+    inv.close()
+    rows = read_inventory(str(tmp_path / "inv.sqlite"))
+    assert [(r["mac"], r["claims_only"]) for r in rows] == [(A, True)]
+
+
+def test_an_inventory_of_the_previous_schema_is_read_as_it_is_and_migrated_when_the_app_opens_it(tmp_path):
+    path = old_inventory(tmp_path / "old.sqlite")
+    # readers (iotclass devices, the page) before the app has opened it
+    (row,) = read_inventory(path, history=True)
+    assert (row["mac"], row["category"], row["claims_only"], row["decisions"]) == (A, "plug", False, 1)
+    assert device_history(path, A)[0]["vouching"] is None
+    inv = Inventory(path)
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (str(SCHEMA_VERSION),)
+    assert {r[1] for r in db.execute("PRAGMA table_info(devices)")} >= {"claims_only", "enforced", "gateway"}
+    assert "vouching" in {r[1] for r in db.execute("PRAGMA table_info(decisions)")}
+    db.close()
+    (rec,) = inv.load()
+    assert (rec["mac"], rec["stage"], rec["claims_only"], rec["dpid"], rec["port"]) == (m(A), CONFIRMED, False, 1, 3)
+    assert device_history(path, A)[0]["explanation"] == "behaviour says plug"     # the old decision is kept
+    inv.record_decision(m(A), 1700000200 * SEC, Decision("unknown", 0.3, UNKNOWN, "v2", vouching=()),
+                        device(A, stage=UNKNOWN, category="unknown"),
+                        [(m(A), "dhcp.hostname", "plug-1", 1700000150 * SEC)])
+    assert inv.identity_of(m(A)) == [(1700000150 * SEC, "dhcp.hostname", "plug-1")]
+    assert [h["vouching"] for h in device_history(path, A)] == [None, []]
+    inv.close()
+    inv = Inventory(path)                                   # opening a migrated file again changes nothing
+    assert len(inv.load()) == 1 and len(inv.identity_of(m(A))) == 1
+    inv.close()
+
+
+def test_a_failed_migration_leaves_the_old_schema_and_a_newer_schema_is_refused(tmp_path, monkeypatch):
+    import controller_app.inventory as inventory
+    path = old_inventory(tmp_path / "old.sqlite")
+    monkeypatch.setattr(inventory, "MIGRATE_1_TO_2", inventory.MIGRATE_1_TO_2 + ("ALTER TABLE nowhere ADD x",))
+    with pytest.raises(InventoryError, match="cannot open the inventory"):
+        Inventory(path)
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("1",)
+    assert "claims_only" not in {r[1] for r in db.execute("PRAGMA table_info(devices)")}
+    db.execute("UPDATE meta SET value='3' WHERE key='schema'")
+    db.commit()
+    db.close()
+    monkeypatch.undo()
+    with pytest.raises(InventoryError, match="inventory schema 3, this version reads 2"):
+        Inventory(path)
