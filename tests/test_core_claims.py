@@ -112,3 +112,18 @@ def test_a_restored_claims_only_decision_stays_tightened():
     h.connect(1, [1, 2])
     r = record(h)
     assert r["claims_only"] and r["enforced"] == "rate_limit_kbps=256" and r["action_tightened"]
+
+
+def test_a_device_confirmed_on_its_claims_alone_is_re_examined_on_the_unknown_schedule():
+    """Only a re-examination can show its behaviour agreeing: it comes after the unknown device's
+    interval (5 min by default), not the confirmed device's 6 hours; one whose behaviour agreed
+    waits the 6 hours."""
+    s = Settings()
+    h = decided()
+    dev = h.core.devices[m(A)]
+    assert not dev.mirroring
+    assert (dev.next_check_ns - h.ns) / 1e9 <= s.unknown_recheck_interval
+    agreed = decided(AGREED)
+    dev = agreed.core.devices[m(A)]
+    assert (dev.next_check_ns - agreed.ns) / 1e9 > s.unknown_recheck_interval
+    assert (dev.next_check_ns - agreed.ns) / 1e9 <= s.recheck_interval

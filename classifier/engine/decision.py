@@ -30,8 +30,9 @@ class Decision:
     model: str                    #: which model decided, with its version
     explanation: str = ""         #: one line for people (top pools/sessions or features)
     evidence: dict = field(default_factory=dict)  #: {"packets": n, "sessions": n, "segments": n}
-    #: the voters that vouch for ``category`` (reach their own threshold): ``("identity",)`` means
-    #: the decision rests on what the device says about itself alone, which the device controls
+    #: the voters that vouch for ``category`` (reach their own threshold; a behaviour model only on
+    #: the full behaviour evidence): ``("identity",)`` means the decision rests on what the device
+    #: says about itself alone, which the device controls
     vouching: tuple = ()
 
     @property

@@ -346,8 +346,11 @@ class DecisionEngine:
             why = f"not confirmed: behaviour alone does not confirm {alone_why}, and no identity evidence agrees"
         if why:
             explanation = f"{explanation}; {why}" if explanation else f"{why} [{answers}]"
-        return Decision(classes[k], conf, stage, model, explanation, evidence,
-                        tuple(v.name for v in votes if float(v.p[k]) >= v.threshold))
+        # who vouches, for the controller's "claims only tighten": a behaviour model counts as
+        # agreeing only on the full behaviour evidence (three trivial sessions of a device that names
+        # itself a camera are no behaviour of a camera)
+        agreeing = tuple(v.name for v in votes if float(v.p[k]) >= v.threshold and (v.name == "identity" or enough))
+        return Decision(classes[k], conf, stage, model, explanation, evidence, agreeing)
 
     def _behaviour_may_not(self, ev: "_Evidence", category: str, confirm: bool, id_vote=None) -> str | None:
         """Why the behaviour models alone may not accept (``confirm``: confirm) ``category`` for this

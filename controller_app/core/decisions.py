@@ -115,14 +115,15 @@ class DecisionManager:
 
     def stop_learning(self, dev: Device, now_ns: int) -> list:
         """Mirroring ends (a final decision, or a re-check's window): the next re-check after
-        ``unknown_recheck_interval`` for an unknown device, ``recheck_interval`` for the others.
+        ``unknown_recheck_interval`` for an unknown device or one confirmed on its own claims alone,
+        ``recheck_interval`` for the others.
         Its packets go; its identity values stay in memory while it is watched (unknown,
         provisional), else they are left to the inventory."""
         st = self.state
         s = st.settings
         dev.mirroring = False
         dev.recheck_until_ns = None
-        interval = s.unknown_recheck_interval if dev.stage == UNKNOWN else s.recheck_interval
+        interval = s.unknown_recheck_interval if self.soon(dev) else s.recheck_interval
         dev.next_check_ns = now_ns + int(interval * SEC)
         st.reopened.discard(dev.mac)
         if self.mirror.watches(dev):
@@ -130,6 +131,14 @@ class DecisionManager:
         else:
             st.learner.drop(dev.mac)
         return self.sync_device(dev)
+
+    @staticmethod
+    def soon(dev: Device) -> bool:
+        """Whether the device is re-examined after ``unknown_recheck_interval`` rather than
+        ``recheck_interval``: an unknown one, and one whose decision rests on its own claims alone
+        (its treatment is held to the intersection with the unknown action until its behaviour
+        agrees, which only a re-examination can show)."""
+        return dev.stage == UNKNOWN or bool(dev.claims_only)
 
     def defers(self, dev: Device | None, decision: Decision | None, now_ns: int) -> bool:
         """Whether ``decision`` is an ``unknown`` answer given while the device's identity probes
@@ -198,7 +207,7 @@ class DecisionManager:
                 if st.policy.enforcement(dev.category, dev.confidence, dev.stage, dev.claims_only) is not None:
                     dev.enforced = (dev.category, dev.confidence, dev.stage, dev.claims_only)
                 dev.mirroring = False
-                dev.next_check_ns = now_ns + int((s.unknown_recheck_interval if dev.stage == UNKNOWN
+                dev.next_check_ns = now_ns + int((s.unknown_recheck_interval if self.soon(dev)
                                                   else s.recheck_interval) * SEC)
             if dev.attached:
                 st.detach(dev)
