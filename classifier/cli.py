@@ -522,7 +522,7 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_classify)
 
     add_pools_command(sub)
-    from classifier.knowledge.cli import add_knowledge_command
+    from classifier.identity.commands import add_knowledge_command
     add_knowledge_command(sub)
     if extra is not None:
         extra(sub)

@@ -19,7 +19,7 @@ INSTALLED = ("classifier", "controller_app")       #: what a wheel holds (setup.
 #: classifier's rooms in data-flow order: each may import only those before it
 #: (``classifier`` itself holds the version; errors and shared are used everywhere)
 FLOW = ("classifier", "classifier.errors", "classifier.shared", "classifier.capture", "classifier.features",
-        "classifier.pools", "classifier.models", "classifier.identity", "classifier.engine", "classifier.evaluation", "classifier.cli")
+        "classifier.pools", "classifier.models", "classifier.knowledge", "classifier.identity", "classifier.engine", "classifier.evaluation", "classifier.cli")
 
 
 def module_name(path: Path) -> str:

@@ -102,7 +102,7 @@ def small_build(tmp_path_factory):
              "publicsuffixlist": _psl_wheel(tmp / "psl.whl")}
     sources = [s for s in kb.SOURCES if s.package in paths]
     vendors = {"5CCF7F": "espressif", "A8BBCC": "camco", "DDEEFF": "bulbco"}
-    doc = kb.build(paths, sources=sources, oui_vendor=lambda p: vendors.get(p[:6]))
+    doc = kb.build(paths, lambda p: vendors.get(p[:6]), sources=sources)
     return doc, Knowledge(doc)
 
 
@@ -189,7 +189,7 @@ def test_build_refuses_a_file_that_is_not_the_pinned_one(tmp_path):
 
 def test_build_names_a_missing_source_file(tmp_path):
     with pytest.raises(kb.KnowledgeBuildError, match="no file for"):
-        kb.build({}, sources=[kb.SOURCES[0]], oui_vendor=lambda p: None)
+        kb.build({}, lambda p: None, sources=[kb.SOURCES[0]])
     bad = tmp_path / "broken.whl"
     bad.write_bytes(b"not an archive")
     with pytest.raises(kb.KnowledgeBuildError, match="neither a wheel nor an sdist"):
@@ -222,7 +222,8 @@ def test_shipped_knowledge_rebuilds_identically_from_the_registry(tmp_path_facto
         paths = kb.fetch(Path(cache))
     except kb.KnowledgeBuildError as exc:
         pytest.skip(f"the package registry cannot be reached from here: {exc}")
-    doc = kb.build(paths)
+    from classifier.identity.commands import oui_vendor_of_registry
+    doc = kb.build(paths, oui_vendor_of_registry())
     shipped = json.loads(KNOWLEDGE_FILE.read_text())
     assert kb.digest(doc) == shipped["digest"]
     assert doc["rows"] == shipped["rows"]
@@ -341,7 +342,7 @@ def test_check_on_generated_devices_that_name_themselves(tmp_path, capsys):
 def test_knowledge_alone_on_the_shared_devices(datasets):
     """What the compiled knowledge names on the 60 shared devices (README, docs/identity.md). It is
     a measurement: no rule was written for any of them."""
-    from classifier.knowledge.check import check_captures
+    from classifier.identity.check import check_captures
     doc = check_captures([str(datasets)])
     s = doc["summary"]
     assert s["devices"] == 60

@@ -671,18 +671,11 @@ def compile_curated(rows: Rows, folder: Path = CURATED_DIR) -> None:
 # --------------------------------------------------------------------------- the build
 
 
-def build(paths: dict[str, Path], curated: Path = CURATED_DIR, sources: Iterable[Source] = SOURCES,
-          oui_vendor=None) -> dict:
+def build(paths: dict[str, Path], oui_vendor, curated: Path = CURATED_DIR, sources: Iterable[Source] = SOURCES) -> dict:
     """The compiled knowledge from the sources' files (``paths``: package -> file) and the curated
     tables. ``oui_vendor(prefix)``: the OUI registry's short vendor name of a MAC prefix (hex), to
-    keep module makers' prefixes from voting alone (default: the installed registry)."""
-    if oui_vendor is None:
-        from classifier.identity.oui import default_registry
-        reg = default_registry()
-
-        def oui_vendor(prefix: str):
-            hexs = (prefix + "0" * 12)[:12]
-            return reg.vendor(int(hexs, 16)) if len(prefix) >= 6 else None
+    keep module makers' prefixes from voting alone (``iotclass knowledge build`` passes the
+    installed registry's)."""
     src = {s.package: s for s in sources}
     missing = [p for p in src if p not in paths]
     if missing:
@@ -737,21 +730,6 @@ def digest(doc: dict) -> str:
     """A short digest of the rows: the knowledge's version as engines and results name it."""
     h = hashlib.sha256(json.dumps(doc["rows"], sort_keys=True).encode()).hexdigest()
     return h[:12]
-
-
-def main_build(args) -> int:
-    log = (lambda m: print(m, file=sys.stderr))
-    paths = fetch(Path(args.cache), log=log)
-    doc = build(paths)
-    doc["digest"] = digest(doc)
-    write(doc, Path(args.out))
-    n = len(doc["rows"])
-    print(f"wrote {n} rows to {args.out} (digest {doc['digest']})")
-    for s in doc["sources"]:
-        print(f"  {s['package']} {s['version']}: {s['rows']} rows")
-    for what, k in doc["skipped"].items():
-        print(f"  skipped {k}: {what}")
-    return 0
 
 
 __all__ = ["SOURCES", "Source", "build", "fetch", "write", "COMPILED", "KnowledgeBuildError"]

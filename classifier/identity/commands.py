@@ -1,4 +1,4 @@
-"""``iotclass knowledge``: build the compiled knowledge, explain what fires on records, check it
+"""``iotclass knowledge``: build the compiled knowledge (:mod:`classifier.knowledge.build`), explain what fires on records, check it
 against labelled captures.
 
     iotclass knowledge build [--cache DIR] [--out FILE]
@@ -67,11 +67,36 @@ def format_explain(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def oui_vendor_of_registry(registry=None):
+    """``oui_vendor(prefix)`` for the build: the OUI registry's short vendor name of a MAC prefix."""
+    from classifier.identity.oui import default_registry
+    reg = registry if registry is not None else default_registry()
+
+    def oui_vendor(prefix: str):
+        hexs = (prefix + "0" * 12)[:12]
+        return reg.vendor(int(hexs, 16)) if len(prefix) >= 6 else None
+    return oui_vendor
+
+
+def cmd_build(args) -> int:
+    from pathlib import Path
+    from classifier.knowledge.build import COMPILED, build, digest, fetch, write
+    out = Path(args.out or COMPILED)
+    paths = fetch(Path(args.cache), log=lambda m: print(m, file=sys.stderr))
+    doc = build(paths, oui_vendor=oui_vendor_of_registry())
+    doc["digest"] = digest(doc)
+    write(doc, out)
+    print(f"wrote {len(doc['rows'])} rows to {out} (digest {doc['digest']})")
+    for s in doc["sources"]:
+        print(f"  {s['package']} {s['version']}: {s['rows']} rows")
+    for what, k in doc["skipped"].items():
+        print(f"  skipped {k}: {what}")
+    return 0
+
+
 def cmd_knowledge(args) -> int:
     if args.action == "build":
-        from classifier.knowledge.build import COMPILED, main_build
-        args.out = args.out or str(COMPILED)
-        return main_build(args)
+        return cmd_build(args)
     if args.action == "explain":
         from classifier.capture.packets import mac_to_int
         recs = [parse_record(r) for r in args.record]
@@ -84,7 +109,7 @@ def cmd_knowledge(args) -> int:
         doc = explain(recs, mac)
         print(json.dumps(doc, indent=2) if args.json else format_explain(doc))
         return 0
-    from classifier.knowledge.check import check_captures, format_check
+    from classifier.identity.check import check_captures, format_check
     doc = check_captures(args.path, args.devices)
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
