@@ -57,12 +57,17 @@ def _ha_wheel(path: Path) -> Path:
     return path
 
 
+def _wheel(path: Path, files: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return path
+
+
 def _kasa_wheel(path: Path) -> Path:
     meta = ("Name: python-kasa\n\n## Supported devices\n### Supported Kasa devices\n"
             "- **Plugs**: HS100, HS110[^1], KP1\n- **Bulbs**: KL110\n- **Hub-Connected Devices[^3]**: KE100\n")
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("python_kasa-0.12.0.dist-info/METADATA", meta)
-    return path
+    return _wheel(path, {"python_kasa-0.12.0.dist-info/METADATA": meta})
 
 
 def _pywemo_wheel(path: Path) -> Path:
@@ -70,28 +75,22 @@ def _pywemo_wheel(path: Path) -> Path:
             '    if uuid.startswith("uuid:Socket"):\n        return Switch(location)\n'
             '    if uuid.startswith("uuid:Bridge"):\n        return Bridge(location)\n'
             '    if uuid.startswith("uuid:Gizmo"):\n        return Gizmo(location)\n')
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("pywemo/discovery.py", disc)
-        z.writestr("pywemo/ouimeaux_device/switch.py", "class Switch(Device):\n    pass\n")
-        z.writestr("pywemo/ouimeaux_device/bridge.py", "class Bridge(Device):\n    pass\n")
-        z.writestr("pywemo/ouimeaux_device/gizmo.py", "class Gizmo(Device):\n    pass\n")
-    return path
+    files = {"pywemo/discovery.py": disc}
+    for cls in ("Switch", "Bridge", "Gizmo"):
+        files[f"pywemo/ouimeaux_device/{cls.lower()}.py"] = f"class {cls}(Device):\n    pass\n"
+    return _wheel(path, files)
 
 
 def _aiohomekit_wheel(path: Path) -> Path:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("aiohomekit/model/categories.py",
-                   "import enum\nclass Categories(enum.IntFlag):\n    OTHER = 1\n    BRIDGE = 2\n    LIGHTBULB = 5\n"
-                   "    IP_CAMERA = 17\n    ROUTER = 33\n")
-    return path
+    return _wheel(path, {"aiohomekit/model/categories.py":
+                         "import enum\nclass Categories(enum.IntFlag):\n    OTHER = 1\n    BRIDGE = 2\n    LIGHTBULB = 5\n"
+                         "    IP_CAMERA = 17\n    ROUTER = 33\n"})
 
 
 def _psl_wheel(path: Path) -> Path:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("publicsuffixlist/public_suffix_list.dat",
-                   "// ===BEGIN ICANN DOMAINS===\ncom\n// ===BEGIN PRIVATE DOMAINS===\n*.compute.cloudhost.com\n"
-                   "s3.cloudhost.com\nexample.io\n")
-    return path
+    return _wheel(path, {"publicsuffixlist/public_suffix_list.dat":
+                         "// ===BEGIN ICANN DOMAINS===\ncom\n// ===BEGIN PRIVATE DOMAINS===\n*.compute.cloudhost.com\n"
+                         "s3.cloudhost.com\nexample.io\n"})
 
 
 @pytest.fixture(scope="module")
