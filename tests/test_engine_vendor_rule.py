@@ -138,6 +138,12 @@ def test_a_module_makers_prefix_is_no_vendor_behaviour_knows(plugs):
     assert eng.vendor_status(mac) == ("module", "espressif")
     d = eng.decide(plugs, mac)
     assert d.category == UNKNOWN and "a Wi-Fi module maker's (OUI espressif)" in d.explanation
+    # a block of it that a training plug had stands for the product's maker (a known device)
+    eng.identity_model.meta["vendor_categories"] = {"espressif": ["plug"], "espressif/001788": ["plug"]}
+    assert eng.vendor_status(mac) == ("seen", "espressif/001788")
+    assert (eng.decide(plugs, mac).category, eng.decide(plugs, mac).stage) == ("plug", CONFIRMED)
+    eng.identity_model.meta["vendor_categories"] = {"espressif": ["plug"], "espressif/5ccf7f": ["plug"]}
+    assert eng.vendor_status(mac) == ("module", "espressif")
 
 
 def test_behaviour_does_not_pull_an_unseen_vendors_device_away_from_what_identity_vouches(plugs):

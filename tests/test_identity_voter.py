@@ -402,3 +402,20 @@ def test_no_warning_from_the_installed_registry():
         warnings.simplefilter("error")
         reg = OuiRegistry.load()
     assert reg.vendor(mac_to_int("00:17:88:24:76:ff")) == "philips"
+
+
+def test_training_keeps_each_vendors_categories_and_module_makers_blocks(tmp_path):
+    """What behaviour alone may accept comes from training alone: per MAC vendor the categories of
+    its training devices, and for a Wi-Fi module maker per block of it."""
+    from types import SimpleNamespace
+    reg = OuiRegistry()
+    reg.add(24, 0x001788, "Acme Devices Inc.")
+    reg.add(24, 0x5CCF7F, "Espressif Inc.")
+    devs = [SimpleNamespace(mac=0x001788000001, t0_ns=0, category="plug", device="a", group="a"),
+            SimpleNamespace(mac=0x001788000002, t0_ns=0, category="camera", device="b", group="b"),
+            SimpleNamespace(mac=0x5CCF7F000003, t0_ns=0, category="appliance", device="c", group="c")]
+    m = train_identity(devs, lambda i: [(0, "dhcp.hostname", f"device-{i}")], np.ones(3, bool), registry=reg)
+    assert m.vendor_categories() == {"acme": {"plug", "camera"}, "espressif": {"appliance"},
+                                     "espressif/5ccf7f": {"appliance"}}
+    m.save(tmp_path / "identity.safetensors")
+    assert IdentityModel.load(tmp_path / "identity.safetensors").vendor_categories() == m.vendor_categories()

@@ -252,8 +252,9 @@ class DecisionEngine:
     def vendor_status(self, mac: int) -> tuple[str, str | None] | None:
         """Device ``mac``'s MAC vendor against the training devices' vendors: ``("seen", v)``,
         ``("unseen", v)``, ``("unregistered", None)`` (a globally administered prefix the
-        registry does not know), ``("module", v)`` (a Wi-Fi module maker's prefix: it names the
-        radio's maker, not the product's) or ``("local", None)`` (a locally administered,
+        registry does not know), ``("module", v)`` (a Wi-Fi module maker's prefix that no training
+        device had: it names the radio's maker, not the product's; a block of it that training
+        devices had is ``("seen", "v/xxxxxx")``) or ``("local", None)`` (a locally administered,
         randomised MAC); ``None`` when the engine cannot tell (no identity voter, or its training
         devices had no registered vendor)."""
         if self.identity_model is None:
@@ -267,7 +268,11 @@ class DecisionEngine:
         if vendor is None:
             return ("unregistered", None)
         if vendor in self.identity_model.module_makers():
-            return ("module", vendor)
+            # the radio's maker: the device's own block of it stands for the product's maker
+            from classifier.identity.training import module_block
+            block = module_block(vendor, mac)
+            made = self.identity_model.vendor_categories() or {}
+            return ("seen", block) if block in made else ("module", vendor)
         return ("seen" if vendor in seen else "unseen", vendor)
 
     def conclude(self, ev: "_Evidence", voters: tuple | None = None, gate: bool | None = None) -> Decision | None:

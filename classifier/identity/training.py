@@ -38,6 +38,13 @@ def vendor_of(mac: int, group: str, registry: OuiRegistry | None = None) -> str:
     return v if v else f"group:{group}"
 
 
+def module_block(vendor: str, mac: int) -> str:
+    """A Wi-Fi module maker's MAC block (``espressif/5ccf7f``): its OUI names the radio's maker, and
+    one block is mostly sold to one product maker, so the block stands for the product's maker where
+    behaviour asks whether it has seen a device's maker."""
+    return f"{vendor}/{int(mac) >> 24:06x}"
+
+
 def vendor_folds(vendors: list[str], k: int, seed: int = 0) -> np.ndarray:
     """Fold per item: distinct vendors dealt into ``k`` folds, largest first, each to the fold
     with the fewest items so far (ties by a seeded shuffle)."""
@@ -99,9 +106,12 @@ def train_identity(streams, records_of, train: np.ndarray, seed: int = 0, folds:
         model.fit_seen_calibration(K[shared], L2[shared], y[shared], w[shared], target_precision=target_precision)
     model.fit_tokens(toks, y, w, seed=seed)
     made: dict[str, set] = {}
+    modules = model.module_makers()
     for v, i in zip(vendors, (i for _, _, i in ex)):
         if not v.startswith("group:"):
             made.setdefault(v, set()).add(streams[i].category)
+            if v in modules:     # a module maker's block, the nearest thing to the product's maker
+                made.setdefault(module_block(v, streams[i].mac), set()).add(streams[i].category)
     model.meta.update({"examples": len(ex), "devices": int(len(set(dev.tolist()))), "vendors": n_vendors,
                        "calibration_folds": k, "tokens": len(model.vocab),
                        "vendor_categories": {v: sorted(c) for v, c in sorted(made.items())}})
