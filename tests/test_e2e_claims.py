@@ -10,11 +10,9 @@ tolerance of ``test_e2e``'s rate test: 10%) and not marked. The same policy with
 ``trust_claims: [camera]`` (reloaded live) gives the same decision the camera's own action: the
 traffic is neither limited nor left unmarked.
 
-The engine is the test double ``testing.claims_engine`` (``--engine``), which believes what
-public knowledge reads on the device's identity records: the decision rests on identity alone
-deterministically. The shipped engine (being retrained) confirms such a liar too, but its session
-model vouches alongside on three sessions of this traffic (broadcast DHCP, multicast mDNS, a LAN
-stream), so its decision would not rest on identity alone (checked offline on the same frames).
+The engine is the shipped one: the claims name the device's category with knowledge hits from two
+kinds of record, so the identity voter confirms it alone, and no behaviour model agrees on the few
+sessions it has (a behaviour model counts as agreeing only on the full behaviour evidence).
 """
 
 from __future__ import annotations
@@ -77,8 +75,7 @@ def test_a_device_that_claims_to_be_a_camera_gets_the_unknown_limit_unless_its_c
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     pcap = write_probe(tmp_path / "offer.pcap", LIAR_MAC, LIAR_IP, GW_MAC, GW_IP, 50)
-    ctl = Controller(tmp_path / "ctl", policy, ["--gateway-macs", GW_MAC, "--decide-interval", "2",
-                                                "--engine", "testing.claims_engine:make"], of_port=of_port)
+    ctl = Controller(tmp_path / "ctl", policy, ["--gateway-macs", GW_MAC, "--decide-interval", "2"], of_port=of_port)
     with Lab(spec, tmp_path / "lab") as lab:
         intf = lab.intf("liar")
         lab.run("liar", ["ip", "addr", "add", f"{LIAR_IP}/24", "dev", intf])
