@@ -152,7 +152,7 @@ class IotControllerShell(BaseApp):
         self._share_sessions = takes_sessions(self.engine)
         self.metrics = Metrics()
         guard.ERRORS.attach(self.metrics.errors)      # framework and connection errors count here too
-        self.observer = Observer(self.metrics, self.cfg.inventory_db)
+        self.observer = Observer(self.metrics, self.cfg.inventory_db, limits=self.cfg.http_limits)
         self.traffic = TrafficHistory()
         self.observer.web = web.from_config(self.cfg, self.observer.view, inventory=self.inventory,
                                             reload=self.request_policy_reload, traffic=self.traffic,
@@ -547,6 +547,8 @@ class IotControllerShell(BaseApp):
         connections = _openflow_connections()
         if connections is not None:
             status["openflow"] = connections
+        if self.observer.server is not None:
+            status["http"] = self.observer.server.stats()
         devices, rules = web.device_records(self.core, self.cfg.core)
         self.observer.publish(status, devices, self.core.policy.summary(), rules)
 
