@@ -590,14 +590,25 @@ class IotControllerShell(BaseApp):
         self._reload(ev.reason)
 
     def _reload(self, reason: str) -> None:
+        from controller_app.pins import PinError, policy_lock
         try:
-            pol = load_policy(self.cfg.policy_file)
+            # a pin or an editor under the policy's lock (controller_app.pins) is not read half-way:
+            # the lock is tried, not waited for; the file watcher tries again at its next check
+            with policy_lock(self.cfg.policy_file, shared=True, timeout=0, create=False) as held:
+                if not held:
+                    self._policy_mtime = None
+                    LOG.info(_structured("policy_reload_deferred", reason=reason, file=self.cfg.policy_file,
+                                         why="the policy file is locked for editing"))
+                    return
+                pol = load_policy(self.cfg.policy_file)
+        except PinError as exc:            # the lock file cannot be opened: read without it
+            LOG.warning(_structured("policy_lock_error", error=str(exc)))
+            try:
+                pol = load_policy(self.cfg.policy_file)
+            except PolicyError as exc2:
+                return self._rejected(reason, exc2)
         except PolicyError as exc:
-            self.metrics.errors.labels("policy").inc()
-            LOG.error(_structured("policy_rejected", reason=reason, file=self.cfg.policy_file,
-                                  problems=exc.problems, kept=self.core.policy.digest))
-            self.metrics.policy_reloads.labels("rejected").inc()
-            return
+            return self._rejected(reason, exc)
         except Exception as exc:  # noqa: BLE001 - a loader failure keeps the policy in force, like a bad file
             self.metrics.errors.labels("policy").inc()
             LOG.error(_structured("policy_rejected", reason=reason, file=self.cfg.policy_file,
@@ -616,6 +627,12 @@ class IotControllerShell(BaseApp):
         self.metrics.policy_reloads.labels("applied").inc()
         self._run(intents)
         self._publish()
+
+    def _rejected(self, reason: str, exc: PolicyError) -> None:
+        self.metrics.errors.labels("policy").inc()
+        LOG.error(_structured("policy_rejected", reason=reason, file=self.cfg.policy_file,
+                              problems=exc.problems, kept=self.core.policy.digest))
+        self.metrics.policy_reloads.labels("rejected").inc()
 
 
 def _openflow_connections():
