@@ -140,7 +140,8 @@ class IotControllerShell(BaseApp):
         self.core = Core(self.cfg.core, self.policy)
         # Load the decoder's compiled kernel now, not on the first packet-in (about a second).
         decode_frames([bytes(64)], [0], [64])
-        self.inventory = Inventory(self.cfg.inventory_db)
+        self.inventory = Inventory(self.cfg.inventory_db, log=lambda msg: LOG.warning(
+            _structured("file_permissions", file=self.cfg.inventory_db, message=msg)))
         restored = self.inventory.load()
         self.core.restore(restored, time.time_ns())
         # One IP-pool resolver for the engine (session pools) and for the policy's allow_pools
