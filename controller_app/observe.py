@@ -179,8 +179,9 @@ class Observer:
         if not self.inventory_path:
             return []
         from controller_app.inventory import InventoryError, device_history
+        from controller_app.web import explain_history
         try:
-            return device_history(self.inventory_path, mac)
+            return explain_history(device_history(self.inventory_path, mac))
         except InventoryError:
             return []
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -220,34 +221,72 @@ def installed_entries(state) -> dict:
 # ------------------------------------------------------------------ explanations
 
 
-_SESSION = re.compile(r"#(\d+) (.*?) \(([-+]?\d+(?:\.\d+)?)\)(?=, #\d+ |$)")
-_SEGMENT = re.compile(r"(\S+) \(([-+]?\d+(?:\.\d+)?)\)(?=, |$)")
+#: What the page draws of a decision's explanation, part by part: the fields of each entry and
+#: their types. The engine hands them over as ``Decision.evidence["explain"]`` (see
+#: docs/operator.md, "Explanations"); the keys are ours, whatever a device said is only ever a value.
+EXPLAIN_PARTS = {
+    "voters": {"name": str, "category": str, "probability": float, "threshold": float, "vouches": bool},
+    "identity": {"kind": str, "value": str, "category": str, "weight": float},
+    "sessions": {"position": int, "pool": str, "weight": float},
+    "segments": {"feature": str, "change": float},
+    "notes": {"text": str},
+}
+MAX_EXPLAIN_ENTRIES = 50
+MAX_EXPLAIN_TEXT = 300
 
 
-def parse_explanation(text: str | None) -> dict:
-    """The engine's one-line explanation, as parts: the sessions its attention weighted most
-    (position among the last sessions, IP pool, weight) and the segment features whose
-    occlusion moved its decision most (feature, change). What does not parse stays as text."""
-    out = {"sessions": [], "segments": [], "text": []}
-    for part in (text or "").split("; "):
-        part = part.strip()
-        if not part:
-            continue
-        if part.startswith("sessions: "):
-            body = part[len("sessions: "):]
-            found = [{"position": int(m.group(1)), "pool": m.group(2), "weight": float(m.group(3))}
-                     for m in _SESSION.finditer(body)]
-            if found:
-                out["sessions"] = found
+def _value(kind, v):
+    """``v`` as ``kind`` (a JSON value the engine wrote), or None when it is not one."""
+    if kind is bool:
+        return v if isinstance(v, bool) else None
+    if kind is int:
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+    if kind is float:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    if isinstance(v, str):
+        return v[:MAX_EXPLAIN_TEXT]
+    return None
+
+
+def explanation_parts(explain, text: str | None = None, vouching=None) -> dict:
+    """A decision's explanation as the page draws it: the structured parts the engine handed over
+    (``explain``: a dict of :data:`EXPLAIN_PARTS` lists; each entry keeps only its known fields of
+    the right type, at most :data:`MAX_EXPLAIN_ENTRIES` a part), else the engine's one-line
+    ``text`` as **one** value, never split: a device's host name that reads like a feature list is
+    drawn as the words it is. ``vouching``: the voters that vouched (recorded with the decision)."""
+    out = {part: [] for part in EXPLAIN_PARTS}
+    out["text"] = []
+    out["vouching"] = [str(v) for v in vouching] if isinstance(vouching, (list, tuple)) else []
+    structured = isinstance(explain, dict) and any(isinstance(explain.get(p), list) for p in EXPLAIN_PARTS)
+    if structured:
+        for part, fields in EXPLAIN_PARTS.items():
+            entries = explain.get(part)
+            if not isinstance(entries, list):
                 continue
-        elif part.startswith("segments: "):
-            body = part[len("segments: "):]
-            found = [{"feature": m.group(1), "change": float(m.group(2))} for m in _SEGMENT.finditer(body)]
-            if found:
-                out["segments"] = found
-                continue
-        out["text"].append(part)
+            for e in entries[:MAX_EXPLAIN_ENTRIES]:
+                if part == "notes" and isinstance(e, str):
+                    e = {"text": e}
+                if not isinstance(e, dict):
+                    continue
+                row = {k: _value(kind, e.get(k)) for k, kind in fields.items()}
+                if any(row[k] is None for k in fields if k not in ("category", "threshold", "vouches", "weight")):
+                    continue                      # an entry without its essentials is left out
+                out[part].append(row)
+    elif text:
+        out["text"] = [str(text)]
+    out["structured"] = structured
     return out
+
+
+def explain_history(history: list) -> list:
+    """Each decision of a device's history (:func:`controller_app.inventory.device_history`) with
+    ``explained`` (:func:`explanation_parts`), the engine's structured parts taken out of its
+    evidence. In place; returns ``history``."""
+    for h in history:
+        ev = h.get("evidence")
+        explain = ev.pop("explain", None) if isinstance(ev, dict) else None
+        h["explained"] = explanation_parts(explain, h.get("explanation"), h.get("vouching"))
+    return history
 
 
 # ------------------------------------------------------------------ the snapshot, indexed
@@ -536,8 +575,7 @@ class WebUI:
                 audit = read_audit(self.inventory_path, mac, 50)
             except InventoryError as exc:
                 problems.append(str(exc))
-        for h in history:
-            h["explained"] = parse_explanation(h.get("explanation"))
+        explain_history(history)
         rules = installed_entries(idx.rules_of(d))
         pol = idx.view.get("policy") or {}
         cats = pol.get("categories") or {}
@@ -700,5 +738,5 @@ def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics
                  host_names=names)
 
 
-__all__ = ["WebUI", "from_config", "host_check", "json_depth", "device_records", "rules_state", "installed_entries", "parse_explanation",
+__all__ = ["WebUI", "from_config", "host_check", "json_depth", "device_records", "rules_state", "installed_entries", "explanation_parts",
            "no_vendor", "oui_vendors"]
