@@ -160,6 +160,8 @@ class IotControllerShell(BaseApp):
                                             metrics=self.metrics)
         self._last_traffic = time.monotonic()
         self._switch_error_log = guard.RateLimitedLog(LOG, burst=5, per=60.0)
+        #: a switch that keeps reconnecting: its switch_up/down and rule lines summarised
+        self._flaps = guard.FlapLog(LOG)
         self.datapaths: dict = {}
         self._batch: list = []
         self._flush_requested = False
@@ -262,7 +264,8 @@ class IotControllerShell(BaseApp):
                 if isinstance(it, (FlowAdd, FlowDelete, MeterAdd, MeterDelete)):
                     d = ofp.describe(it)
                     self.metrics.rule_changes.labels(d["op"]).inc()
-                    LOG.info(_structured("rule", **d))
+                    if not self._flaps.quiet(it.dpid):
+                        LOG.info(_structured("rule", **d))
                 elif isinstance(it, PacketOut):
                     LOG.debug(_structured("packet_out", **ofp.describe(it)))
 
@@ -377,13 +380,15 @@ class IotControllerShell(BaseApp):
             ports = [p.port_no for p in (dp.ports or {}).values()
                      if not (p.config & ofpx.OFPPC_PORT_DOWN) and not (p.state & ofpx.OFPPS_LINK_DOWN)]
             self.datapaths[dp.id] = dp
-            LOG.info(_structured("switch_up", dpid=f"{dp.id:016x}", ports=sorted(ports),
-                                 address=str(dp.address)))
+            if self._flaps.up(dp.id):
+                LOG.info(_structured("switch_up", dpid=f"{dp.id:016x}", ports=sorted(ports),
+                                     address=str(dp.address)))
             self._run(self.core.switch_up(dp.id, ports, now))
         elif ev.state == DEAD_DISPATCHER and dp.id is not None and self.datapaths.get(dp.id) is dp:
             self._flush()
             del self.datapaths[dp.id]
-            LOG.info(_structured("switch_down", dpid=f"{dp.id:016x}"))
+            if not self._flaps.quiet(dp.id):
+                LOG.info(_structured("switch_down", dpid=f"{dp.id:016x}"))
             self._run(self.core.switch_down(dp.id, now))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
@@ -508,6 +513,7 @@ class IotControllerShell(BaseApp):
         if now_m - self._last_tick >= self.cfg.tick_interval:
             self._last_tick = now_m
             self._run(self.core.timer(time.time_ns()))
+            self._flaps.tick(now_m)
             self._publish()
         if now_m - self._last_inventory >= self.cfg.inventory_flush_interval:
             self._last_inventory = now_m
