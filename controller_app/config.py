@@ -79,11 +79,13 @@ _APP_OPTS = [
     ("http-header-timeout", float, 10.0, "seconds for an HTTP client to send its request line and headers"),
     ("http-body-timeout", float, 10.0, "seconds for an HTTP client to send its request body, after the headers"),
     ("http-idle-timeout", float, 5.0, "seconds of silence allowed while an HTTP request is being sent"),
+    ("http-cpu-share", float, 0.25, "share of one core the HTTP answers may take on average (the rest stays with "
+                                    "the switches); clients asking for more wait"),
 ]
 #: HTTP options -> HttpLimits fields (each a positive number)
 _HTTP_LIMITS = {"http_max_connections": "max_connections", "http_max_connections_per_host": "max_connections_per_host",
                 "http_workers": "workers", "http_header_timeout": "header_timeout",
-                "http_body_timeout": "body_timeout", "http_idle_timeout": "idle_timeout"}
+                "http_body_timeout": "body_timeout", "http_idle_timeout": "idle_timeout", "http_cpu_share": "cpu_share"}
 _CORE_HELP = {
     "mirror_max_len": "bytes of each mirrored packet copied to the controller",
     "mirror_rate_pps": "mirror meter per learning device, packets/s",

@@ -9,7 +9,11 @@ requests took the controller to its 1,024 open files (new switches could not con
   whole. Requests are parsed by h11 (python-hyper's sans-I/O HTTP/1.1 parser: request line,
   headers, ``Content-Length`` and chunked bodies, its size cap on the head), not by hand.
 * **A bounded worker pool** (``workers`` threads) answers whole requests; at most ``max_queue``
-  wait for one, beyond that the answer is 503 at once.
+  wait for one, beyond that the answer is 503 at once. The workers share a **CPU budget**
+  (``cpu_share`` of one core, a token bucket of thread CPU time): clients asking for expensive
+  answers in a loop get them more slowly, and the controller's own threads (the same
+  interpreter, one lock) keep the rest (eight clients searching 2,054 devices without it made
+  a new switch's handshake four times slower).
 * **A connection cap** (``max_connections``, and ``max_connections_per_host`` from one address).
   A connection over a cap does not wait and does not refuse the newcomer: the oldest connection
   still sending its request (of the busiest address, for the total) is closed, so a client
@@ -65,6 +69,7 @@ class HttpLimits:
     max_headers: int = 64               #: header lines
     max_body: int = 16384               #: bytes of a request body
     max_buffered: int = 64 << 20        #: reply bytes waiting for slow readers, all connections
+    cpu_share: float = 0.25             #: of one core, at most, spent answering requests (on average)
 
 
 class Headers(dict):
@@ -108,6 +113,9 @@ def error_reply(status: int, message: str, **extra) -> Reply:
 
 
 _READING, _WAITING, _WRITING, _CLOSED = range(4)
+#: connections accepted in one go (asyncio's accept loop), and the kernel's queue behind them
+ACCEPT_BATCH = 16
+LISTEN_BACKLOG = 4096
 
 
 class _Conn(asyncio.Protocol):
@@ -155,10 +163,29 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def evictable(self) -> bool:
-        """Still sending its request, or answered and waiting for the client to close."""
-        return self.state == _READING or (self.state == _WRITING and self.transport is not None
-                                          and not self.transport.get_write_buffer_size())
+    def evictable(self, strict: bool = False) -> bool:
+        """Still sending its request, or answered and waiting for the client to close.
+        ``strict``: and nothing received that is waiting to be read (a client that sent its whole
+        request at once, in the same instant as a flood of newer connections, is about to be
+        answered: it goes last)."""
+        if self.transport is None:
+            return False
+        if self.state == _WRITING:
+            return not self.transport.get_write_buffer_size()
+        return self.state == _READING and not (strict and self._pending())
+
+    def _pending(self) -> bool:
+        """Bytes received and not read yet (peeked at, not taken)."""
+        ts = self.transport.get_extra_info("socket")
+        if ts is None:
+            return False
+        s = socket.socket(fileno=ts.fileno())
+        try:
+            return bool(s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:
+            return False
+        finally:
+            s.detach()
 
     def _arm(self, seconds: float) -> None:
         if self._timer is not None:
@@ -341,6 +368,33 @@ def encode_reply(reply: Reply, head_only: bool = False) -> bytes:
     return head if head_only else head + reply.body
 
 
+class CpuBudget:
+    """A token bucket of CPU seconds: ``share`` of a core a second, up to ``burst`` seconds saved."""
+
+    def __init__(self, share: float, burst: float = 0.25):
+        self.share = max(1e-3, float(share))
+        self.burst = burst
+        self._tokens = burst
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.share)
+        self._last = now
+
+    def wait(self) -> float:
+        """Seconds to wait before spending more (0: go on)."""
+        with self._lock:
+            self._refill()
+            return 0.0 if self._tokens > 0 else -self._tokens / self.share + 1e-3
+
+    def spend(self, seconds: float) -> None:
+        with self._lock:
+            self._refill()
+            self._tokens -= max(0.0, seconds)
+
+
 class HttpServer:
     """``handler(request) -> Reply`` answered from a worker pool; see the module's text."""
 
@@ -360,6 +414,7 @@ class HttpServer:
         self._busy = 0
         self._counts: Counter = Counter()
         self._lock = threading.Lock()
+        self._cpu = CpuBudget(self.limits.cpu_share)
 
     # ------------------------------------------------------------ start and stop
 
@@ -379,9 +434,12 @@ class HttpServer:
             self.loop.close()
             raise
         sock.setblocking(False)
-        # listen backlog (and accept batch): connections wait in the kernel, not as our descriptors
+        # asyncio accepts up to `backlog` connections at a time: a few, so that a flood cannot make
+        # the process hold a thousand descriptors in one go before any of them is closed; the
+        # kernel's queue is made long again (listen() once more) so that connections wait there
         self._server = self.loop.run_until_complete(
-            self.loop.create_server(lambda: _Conn(self), sock=sock, backlog=1024))
+            self.loop.create_server(lambda: _Conn(self), sock=sock, backlog=ACCEPT_BATCH))
+        sock.listen(LISTEN_BACKLOG)
         self.port = sock.getsockname()[1]
         self._thread = threading.Thread(target=self.loop.run_forever, name=self.name, daemon=True)
         self._thread.start()
@@ -418,16 +476,21 @@ class HttpServer:
             self._evict(conn, busiest, "evicted")
 
     def _evict(self, newcomer: _Conn, host: str, why: str) -> None:
-        """Close the oldest connection of ``host`` still sending its request (the newcomer
-        itself only when none is: every other one is being answered)."""
-        for c in self._conns.values():
-            if c is not newcomer and c.client == host and c.evictable():
-                c.close(why)
-                return
-        for c in self._conns.values():      # none of that host: the oldest of anyone's
-            if c is not newcomer and c.evictable():
-                c.close(why)
-                return
+        """Close the oldest connection of ``host`` still sending its request (one whose next bytes
+        are already waiting goes last; another address's when ``host`` has none; the newcomer
+        itself, with a 503, only when every other one is being answered)."""
+        for strict in (True, False):
+            for scope in (host, None):
+                looked = 0
+                for c in self._conns.values():
+                    if c is newcomer or (scope is not None and c.client != scope):
+                        continue
+                    if c.evictable(strict):
+                        c.close(why)
+                        return
+                    looked += 1
+                    if strict and looked >= 32:        # a peek each: look at the oldest few only
+                        break
         self._count("refused_busy")
         self.log_refusal("refused_busy", newcomer.client, "every connection is being answered")
         newcomer.respond(error_reply(503, f"busy: {len(self._conns) - 1} connections are being answered "
@@ -452,8 +515,12 @@ class HttpServer:
 
     def _work(self, conn: _Conn) -> None:
         loop = self.loop
+        wait = self._cpu.wait()
+        if wait > 0:                        # over the CPU budget: this request waits, holding nothing
+            time.sleep(wait)
         with self._lock:
             self._busy += 1
+        t0 = time.thread_time()
         try:
             if conn.state == _CLOSED:
                 reply = None
@@ -467,6 +534,7 @@ class HttpServer:
                             type(exc).__name__, str(exc)[:300])
                     reply = error_reply(500, f"internal error ({type(exc).__name__}); the controller logged it")
         finally:
+            self._cpu.spend(time.thread_time() - t0)
             with self._lock:
                 self._busy -= 1
             if loop is not None and not loop.is_closed():
