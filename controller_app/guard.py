@@ -173,9 +173,9 @@ class Backoff:
 
 class FlapLog:
     """The log of a switch that keeps reconnecting, summarised as Open vSwitch rate-limits its
-    own: a datapath that comes up again within ``window`` seconds of its last "up" is
-    *flapping*; its first flap is logged, then its lines are counted, not written
-    (:meth:`quiet`), and one summary line a ``summary_interval`` says how many
+    own: a datapath that comes up a third time, each within ``window`` seconds of the one
+    before, is *flapping* (one reconnection, say a reboot, is not); that is logged once, then
+    its lines are counted, not written (:meth:`quiet`), and one summary line a ``summary_interval`` says how many
     (``{"event": "switch_flapping", ...}``); ``window`` seconds after its last "up" it is
     stable again, with a last summary."""
 
@@ -198,6 +198,8 @@ class FlapLog:
                 return True
             st[0] = now
             st[2] += 1
+            if st[1] is None and st[2] < 3:
+                return True
             if st[1] is None:
                 st[1] = now
                 st[4] = now

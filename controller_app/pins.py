@@ -20,8 +20,10 @@ renamed over it (atomic on POSIX), keeping the file's permissions.
   swap is undone, the hand edit stays, and the pin is refused (409, try again). The same
   comparison is made just before the swap, so that the swap (and a reader seeing the pin's
   file for the microseconds before it is undone) happens only for an edit saved in between.
-  The displaced file is looked at once more 20 ms later (an editor that rewrites in place may
-  have opened it just before the swap), and the swap undone if it changed then.
+  An editor that rewrites the file in place may have opened it just before the swap and not
+  written yet: the swap is undone too while anyone holds the displaced file open for writing
+  (a read lease, ``F_SETLEASE``, is refused exactly then; where leases cannot be had, the
+  displaced file is looked at again 20 ms later instead).
   Where the exchange is not available (not Linux, a filesystem without it) the comparison
   before an ordinary rename is all there is.
 
@@ -360,6 +362,33 @@ def _renameat2():
 _RENAMEAT2 = _renameat2()
 
 
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+
+
+def _open_for_writing(path: str) -> bool | None:
+    """Whether any process (this one included) holds ``path`` open for writing: a read lease
+    (``F_SETLEASE``) is refused exactly then. None when leases cannot be had here (not Linux,
+    a filesystem without them, a file of another owner without CAP_LEASE)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        try:
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        except OSError:
+            pass
+        return False
+    finally:
+        os.close(fd)
+
+
 def exchange(a: str, b: str) -> bool:
     """Swap the files at paths ``a`` and ``b`` atomically (Linux ``renameat2(RENAME_EXCHANGE)``).
     False when the system or the filesystem cannot; OSError on other failures."""
@@ -455,15 +484,15 @@ class PolicyEditor:
             if FileState.of(self.path) != read:      # most hand edits show here, before anything moves
                 raise self._changed()
             if exchange(tmp, self.path):
-                # the policy path holds ours; tmp holds what it displaced: the file read, or a hand edit
-                if FileState.of(tmp) != read:
-                    self.undone += 1
-                    self._undo(tmp, ours)
-                    raise self._changed()
-                # an editor that rewrites the file in place may have opened it just before the swap
-                # and write into the displaced file a moment later: look again before letting it go
-                time.sleep(self.grace)
-                if FileState.of(tmp) != read:
+                # the policy path holds ours; tmp holds what it displaced: the file read, or a hand edit.
+                # An editor that rewrites the file in place may have opened it just before the swap
+                # and not written yet: nobody may hold the displaced file open for writing (a read
+                # lease says so at once), or, where leases are not to be had, it is looked at again
+                # a moment later
+                writer = _open_for_writing(tmp)
+                if writer is None:
+                    time.sleep(self.grace)
+                if writer or FileState.of(tmp) != read:
                     self.undone += 1
                     self._undo(tmp, ours)
                     raise self._changed()

@@ -29,7 +29,8 @@ def test_a_flapping_switch_is_logged_once_then_summarised(caplog):
     log = logging.getLogger("test.flap")
     f = FlapLog(log, window=60.0, summary_interval=30.0)
     assert f.up(7, 0.0) is True and not f.quiet(7, 1, 0.1)          # first time up: logged
-    assert f.up(7, 1.0) is False                                     # again within the window: flapping
+    assert f.up(7, 0.5) is True and not f.quiet(7, 1, 0.6)          # once more (a reboot): logged too
+    assert f.up(7, 1.0) is False                                     # a third time within the window: flapping
     assert sum("switch_flapping" in r.message for r in caplog.records) == 1
     held = sum(f.quiet(7, 22, 1.0 + i) for i in range(20))
     assert held == 20
