@@ -49,6 +49,11 @@ BASELINE = ("import controller_app.manager as m, controller_app.shell as sh; "
             "m._harden_openflow = lambda limits: None; del sh.IotControllerShell._event_loop; m.main()")
 
 
+def _nofile(n: int) -> None:
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))      # as `ulimit -n N` in a shell
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,12 +61,14 @@ def _free_port() -> int:
 
 
 class App:
-    def __init__(self, variant: str, work: Path, engine: str = "fake_engine:make", model: dict | None = None):
+    def __init__(self, variant: str, work: Path, engine: str = "fake_engine:make", model: dict | None = None,
+                 extra: tuple = (), launch: list | None = None, nofile: int | None = None):
         self.of_port, self.http_port = _free_port(), _free_port()
         self.log = work / f"{variant}-{self.of_port}.log"
         model_path = work / f"model-{self.of_port}.json"
         model_path.write_text(json.dumps(model or {}))
-        launch = ["-m", "controller_app.manager"] if variant == "project" else ["-c", BASELINE]
+        if launch is None:
+            launch = ["-m", "controller_app.manager"] if variant == "project" else ["-c", BASELINE]
         env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'tests'}")
         self.fh = open(self.log, "w")
         self.proc = subprocess.Popen(
@@ -69,7 +76,8 @@ class App:
              "--ofp-listen-host", "127.0.0.1", "--engine", engine, "--model", str(model_path),
              "--http-port", str(self.http_port), "--inventory-db", str(work / f"inv-{self.of_port}.sqlite"),
              "--decide-interval", "0.2", "--decide-min-packets", "3", "--tick-interval", "0.2",
-             "--lldp-interval", "60"], cwd=ROOT, env=env, stdout=self.fh, stderr=subprocess.STDOUT)
+             "--lldp-interval", "60", *extra], cwd=ROOT, env=env, stdout=self.fh, stderr=subprocess.STDOUT,
+            preexec_fn=None if nofile is None else (lambda: _nofile(nofile)))
         deadline = time.monotonic() + 180
         while True:
             try:

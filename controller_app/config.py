@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from classifier.capture.packets import mac_to_int
 
 from controller_app.core import Settings
+from controller_app.httpserver import HttpLimits
 from controller_app.policy import default_policy_path
 
 
@@ -39,6 +40,7 @@ class AppConfig:
     rdap_url: str | None = None              #: RDAP bootstrap URL (None: ipwhois's)
     rdap_timeout: float | None = None        #: seconds per RDAP request (None: the classifier's default)
     core: Settings = field(default_factory=Settings)
+    http_limits: HttpLimits = field(default_factory=HttpLimits)
 
     def rdap_options(self) -> dict:
         """Keyword arguments for :class:`classifier.pools.resolver.PoolResolver` beside mode and cache."""
@@ -69,7 +71,21 @@ _APP_OPTS = [
                                       "the page's traffic plots (0: none)"),
     ("rdap-url", str, None, "RDAP bootstrap URL for pool modes rdap and auto (default: ipwhois's)"),
     ("rdap-timeout", float, None, "seconds per RDAP request (default 5); look-ups never delay a decision"),
+    ("http-max-connections", int, 256, "HTTP connections open at once; beyond, the oldest one still sending its "
+                                       "request is closed"),
+    ("http-max-connections-per-host", int, 128, "HTTP connections from one address; beyond, its oldest one still "
+                                                "sending its request is closed"),
+    ("http-workers", int, 4, "threads answering whole HTTP requests (a request costs one only once it is whole)"),
+    ("http-header-timeout", float, 10.0, "seconds for an HTTP client to send its request line and headers"),
+    ("http-body-timeout", float, 10.0, "seconds for an HTTP client to send its request body, after the headers"),
+    ("http-idle-timeout", float, 5.0, "seconds of silence allowed while an HTTP request is being sent"),
+    ("http-cpu-share", float, 0.25, "share of one core the HTTP answers may take on average (the rest stays with "
+                                    "the switches); clients asking for more wait"),
 ]
+#: HTTP options -> HttpLimits fields (each a positive number)
+_HTTP_LIMITS = {"http_max_connections": "max_connections", "http_max_connections_per_host": "max_connections_per_host",
+                "http_workers": "workers", "http_header_timeout": "header_timeout",
+                "http_body_timeout": "body_timeout", "http_idle_timeout": "idle_timeout", "http_cpu_share": "cpu_share"}
 _CORE_HELP = {
     "mirror_max_len": "bytes of each mirrored packet copied to the controller",
     "mirror_rate_pps": "mirror meter per learning device, packets/s",
@@ -174,6 +190,14 @@ def from_conf(conf) -> AppConfig:
     cfg.traffic_interval = float(get("traffic_interval", cfg.traffic_interval))
     if cfg.traffic_interval < 0:
         raise ValueError(f"--traffic-interval: {cfg.traffic_interval!r} is negative")
+    limits = {}
+    for opt, name in _HTTP_LIMITS.items():
+        default = getattr(cfg.http_limits, name)
+        v = type(default)(get(opt, default))
+        if not v > 0:
+            raise ValueError(f"--{opt.replace('_', '-')}: {v!r} is not a positive number")
+        limits[name] = v
+    cfg.http_limits = HttpLimits(**limits)
     cfg.rdap_url = get("rdap_url")
     cfg.rdap_timeout = get("rdap_timeout")
     if cfg.rdap_timeout is not None and not float(cfg.rdap_timeout) > 0:

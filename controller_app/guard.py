@@ -121,6 +121,140 @@ class RateLimitedLog:
             self._buckets.pop(key, None)
 
 
+class Backoff:
+    """Per key (a datapath id, a peer address): ``burst`` attempts, then one per ``interval``
+    seconds (token bucket); an attempt with no token left starts a back-off of ``base`` seconds,
+    twice as long at each new episode up to ``longest``, during which every attempt is refused.
+    The back-off is not lengthened by attempts made during it (a switch that retries on its own
+    schedule, as Open vSwitch does, gets back in), and is forgotten once the key's bucket is full
+    again (it behaved for ``burst * interval`` seconds)."""
+
+    def __init__(self, burst: int, interval: float, base: float = 1.0, longest: float = 60.0,
+                 max_keys: int = 4096):
+        self.burst = max(1, int(burst))
+        self.interval = float(interval)
+        self.base = float(base)
+        self.longest = float(longest)
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._state: dict = {}          # key -> [tokens, last, blocked until, penalty, refused]
+
+    def attempt(self, key, now: float | None = None) -> float:
+        """0 when this attempt may go on; else the seconds left of the key's back-off."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            st = self._state.get(key)
+            if st is None:
+                if len(self._state) >= self.max_keys:
+                    for k in list(self._state)[: self.max_keys // 4]:
+                        del self._state[k]
+                st = self._state[key] = [float(self.burst), now, 0.0, 0.0, 0]
+            st[0] = min(float(self.burst), st[0] + (now - st[1]) / self.interval)
+            st[1] = now
+            if now < st[2]:
+                st[4] += 1
+                return st[2] - now
+            if st[0] >= float(self.burst):
+                st[3] = 0.0                             # behaved long enough: back-offs start over
+            if st[0] >= 1.0:
+                st[0] -= 1.0
+                return 0.0
+            st[3] = min(self.longest, st[3] * 2 if st[3] else self.base)
+            st[2] = now + st[3]
+            st[4] += 1
+            return st[3]
+
+    def refused(self, key) -> int:
+        """Attempts of ``key`` refused so far."""
+        with self._lock:
+            st = self._state.get(key)
+            return 0 if st is None else st[4]
+
+
+class FlapLog:
+    """The log of a switch that keeps reconnecting, summarised as Open vSwitch rate-limits its
+    own: a datapath that comes up a third time, each within ``window`` seconds of the one
+    before, is *flapping* (one reconnection, say a reboot, is not); that is logged once, then
+    its lines are counted, not written (:meth:`quiet`), and one summary line a ``summary_interval`` says how many
+    (``{"event": "switch_flapping", ...}``); ``window`` seconds after its last "up" it is
+    stable again, with a last summary."""
+
+    def __init__(self, logger: logging.Logger, window: float = 60.0, summary_interval: float = 60.0):
+        self.logger = logger
+        self.window = window
+        self.summary_interval = summary_interval
+        self._lock = threading.Lock()
+        self._dp: dict = {}        # dpid -> [last up, flapping since or None, ups, lines held, last summary]
+
+    def up(self, dpid: int, now: float | None = None) -> bool:
+        """A switch came up; True when its lines are to be logged (it is not flapping)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            st = self._dp.get(dpid)
+            if st is None or now - st[0] > self.window:
+                if st is not None and st[1] is not None:
+                    self._summary(dpid, st, now, stable=True)
+                self._dp[dpid] = [now, None, 1, 0, now]
+                return True
+            st[0] = now
+            st[2] += 1
+            if st[1] is None and st[2] < 3:
+                return True
+            if st[1] is None:
+                st[1] = now
+                st[4] = now
+                self.logger.warning(_json_line("switch_flapping", dpid=f"{dpid:016x}", reconnects=st[2],
+                                               window_s=self.window, note="its lines are counted, not logged, "
+                                               "until it has been up for window_s; one summary line a "
+                                               f"{self.summary_interval:g} s"))
+            return False
+
+    def quiet(self, dpid, n: int = 1, now: float | None = None) -> bool:
+        """Whether ``n`` lines of ``dpid`` are to be held back (it is flapping); they are counted."""
+        if dpid is None:
+            return False
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            st = self._dp.get(dpid)
+            if st is None or st[1] is None:
+                return False
+            if now - st[0] > self.window:
+                self._summary(dpid, st, now, stable=True)
+                st[1] = None
+                return False
+            st[3] += n
+            if now - st[4] >= self.summary_interval:
+                self._summary(dpid, st, now, stable=False)
+            return True
+
+    def tick(self, now: float | None = None) -> None:
+        """Summaries due (call now and then)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            for dpid, st in list(self._dp.items()):
+                if st[1] is None:
+                    if now - st[0] > self.window:
+                        del self._dp[dpid]
+                    continue
+                if now - st[0] > self.window:
+                    self._summary(dpid, st, now, stable=True)
+                    del self._dp[dpid]
+                elif now - st[4] >= self.summary_interval and st[3]:
+                    self._summary(dpid, st, now, stable=False)
+
+    def _summary(self, dpid, st, now, stable: bool) -> None:
+        self.logger.warning(_json_line("switch_stable" if stable else "switch_flapping", dpid=f"{dpid:016x}",
+                                       reconnects=st[2], lines_held=st[3],
+                                       seconds=round(now - (st[1] or now), 1)))
+        st[3] = 0
+        st[4] = now
+
+
+def _json_line(event: str, **fields) -> str:
+    import json
+    return json.dumps({"event": event, **fields})
+
+
 _fatal_lock = threading.Lock()
 _fatal: list[str] = []
 

@@ -92,11 +92,39 @@ def _dpid_text(dpid) -> str | None:
     return None if dpid is None else f"{int(dpid):016x}"
 
 
-class Inventory:
-    """Read-write access for the app (one connection, guarded by a lock)."""
+def private_file(path: str, what: str, log=None) -> None:
+    """Make ``path`` readable by its owner alone: created 0600 when missing; an existing file
+    that others may read is narrowed to its owner (with SQLite's ``-wal`` and ``-shm`` beside it,
+    which SQLite creates with the database's mode) and ``log`` (a callable) told so."""
+    import os
+    import stat as st
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        return
+    except FileExistsError:
+        pass
+    except OSError:
+        return                              # the opener that follows says why
+    for p in (path, path + "-wal", path + "-shm"):
+        try:
+            mode = st.S_IMODE(os.stat(p).st_mode)
+            if mode & 0o077 and st.S_ISREG(os.stat(p).st_mode):
+                os.chmod(p, mode & 0o700)
+                if log is not None:
+                    log(f"{p}: {what} was readable by others (mode {mode:04o}); now {mode & 0o700:04o}")
+        except OSError:
+            pass
 
-    def __init__(self, path: str):
+
+class Inventory:
+    """Read-write access for the app (one connection, guarded by a lock). The file (and SQLite's
+    files beside it) is its owner's alone: it holds the pin audit."""
+
+    def __init__(self, path: str, log=None):
         self.path = path
+        if path != ":memory:" and not path.startswith("file:"):
+            private_file(path, "the inventory", log)
         try:
             self.db = sqlite3.connect(path, check_same_thread=False, timeout=5.0)
             self.db.execute("PRAGMA journal_mode=WAL")

@@ -129,6 +129,9 @@ def serve(argv: list[str] | None = None) -> int:
         osken_version = "?"
     CONF(args=sys.argv[1:] if argv is None else argv, prog="ryu-manager", project="iot-sdn-classifier",
          version=f"ryu-manager (iot-sdn-classifier {__version__}, os-ken {osken_version})")
+    if getattr(CONF, "log_file", None):          # it carries the pin lines (who, from where): 0600
+        from controller_app.inventory import private_file
+        private_file(CONF.log_file, "the log file", lambda msg: LOG.warning("ryu-manager: %s", msg))
     log.init_log()
     try:
         limits = ofconn.limits_from_conf(CONF)

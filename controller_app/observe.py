@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -90,15 +89,21 @@ class Metrics:
 
 
 class Observer:
-    """Holds the latest published snapshot and serves it over HTTP."""
+    """Holds the latest published snapshot and serves it over HTTP
+    (:class:`controller_app.httpserver.HttpServer`: bounded connections, workers, time and sizes)."""
 
-    def __init__(self, metrics: Metrics, inventory_path: str | None = None, web=None):
+    def __init__(self, metrics: Metrics, inventory_path: str | None = None, web=None, limits=None, host_ok=None):
         self.metrics = metrics
         self.inventory_path = inventory_path
         self.web = web                  #: the operator page (controller_app.web.WebUI), or None
+        self.limits = limits            #: controller_app.httpserver.HttpLimits (None: the defaults)
+        #: ``host_ok(Host header) -> bool`` for every request (None: the loopback names when
+        #: listening on loopback, else any; :func:`controller_app.web.host_check`)
+        self.host_ok = host_ok
         self._view = {"status": {}, "devices": [], "policy": {}, "rules": []}
         self._lock = threading.Lock()
-        self.server: ThreadingHTTPServer | None = None
+        self._cache: tuple = (None, {})  # (view, path -> JSON bytes): one serialisation a snapshot
+        self.server = None
 
     def publish(self, status: dict, devices: list, policy: dict, rules: list | None = None) -> None:
         """A new snapshot; ``rules``: beside each device (same order), what the page needs to
@@ -112,109 +117,75 @@ class Observer:
 
     def start(self, host: str, port: int) -> int:
         """Serve in a daemon thread; returns the bound port."""
-        observer = self
+        from controller_app.httpserver import HttpServer
+        from controller_app.web import host_check
+        host_ok = self.host_ok or host_check(host)
+        self.server = HttpServer(self.answer, self.limits, host_ok)
+        return self.server.start(host, port)
 
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "iot-controller"
+    def _cached_json(self, v: dict, key: str) -> bytes:
+        """The snapshot's ``key`` as JSON, made once a snapshot (a client asking for every device
+        in a loop costs one serialisation a second, not one a request)."""
+        with self._lock:
+            view, cache = self._cache
+            if view is not v:
+                cache = {}
+                self._cache = (v, cache)
+            body = cache.get(key)
+        if body is None:
+            body = json.dumps(v[key], indent=1, default=str).encode() + b"\n"
+            with self._lock:
+                if self._cache[0] is v:
+                    self._cache[1][key] = body
+        return body
 
-            def log_message(self, fmt, *args):  # access log at debug level only
-                LOG.debug("http %s " + fmt, self.client_address[0], *args)
+    def answer(self, req):
+        """One whole request (:class:`controller_app.httpserver.Request`) -> its Reply."""
+        from controller_app.httpserver import Reply, error_reply
 
-            def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _json(self, code: int, obj) -> None:
-                self._send(code, json.dumps(obj, indent=1, default=str).encode() + b"\n")
-
-            def _web(self, method: str) -> bool:
-                """The operator page's paths: answered by the web UI (True), else False."""
-                web = observer.web
-                raw, _, query = self.path.partition("?")
-                if web is None or not web.handles(raw):
-                    return False
-                try:
-                    reply = web.handle(method, raw, query, self.headers, self.rfile.read, self.client_address[0])
-                    self.send_response(reply.status)
-                    self.send_header("Content-Type", reply.ctype)
-                    self.send_header("Content-Length", str(len(reply.body)))
-                    for k, val in reply.headers.items():
-                        self.send_header(k, val)
-                    self.end_headers()
-                    if method != "HEAD":
-                        self.wfile.write(reply.body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                return True
-
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                if self._web("GET"):
-                    return
-                path = self.path.split("?", 1)[0].rstrip("/") or "/"
-                v = observer.view()
-                try:
-                    if path == "/" and observer.web is not None and "text/html" in (self.headers.get("Accept") or ""):
-                        self.send_response(302)
-                        self.send_header("Location", "/ui/")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                    elif path == "/metrics":
-                        self._send(200, observer.metrics.text(), CONTENT_TYPE_LATEST)
-                    elif path in ("/", "/status"):
-                        self._json(200, v["status"])
-                    elif path == "/devices":
-                        self._json(200, v["devices"])
-                    elif path == "/policy":
-                        self._json(200, v["policy"])
-                    elif path.startswith("/devices/"):
-                        mac = path.split("/", 2)[2].lower().replace("-", ":")
-                        dev = next((d for d in v["devices"] if d["mac"] == mac), None)
-                        if dev is None:
-                            self._json(404, {"error": f"no device {mac}"})
-                            return
-                        dev = dict(dev)
-                        dev["history"] = observer.history(mac)
-                        self._json(200, dev)
-                    else:
-                        self._json(404, {"error": f"no such endpoint: {path}",
-                                         "endpoints": ["/status", "/devices", "/devices/<mac>", "/policy",
-                                                       "/metrics"]})
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def _read_only(self):
-                self._json(405, {"error": "read-only endpoint"})
-
-            def do_POST(self):  # noqa: N802
-                if not self._web("POST"):
-                    self._read_only()
-
-            def do_DELETE(self):  # noqa: N802
-                if not self._web("DELETE"):
-                    self._read_only()
-
-            do_PUT = do_PATCH = _read_only  # noqa: N815
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        t = threading.Thread(target=self.server.serve_forever, name="iot-http", daemon=True)
-        t.start()
-        return self.server.server_address[1]
+        def js(code, obj):
+            return Reply(code, json.dumps(obj, indent=1, default=str).encode() + b"\n")
+        method = "GET" if req.method == "HEAD" else req.method
+        web = self.web
+        if web is not None and web.handles(req.path):
+            body = req.body
+            return web.handle(method, req.path, req.query, req.headers, lambda n: body[:n], req.client)
+        if method != "GET":
+            return error_reply(405, f"{req.method} {req.path[:100]}: read-only endpoint")
+        path = req.path.rstrip("/") or "/"
+        v = self.view()
+        if path == "/" and web is not None and "text/html" in (req.headers.get("Accept") or ""):
+            return Reply(302, b"", "text/plain", {"Location": "/ui/"})
+        if path == "/metrics":
+            return Reply(200, self.metrics.text(), CONTENT_TYPE_LATEST)
+        if path in ("/", "/status"):
+            return Reply(200, self._cached_json(v, "status"))
+        if path == "/devices":
+            return Reply(200, self._cached_json(v, "devices"))
+        if path == "/policy":
+            return Reply(200, self._cached_json(v, "policy"))
+        if path.startswith("/devices/"):
+            mac = path.split("/", 2)[2].lower().replace("-", ":")
+            dev = next((d for d in v["devices"] if d["mac"] == mac), None)
+            if dev is None:
+                return js(404, {"error": f"no device {mac[:40]}"})
+            dev = dict(dev)
+            dev["history"] = self.history(mac)
+            return js(200, dev)
+        return js(404, {"error": f"no such endpoint: {path[:100]}",
+                        "endpoints": ["/status", "/devices", "/devices/<mac>", "/policy", "/metrics"]})
 
     def history(self, mac: str) -> list:
         if not self.inventory_path:
             return []
         from controller_app.inventory import InventoryError, device_history
+        from controller_app.web import explain_history
         try:
-            return device_history(self.inventory_path, mac)
+            return explain_history(device_history(self.inventory_path, mac))
         except InventoryError:
             return []
 
     def stop(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.stop()
             self.server = None

@@ -70,7 +70,7 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDSH
 from os_ken.lib import hub, ip
 from os_ken.ofproto import ofproto_common, ofproto_parser
 
-from controller_app.guard import ERRORS, RateLimitedLog, fatal
+from controller_app.guard import ERRORS, Backoff, RateLimitedLog, fatal
 
 LOG = logging.getLogger("controller_app.ofconn")
 CONF = cfg.CONF
@@ -94,6 +94,11 @@ class Limits:
     send_timeout: float = 5.0            #: seconds a sender waits for room in a full queue
     accept_backoff_max: float = 1.0      #: longest pause after a failed accept()
     backlog: int = 128
+    reconnect_burst: int = 5             #: times a datapath (from one address) may become ready freely
+    reconnect_interval: float = 10.0     #: then once per this many seconds
+    reconnect_backoff_max: float = 60.0  #: longest back-off for a datapath or an address
+    host_connect_burst: int = 256        #: connections one address may open freely
+    host_connect_interval: float = 0.1   #: then one per this many seconds
 
 
 _OPTS = [
@@ -111,6 +116,18 @@ _OPTS = [
     ("ofp-max-handshakes-per-host", int, "max_handshakes_per_host",
      "OpenFlow connections still in their handshake, from one address"),
     ("ofp-max-malformed", int, "max_malformed", "malformed OpenFlow messages in 10 s before a connection is closed"),
+    ("ofp-reconnect-burst", int, "reconnect_burst",
+     "times a datapath (from one address) may come up freely; then once per --ofp-reconnect-interval, and beyond "
+     "that it backs off (1 s, doubling up to --ofp-reconnect-backoff-max)"),
+    ("ofp-reconnect-interval", float, "reconnect_interval", "seconds per further 'up' of a datapath once its burst "
+                                                            "is spent"),
+    ("ofp-reconnect-backoff-max", float, "reconnect_backoff_max",
+     "longest back-off, in seconds, of a datapath or an address that reconnects too often"),
+    ("ofp-host-connect-burst", int, "host_connect_burst",
+     "OpenFlow connections one address may open freely; then one per --ofp-host-connect-interval, and beyond that "
+     "it backs off"),
+    ("ofp-host-connect-interval", float, "host_connect_interval",
+     "seconds per further connection from one address once its burst is spent"),
 ]
 
 
@@ -182,6 +199,11 @@ class Connections:
         self._monitor: threading.Thread | None = None
         self.log = RateLimitedLog(LOG, burst=5, per=60.0)
         self.log_all = RateLimitedLog(LOG, burst=20, per=60.0)
+        lim = self.limits
+        #: a switch that keeps reconnecting: per (datapath id, address), and per address
+        self.dp_backoff = Backoff(lim.reconnect_burst, lim.reconnect_interval, longest=lim.reconnect_backoff_max)
+        self.host_backoff = Backoff(lim.host_connect_burst, lim.host_connect_interval,
+                                    longest=lim.reconnect_backoff_max)
 
     # -------------------------------------------------------------- counting and logging
 
@@ -205,6 +227,16 @@ class Connections:
 
     def admit(self, host: str, port: int, sock) -> Conn | None:
         lim = self.limits
+        wait = self.host_backoff.attempt(host)
+        if wait:
+            self.count("connect_backoff")
+            with self._lock:
+                self.stats["refused"] += 1           # a refused connection, whatever refused it
+            self.note(logging.WARNING, host, "of_connect_backoff", peer=host, back_off_s=round(wait, 1),
+                      refused=self.host_backoff.refused(host),
+                      reason=f"more than {lim.host_connect_burst} connections, then one per "
+                             f"{lim.host_connect_interval:g} s (--ofp-host-connect-burst, --ofp-host-connect-interval)")
+            return None
         with self._lock:
             why = None
             if len(self.conns) >= lim.max_connections:
@@ -254,6 +286,21 @@ class Connections:
                 del self.by_dpid[c.dp.id]
 
     # -------------------------------------------------------------- datapath identity
+
+    def reconnect_wait(self, dp: "GuardedDatapath") -> float:
+        """0 when ``dp`` (handshake done) may come up now; else the seconds left of the back-off of
+        its datapath id from its address (an impostor elsewhere does not spend a switch's own)."""
+        host = dp.address[0] if isinstance(dp.address, tuple) and dp.address else "?"
+        key = (dp.id, host)
+        wait = self.dp_backoff.attempt(key)
+        if wait:
+            lim = self.limits
+            self.count("reconnect_backoff")
+            self.note(logging.WARNING, key, "of_reconnect_backoff", dpid=_dpid(dp.id), peer=_peer(dp),
+                      back_off_s=round(wait, 1), refused=self.dp_backoff.refused(key),
+                      reason=f"came up more than {lim.reconnect_burst} times, then more than once per "
+                             f"{lim.reconnect_interval:g} s (--ofp-reconnect-burst, --ofp-reconnect-interval)")
+        return wait
 
     def claim(self, dp: "GuardedDatapath") -> bool:
         """May ``dp`` (handshake done, its id known) become the connection for its datapath id?
@@ -450,6 +497,9 @@ class GuardedDatapath(of_controller.Datapath):
             if self.id is None:
                 self.malformed("handshake", self.ofproto.OFP_VERSION, 0, 0, "ready without a features reply")
                 self.abort("no datapath id")
+                return
+            if self.registry.reconnect_wait(self):
+                self.abort("reconnecting too often: backing off")
                 return
             if not self.registry.claim(self):
                 self.abort("datapath id held by a live switch")

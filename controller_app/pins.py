@@ -8,6 +8,25 @@ byte for byte). Before the new file replaces the old one it is validated
 that one override and nothing else. It is written to a temporary file beside the policy and
 renamed over it (atomic on POSIX), keeping the file's permissions.
 
+**Hand edits are never overwritten.** An operator may edit the file while pins are made:
+
+* every pin holds an advisory lock (``flock``) on ``<policy>.lock`` beside the file, from
+  reading the file to renaming the new one over it; an editor run under the same lock
+  (``flock /etc/iot/policy.yaml.lock vim /etc/iot/policy.yaml``) and the controller's reload
+  (a shared lock, tried without waiting) are serialised with pins;
+* an editor that takes no lock is caught by a compare-and-swap at the rename: the new file is
+  swapped in with ``renameat2(RENAME_EXCHANGE)`` and the file it displaced is compared with the
+  one the pin read (device, inode, mtime, size and SHA-256 of its bytes); if they differ the
+  swap is undone, the hand edit stays, and the pin is refused (409, try again). The same
+  comparison is made just before the swap, so that the swap (and a reader seeing the pin's
+  file for the microseconds before it is undone) happens only for an edit saved in between.
+  An editor that rewrites the file in place may have opened it just before the swap and not
+  written yet: the swap is undone too while anyone holds the displaced file open for writing
+  (a read lease, ``F_SETLEASE``, is refused exactly then; where leases cannot be had, the
+  displaced file is looked at again 20 ms later instead).
+  Where the exchange is not available (not Linux, a filesystem without it) the comparison
+  before an ordinary rename is all there is.
+
 Operators are named by a token file (``--web-token-file``): one ``name:token`` a line (a line
 with a token alone names the operator ``operator``); blank lines and ``#`` comments are
 ignored; tokens are at least 16 characters. A presented token is compared with every known
@@ -16,12 +35,18 @@ one in constant time.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import errno
+import fcntl
+import hashlib
 import hmac
 import os
 import stat
 import tempfile
 import threading
+import time
 
 import yaml
 
@@ -258,23 +283,156 @@ class PinChange:
     changed: bool
 
 
-class PolicyEditor:
-    """Pins and releases in one policy file (one edit at a time)."""
+def lock_path(policy_path: str) -> str:
+    """The advisory lock file of a policy file: ``<policy>.lock`` beside it (of a symlinked
+    policy, beside its target)."""
+    return os.path.realpath(policy_path) + ".lock"
 
-    def __init__(self, path: str):
+
+@contextlib.contextmanager
+def policy_lock(policy_path: str, shared: bool = False, timeout: float = 5.0, create: bool = True):
+    """Hold the policy's advisory lock (exclusive to write, ``shared`` to read). Yields True once
+    held; False when it could not be had within ``timeout`` (0: one try), or when there is no
+    lock file and ``create`` is false (nobody has locked it, so there is nothing to wait for:
+    the caller goes on, unlocked)."""
+    path = lock_path(policy_path)
+    flags = (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY) | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT and not create:
+            yield True
+            return
+        raise PinError(f"{path}: cannot open the policy's lock file: {exc.strerror or exc}", 409) from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.02)
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileState:
+    """What a pin read: the file's identity and its bytes' hash (compared before the rename)."""
+    dev: int
+    ino: int
+    mtime_ns: int
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str) -> "FileState | None":
+        """The state of the file at ``path`` now (None: none there, or unreadable)."""
+        try:
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                data = fh.read(MAX_STATE_BYTES)
+        except OSError:
+            return None
+        return cls(st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, hashlib.sha256(data).hexdigest())
+
+
+MAX_STATE_BYTES = 1 << 20          # beyond the policy size limit: a larger file never compares equal
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_RENAMEAT2 = _renameat2()
+
+
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+
+
+def _open_for_writing(path: str) -> bool | None:
+    """Whether any process (this one included) holds ``path`` open for writing: a read lease
+    (``F_SETLEASE``) is refused exactly then. None when leases cannot be had here (not Linux,
+    a filesystem without them, a file of another owner without CAP_LEASE)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_RDLCK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        try:
+            fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        except OSError:
+            pass
+        return False
+    finally:
+        os.close(fd)
+
+
+def exchange(a: str, b: str) -> bool:
+    """Swap the files at paths ``a`` and ``b`` atomically (Linux ``renameat2(RENAME_EXCHANGE)``).
+    False when the system or the filesystem cannot; OSError on other failures."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+class PolicyEditor:
+    """Pins and releases in one policy file (one edit at a time, under the policy's lock, the
+    rename a compare-and-swap with what was read)."""
+
+    def __init__(self, path: str, lock_timeout: float = 5.0, grace: float = 0.02):
         self.path = os.path.realpath(path)     # a symlinked policy: its target is edited
         self._lock = threading.Lock()
+        self.lock_timeout = lock_timeout
+        self.grace = grace              #: seconds the displaced file is watched after the swap
+        #: hand edits a pin found in its way at the rename and left in place (pin refused)
+        self.conflicts = 0
+        #: of them, those found only after the swap (undone)
+        self.undone = 0
 
-    def _read(self) -> str:
+    def _read(self) -> tuple[str, FileState]:
         try:   # bounded, and never waiting on a FIFO or device put at the policy's path
-            return decode_policy(read_policy_bytes(self.path), self.path)
+            data = read_policy_bytes(self.path)
+            state = FileState.of(self.path)
+            if state is None or state.sha256 != hashlib.sha256(data).hexdigest():
+                raise PinError("the policy file changed while it was being read; nothing written, try again", 409)
+            return decode_policy(data, self.path), state
         except PolicyError as exc:
             raise PinError(f"cannot read the policy file: {exc.problems[0]}", 409) from None
 
     def set(self, mac: int, override: dict | None) -> PinChange:
         """Pin (``override`` a dict as :func:`pin_from_request` returns) or release (None)."""
-        with self._lock:
-            text = self._read()
+        with self._lock, policy_lock(self.path, timeout=self.lock_timeout) as held:
+            if not held:
+                raise PinError(f"the policy file is locked for editing ({lock_path(self.path)}); nothing "
+                               "written, try again when the edit is done", 409)
+            text, state = self._read()
             try:
                 old = parse_policy(text, self.path)
             except PolicyError as exc:
@@ -299,33 +457,56 @@ class PolicyEditor:
             if same(new, new.overrides) != same(old, want):
                 raise PinError("the edit would change more than this device's override; nothing written "
                                "(edit the policy file by hand)", 409)
-            if self._read() != text:
-                raise PinError("the policy file changed while it was being edited; nothing written, try again",
-                               409)
-            self._replace(new_text)
+            self._replace(new_text, state)
             return PinChange(mac_to_str(mac), describe_override(old.overrides.get(mac)),
                              describe_override(new.overrides.get(mac)), old.digest, new.digest, True)
 
-    def _replace(self, text: str) -> None:
+    def _changed(self) -> PinError:
+        self.conflicts += 1
+        return PinError("the policy file changed while it was being edited (by hand?); it is kept as it is, "
+                        "nothing written, try again", 409)
+
+    def _replace(self, text: str, read: FileState) -> None:
+        """Put ``text`` in place of the file, which must still be the one read (``read``)."""
         folder = os.path.dirname(os.path.abspath(self.path))
         try:
             mode = stat.S_IMODE(os.stat(self.path).st_mode)
         except OSError:
-            mode = 0o644
-        fd, tmp = tempfile.mkstemp(prefix=".pin-", suffix=".yaml", dir=folder)
+            mode = 0o600
+        fd, tmp = tempfile.mkstemp(prefix=".pin-", suffix=".yaml", dir=folder)   # 0600 until renamed
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.chmod(tmp, mode)
-            os.replace(tmp, self.path)
+            ours = os.stat(tmp).st_ino
+            if FileState.of(self.path) != read:      # most hand edits show here, before anything moves
+                raise self._changed()
+            if exchange(tmp, self.path):
+                # the policy path holds ours; tmp holds what it displaced: the file read, or a hand edit.
+                # An editor that rewrites the file in place may have opened it just before the swap
+                # and not written yet: nobody may hold the displaced file open for writing (a read
+                # lease says so at once), or, where leases are not to be had, it is looked at again
+                # a moment later
+                writer = _open_for_writing(tmp)
+                if writer is None:
+                    time.sleep(self.grace)
+                if writer or FileState.of(tmp) != read:
+                    self.undone += 1
+                    self._undo(tmp, ours)
+                    raise self._changed()
+            else:
+                if FileState.of(self.path) != read:
+                    raise self._changed()
+                os.replace(tmp, self.path)
         except OSError as exc:
+            raise PinError(f"{self.path}: cannot write the policy file: {exc.strerror or exc}", 409) from None
+        finally:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-            raise PinError(f"{self.path}: cannot write the policy file: {exc.strerror or exc}", 409) from None
         try:
             dfd = os.open(folder, os.O_RDONLY)
             try:
@@ -334,3 +515,15 @@ class PolicyEditor:
                 os.close(dfd)
         except OSError:
             pass
+
+    def _undo(self, tmp: str, ours: int) -> None:
+        """Swap back: the displaced file to the policy path, ours to ``tmp``. If yet another file
+        was renamed over ours meanwhile, that newest one goes to the policy path (it replaced
+        whatever was there, as it would have without the pin)."""
+        exchange(tmp, self.path)
+        try:
+            if os.stat(tmp).st_ino == ours:
+                return
+        except OSError:
+            return
+        exchange(tmp, self.path)        # tmp held a file written over ours: the newest goes back

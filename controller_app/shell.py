@@ -140,7 +140,8 @@ class IotControllerShell(BaseApp):
         self.core = Core(self.cfg.core, self.policy)
         # Load the decoder's compiled kernel now, not on the first packet-in (about a second).
         decode_frames([bytes(64)], [0], [64])
-        self.inventory = Inventory(self.cfg.inventory_db)
+        self.inventory = Inventory(self.cfg.inventory_db, log=lambda msg: LOG.warning(
+            _structured("file_permissions", file=self.cfg.inventory_db, message=msg)))
         restored = self.inventory.load()
         self.core.restore(restored, time.time_ns())
         # One IP-pool resolver for the engine (session pools) and for the policy's allow_pools
@@ -152,13 +153,15 @@ class IotControllerShell(BaseApp):
         self._share_sessions = takes_sessions(self.engine)
         self.metrics = Metrics()
         guard.ERRORS.attach(self.metrics.errors)      # framework and connection errors count here too
-        self.observer = Observer(self.metrics, self.cfg.inventory_db)
+        self.observer = Observer(self.metrics, self.cfg.inventory_db, limits=self.cfg.http_limits)
         self.traffic = TrafficHistory()
         self.observer.web = web.from_config(self.cfg, self.observer.view, inventory=self.inventory,
                                             reload=self.request_policy_reload, traffic=self.traffic,
                                             metrics=self.metrics)
         self._last_traffic = time.monotonic()
         self._switch_error_log = guard.RateLimitedLog(LOG, burst=5, per=60.0)
+        #: a switch that keeps reconnecting: its switch_up/down and rule lines summarised
+        self._flaps = guard.FlapLog(LOG)
         self.datapaths: dict = {}
         self._batch: list = []
         self._flush_requested = False
@@ -261,7 +264,8 @@ class IotControllerShell(BaseApp):
                 if isinstance(it, (FlowAdd, FlowDelete, MeterAdd, MeterDelete)):
                     d = ofp.describe(it)
                     self.metrics.rule_changes.labels(d["op"]).inc()
-                    LOG.info(_structured("rule", **d))
+                    if not self._flaps.quiet(it.dpid):
+                        LOG.info(_structured("rule", **d))
                 elif isinstance(it, PacketOut):
                     LOG.debug(_structured("packet_out", **ofp.describe(it)))
 
@@ -376,13 +380,15 @@ class IotControllerShell(BaseApp):
             ports = [p.port_no for p in (dp.ports or {}).values()
                      if not (p.config & ofpx.OFPPC_PORT_DOWN) and not (p.state & ofpx.OFPPS_LINK_DOWN)]
             self.datapaths[dp.id] = dp
-            LOG.info(_structured("switch_up", dpid=f"{dp.id:016x}", ports=sorted(ports),
-                                 address=str(dp.address)))
+            if self._flaps.up(dp.id):
+                LOG.info(_structured("switch_up", dpid=f"{dp.id:016x}", ports=sorted(ports),
+                                     address=str(dp.address)))
             self._run(self.core.switch_up(dp.id, ports, now))
         elif ev.state == DEAD_DISPATCHER and dp.id is not None and self.datapaths.get(dp.id) is dp:
             self._flush()
             del self.datapaths[dp.id]
-            LOG.info(_structured("switch_down", dpid=f"{dp.id:016x}"))
+            if not self._flaps.quiet(dp.id):
+                LOG.info(_structured("switch_down", dpid=f"{dp.id:016x}"))
             self._run(self.core.switch_down(dp.id, now))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
@@ -507,6 +513,7 @@ class IotControllerShell(BaseApp):
         if now_m - self._last_tick >= self.cfg.tick_interval:
             self._last_tick = now_m
             self._run(self.core.timer(time.time_ns()))
+            self._flaps.tick(now_m)
             self._publish()
         if now_m - self._last_inventory >= self.cfg.inventory_flush_interval:
             self._last_inventory = now_m
@@ -547,6 +554,8 @@ class IotControllerShell(BaseApp):
         connections = _openflow_connections()
         if connections is not None:
             status["openflow"] = connections
+        if self.observer.server is not None:
+            status["http"] = self.observer.server.stats()
         devices, rules = web.device_records(self.core, self.cfg.core)
         self.observer.publish(status, devices, self.core.policy.summary(), rules)
 
@@ -588,14 +597,25 @@ class IotControllerShell(BaseApp):
         self._reload(ev.reason)
 
     def _reload(self, reason: str) -> None:
+        from controller_app.pins import PinError, policy_lock
         try:
-            pol = load_policy(self.cfg.policy_file)
+            # a pin or an editor under the policy's lock (controller_app.pins) is not read half-way:
+            # the lock is tried, not waited for; the file watcher tries again at its next check
+            with policy_lock(self.cfg.policy_file, shared=True, timeout=0, create=False) as held:
+                if not held:
+                    self._policy_mtime = None
+                    LOG.info(_structured("policy_reload_deferred", reason=reason, file=self.cfg.policy_file,
+                                         why="the policy file is locked for editing"))
+                    return
+                pol = load_policy(self.cfg.policy_file)
+        except PinError as exc:            # the lock file cannot be opened: read without it
+            LOG.warning(_structured("policy_lock_error", error=str(exc)))
+            try:
+                pol = load_policy(self.cfg.policy_file)
+            except PolicyError as exc2:
+                return self._rejected(reason, exc2)
         except PolicyError as exc:
-            self.metrics.errors.labels("policy").inc()
-            LOG.error(_structured("policy_rejected", reason=reason, file=self.cfg.policy_file,
-                                  problems=exc.problems, kept=self.core.policy.digest))
-            self.metrics.policy_reloads.labels("rejected").inc()
-            return
+            return self._rejected(reason, exc)
         except Exception as exc:  # noqa: BLE001 - a loader failure keeps the policy in force, like a bad file
             self.metrics.errors.labels("policy").inc()
             LOG.error(_structured("policy_rejected", reason=reason, file=self.cfg.policy_file,
@@ -614,6 +634,12 @@ class IotControllerShell(BaseApp):
         self.metrics.policy_reloads.labels("applied").inc()
         self._run(intents)
         self._publish()
+
+    def _rejected(self, reason: str, exc: PolicyError) -> None:
+        self.metrics.errors.labels("policy").inc()
+        LOG.error(_structured("policy_rejected", reason=reason, file=self.cfg.policy_file,
+                              problems=exc.problems, kept=self.core.policy.digest))
+        self.metrics.policy_reloads.labels("rejected").inc()
 
 
 def _openflow_connections():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -38,6 +39,7 @@ from urllib.parse import parse_qs, unquote
 
 from classifier.capture.packets import mac_to_int
 
+from controller_app.httpserver import Reply
 from controller_app.intents import Table
 from controller_app.pins import PIN_CATEGORIES, PinError, PolicyEditor, Tokens, pin_from_request
 
@@ -57,8 +59,66 @@ SECURITY_HEADERS = {
 SORTS = ("mac", "vendor", "switch", "category", "confidence", "stage", "enforced", "first_seen", "last_seen", "pin")
 MAX_LIMIT = 500
 MAX_BODY = 16 * 1024
+#: The text filter (``q``): at most this many characters and words (each word is a substring
+#: test over every device: 32,000 words over 2,054 devices took 2.6 s of CPU)
+MAX_QUERY_CHARS = 256
+MAX_QUERY_WORDS = 8
+#: A pin's JSON body: at most this deep (a pin needs 3: {"action": {"allow_pools": [...]}})
+MAX_JSON_DEPTH = 8
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 _MAC_RE = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
+
+
+def host_name_ok(names, host: str | None) -> bool:
+    """Whether a request's ``Host`` header names this server: its name (without the port) among
+    ``names`` (lower case; None: any name)."""
+    if names is None:
+        return True
+    host = (host or "").strip().lower()
+    if host.startswith("["):
+        name = host[:host.find("]") + 1]
+    else:
+        name = host.rsplit(":", 1)[0] if ":" in host else host
+    return name in names
+
+
+def loopback_names(http_host: str):
+    """The host names answered when listening on ``http_host``: on loopback, only loopback names
+    (a page of another site that points its own name at 127.0.0.1 cannot read or write here:
+    DNS rebinding); elsewhere None (any)."""
+    host = (http_host or "").strip("[]").lower()
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    return LOOPBACK_NAMES + (host, f"[{host}]") if loopback else None
+
+
+def host_check(http_host: str):
+    """``host_ok(Host header) -> bool`` for a server listening on ``http_host``, for every
+    endpoint (the JSON endpoints, /metrics, the page and its API)."""
+    names = loopback_names(http_host)
+    return lambda host: host_name_ok(names, host)
+
+
+def json_depth(text: str) -> int:
+    """How deep ``text``'s JSON arrays and objects nest (brackets inside strings not counted),
+    without parsing it: a body of 7,000 ``[`` made the parser raise RecursionError."""
+    depth = deepest = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def _structured(kind: str, **fields) -> str:
@@ -161,34 +221,72 @@ def installed_entries(state) -> dict:
 # ------------------------------------------------------------------ explanations
 
 
-_SESSION = re.compile(r"#(\d+) (.*?) \(([-+]?\d+(?:\.\d+)?)\)(?=, #\d+ |$)")
-_SEGMENT = re.compile(r"(\S+) \(([-+]?\d+(?:\.\d+)?)\)(?=, |$)")
+#: What the page draws of a decision's explanation, part by part: the fields of each entry and
+#: their types. The engine hands them over as ``Decision.evidence["explain"]`` (see
+#: docs/operator.md, "Explanations"); the keys are ours, whatever a device said is only ever a value.
+EXPLAIN_PARTS = {
+    "voters": {"name": str, "category": str, "probability": float, "threshold": float, "vouches": bool},
+    "identity": {"kind": str, "value": str, "category": str, "weight": float},
+    "sessions": {"position": int, "pool": str, "weight": float},
+    "segments": {"feature": str, "change": float},
+    "notes": {"text": str},
+}
+MAX_EXPLAIN_ENTRIES = 50
+MAX_EXPLAIN_TEXT = 300
 
 
-def parse_explanation(text: str | None) -> dict:
-    """The engine's one-line explanation, as parts: the sessions its attention weighted most
-    (position among the last sessions, IP pool, weight) and the segment features whose
-    occlusion moved its decision most (feature, change). What does not parse stays as text."""
-    out = {"sessions": [], "segments": [], "text": []}
-    for part in (text or "").split("; "):
-        part = part.strip()
-        if not part:
-            continue
-        if part.startswith("sessions: "):
-            body = part[len("sessions: "):]
-            found = [{"position": int(m.group(1)), "pool": m.group(2), "weight": float(m.group(3))}
-                     for m in _SESSION.finditer(body)]
-            if found:
-                out["sessions"] = found
+def _value(kind, v):
+    """``v`` as ``kind`` (a JSON value the engine wrote), or None when it is not one."""
+    if kind is bool:
+        return v if isinstance(v, bool) else None
+    if kind is int:
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+    if kind is float:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    if isinstance(v, str):
+        return v[:MAX_EXPLAIN_TEXT]
+    return None
+
+
+def explanation_parts(explain, text: str | None = None, vouching=None) -> dict:
+    """A decision's explanation as the page draws it: the structured parts the engine handed over
+    (``explain``: a dict of :data:`EXPLAIN_PARTS` lists; each entry keeps only its known fields of
+    the right type, at most :data:`MAX_EXPLAIN_ENTRIES` a part), else the engine's one-line
+    ``text`` as **one** value, never split: a device's host name that reads like a feature list is
+    drawn as the words it is. ``vouching``: the voters that vouched (recorded with the decision)."""
+    out = {part: [] for part in EXPLAIN_PARTS}
+    out["text"] = []
+    out["vouching"] = [str(v) for v in vouching] if isinstance(vouching, (list, tuple)) else []
+    structured = isinstance(explain, dict) and any(isinstance(explain.get(p), list) for p in EXPLAIN_PARTS)
+    if structured:
+        for part, fields in EXPLAIN_PARTS.items():
+            entries = explain.get(part)
+            if not isinstance(entries, list):
                 continue
-        elif part.startswith("segments: "):
-            body = part[len("segments: "):]
-            found = [{"feature": m.group(1), "change": float(m.group(2))} for m in _SEGMENT.finditer(body)]
-            if found:
-                out["segments"] = found
-                continue
-        out["text"].append(part)
+            for e in entries[:MAX_EXPLAIN_ENTRIES]:
+                if part == "notes" and isinstance(e, str):
+                    e = {"text": e}
+                if not isinstance(e, dict):
+                    continue
+                row = {k: _value(kind, e.get(k)) for k, kind in fields.items()}
+                if any(row[k] is None for k in fields if k not in ("category", "threshold", "vouches", "weight")):
+                    continue                      # an entry without its essentials is left out
+                out[part].append(row)
+    elif text:
+        out["text"] = [str(text)]
+    out["structured"] = structured
     return out
+
+
+def explain_history(history: list) -> list:
+    """Each decision of a device's history (:func:`controller_app.inventory.device_history`) with
+    ``explained`` (:func:`explanation_parts`), the engine's structured parts taken out of its
+    evidence. In place; returns ``history``."""
+    for h in history:
+        ev = h.get("evidence")
+        explain = ev.pop("explain", None) if isinstance(ev, dict) else None
+        h["explained"] = explanation_parts(explain, h.get("explanation"), h.get("vouching"))
+    return history
 
 
 # ------------------------------------------------------------------ the snapshot, indexed
@@ -307,13 +405,6 @@ class _Index:
 # ------------------------------------------------------------------ the web UI
 
 
-class Reply:
-    __slots__ = ("status", "body", "ctype", "headers")
-
-    def __init__(self, status: int, body: bytes, ctype: str = "application/json", headers: dict | None = None):
-        self.status, self.body, self.ctype, self.headers = status, body, ctype, headers or {}
-
-
 def _json(status: int, obj, headers: dict | None = None) -> Reply:
     return Reply(status, json.dumps(obj, default=str, separators=(",", ":")).encode(), "application/json",
                  {"Cache-Control": "no-store", **(headers or {})})
@@ -370,14 +461,7 @@ class WebUI:
     def _host_ok(self, headers) -> bool:
         """On loopback, only loopback host names (a page of another site that resolves its own
         name to 127.0.0.1 cannot read or write here). ``host_names`` None: any."""
-        if self.host_names is None:
-            return True
-        host = (headers.get("Host") or "").strip().lower()
-        if host.startswith("["):
-            name = host[:host.find("]") + 1]
-        else:
-            name = host.rsplit(":", 1)[0] if ":" in host else host
-        return name in self.host_names
+        return host_name_ok(self.host_names, headers.get("Host"))
 
     def handle(self, method: str, path: str, query: str, headers, read_body, client: str) -> Reply:
         """Answer one request for a path :meth:`handles`. ``read_body(n)`` reads the body."""
@@ -453,6 +537,10 @@ class WebUI:
             filtered = True
             rows = [d for d in rows if d["mac"] in idx.pins]
         text = (q.get("q") or "").strip().lower()
+        if len(text) > MAX_QUERY_CHARS:
+            return _error(400, f"q: {len(text)} characters, at most {MAX_QUERY_CHARS}")
+        if len(text.split()) > MAX_QUERY_WORDS:
+            return _error(400, f"q: {len(text.split())} words, at most {MAX_QUERY_WORDS}")
         if text:
             filtered = True
             index = idx.text()
@@ -487,8 +575,7 @@ class WebUI:
                 audit = read_audit(self.inventory_path, mac, 50)
             except InventoryError as exc:
                 problems.append(str(exc))
-        for h in history:
-            h["explained"] = parse_explanation(h.get("explanation"))
+        explain_history(history)
         rules = installed_entries(idx.rules_of(d))
         pol = idx.view.get("policy") or {}
         cats = pol.get("categories") or {}
@@ -540,11 +627,11 @@ class WebUI:
                                 "cross-origin")
         who = self._who(headers)
         if who is None:
-            time.sleep(0.25)           # slows guessing; the page is read-only without a token
             reply = self._refuse(401, "refused: this needs an operator's token (Authorization: Bearer TOKEN); "
                                       "without one the page is read-only", client, mac_text,
                                  "bad token" if _bearer(headers) else "no token")
             reply.headers["WWW-Authenticate"] = 'Bearer realm="iot-controller"'
+            reply.delay = 0.25         # slows guessing (the server waits, not a worker); read-only without a token
             return reply
         try:
             mac = self._mac(mac_text)
@@ -563,9 +650,18 @@ class WebUI:
             if n <= 0 or n > MAX_BODY:
                 return _error(400 if n <= 0 else 413, "expected a JSON body of at most 16 KB")
             try:
-                body = json.loads(read_body(n))
-            except (ValueError, UnicodeDecodeError):
-                return _error(400, "the body is not valid JSON")
+                raw = read_body(n).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return _error(400, f"the body is not UTF-8 text (byte {exc.start})")
+            depth = json_depth(raw)
+            if depth > MAX_JSON_DEPTH:
+                return _error(400, f"the body nests {depth} levels deep; a pin needs at most {MAX_JSON_DEPTH}")
+            try:
+                body = json.loads(raw)
+            except ValueError as exc:
+                return _error(400, f"the body is not valid JSON: {exc}")
+            except RecursionError:          # json_depth bounds it; never a traceback for a body
+                return _error(400, "the body nests too deep")
             idx = self.index()
             dev = idx.by_mac.get(mac)
             if dev is None:
@@ -633,15 +729,14 @@ def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics
         if world_readable(cfg.web_token_file):
             LOG.warning(_structured("token_file_readable", file=cfg.web_token_file,
                                     advice="chmod 600: other users can read the operators' tokens"))
-    host = (cfg.http_host or "").strip("[]").lower()
-    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-    if cfg.web_pins and not loopback:
+    names = loopback_names(cfg.http_host)
+    if cfg.web_pins and names is None:
         LOG.warning(_structured("pins_not_loopback", host=cfg.http_host,
                                 advice="tokens cross the network in clear text; put TLS in front"))
     return WebUI(view, inventory_path=cfg.inventory_db, policy_file=cfg.policy_file, pins=cfg.web_pins, tokens=tokens,
                  inventory=inventory, reload=reload, traffic=traffic, metrics=metrics, vendor_of=vendor_of,
-                 host_names=LOOPBACK_NAMES + (host, f"[{host}]") if loopback else None)
+                 host_names=names)
 
 
-__all__ = ["WebUI", "from_config", "device_records", "rules_state", "installed_entries", "parse_explanation",
+__all__ = ["WebUI", "from_config", "host_check", "json_depth", "device_records", "rules_state", "installed_entries", "explanation_parts",
            "no_vendor", "oui_vendors"]

@@ -75,7 +75,7 @@ class Received:
 
 class FakeSwitch:
     def __init__(self, host: str, port: int, dpid: int = 1, ports=(1, 2, 3), connect_timeout: float = 20.0,
-                 tls=None):
+                 tls=None, source: str | None = None):
         self.dpid = dpid
         self.answer_echo = True
         self.echo_requests = 0
@@ -89,7 +89,8 @@ class FakeSwitch:
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
-                self.sock = socket.create_connection((host, port), timeout=2.0)
+                self.sock = socket.create_connection((host, port), timeout=2.0,
+                                                     source_address=(source, 0) if source else None)
                 break
             except OSError:
                 if time.monotonic() > deadline:

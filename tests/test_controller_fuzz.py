@@ -97,7 +97,7 @@ def _receive_path():
     from controller_app import ofconn, shell
     from controller_app.config import AppConfig
     from controller_app.core import Core, Settings
-    from controller_app.guard import RateLimitedLog
+    from controller_app.guard import FlapLog, RateLimitedLog
     from controller_app.observe import Metrics
     from controller_app.policy import default_policy_path, load_policy
     from controller_app.traffic import TrafficHistory
@@ -120,6 +120,7 @@ def _receive_path():
             self._batch, self._early, self._flush_requested = [], [], False
             self._drained = threading.Condition()
             self._switch_error_log = RateLimitedLog(logging.getLogger("controller_app"), burst=5, per=60.0)
+            self._flaps = FlapLog(logging.getLogger("controller_app"))
             self._last_flush = time.monotonic()
             self.worker = self
 
@@ -142,7 +143,8 @@ def _receive_path():
     ofproto_protocol.set_app_supported_versions(shell.IotControllerShell.OFP_VERSIONS)   # as the app manager does
     from classifier.capture.decode import decode_frames
     decode_frames([bytes(64)], [0], [64])          # the decoder's compiled kernel, loaded once (as the app does)
-    reg = ofconn.install(ofconn.Limits(max_malformed=10**9))       # as ryu-manager does, before the service starts
+    # as ryu-manager does, before the service starts (the datapaths here come up again and again: no back-off)
+    reg = ofconn.install(ofconn.Limits(max_malformed=10**9, reconnect_burst=10**9))
     app = App()
     brick = ofp_handler.OFPHandler()
     fw_handler.register_instance(brick)

@@ -5,6 +5,7 @@ and read as it is by the readers before that."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from types import SimpleNamespace
 
@@ -113,3 +114,30 @@ def test_a_failed_migration_leaves_the_old_schema_and_a_newer_schema_is_refused(
     monkeypatch.undo()
     with pytest.raises(InventoryError, match="inventory schema 3, this version reads 2"):
         Inventory(path)
+
+
+def test_the_inventory_holding_the_audit_is_its_owners_alone(tmp_path):
+    """Created 0600, SQLite's -wal and -shm too; an inventory an older version left 0644 is
+    narrowed to its owner and the app told (issue 19, item 8)."""
+    import stat as st_
+    path = str(tmp_path / "inv.sqlite")
+    inv = Inventory(path)
+    inv.add_audit(1.0, "alice", "127.0.0.1", "pin", "02:00:00:00:00:01", None, "category=camera", "d")
+    for p in (path, path + "-wal", path + "-shm"):
+        assert st_.S_IMODE(os.stat(p).st_mode) == 0o600, p
+    inv.close()
+    old = str(tmp_path / "old.sqlite")
+    Inventory(old).close()
+    os.chmod(old, 0o644)
+    told = []
+    Inventory(old, log=told.append).close()
+    assert st_.S_IMODE(os.stat(old).st_mode) == 0o600
+    assert told and "readable by others (mode 0644); now 0600" in told[0]
+
+
+def test_the_log_file_is_created_private(tmp_path):
+    import stat as st_
+    from controller_app.inventory import private_file
+    log = tmp_path / "controller.log"
+    private_file(str(log), "the log file")
+    assert log.exists() and st_.S_IMODE(log.stat().st_mode) == 0o600

@@ -153,7 +153,7 @@ def test_1500_idle_connections_leave_no_thread_behind(apps):
     n = 1500
     app = apps("--ofp-max-connections", "2000", "--ofp-max-connections-per-host", "2000",
                "--ofp-max-handshakes", "2000", "--ofp-max-handshakes-per-host", "2000",
-               "--ofp-handshake-timeout", "120")
+               "--ofp-handshake-timeout", "120", "--ofp-host-connect-burst", "4000")
     sw = ready_switch(app, 0x51)
     app.get("/status")
     time.sleep(1.0)
@@ -189,7 +189,9 @@ def test_1500_idle_connections_leave_no_thread_behind(apps):
 
 
 def test_timeouts_limits_and_running_out_of_file_descriptors(apps):
-    app = apps("--ofp-handshake-timeout", "1", "--ofp-echo-interval", "0.5", "--ofp-idle-timeout", "1.5")
+    # (--ofp-host-connect-burst raised: this test's floods are about the caps and accept(), not the back-off)
+    app = apps("--ofp-handshake-timeout", "1", "--ofp-echo-interval", "0.5", "--ofp-idle-timeout", "1.5",
+               "--ofp-host-connect-burst", "4000")
     sw = ready_switch(app, 0x61)
     pid = app.proc.pid
 
@@ -254,6 +256,59 @@ def test_timeouts_limits_and_running_out_of_file_descriptors(apps):
     assert app.proc.poll() is None
     sw.close()
     sw2.close()
+    assert app.stop() == 0
+
+
+# ---------------------------------------------------------------------------- a flapping switch
+
+
+def test_a_flapping_switch_backs_off_its_log_is_summarised_and_others_are_served(apps):
+    """A switch (from 127.0.0.2) that reconnects as fast as it can for 6 s comes up five times
+    (and once per 2 s here), then backs off; its switch_up and rule lines are written for its first time up, then one
+    switch_flapping line and counts; another switch (from 127.0.0.1) connects and gets a new
+    device's rules meanwhile; after its back-off the flapping switch is served again."""
+    app = apps("--ofp-reconnect-backoff-max", "4", "--ofp-reconnect-interval", "2")
+    lines0 = app.text().count("\n")
+    ups = attempts = 0
+    other_ready_s = other_rules_s = None
+    t_end = time.monotonic() + 6
+    other = None
+    while time.monotonic() < t_end:
+        try:
+            sw = FakeSwitch("127.0.0.1", app.of_port, dpid=0x77, ports=[1, 2], connect_timeout=2,
+                            source="127.0.0.2")
+        except OSError:
+            continue
+        attempts += 1
+        try:
+            sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0),
+                        timeout=1.0)
+            ups += 1
+        except TimeoutError:
+            pass
+        sw.close()
+        if other is None and attempts == 20:
+            t0 = time.monotonic()
+            other = ready_switch(app, 0x78)
+            other_ready_s = time.monotonic() - t0
+            t0 = time.monotonic()
+            learn(other, A, 1)
+            other.wait_for(lambda r: host_rule_for(other, A), timeout=5)
+            other_rules_s = time.monotonic() - t0
+    text = app.text()
+    assert attempts >= 20 and 5 <= ups <= 9, (attempts, ups)
+    assert text.count('"event": "switch_up", "dpid": "0000000000000077"') == 2     # a reconnection is no flap
+    assert '"event": "switch_flapping", "dpid": "0000000000000077"' in text
+    assert text.count('"dpid": "0000000000000077"') < 60            # its first time up, then summaries
+    assert other_ready_s < 2 and other_rules_s < 2, (other_ready_s, other_rules_s)
+    st = app.get("/status")["openflow"]["counts"]
+    assert st.get("reconnect_backoff", 0) >= 1
+    assert text.count("\n") - lines0 < 200
+    time.sleep(6.5)           # quiet: a token back (one per 2 s here) and the back-off (at most 4 s) over
+    back = FakeSwitch("127.0.0.1", app.of_port, dpid=0x77, ports=[1, 2], source="127.0.0.2")
+    back.wait_for(lambda r: flow_mods(back, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0), timeout=5)
+    back.close()
+    other.close()
     assert app.stop() == 0
 
 

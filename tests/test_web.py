@@ -21,7 +21,7 @@ from controller_app.pins import (MIN_TOKEN_LENGTH, PinError, PolicyEditor, Token
                                  pin_from_request)
 from controller_app.policy import Action, Override, load_policy, parse_policy
 from controller_app.traffic import TrafficHistory
-from controller_app.web import WebUI, parse_explanation
+from controller_app.web import WebUI, explanation_parts
 
 ROOT = Path(__file__).resolve().parent.parent
 M1, M2, M3 = (mac_to_int(f"02:00:00:00:01:0{i}") for i in (1, 2, 3))
@@ -186,18 +186,62 @@ def test_token_file(tmp_path):
         Tokens.load(str(tmp_path / "absent"))
 
 
-def test_explanations_parse_into_sessions_and_segment_features():
-    ex = parse_explanation("sessions: #12 amazon-aws (0.41), #3 AMAZON-02, US (0.22), #1 ? (0.05); "
-                           "segments: n_total (+0.31), mean_size (-0.04)")
-    assert ex["sessions"] == [{"position": 12, "pool": "amazon-aws", "weight": 0.41},
-                              {"position": 3, "pool": "AMAZON-02, US", "weight": 0.22},
-                              {"position": 1, "pool": "?", "weight": 0.05}]
-    assert ex["segments"] == [{"feature": "n_total", "change": 0.31}, {"feature": "mean_size", "change": -0.04}]
-    assert ex["text"] == []
-    odd = parse_explanation("top class camera at 0.41: no model reaches its open-set threshold (lowest 0.50)")
-    assert odd["sessions"] == [] and odd["text"] == [
-        "top class camera at 0.41: no model reaches its open-set threshold (lowest 0.50)"]
-    assert parse_explanation(None) == {"sessions": [], "segments": [], "text": []}
+FORGED = "camera; segments: TRUST_ME (+9.99)"
+
+
+def test_an_explanation_in_prose_is_one_value_never_split():
+    """A DHCP host name that reads like the engine's own parts is drawn as the words it is."""
+    text = f"identity camera 0.97; identity: DHCP host name {FORGED}; sessions: #1 evil (9.99)"
+    ex = explanation_parts(None, text, ["identity"])
+    assert ex["text"] == [text] and ex["segments"] == [] and ex["sessions"] == [] and not ex["structured"]
+    assert ex["vouching"] == ["identity"]
+    assert explanation_parts(None, None)["text"] == []
+
+
+def test_structured_explanations_keep_their_fields_and_a_devices_strings_as_values():
+    explain = {
+        "voters": [{"name": "identity", "category": "camera", "probability": 0.97, "threshold": 0.5, "vouches": True},
+                   {"name": "session", "category": "plug", "probability": "0.99"}],          # not a number: left out
+        "identity": [{"kind": "dhcp.hostname", "value": FORGED, "category": "camera", "weight": 2.0,
+                      "segments": [{"feature": "TRUST_ME", "change": 9.99}]}],            # a key of its own: dropped
+        "sessions": [{"position": 1, "pool": "as16509-amazon", "weight": 0.41}, {"position": "x", "pool": 1}],
+        "segments": [{"feature": "n_total", "change": 0.31}] * 80,
+        "notes": ["not confirmed: identity vouches for plug 0.97, not camera", {"text": 5}],
+        "TRUST_ME": [{"feature": "x", "change": 9.99}],
+    }
+    ex = explanation_parts(explain, "the prose", ["identity", "session"])
+    assert ex["structured"] and ex["text"] == []
+    assert ex["voters"] == [{"name": "identity", "category": "camera", "probability": 0.97, "threshold": 0.5,
+                             "vouches": True}]
+    assert ex["identity"] == [{"kind": "dhcp.hostname", "value": FORGED, "category": "camera", "weight": 2.0}]
+    assert ex["sessions"] == [{"position": 1, "pool": "as16509-amazon", "weight": 0.41}]
+    assert len(ex["segments"]) == 50 and ex["notes"] == [{"text": "not confirmed: identity vouches for plug 0.97, "
+                                                                  "not camera"}]
+    assert "TRUST_ME" not in ex and set(ex) == {"voters", "identity", "sessions", "segments", "notes", "text",
+                                                 "vouching", "structured"}
+
+
+def test_the_device_page_gets_the_engines_structured_explanation_from_the_inventory(tmp_path):
+    from classifier.engine.decision import Decision
+    from controller_app.inventory import Inventory
+    inv_path = str(tmp_path / "inv.sqlite")
+    inv = Inventory(inv_path)
+    rec = _record(1)
+    mac = mac_to_int(rec["mac"])
+    explain = {"identity": [{"kind": "dhcp.hostname", "value": FORGED, "category": "camera"}],
+               "voters": [{"name": "identity", "category": "camera", "probability": 0.97, "threshold": 0.5,
+                           "vouches": True}]}
+    inv.record_decision(mac, 10**9, Decision("camera", 0.97, "provisional", "m", f"identity: {FORGED}",
+                                             {"packets": 3, "explain": explain}, ("identity",)))
+    inv.record_decision(mac, 2 * 10**9, Decision("camera", 0.97, "provisional", "m", f"identity: {FORGED}",
+                                                 {"packets": 4}, ("identity",)))
+    inv.close()
+    ui = WebUI(_View([rec]), inventory_path=inv_path)
+    st_, body = _get(ui, f"/api/devices/{rec['mac']}")
+    structured, prose = body["history"]
+    assert structured["evidence"] == {"packets": 3} and structured["explained"]["identity"][0]["value"] == FORGED
+    assert structured["explained"]["segments"] == []
+    assert prose["explained"]["text"] == [f"identity: {FORGED}"] and prose["explained"]["segments"] == []
 
 
 def test_traffic_rates_from_counters_and_a_reinstalled_entry():

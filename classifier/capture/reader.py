@@ -15,8 +15,12 @@ Offsets in messages are into the decompressed capture when the file is compresse
 Size: a capture larger than :func:`max_capture_bytes` (default :data:`DEFAULT_MAX_CAPTURE_BYTES`,
 1 GiB; ``$IOT_MAX_CAPTURE_SIZE``, or ``iotclass --max-capture-size``) is refused, a compressed
 one as soon as its decompressed bytes pass the limit, so that a small file that inflates to
-gigabytes (a "compression bomb") costs at most the limit in memory. The whole capture is held
-in memory once (decompressed into the buffer the kernels read, not copied).
+gigabytes (a "compression bomb") is refused as soon as its output passes the limit. Input is
+read and decompressed a megabyte at a time; the first :data:`SPOOL_MEMORY` (32 MiB) of a
+capture are held in memory, the rest goes to an unlinked temporary file that is mapped (not
+read) into memory as the buffer the kernels read: what reading any capture costs in process
+memory is about that and the decompressor's state (xz: at most :data:`XZ_MEMLIMIT`), whatever
+its size or compression ratio.
 """
 
 from __future__ import annotations
@@ -198,42 +202,91 @@ def _too_big(name: str, limit: int, what: str) -> CaptureError:
                                     f"{_raise_hint()}")
 
 
-def _read_all(source: Source, name: str, limit: int | None = None) -> bytearray:
-    """The source's bytes (a bytearray), refused beyond ``limit`` (the capture size limit)."""
-    limit = max_capture_bytes() if limit is None else limit
+#: Bytes of a capture (decompressed) held in memory; beyond, the rest goes to a temporary file
+#: that is mapped, not read, into memory: what a capture costs in process memory is bounded by
+#: this (and the decompressor's state), not by its size, so a compression bomb peaks here too.
+SPOOL_MEMORY = 32 << 20
+#: Compressed input read at a time, and decompressed output produced at a time.
+STEP = 1 << 20
+
+
+class _Spool:
+    """Where a capture's bytes go as they are read or decompressed: memory up to
+    :data:`SPOOL_MEMORY`, then an unlinked temporary file; refused past ``limit``."""
+
+    def __init__(self, name: str, limit: int, memory: int | None = None):
+        self.name, self.limit = name, limit
+        self.memory = SPOOL_MEMORY if memory is None else memory
+        self.buf = bytearray()
+        self.file = None
+        self.n = 0
+
+    def write(self, piece, too_big) -> None:
+        if not piece:
+            return
+        if self.n + len(piece) > self.limit:
+            raise too_big()
+        if self.file is None and self.n + len(piece) > self.memory:
+            import tempfile
+            self.file = tempfile.TemporaryFile(prefix="iotclass-capture-")
+            self.file.write(self.buf)
+            self.buf = bytearray()
+        if self.file is not None:
+            self.file.write(piece)
+        else:
+            self.buf += piece
+        self.n += len(piece)
+
+    def finish(self):
+        """(the bytes, as the readers take them; the buffer the kernels read: the bytes and
+        :data:`PAD` zero bytes)."""
+        if self.file is None:
+            data = self.buf
+            buf = _padded(data)                  # extends the bytearray in place: the bytes are a view
+            return memoryview(data)[:self.n], buf
+        import mmap
+        self.file.write(bytes(PAD))
+        self.file.flush()
+        mm = mmap.mmap(self.file.fileno(), self.n + PAD, access=mmap.ACCESS_COPY)
+        self.file.close()                      # the mapping keeps the (unlinked) file's pages
+        buf = np.frombuffer(mm, dtype=np.uint8)
+        return memoryview(mm)[:self.n], buf
+
+
+def _chunks(source: Source, name: str, limit: int):
+    """(the source's size when known, an iterator over its bytes in chunks of :data:`STEP`)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) > limit:
-            raise _too_big(name, limit, f"{len(source)} bytes,")
-        return bytearray(source)
+        view = memoryview(source)
+        return len(view), (view[i:i + STEP] for i in range(0, len(view), STEP))
     if isinstance(source, (str, os.PathLike)):
         try:
-            with open(source, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                if stat.S_ISREG(st.st_mode) and st.st_size > limit:
-                    raise _too_big(name, limit, f"{st.st_size} bytes,")
-                return _read_stream(fh, limit, name)
+            fh = open(source, "rb")
+            st = os.fstat(fh.fileno())
         except OSError as exc:
             raise CaptureError(name, None, f"cannot open: {exc.strerror or exc}") from None
+        size = st.st_size if stat.S_ISREG(st.st_mode) else None
+        return size, _file_chunks(fh, name, close=True)
+    return None, _file_chunks(source, name, close=False)
+
+
+def _file_chunks(fh, name: str, close: bool):
     try:
-        return _read_stream(source, limit, name)
-    except OSError as exc:
-        raise CaptureError(name, None, f"cannot read stream: {exc}") from None
-
-
-def _read_stream(fh, limit: int, name: str) -> bytearray:
-    out = bytearray()
-    while True:
-        piece = fh.read(min(1 << 22, limit + 1 - len(out)))
-        if not piece:
-            return out
-        out += piece
-        if len(out) > limit:
-            raise _too_big(name, limit, "holds")
+        while True:
+            try:
+                piece = fh.read(STEP)
+            except OSError as exc:
+                raise CaptureError(name, None, f"cannot read: {exc.strerror or exc}") from None
+            if not piece:
+                return
+            yield piece
+    finally:
+        if close:
+            fh.close()
 
 
 #: Memory an xz stream's decoder may take (its header names its dictionary size; ``xz -9``
 #: needs 65 MiB): a crafted header cannot make the decoder allocate more than this.
-XZ_MEMLIMIT = 256 << 20
+XZ_MEMLIMIT = 96 << 20
 
 _DECOMPRESSORS = {
     "gzip": lambda: zlib.decompressobj(wbits=31),
@@ -261,62 +314,88 @@ def _feed(dec, src, step: int, kind: str, pos: int, name: str) -> bytes:
         raise CaptureError(name, pos, f"corrupt {kind} data near compressed byte {pos}: {exc}") from None
 
 
-def _inflate_member(kind: str, data, pos: int, out: bytearray, limit: int, name: str,
-                    step: int = 1 << 20) -> tuple[int, bool]:
-    """Decompress the member (gzip) or stream (xz, bzip2) starting at compressed byte ``pos``
-    into ``out``, never producing more than ``step`` bytes at a time nor ``out`` beyond
-    ``limit``. Returns (compressed position after it, whether its end was found)."""
-    dec = _DECOMPRESSORS[kind]()
-    tail = b""
-    while True:
-        if kind == "gzip":
-            if tail:
-                src = tail
+def _inflate(kind: str, first: bytes, rest, spool: _Spool, name: str, warnings: list, size: int | None) -> None:
+    """Decompress ``first`` and the chunks of ``rest`` (gzip members or xz/bzip2 streams one
+    after the other; zero padding after the last allowed) into ``spool``, never producing more
+    than :data:`STEP` bytes at a time: a stream whose output passes the limit is refused as soon
+    as it does, having held at most the spool's memory."""
+    total = f" of {size}" if size is not None else ""
+    src = bytes(first)
+    pos = len(src)                           # compressed bytes read so far
+    while True:                              # one member (gzip) or stream (xz, bzip2)
+        member_start = pos - len(src)
+        dec = _DECOMPRESSORS[kind]()
+        while True:
+            if kind == "gzip" or dec.needs_input:
+                if not src:
+                    src = bytes(next(rest, b""))
+                    pos += len(src)
+                    if not src:
+                        warnings.append(CaptureWarning(
+                            name, pos, f"{kind} stream ends early (member starting at compressed byte "
+                                       f"{max(member_start, 0)}); reading what was decompressed"))
+                        return
+                feed, src = src, b""
             else:
-                src = data[pos:pos + step]
-                pos += len(src)
-            piece = _feed(dec, src, step, kind, pos, name)
-            tail = dec.unconsumed_tail
-        else:
-            if dec.needs_input:
-                if pos >= len(data):
-                    return pos, False
-                src = data[pos:pos + step]
-                pos += len(src)
-            else:
-                src = b""
-            piece = _feed(dec, src, step, kind, pos, name)
-        if len(out) + len(piece) > limit:
-            raise _too_big(name, limit, f"{kind} data that decompresses (by compressed byte {pos} of {len(data)}) to")
-        out += piece
-        if dec.eof:
-            return pos - len(dec.unused_data), True
-        if kind == "gzip" and not tail and not piece and pos >= len(data):
-            return pos, False
+                feed = b""
+            piece = _feed(dec, feed, STEP, kind, pos, name)
+            if kind == "gzip":
+                src = dec.unconsumed_tail
+            spool.write(piece, lambda: _too_big(
+                name, spool.limit, f"{kind} data that decompresses (by compressed byte {pos}{total}) to"))
+            if dec.eof:
+                src = bytes(dec.unused_data) + src
+                break
+        # after a member: the end, trailing zero padding, or the next member
+        while not src.strip(b"\x00"):
+            more = bytes(next(rest, b""))
+            if not more:
+                return
+            pos += len(more)
+            if more.strip(b"\x00"):
+                src = more if not src else src + more
+                break
+            src = b""
 
 
 def _decompress(data, name: str, warnings: list, limit: int | None = None) -> tuple[bytearray, str]:
-    """Undo gzip/xz/bzip2 compression (several members or streams allowed), at most ``limit``
-    bytes of output (the capture size limit)."""
+    """Undo gzip/xz/bzip2 compression of ``data`` (several members or streams allowed), at most
+    ``limit`` bytes of output (the capture size limit)."""
     kind = compression_of(data)
     if not kind:
         return data, ""
     limit = max_capture_bytes() if limit is None else limit
-    out = bytearray()
-    pos = 0
-    while pos < len(data):
-        member_start = pos
-        pos, complete = _inflate_member(kind, data, pos, out, limit, name)
-        if not complete:
-            warnings.append(CaptureWarning(
-                name, len(data),
-                f"{kind} stream ends early (member starting at compressed byte {member_start}); "
-                "reading what was decompressed"))
+    spool = _Spool(name, limit, memory=1 << 62)             # the caller wants the bytes in memory
+    view = memoryview(data)
+    _inflate(kind, b"", (view[i:i + STEP] for i in range(0, len(view), STEP)), spool, name, warnings, len(view))
+    return spool.buf, kind
+
+
+def _load(source: Source, name: str, limit: int, warnings: list):
+    """(the capture's bytes, decompressed; the padded buffer the kernels read; the compression)."""
+    size, chunks = _chunks(source, name, limit)
+    first = b""
+    while len(first) < 6:
+        piece = next(chunks, b"")
+        if not len(piece):
             break
-        # Trailing zero padding after the last member is common (tape/block writers).
-        if pos < len(data) and not bytes(data[pos:]).strip(b"\x00"):
-            break
-    return out, kind
+        first += bytes(piece)
+    kind = compression_of(first)
+    if not kind and size is not None and size > limit:
+        raise _too_big(name, limit, f"{size} bytes,")
+    spool = _Spool(name, limit)
+    if kind:
+        _inflate(kind, first, chunks, spool, name, warnings, size)
+    else:
+        what = (lambda: _too_big(name, limit, f"{size} bytes,")) if size is not None else \
+            (lambda: _too_big(name, limit, "holds"))
+        spool.write(first, what)
+        for piece in chunks:
+            spool.write(piece, what)
+    if not first:
+        raise CaptureError(name, 0, "empty file, not a capture")
+    data, buf = spool.finish()
+    return data, buf, kind
 
 
 def _padded(data) -> np.ndarray:
@@ -584,8 +663,24 @@ def _read_pcap(name: str, data, warnings: list, buf: np.ndarray) -> Frames:
     n, status, stop, value, off, sec, frac, cap, wire = _walk_pcap(buf, 24, len(data), big, MAX_CAPLEN)
     _status_error(name, status, int(stop), int(value), "record", warnings, len(data))
     ts = sec.astype(np.int64) * 1_000_000_000 + frac.astype(np.int64) * (1 if nano else 1000)
+    snaplen = struct.unpack_from(">I" if big else "<I", data, 16)[0]
+    _snaplen_warning(name, off[:n] - 16, cap[:n], snaplen, "the file's", warnings)
     return Frames(name, buf, off, cap, wire, ts, np.full(n, linktype, np.uint16),
                   "pcap-ns" if nano else "pcap", warnings)
+
+
+def _snaplen_warning(name: str, record_at: np.ndarray, cap: np.ndarray, snaplen: int, whose: str,
+                     warnings: list) -> None:
+    """Records that captured more bytes than their snap length say: read as they are (their
+    lengths are checked against the file and the packet's own length), with one warning."""
+    if not snaplen or not len(cap):
+        return
+    over = np.flatnonzero(cap > snaplen)
+    if len(over):
+        first = int(over[0])
+        warnings.append(CaptureWarning(name, int(record_at[first]), (
+            f"{len(over)} record(s) captured more bytes than {whose} snap length of {snaplen} (the first, "
+            f"{int(cap[first])} bytes, at byte {int(record_at[first])}); read as they are")))
 
 
 def _idb_options(name: str, data: bytes, off: int, big: bool) -> tuple[int, int, int, int]:
@@ -668,6 +763,9 @@ def _read_pcapng(name: str, data, warnings: list, buf: np.ndarray) -> Frames:
             spb = sel & (kind == 3)
             if snap and spb.any():  # simple packet blocks keep at most the snap length
                 cap[spb] = np.minimum(cap[spb], snap)
+            if snap:
+                epb = sel & (kind != 3)
+                _snaplen_warning(name, off[epb] - 28, cap[epb], snap, f"interface {i}'s", warnings)
     return Frames(name, buf, off, cap, wire, ts, linktype, "pcapng", warnings)
 
 
@@ -680,13 +778,9 @@ def read_frames(source: Source, name: str | None = None, max_bytes: int | None =
     """
     name = _source_name(source, name)
     limit = max_capture_bytes() if max_bytes is None else max_bytes
-    raw = _read_all(source, name, limit)
     warnings: list = []
-    if not raw:
-        raise CaptureError(name, 0, "empty file, not a capture")
-    data, compression = _decompress(raw, name, warnings, limit)
-    del raw
-    if compression and not data:
+    data, buf, compression = _load(source, name, limit, warnings)
+    if compression and not len(data):
         raise CaptureError(name, 0, f"{compression} stream holds no data")
     n = len(data)
     magic = bytes(data[:4])
@@ -699,8 +793,7 @@ def read_frames(source: Source, name: str | None = None, max_bytes: int | None =
     else:
         raise CaptureError(name, 0, f"not a capture: unknown magic 0x{magic.hex() or '(none)'} "
                                     "(expected pcap, pcapng, or one of them gzip/xz/bzip2 compressed)")
-    buf = _padded(data)
-    frames = reader(name, memoryview(data)[:n] if isinstance(data, bytearray) else data, warnings, buf)
+    frames = reader(name, data, warnings, buf)
     if compression:
         frames.format += f"+{compression}"
     return frames

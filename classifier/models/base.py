@@ -110,10 +110,21 @@ def write_model(path: str | Path, tensors: dict, meta: dict) -> None:
     os.chmod(path, 0o644)  # safetensors writes 0600; models are shared read-only data
 
 
+#: Largest model file read (the shipped ones are under 2 MB): a larger one is refused before
+#: its tensors are read into memory.
+MAX_MODEL_BYTES = 256 << 20
+
+
 def open_regular(path: str, error=None, what: str = "model file"):
     """A binary file object for ``path``, refusing anything but a regular file without waiting
-    on it (FIFOs and devices are opened non-blocking and refused)."""
+    on it (FIFOs and devices are opened non-blocking and refused), and a link that leads out of
+    the folder it is named in (a model's files are its folder's own: a crafted folder cannot
+    make the loader read ``/etc/shadow`` or another user's files through a link)."""
     error = error or ModelError
+    real = os.path.realpath(path)
+    home = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    if os.path.dirname(real) != home:
+        raise error(f"{path}: a link to {real}, outside its folder {home}; a model's files must be in its folder")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -133,6 +144,8 @@ def read_header(path: str | Path) -> tuple[dict[str, tuple[str, tuple[int, ...]]
     path = str(path)
     with open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
+        if size > MAX_MODEL_BYTES:
+            raise ModelError(f"{path}: {size} bytes, larger than the {MAX_MODEL_BYTES} bytes a model file may be")
         if size < 8:
             raise ModelError(f"{path}: {size} bytes, too short for a model file")
         (n,) = struct.unpack("<Q", fh.read(8))

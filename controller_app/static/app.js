@@ -301,23 +301,47 @@ function bar(value, max, cls) {
 }
 
 function explanationCell(h) {
-  const ex = h.explained || { sessions: [], segments: [], text: [] };
+  // Structured parts only (controller_app.web.explanation_parts): every string is drawn as text,
+  // as one value; nothing here splits or parses what the engine or a device wrote.
+  const ex = h.explained || {};
+  const part = (name) => Array.isArray(ex[name]) ? ex[name] : [];
   const box = el("div", { class: "explain" });
-  if (ex.sessions.length) {
-    const max = Math.max(...ex.sessions.map((s) => s.weight));
+  const voters = part("voters");
+  if (voters.length) {
+    box.append(el("div", { class: "sub", text: "Voters (class, probability, threshold)" }),
+      el("table", { class: "mini" }, el("tbody", {}, voters.map((v) =>
+        el("tr", {}, el("td", { text: v.name }), el("td", { text: v.category }),
+           el("td", {}, bar(v.probability, 1)), el("td", { class: "num", text: v.probability.toFixed(2) }),
+           el("td", { class: "muted small", text: v.threshold === null ? "" : `≥ ${v.threshold.toFixed(2)}` }),
+           el("td", { class: "muted small", text: v.vouches ? "vouches" : "" }))))));
+  } else if (part("vouching").length) {
+    box.append(el("div", { class: "muted small", text: `vouching: ${part("vouching").join(", ")}` }));
+  }
+  const ids = part("identity");
+  if (ids.length) {
+    box.append(el("div", { class: "sub", text: "What the device said about itself" }),
+      el("table", { class: "mini" }, el("tbody", {}, ids.map((r) =>
+        el("tr", {}, el("td", { class: "muted", text: r.kind }), el("td", { class: "pool", text: r.value }),
+           el("td", { text: r.category || "" }))))));
+  }
+  const sessions = part("sessions");
+  if (sessions.length) {
+    const max = Math.max(...sessions.map((s) => s.weight));
     box.append(el("div", { class: "sub", text: "Attended sessions (IP pool, attention weight)" }),
-      el("table", { class: "mini" }, el("tbody", {}, ex.sessions.map((s) =>
+      el("table", { class: "mini" }, el("tbody", {}, sessions.map((s) =>
         el("tr", {}, el("td", { class: "muted", text: `#${s.position}` }), el("td", { class: "pool", text: s.pool }),
            el("td", {}, bar(s.weight, max)), el("td", { class: "num", text: s.weight.toFixed(2) }))))));
   }
-  if (ex.segments.length) {
-    const max = Math.max(...ex.segments.map((s) => Math.abs(s.change)));
+  const segments = part("segments");
+  if (segments.length) {
+    const max = Math.max(...segments.map((s) => Math.abs(s.change)));
     box.append(el("div", { class: "sub", text: "Segment features (change when occluded)" }),
-      el("table", { class: "mini" }, el("tbody", {}, ex.segments.map((s) =>
+      el("table", { class: "mini" }, el("tbody", {}, segments.map((s) =>
         el("tr", {}, el("td", { class: "pool", text: s.feature }), el("td", {}, bar(s.change, max, s.change < 0 ? "neg" : "")),
            el("td", { class: "num", text: (s.change >= 0 ? "+" : "") + s.change.toFixed(2) }))))));
   }
-  for (const t of ex.text) box.append(el("div", { text: t }));
+  for (const n of part("notes")) box.append(el("div", { text: n.text }));
+  for (const t of part("text")) box.append(el("div", { class: "explain-text", text: t }));
   if (!box.childNodes.length) box.append(el("span", { class: "muted", text: "–" }));
   return box;
 }
