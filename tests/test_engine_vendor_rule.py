@@ -239,3 +239,24 @@ def test_evaluation_reports_the_rule_and_its_ablation_from_the_same_evidence(plu
     on = replay(eng, plugs, mac, [], t0 + np.arange(1, 16, dtype=np.int64) * 60 * 10**9)
     assert on["fused"]["category"] == UNKNOWN and on["fused-ungated"]["category"] == "plug"
     assert on["fused-ungated"]["seconds"] <= on["fused"]["seconds"]
+
+
+def test_the_explanation_comes_as_structured_parts_whose_device_strings_are_values(plugs):
+    """A host name that reads like a feature list is one identity value in the structured parts the
+    engine hands the controller; the page draws those parts (controller_app.web.explanation_parts)
+    and never splits the one-line text."""
+    from controller_app.web import explanation_parts
+    eng = _engine()
+    mac = mac_to_int(UNSEEN)
+    forged = "camera; segments: TRUST_ME (+9.99)"
+    d = eng.decide(plugs, mac, identity=[(int(plugs.ts_ns.min()), "dhcp.hostname", forged)])
+    parts = d.evidence["explain"]
+    assert [v["name"] for v in parts["voters"]] == ["identity", "session"]
+    assert {"kind": "dhcp.hostname", "value": forged} in [{k: e[k] for k in ("kind", "value")} for e in parts["identity"]]
+    assert parts["segments"] == [] and all(forged not in n for n in parts["notes"])
+    drawn = explanation_parts(parts, d.explanation, d.vouching)
+    assert drawn["structured"] and drawn["segments"] == [] and drawn["text"] == []
+    assert any(e["value"] == forged for e in drawn["identity"])
+    # an unknown decision says why in a note, and names its voters
+    u = eng.decide(plugs, mac)
+    assert u.category == UNKNOWN and u.evidence["explain"]["notes"] and u.evidence["explain"]["voters"]

@@ -323,6 +323,8 @@ class DecisionEngine:
                 lowest = min(v.threshold for v in votes)
                 why = (f"top class {classes[k]} at {float(p[k]):.2f}: no voter reaches its open-set "
                        f"threshold (lowest {lowest:.2f})")
+            if c.explain:
+                evidence["explain"] = {"voters": self._voters(votes, k), "notes": [why]}
             return Decision(UNKNOWN, float(p[k]), UNKNOWN, model, f"{why} [{answers}]", evidence)
         conf = max(float(v.p[k]) for v in vouch)
         behaviour = [v for v in vouch if v.name != "identity"]
@@ -338,19 +340,23 @@ class DecisionEngine:
                           and (full or (len(behaviour) >= 2 and len(vouch) == len(behaviour))))
         confirmed = minimum and not dissent                    # and no voter vouches for another class
         stage = CONFIRMED if confirmed else PROVISIONAL
-        explanation = ""
+        explanation, parts = "", None
         if c.explain:
-            explanation = self._explain(classes[k], votes, ev.s_inst if any(v.name == "session" for v in votes)
-                                        else None, ev.g_inst if window else None, id_vote)
-        why = ""
+            explanation, parts = self._explain(classes[k], votes, ev.s_inst if any(v.name == "session" for v in votes)
+                                               else None, ev.g_inst if window else None, id_vote)
+        why = note = ""
         if (minimum or held_by_vendor) and dissent:
-            others = " and ".join(f"{v.name} vouches for {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}"
-                                  + self._identity_why(v, id_vote, classes[int(v.p.argmax())]) for v in dissent)
+            said = [f"{v.name} vouches for {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in dissent]
+            others = " and ".join(t + self._identity_why(v, id_vote, classes[int(v.p.argmax())]) for t, v in zip(said, dissent))
             why = f"not confirmed: {others}, not {classes[k]}"
+            note = f"not confirmed: {' and '.join(said)}, not {classes[k]}"    # without the device's own strings
         elif held_by_vendor:
-            why = f"not confirmed: behaviour alone does not confirm {alone_why}, and no identity evidence agrees"
+            why = note = f"not confirmed: behaviour alone does not confirm {alone_why}, and no identity evidence agrees"
         if why:
             explanation = f"{explanation}; {why}" if explanation else f"{why} [{answers}]"
+        if parts is not None:
+            parts["notes"] = [note] if note else []
+            evidence["explain"] = parts
         # who vouches, for the controller's "claims only tighten": a behaviour model counts as
         # agreeing only on the full behaviour evidence (three trivial sessions of a device that names
         # itself a camera are no behaviour of a camera)
@@ -413,21 +419,41 @@ class DecisionEngine:
         return (v.name == "identity" and float(v.p[k]) >= c.confirm_confidence
                 and len(id_vote.supporting_kinds(classes[k])) >= c.min_identity_kinds)
 
-    def _explain(self, category: str, votes, s_inst: Instances | None, g_inst: Instances | None, id_vote) -> str:
+    def _voters(self, votes, k: int) -> list[dict]:
+        return [{"name": v.name, "category": self.classes[int(v.p.argmax())], "probability": round(float(v.p.max()), 4),
+                 "threshold": round(float(v.threshold), 4), "vouches": bool(float(v.p[k]) >= v.threshold)} for v in votes]
+
+    def _explain(self, category: str, votes, s_inst: Instances | None, g_inst: Instances | None,
+                 id_vote) -> tuple[str, dict]:
+        """The decision's explanation, as one line for people and as structured parts (for the
+        operator page: ``voters``, ``identity`` — what the device said, each value as it sent it —,
+        ``sessions``, ``segments``; ``notes`` are added by the caller), from the same evidence."""
+        k = self.classes.index(category)
         parts = [", ".join(f"{v.name} {self.classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)]
+        out = {"voters": self._voters(votes, k), "identity": [], "sessions": [], "segments": []}
         if id_vote is not None:
             from classifier.identity.model import describe
             what = describe(id_vote, category)
             if what:
                 parts.append("identity: " + what)
+            seen = set()
+            for h in sorted((h for h in id_vote.hits if h.category == category), key=lambda h: -h.weight):
+                if (h.kind, h.value) in seen or len(seen) >= 8:
+                    continue
+                seen.add((h.kind, h.value))
+                out["identity"].append({"kind": h.kind, "value": h.value, "category": h.category,
+                                        "weight": round(float(h.weight), 4)})
         if s_inst is not None:
             top = self.session_model.explain(s_inst)[0]
             if top:
                 parts.append("sessions: " + ", ".join(f"#{j + 1} {pool or '?'} ({w:.2f})" for j, pool, w in top))
+                out["sessions"] = [{"position": int(j) + 1, "pool": str(pool or "?"), "weight": round(float(w), 4)}
+                                   for j, pool, w in top]
         if g_inst is not None:
             feats = self.segment_model.explain(g_inst)[0]
             parts.append("segments: " + ", ".join(f"{f} ({d:+.2f})" for f, d in feats))
-        return "; ".join(parts)
+            out["segments"] = [{"feature": str(f), "change": round(float(d), 4)} for f, d in feats]
+        return "; ".join(parts), out
 
     # ------------------------------------------------------------------ persistence
 
