@@ -11,7 +11,6 @@ on these arrays, never by copying packets per device.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -33,22 +32,57 @@ def is_unicast(macs: np.ndarray) -> np.ndarray:
     return (group_bit == np.uint64(0)) & (macs != np.uint64(0))
 
 
-@dataclass
 class DeviceView:
     """The packets of each device, as indices into a packet table.
 
     Entries ``start[d]:start[d + 1]`` belong to device ``d`` (MAC ``macs[d]``), in time
     order; ``pkt`` indexes the packet table and ``tx`` says whether the device sent it.
+
+    The view is held per packet -- ``tx_dev`` / ``rx_dev``: the device that sent / received
+    each packet (-1: none), ``order``: the packets in time order (None: the table's order is
+    time order) -- which is what the feature kernels walk; the entry arrays ``pkt``, ``dev``
+    and ``tx`` are laid out when first read. ``t_first`` / ``t_last``: each device's first and
+    last packet time.
     """
 
-    macs: np.ndarray
-    pkt: np.ndarray
-    dev: np.ndarray
-    tx: np.ndarray
-    start: np.ndarray
+    def __init__(self, macs: np.ndarray, start: np.ndarray, tx_dev: np.ndarray, rx_dev: np.ndarray,
+                 order: np.ndarray | None, t_first: np.ndarray, t_last: np.ndarray):
+        self.macs = macs
+        self.start = start
+        self.tx_dev = tx_dev
+        self.rx_dev = rx_dev
+        self.order = order
+        self.t_first = t_first
+        self.t_last = t_last
+        self._entries = None
 
     def __len__(self) -> int:
         return len(self.macs)
+
+    def _laid_out(self):
+        if self._entries is None:
+            from classifier.features.kernels import split_fill
+            order = self.order if self.order is not None else np.zeros(0, np.int64)
+            self._entries = split_fill(self.tx_dev, self.rx_dev, self.start, order, self.order is not None)
+        return self._entries
+
+    @property
+    def pkt(self) -> np.ndarray:
+        return self._laid_out()[0]
+
+    @property
+    def dev(self) -> np.ndarray:
+        return self._laid_out()[1]
+
+    @property
+    def tx(self) -> np.ndarray:
+        return self._laid_out()[2]
+
+    def walk(self) -> tuple[np.ndarray, bool]:
+        """(the packets' time order, whether to use it) as the kernels take them."""
+        if self.order is None:
+            return np.zeros(0, np.int64), False
+        return self.order, True
 
     def entries(self, d: int) -> slice:
         return slice(int(self.start[d]), int(self.start[d + 1]))
@@ -62,25 +96,21 @@ def split_devices(pk: Packets, gateways: Iterable[int | str] | None = None,
     """Split a packet table into per-device streams.
 
     ``gateways``: MACs never treated as devices. ``devices``: when given, only these MACs.
+    Device ids follow the MACs' order; within a device, entries are in (time, packet) order,
+    a packet's transmitted entry before its received one (one numba pass over the packets:
+    :mod:`classifier.features.kernels`).
     """
+    from classifier.features.kernels import ranked, split_ids
     gw = as_mac_ints(gateways)
-    src_ok = is_unicast(pk.eth_src)
-    dst_ok = is_unicast(pk.eth_dst)
-    if len(gw):
-        src_ok &= ~np.isin(pk.eth_src, gw)
-        dst_ok &= ~np.isin(pk.eth_dst, gw)
-    if devices is not None:
-        only = as_mac_ints(devices)
-        src_ok &= np.isin(pk.eth_src, only)
-        dst_ok &= np.isin(pk.eth_dst, only)
-    tx_idx = np.flatnonzero(src_ok)
-    rx_idx = np.flatnonzero(dst_ok)
-    pkt = np.concatenate([tx_idx, rx_idx])
-    mac = np.concatenate([pk.eth_src[tx_idx], pk.eth_dst[rx_idx]])
-    tx = np.concatenate([np.ones(len(tx_idx), bool), np.zeros(len(rx_idx), bool)])
-    macs, dev = np.unique(mac, return_inverse=True)
-    dev = dev.astype(np.int32)
-    order = np.lexsort((pkt, pk.ts_ns[pkt], dev))
-    pkt, dev, tx = pkt[order], dev[order], tx[order]
-    start = np.searchsorted(dev, np.arange(len(macs) + 1), side="left").astype(np.int64)
-    return DeviceView(macs=macs, pkt=pkt, dev=dev, tx=tx, start=start)
+    only = as_mac_ints(devices) if devices is not None else np.zeros(0, np.uint64)
+    ts = pk.ts_ns
+    dev_tx, dev_rx, keys, counts, tmin, tmax, ordered = split_ids(pk.eth_src, pk.eth_dst, ts, gw, only,
+                                                                  devices is not None)
+    by_mac = np.argsort(keys, kind="stable")
+    rank = np.empty(len(keys), np.int32)
+    rank[by_mac] = np.arange(len(keys), dtype=np.int32)
+    ranked(dev_tx, dev_rx, rank)
+    start = np.zeros(len(keys) + 1, np.int64)
+    np.cumsum(counts[by_mac], out=start[1:])
+    order = None if ordered else np.argsort(ts, kind="stable")
+    return DeviceView(keys[by_mac], start, dev_tx, dev_rx, order, tmin[by_mac], tmax[by_mac])

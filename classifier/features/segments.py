@@ -12,7 +12,8 @@ standard deviation, variance, skewness, kurtosis) over all, user, control, recei
 transmitted packets. Statistics are population moments; skewness and (excess) kurtosis
 are 0 when the variance is 0, as are all statistics of an empty subset.
 
-Everything is computed with grouped numpy reductions over the device view, never per packet.
+Everything is computed in columnar passes over the device view (numba kernels,
+:mod:`classifier.features.kernels`), never with per-packet Python.
 """
 
 from __future__ import annotations
@@ -95,29 +96,23 @@ def _segments(pk: Packets, view: DeviceView, interval: float, end_ns: int | None
     return ts, g, dev_of_seg, k, start, complete, G
 
 
-def _grouped_stats(x: np.ndarray, g: np.ndarray, G: int) -> np.ndarray:
-    """Length statistics per group; ``g`` must be sorted. Returns (G, len(STATS))."""
+def _moments(n: np.ndarray, s1: np.ndarray, mx: np.ndarray, mn: np.ndarray, m2: np.ndarray, m3: np.ndarray,
+             m4: np.ndarray) -> np.ndarray:
+    """Length statistics (G, len(STATS)) from one subset's per-group count, sum, max, min and
+    sums of the deviations' 2nd, 3rd and 4th powers (0 for empty groups)."""
+    G = len(n)
     out = np.zeros((G, len(STATS)))
-    if len(x) == 0:
-        return out
-    n = np.bincount(g, minlength=G).astype(np.float64)
-    s1 = np.bincount(g, weights=x, minlength=G)
     has = n > 0
     mean = np.zeros(G)
     mean[has] = s1[has] / n[has]
-    d = x - mean[g]
-    d2 = d * d
-    m2 = np.zeros(G)
-    m3 = np.zeros(G)
-    m4 = np.zeros(G)
-    m2[has] = np.bincount(g, weights=d2, minlength=G)[has] / n[has]
-    m3[has] = np.bincount(g, weights=d2 * d, minlength=G)[has] / n[has]
-    m4[has] = np.bincount(g, weights=d2 * d2, minlength=G)[has] / n[has]
-    bounds = np.flatnonzero(np.diff(g)) + 1
-    firsts = np.concatenate([[0], bounds])
-    groups = g[firsts]
-    out[groups, 0] = np.maximum.reduceat(x, firsts)
-    out[groups, 1] = np.minimum.reduceat(x, firsts)
+    m2 = np.where(has, m2, 0.0)
+    m3 = np.where(has, m3, 0.0)
+    m4 = np.where(has, m4, 0.0)
+    m2[has] /= n[has]
+    m3[has] /= n[has]
+    m4[has] /= n[has]
+    out[has, 0] = mx[has]
+    out[has, 1] = mn[has]
     out[:, 2] = mean
     out[:, 3] = s1
     var_pos = m2 > 0
@@ -128,30 +123,45 @@ def _grouped_stats(x: np.ndarray, g: np.ndarray, G: int) -> np.ndarray:
     return out
 
 
+def _layout(pk: Packets, view: DeviceView, interval: float, end_ns: int | None):
+    """Per device its first packet's time and first global segment; per segment its device,
+    index, start and completeness; the segment length in ns and the number of segments."""
+    T = int(round(interval * 1e9))
+    if T <= 0:
+        raise ValueError(f"segment interval must be positive, got {interval}")
+    ndev = len(view.macs)
+    if ndev == 0:
+        z = np.zeros(0, np.int64)
+        return z, np.zeros(1, np.int64), z, z, z, np.zeros(0, bool), T, 0
+    t0 = view.t_first
+    end = int(pk.ts_ns.max()) if end_ns is None else int(end_ns)
+    end = max(end, int(view.t_last.max()))
+    nseg = (end - t0) // T + 1
+    first = np.zeros(ndev + 1, np.int64)
+    np.cumsum(nseg, out=first[1:])
+    G = int(first[-1])
+    dev_of_seg = np.repeat(np.arange(ndev), nseg)
+    k = np.arange(G) - first[dev_of_seg]
+    start = t0[dev_of_seg] + k * T
+    complete = start + T <= end
+    return t0, first, dev_of_seg, k, start, complete, T, G
+
+
 def segment_features(pk: Packets, view: DeviceView, interval: float = 300.0,
                      end_ns: int | None = None) -> FeatureTable:
-    """Bai et al.'s per-segment features for every device of ``view``."""
-    ts, g, dev_of_seg, k, start, complete, G = _segments(pk, view, interval, end_ns)
-    proto = pk.proto[view.pkt]
-    length = pk.wire_len[view.pkt].astype(np.float64)
-    user = IS_USER[proto]
-    tx = view.tx
-    masks = {"all": None, "user": user, "control": ~user, "rx": ~tx, "tx": tx}
+    """Bai et al.'s per-segment features for every device of ``view`` (one numba pass for the
+    counts, sums and extremes, a second for the central moments:
+    :func:`classifier.features.kernels.segment_kernel`)."""
+    from classifier.features.kernels import segment_kernel
+    t0, first, dev_of_seg, k, start, complete, T, G = _layout(pk, view, interval, end_ns)
     nproto = len(Proto)
-    counts = np.zeros((G, len(COUNT_NAMES)))
-    counts[:, 0] = np.bincount(g, minlength=G)
-    counts[:, 1] = np.bincount(g, weights=user, minlength=G)
+    order, use_order = view.walk()
+    counts, acc, mom = segment_kernel(view.tx_dev, view.rx_dev, order, use_order, pk.ts_ns, pk.wire_len, pk.proto,
+                                      IS_USER, t0, first, T, G, nproto)
     counts[:, 2] = counts[:, 0] - counts[:, 1]
-    counts[:, 4] = np.bincount(g, weights=tx, minlength=G)
     counts[:, 3] = counts[:, 0] - counts[:, 4]
-    counts[:, 5:] = np.bincount(g * nproto + proto, minlength=G * nproto).reshape(G, nproto)
-    # All five subsets in one grouped pass: subset j's groups are numbered j*G .. j*G+G-1,
-    # so the concatenation stays sorted by group.
-    sel = [np.arange(len(g)) if masks[name] is None else np.flatnonzero(masks[name]) for name in SUBSETS]
-    gg = np.concatenate([g[ix] + j * G for j, ix in enumerate(sel)])
-    xx = np.concatenate([length[ix] for ix in sel])
-    stats = _grouped_stats(xx, gg, G * len(SUBSETS))
-    lengths = [stats[j * G:(j + 1) * G] for j in range(len(SUBSETS))]
+    lengths = [_moments(acc[:, j, 0], acc[:, j, 1], acc[:, j, 2], acc[:, j, 3], mom[:, j, 0], mom[:, j, 1],
+                        mom[:, j, 2]) for j in range(len(SUBSETS))]
     values = np.hstack([counts] + lengths)
     return FeatureTable(view.macs[dev_of_seg], k, start, complete, list(FEATURE_NAMES), values)
 

@@ -75,95 +75,34 @@ class Sessions:
         })
 
 
-def _mix(h: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """One round of a 64-bit hash combine (splitmix64 finaliser), vectorised."""
-    h = (h ^ v.astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
-    h ^= h >> np.uint64(31)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(29)
-    return h
-
-
-def _group_order(cols: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """A stable order grouping equal rows of ``cols`` together, and the group key.
-
-    Rows are hashed to 64 bits and sorted by hash (stable, so time order survives within a
-    group). Hash collisions are detected and then the exact lexicographic sort is used.
-    """
-    h = np.zeros(len(cols[0]), dtype=np.uint64)
-    for c in cols:
-        h = _mix(h, c)
-    order = np.argsort(h, kind="stable")
-    hs = h[order]
-    same = hs[1:] == hs[:-1]
-    for c in cols:
-        cs = c[order]
-        if np.any(same & (cs[1:] != cs[:-1])):
-            order = np.lexsort(tuple(reversed(cols)))  # exact, first column primary; stable
-            new = np.ones(len(order), bool)
-            new[1:] = np.any([c[order][1:] != c[order][:-1] for c in cols], axis=0)
-            return order, np.cumsum(new).astype(np.uint64)
-    return order, hs
-
-
 def session_table(pk: Packets, view: DeviceView, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> Sessions:
-    """Every device's sessions (see the module docstring)."""
-    ip = pk.ip_version[view.pkt] != 0
-    ent = np.flatnonzero(ip)  # entries (positions in the view) with an IP header
-    pkt = view.pkt[ent]
-    tx = view.tx[ent]
-    dev = view.dev[ent]
-    src, dst = pk.src_ip[pkt], pk.dst_ip[pkt]
-    sp, dp = pk.sport[pkt], pk.dport[pkt]
-    local_ip = np.where(tx[:, None], src, dst)
-    remote_ip = np.where(tx[:, None], dst, src)
-    local_port = np.where(tx, sp, dp)
-    remote_port = np.where(tx, dp, sp)
-    proto = pk.ip_proto[pkt]
-    ts = pk.ts_ns[pkt]
-    length = pk.wire_len[pkt].astype(np.int64)
-
-    # Entries are in (device, time) order; group by 5-tuple keeping time order inside.
-    cols = [dev, proto, local_ip[:, 0], local_ip[:, 1], local_port, remote_ip[:, 0], remote_ip[:, 1], remote_port]
-    if len(ent):
-        order, key = _group_order(cols)
-    else:
-        order, key = np.zeros(0, np.int64), np.zeros(0, np.uint64)
-    ts_o = ts[order]
-    new = np.ones(len(order), bool)
-    if len(order) > 1:
-        new[1:] = (key[1:] != key[:-1]) | (np.diff(ts_o) > int(idle_timeout * 1e9))
-    sid = np.cumsum(new) - 1
-    nsess = int(sid[-1]) + 1 if len(sid) else 0
-    first = np.flatnonzero(new)
-    last = np.concatenate([first[1:] - 1, [len(order) - 1]]) if nsess else first
-    o_first = order[first]
-    tx_o = tx[order]
-    len_o = length[order]
-    start = ts_o[first]
-    end = ts_o[last]
-    s_dev = dev[o_first]
+    """Every device's sessions (see the module docstring): one numba pass over the packets
+    with an open-addressing table of the devices' 5-tuples
+    (:func:`classifier.features.kernels.session_kernel`)."""
+    from classifier.features.kernels import session_kernel
+    order, use_order = view.walk()
+    pkt, tx, s_dev, last, p_out, p_in, b_out, b_in = session_kernel(
+        view.tx_dev, view.rx_dev, order, use_order, len(view), pk.ip_version, pk.ip_proto, pk.src_ip, pk.dst_ip,
+        pk.sport, pk.dport, pk.ts_ns, pk.wire_len, int(idle_timeout * 1e9))
+    start = pk.ts_ns[pkt]
+    nsess = len(pkt)
     s = Sessions(
         mac=view.macs[s_dev],
         start_ns=start,
         interval=np.zeros(nsess),
-        duration=(end - start) * 1e-9,
-        ip_proto=proto[o_first],
-        local_ip=local_ip[o_first],
-        local_port=local_port[o_first].astype(np.int32),
-        remote_ip=remote_ip[o_first],
-        remote_port=remote_port[o_first].astype(np.int32),
-        ip_version=pk.ip_version[pkt[o_first]],
-        packets_out=np.bincount(sid, weights=tx_o, minlength=nsess).astype(np.int64),
-        packets_in=np.bincount(sid, weights=~tx_o, minlength=nsess).astype(np.int64),
-        bytes_out=np.bincount(sid, weights=len_o * tx_o, minlength=nsess).astype(np.int64),
-        bytes_in=np.bincount(sid, weights=len_o * ~tx_o, minlength=nsess).astype(np.int64),
-        outbound=tx[o_first],
+        duration=(last - start) * 1e-9,
+        ip_proto=pk.ip_proto[pkt],
+        local_ip=np.where(tx[:, None], pk.src_ip[pkt], pk.dst_ip[pkt]),
+        local_port=np.where(tx, pk.sport[pkt], pk.dport[pkt]).astype(np.int32),
+        remote_ip=np.where(tx[:, None], pk.dst_ip[pkt], pk.src_ip[pkt]),
+        remote_port=np.where(tx, pk.dport[pkt], pk.sport[pkt]).astype(np.int32),
+        ip_version=pk.ip_version[pkt],
+        packets_out=p_out,
+        packets_in=p_in,
+        bytes_out=b_out,
+        bytes_in=b_in,
+        outbound=tx,
     )
-    # Order by device, then start time (then 5-tuple position, for determinism).
-    by_start = np.lexsort((o_first, start, s_dev))
-    s = s.take(by_start)
-    s_dev = s_dev[by_start]
     if nsess > 1:
         d = np.diff(s.start_ns) * 1e-9
         same_dev = s_dev[1:] == s_dev[:-1]

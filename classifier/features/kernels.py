@@ -1,0 +1,447 @@
+"""Columnar feature kernels: the device split, segment features and sessions as numba passes
+over the decoded packet columns, as the decoder is.
+
+Each kernel walks the packet table in time order (the table's own order, which a capture
+almost always has; otherwise one stable argsort of the timestamps gives it), reading the
+columns sequentially, with no per-packet Python and no sort of the whole capture. A packet is
+an entry of its sender (transmitted) and of its receiver (received), in that order, so that
+each device meets its entries in the order of its :class:`~classifier.features.devices.DeviceView`
+(time, packet, transmitted before received):
+
+* :func:`split_ids` files every packet under its sender and receiver device with an
+  open-addressing table of MACs (ids in order of first appearance), and counts each device's
+  entries, first and last time; :func:`split_fill` lays the view's entry arrays out by a stable
+  counting sort, only when something reads them;
+* :func:`segment_kernel` accumulates each segment's counts, and its length sums, minima and
+  maxima per subset (all, user, control, rx, tx), then in a second pass the central moments;
+* :func:`session_kernel` keeps the devices' 5-tuples in an open-addressing table: an entry
+  joins its 5-tuple's current session or, after ``idle_timeout`` of silence, opens the next
+  one; sessions are then grouped by device in the order they were born (device, start, first
+  entry), the order of the session table.
+
+The results are those of the vectorised numpy code they replace, bit for bit: every sum runs
+over a group's entries in the order ``np.bincount`` summed them (sequentially, in the device's
+entry order), and the final divisions and powers are left to numpy as before
+(``tests/test_feature_kernels.py`` compares them with that code, kept in
+``tests/vectorised_reference.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix(h, v):
+    h = (h ^ v) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(29)
+    return h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _in_sorted(a, v):
+    """Whether ``v`` is in the sorted array ``a``."""
+    lo = 0
+    hi = len(a)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < len(a) and a[lo] == v
+
+
+@njit(cache=True, nogil=True)
+def _grown_table(table, keys, n_keys):
+    size = 2 * len(table)
+    mask = np.uint64(size - 1)
+    new = np.full(size, -1, np.int64)
+    for k in range(n_keys):
+        slot = np.int64(_mix(np.uint64(0), keys[k]) & mask)
+        while new[slot] >= 0:
+            slot = (slot + 1) & (size - 1)
+        new[slot] = k
+    return new
+
+
+@njit(cache=True, nogil=True)
+def _grown(a, n):
+    b = np.empty(2 * len(a), a.dtype)
+    b[:n] = a[:n]
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _split_run(src, dst, ts, gw, only, use_only, i0, dev_tx, dev_rx, table, keys, counts, tmin, tmax, st):
+    """:func:`split_ids`' loop from packet ``i0`` until the end, or until the tables are full
+    (returns where it stopped). ``st``: keys held, whether ``ts`` decreased. The arrays are
+    never reallocated here: a loop that may reallocate what it reads runs several times slower."""
+    n = len(src)
+    n_keys = st[0]
+    mask = len(table) - 1
+    last0 = np.uint64(0)
+    last1 = np.uint64(0)
+    d0 = -1
+    d1 = -1
+    prev_t = ts[i0 - 1] if i0 > 0 else (ts[0] if n else 0)
+    for i in range(i0, n):
+        if 2 * (n_keys + 2) > len(table):
+            st[0] = n_keys
+            return i
+        t = ts[i]
+        if t < prev_t:
+            st[1] = 1
+        prev_t = t
+        for side in range(2):
+            m = src[i] if side == 0 else dst[i]
+            if side == 0 and m == last0 and i > i0:
+                d = d0
+            elif side == 1 and m == last1 and i > i0:
+                d = d1
+            else:
+                d = -1
+                if m != 0 and ((m >> np.uint64(40)) & np.uint64(1)) == 0 and not _in_sorted(gw, m) \
+                        and (not use_only or _in_sorted(only, m)):
+                    slot = np.int64(_mix(np.uint64(0), m) & np.uint64(mask))
+                    while True:
+                        k = table[slot]
+                        if k < 0:
+                            table[slot] = n_keys
+                            keys[n_keys] = m
+                            counts[n_keys] = 0
+                            tmin[n_keys] = t
+                            tmax[n_keys] = t
+                            d = n_keys
+                            n_keys += 1
+                            break
+                        if keys[k] == m:
+                            d = k
+                            break
+                        slot = (slot + 1) & mask
+                if side == 0:
+                    last0 = m
+                    d0 = d
+                else:
+                    last1 = m
+                    d1 = d
+            if d >= 0:
+                counts[d] += 1
+                if t < tmin[d]:
+                    tmin[d] = t
+                if t > tmax[d]:
+                    tmax[d] = t
+            if side == 0:
+                dev_tx[i] = d
+            else:
+                dev_rx[i] = d
+    st[0] = n_keys
+    return n
+
+
+@njit(cache=True, nogil=True)
+def split_ids(src, dst, ts, gw, only, use_only):
+    """Per packet, the device id (in order of first appearance) of its sender and of its
+    receiver (-1: not a device); each device's MAC, entry count, first and last time; whether
+    ``ts`` never decreases. A device is a unicast, non-zero MAC not in the sorted ``gw`` (and
+    in the sorted ``only`` when ``use_only``)."""
+    n = len(src)
+    dev_tx = np.empty(n, np.int32)
+    dev_rx = np.empty(n, np.int32)
+    table = np.full(64, -1, np.int64)
+    keys = np.empty(32, np.uint64)
+    counts = np.zeros(32, np.int64)
+    tmin = np.zeros(32, np.int64)
+    tmax = np.zeros(32, np.int64)
+    st = np.zeros(2, np.int64)
+    i = 0
+    while True:
+        i = _split_run(src, dst, ts, gw, only, use_only, i, dev_tx, dev_rx, table, keys, counts, tmin, tmax, st)
+        if i >= n:
+            break
+        n_keys = st[0]
+        keys = _grown(keys, n_keys)
+        counts = _grown(counts, n_keys)
+        tmin = _grown(tmin, n_keys)
+        tmax = _grown(tmax, n_keys)
+        table = _grown_table(table, keys, n_keys)
+    n_keys = st[0]
+    return (dev_tx, dev_rx, keys[:n_keys].copy(), counts[:n_keys].copy(), tmin[:n_keys].copy(),
+            tmax[:n_keys].copy(), st[1] == 0)
+
+
+@njit(cache=True, nogil=True)
+def ranked(dev_tx, dev_rx, rank):
+    """Device ids of first appearance -> their rank (the MACs' order); -1 stays."""
+    n = len(dev_tx)
+    for i in range(n):
+        a = dev_tx[i]
+        if a >= 0:
+            dev_tx[i] = rank[a]
+        b = dev_rx[i]
+        if b >= 0:
+            dev_rx[i] = rank[b]
+
+
+@njit(cache=True, nogil=True)
+def split_fill(dev_tx, dev_rx, start, order, use_order):
+    """The view's entries: packets in time order (``order`` when ``use_order``, else the
+    table's order), each filed under its sender (tx) then its receiver (rx), grouped by device
+    by a stable counting sort."""
+    total = start[-1]
+    pkt = np.empty(total, np.int64)
+    dev = np.empty(total, np.int32)
+    tx = np.empty(total, np.bool_)
+    cur = start[:-1].copy()
+    n = len(dev_tx)
+    for j in range(n):
+        i = order[j] if use_order else j
+        d = dev_tx[i]
+        if d >= 0:
+            q = cur[d]
+            pkt[q] = i
+            dev[q] = d
+            tx[q] = True
+            cur[d] = q + 1
+        d = dev_rx[i]
+        if d >= 0:
+            q = cur[d]
+            pkt[q] = i
+            dev[q] = d
+            tx[q] = False
+            cur[d] = q + 1
+    return pkt, dev, tx
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add(acc, g, k, x):
+    if acc[g, k, 0] == 0.0:
+        acc[g, k, 2] = x
+        acc[g, k, 3] = x
+    else:
+        if x > acc[g, k, 2]:
+            acc[g, k, 2] = x
+        if x < acc[g, k, 3]:
+            acc[g, k, 3] = x
+    acc[g, k, 0] += 1.0
+    acc[g, k, 1] += x
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_moments(mom, mean, g, k, x):
+    dd = x - mean[g, k]
+    d2 = dd * dd
+    mom[g, k, 0] += d2
+    mom[g, k, 1] += d2 * dd
+    mom[g, k, 2] += d2 * d2
+
+
+@njit(cache=True, nogil=True)
+def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t0, first, T, G, nproto):
+    """Per segment: counts (G, 5 + nproto) -- total, user, tx and per class (control and rx
+    are derived by the caller) -- and per subset k (all, user, control, rx, tx) ``acc[g, k]``:
+    the length count, sum, max and min, and ``mom[g, k]``: the sums of the 2nd, 3rd and 4th
+    powers of the deviations from the segment's mean. The segment of a device d's entry:
+    ``first[d] + (ts - t0[d]) // T``."""
+    counts = np.zeros((G, 5 + nproto))
+    acc = np.zeros((G, 5, 4))
+    mom = np.zeros((G, 5, 3))
+    npk = len(dev_tx)
+    for j in range(npk):
+        i = order[j] if use_order else j
+        x = np.float64(wire[i])
+        pr = proto[i]
+        u = is_user[pr]
+        for side in range(2):
+            d = dev_tx[i] if side == 0 else dev_rx[i]
+            if d < 0:
+                continue
+            t = side == 0
+            g = first[d] + (ts[i] - t0[d]) // T
+            counts[g, 0] += 1.0
+            if u:
+                counts[g, 1] += 1.0
+            if t:
+                counts[g, 4] += 1.0
+            counts[g, 5 + pr] += 1.0
+            _add(acc, g, 0, x)
+            _add(acc, g, 1 if u else 2, x)
+            _add(acc, g, 4 if t else 3, x)
+    mean = np.zeros((G, 5))
+    for g in range(G):
+        for k in range(5):
+            if acc[g, k, 0] > 0:
+                mean[g, k] = acc[g, k, 1] / acc[g, k, 0]
+    for j in range(npk):
+        i = order[j] if use_order else j
+        x = np.float64(wire[i])
+        u = is_user[proto[i]]
+        for side in range(2):
+            d = dev_tx[i] if side == 0 else dev_rx[i]
+            if d < 0:
+                continue
+            t = side == 0
+            g = first[d] + (ts[i] - t0[d]) // T
+            _add_moments(mom, mean, g, 0, x)
+            _add_moments(mom, mean, g, 1 if u else 2, x)
+            _add_moments(mom, mean, g, 4 if t else 3, x)
+    return counts, acc, mom
+
+
+@njit(cache=True, nogil=True)
+def _session_run(dev_tx, dev_rx, order, use_order, ip_version, ip_proto, src_ip, dst_ip, sport, dport, ts, wire,
+                 idle_ns, j0, table, keys, s_pkt, s_tx, s_dev, s_last, vol, st):
+    """:func:`session_kernel`'s loop from the ``j0``-th packet in time order until the end, or
+    until its tables are full (returns where it stopped). ``keys[s]``: session s's 5-tuple
+    (device, protocol, local address and port, remote address and port) and its hash;
+    ``vol[s]``: packets out, in, bytes out, in; ``st``: 5-tuples and sessions held."""
+    npk = len(dev_tx)
+    n_keys = st[0]
+    ns = st[1]
+    mask = len(table) - 1
+    cap = len(s_pkt)
+    for j in range(j0, npk):
+        if 2 * (n_keys + 2) > len(table) or ns + 2 > cap:
+            st[0] = n_keys
+            st[1] = ns
+            return j
+        i = order[j] if use_order else j
+        if ip_version[i] == 0 or (dev_tx[i] < 0 and dev_rx[i] < 0):
+            continue
+        pr = np.uint64(ip_proto[i])
+        shi, slo, dhi, dlo = src_ip[i, 0], src_ip[i, 1], dst_ip[i, 0], dst_ip[i, 1]
+        sp, dp = np.uint64(np.int64(sport[i])), np.uint64(np.int64(dport[i]))
+        t = ts[i]
+        ln = np.int64(wire[i])
+        for side in range(2):
+            d = dev_tx[i] if side == 0 else dev_rx[i]
+            if d < 0:
+                continue
+            tx = side == 0
+            if tx:
+                lhi, llo, lp, rhi, rlo, rp = shi, slo, sp, dhi, dlo, dp
+            else:
+                lhi, llo, lp, rhi, rlo, rp = dhi, dlo, dp, shi, slo, sp
+            dp_key = (np.uint64(d) << np.uint64(8)) | pr
+            h = _mix(dp_key * np.uint64(0xD6E8FEB86659FD93) ^ lhi * np.uint64(0xA0761D6478BD642F)
+                     ^ llo * np.uint64(0xE7037ED1A0B428DB) ^ rhi * np.uint64(0x8EBC6AF09C88C6E3)
+                     ^ rlo * np.uint64(0x589965CC75374CC3)
+                     ^ ((lp << np.uint64(32)) | (rp & np.uint64(0xFFFFFFFF))) * np.uint64(0x1D8E4E27C47D124F),
+                     np.uint64(0))
+            slot = np.int64(h & np.uint64(mask))
+            s = -1
+            while True:
+                c = table[slot]
+                if c < 0:
+                    break
+                if (keys[c, 7] == h and keys[c, 0] == dp_key and keys[c, 1] == lhi and keys[c, 2] == llo
+                        and keys[c, 3] == lp and keys[c, 4] == rhi and keys[c, 5] == rlo and keys[c, 6] == rp):
+                    s = c if t - s_last[c] <= idle_ns else -2
+                    break
+                slot = (slot + 1) & mask
+            if s < 0:
+                if s == -1:
+                    n_keys += 1
+                s = ns
+                ns += 1
+                table[slot] = s
+                keys[s, 0] = dp_key
+                keys[s, 1] = lhi
+                keys[s, 2] = llo
+                keys[s, 3] = lp
+                keys[s, 4] = rhi
+                keys[s, 5] = rlo
+                keys[s, 6] = rp
+                keys[s, 7] = h
+                s_pkt[s] = i
+                s_tx[s] = tx
+                s_dev[s] = d
+                vol[s, 0] = 0
+                vol[s, 1] = 0
+                vol[s, 2] = 0
+                vol[s, 3] = 0
+            s_last[s] = t
+            if tx:
+                vol[s, 0] += 1
+                vol[s, 2] += ln
+            else:
+                vol[s, 1] += 1
+                vol[s, 3] += ln
+    st[0] = n_keys
+    st[1] = ns
+    return npk
+
+
+@njit(cache=True, nogil=True)
+def _grown_rows(a, n):
+    b = np.empty((2 * a.shape[0], a.shape[1]), a.dtype)
+    b[:n] = a[:n]
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _grown_sessions(table, keys):
+    size = 2 * len(table)
+    mask = size - 1
+    new = np.full(size, -1, np.int64)
+    for slot0 in range(len(table)):
+        s = table[slot0]
+        if s < 0:
+            continue
+        slot = np.int64(keys[s, 7] & np.uint64(mask))
+        while new[slot] >= 0:
+            slot = (slot + 1) & mask
+        new[slot] = s
+    return new
+
+
+@njit(cache=True, nogil=True)
+def session_kernel(dev_tx, dev_rx, order, use_order, ndev, ip_version, ip_proto, src_ip, dst_ip, sport, dport, ts,
+                   wire, idle_ns):
+    """Sessions of every device: per session (grouped by device, in the order they were
+    born), its first packet, whether the device sent it, its device, its last packet's time,
+    and packets and bytes each way (out, in, out, in)."""
+    npk = len(dev_tx)
+    cap = 1024
+    keys = np.empty((cap, 8), np.uint64)
+    s_pkt = np.empty(cap, np.int64)
+    s_tx = np.empty(cap, np.bool_)
+    s_dev = np.empty(cap, np.int32)
+    s_last = np.empty(cap, np.int64)
+    vol = np.empty((cap, 4), np.int64)
+    table = np.full(2048, -1, np.int64)          # slot -> the 5-tuple's latest session
+    st = np.zeros(2, np.int64)
+    j = 0
+    while True:
+        j = _session_run(dev_tx, dev_rx, order, use_order, ip_version, ip_proto, src_ip, dst_ip, sport, dport, ts,
+                         wire, idle_ns, j, table, keys, s_pkt, s_tx, s_dev, s_last, vol, st)
+        if j >= npk:
+            break
+        ns = st[1]
+        if ns + 2 > len(s_pkt):
+            keys = _grown_rows(keys, ns)
+            s_pkt = _grown(s_pkt, ns)
+            s_tx = _grown(s_tx, ns)
+            s_dev = _grown(s_dev, ns)
+            s_last = _grown(s_last, ns)
+            vol = _grown_rows(vol, ns)
+        if 2 * (st[0] + 2) > len(table):
+            table = _grown_sessions(table, keys)
+    ns = st[1]
+    # group by device, keeping the order of birth (a stable counting sort)
+    cnt = np.zeros(ndev + 1, np.int64)
+    for s in range(ns):
+        cnt[s_dev[s] + 1] += 1
+    for d in range(ndev):
+        cnt[d + 1] += cnt[d]
+    pos = np.empty(ns, np.int64)
+    for s in range(ns):
+        d = s_dev[s]
+        pos[cnt[d]] = s
+        cnt[d] += 1
+    v = vol[:ns][pos]
+    return (s_pkt[pos], s_tx[pos], s_dev[pos], s_last[pos], v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy(),
+            v[:, 3].copy())
