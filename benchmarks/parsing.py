@@ -11,11 +11,18 @@ protocol, ports and TCP flags. Each measurement is the best of ``repeat`` runs.
   ``scapy_sample // files`` (at least 20) of each file; its rate is measured on that sample
   and its whole-set time extrapolated from it.
 
+* nfstream (``--nfstream``, when installed: it is no dependency of the project) builds its
+  bidirectional flows with their statistics (``statistical_analysis=True``) on one meter
+  process, that is one core like the project; its rate counts every packet of the files, as
+  the project's does.
+
 The project's own two figures (parse, parse + features) come from
 :mod:`classifier.features.throughput`, the code behind ``iotclass bench``.
 
 ``python -m benchmarks.parsing [PCAP|FOLDER...]`` runs it (default: every capture under
-../shared/datasets, the README's figures).
+../shared/datasets, the README's figures); ``--generated-day`` adds a generated day of one home
+(testing/synth.py's network, 86,400 s, about 2.06 M packets, each kept to 128 bytes as the
+controller's mirror keeps them), the input of issue 21's figures.
 """
 
 from __future__ import annotations
@@ -122,15 +129,48 @@ def _scapy(paths: list[str], budget: int) -> tuple[int, float]:
     return n, elapsed
 
 
-def run_bench(paths: list[str], scapy_sample: int = 20000, repeat: int = 3) -> dict:
+def _nfstream(paths: list[str]) -> int:
+    """Every file through nfstream with its statistics on, one meter (one core); returns the
+    packets its flows hold."""
+    from nfstream import NFStreamer
+    n = 0
+    for p in paths:
+        for flow in NFStreamer(source=p, statistical_analysis=True, n_meters=1):
+            n += flow.bidirectional_packets
+    return n
+
+
+def write_day_capture(path: str, seconds: float = 86_400.0, snaplen: int = 128, seed: int = 1) -> int:
+    """A generated day of one home (testing/synth.py's network), each packet kept to
+    ``snaplen`` bytes with its wire length; returns the packets."""
+    from classifier.capture.writer import Record, write_pcap
+    from testing.synth import default_network, network_records
+    recs = network_records(default_network(), seconds, seed=seed)
+    with open(path, "wb") as fh:
+        return write_pcap(fh, (Record(r.ts_ns, r.data[:snaplen], r.wire_len or len(r.data)) for r in recs),
+                          snaplen=snaplen)
+
+
+def run_bench(paths: list[str], scapy_sample: int = 20000, repeat: int = 3, nfstream: bool = False,
+              others: bool = True, profile: bool = False) -> dict:
     """Measure all parsers on the same files; returns the figures as a dict (the project's
-    own from :func:`classifier.features.throughput.measure_files`, as ``iotclass bench``)."""
-    from classifier.features.throughput import best_of, measure_files, uncompressed_copies
+    own from :func:`classifier.features.throughput.measure_files`, as ``iotclass bench``).
+    ``others``: dpkt and scapy too; ``nfstream``: nfstream too."""
+    from classifier.features.throughput import best_of, measure_files, profile_files, uncompressed_copies
     paths = [str(p) for p in paths]
     tmp = tempfile.mkdtemp(prefix="iotclass-bench-")
+    result: dict = {}
     try:
         files = uncompressed_copies(paths, tmp)
         result = measure_files(files, repeat)
+        if profile:
+            result["profile"] = profile_files(files, repeat)
+        if nfstream:
+            n_nf, t_nf = best_of(lambda: _nfstream(files), 1 if repeat < 3 else 2)
+            result.update({"nfstream_pps": result["packets"] / t_nf, "nfstream_flow_packets": n_nf})
+            result["features_vs_nfstream"] = result["project_features_pps"] / result["nfstream_pps"]
+        if not others:
+            return result
         n_dpkt, t_dpkt = best_of(lambda: _dpkt(files), 1 if repeat < 2 else 2)
         n_scapy, t_scapy = _scapy(files, scapy_sample)
     finally:
@@ -150,8 +190,13 @@ def run_bench(paths: list[str], scapy_sample: int = 20000, repeat: int = 3) -> d
 
 def format_bench(r: dict) -> str:
     from classifier.features.throughput import format_throughput
-    lines = [
-        format_throughput(r),
+    lines = [format_throughput(r)]
+    if "nfstream_pps" in r:
+        lines.append(f"nfstream, statistics on      {r['nfstream_pps']:>12,.0f} packets/s   project parse + features / "
+                     f"nfstream = {r['features_vs_nfstream']:.1f}x  (one meter process: one core)")
+    if "dpkt_pps" not in r:
+        return "\n".join(lines)
+    lines += [
         f"dpkt                      {r['dpkt_pps']:>12,.0f} packets/s   project/dpkt  = {r['project_vs_dpkt']:.1f}x",
         f"scapy                     {r['scapy_pps']:>12,.0f} packets/s   project/scapy = "
         f"{r['project_vs_scapy']:.0f}x  (measured on {r['scapy_sampled_packets']} packets, extrapolated)",
@@ -177,14 +222,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scapy-sample", type=int, default=20000, metavar="N",
                     help="scapy parses about N packets spread over the files; its rate is extrapolated")
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs for each parser")
+    ap.add_argument("--nfstream", action="store_true", help="nfstream too, statistics on (when installed)")
+    ap.add_argument("--generated-day", action="store_true",
+                    help="a generated day of one home (about 2.06 M packets) instead of the shared captures")
+    ap.add_argument("--no-others", action="store_true", help="leave dpkt and scapy out")
+    ap.add_argument("--profile", action="store_true", help="also where the project's time goes, stage by stage")
     args = ap.parse_args(argv)
+    if args.nfstream:
+        try:
+            import nfstream  # noqa: F401
+        except ImportError:
+            print("bench: --nfstream: nfstream is not installed (pip install nfstream==6.6.0)", file=sys.stderr)
+            return 1
     files: list[str] = []
-    for t in args.target or [None]:
+    day_dir = None
+    if args.generated_day:
+        day_dir = tempfile.mkdtemp(prefix="iotclass-day-")
+        files.append(os.path.join(day_dir, "day.pcap"))
+        write_day_capture(files[0])
+    for t in args.target or ([] if args.generated_day else [None]):
         files += [t] if t is not None and os.path.isfile(t) else shared_captures(t)
     if not files:
         print("bench: no captures found (expected ../shared/datasets)", file=sys.stderr)
         return 1
-    result = run_bench(files, scapy_sample=args.scapy_sample, repeat=args.repeat)
+    try:
+        result = run_bench(files, scapy_sample=args.scapy_sample, repeat=args.repeat, nfstream=args.nfstream,
+                           others=not args.no_others, profile=args.profile)
+    finally:
+        if day_dir is not None:
+            shutil.rmtree(day_dir, ignore_errors=True)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()

@@ -196,7 +196,7 @@ def cmd_identity(args) -> int:
 
 def cmd_bench(args) -> int:
     from classifier.features.throughput import format_throughput, measure
-    result = measure(args.pcap, repeat=args.repeat)
+    result = measure(args.pcap, repeat=args.repeat, profile=args.profile)
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()
@@ -473,6 +473,8 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("pcap", nargs="+", metavar="PCAP")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--repeat", type=int, default=3, help="best of N runs for each figure")
+    sp.add_argument("--profile", action="store_true",
+                    help="also where the time goes: read, decode, identity records, split, segments, sessions")
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("train", help="train the default engine (session + segment models) on labelled captures")

@@ -79,6 +79,18 @@ def test_bench_json(synth_capture, capsys):
     assert r["packets"] > 1000 and r["project_pps"] > 0 and r["project_features_pps"] > 0
 
 
+def test_bench_profile_says_where_the_time_goes(synth_capture, capsys):
+    path, _, _ = synth_capture
+    assert main(["bench", str(path), "--profile", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("read", "decode", "identity", "split", "segments", "sessions", "total"):
+        assert f"\n  {stage} " in out, stage
+    assert main(["bench", str(path), "--profile", "--json", "--repeat", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)["profile"]
+    assert r["packets"] > 1000 and set(r["seconds"]) == {"read", "decode", "identity", "split", "segments",
+                                                         "sessions"}
+
+
 def test_parsing_benchmark_compares_with_dpkt_and_scapy(synth_capture, capsys):
     """The comparison with other parsers stays in the source tree (benchmarks/, not installed)."""
     from benchmarks.parsing import main as parsing_benchmark
@@ -87,6 +99,16 @@ def test_parsing_benchmark_compares_with_dpkt_and_scapy(synth_capture, capsys):
     r = json.loads(capsys.readouterr().out)
     assert {"packets", "project_pps", "dpkt_pps", "scapy_pps"} <= set(r)
     assert r["packets"] > 1000 and r["project_pps"] > 0 and r["dpkt_pps"] > 0 and r["scapy_pps"] > 0
+
+
+def test_parsing_benchmark_with_nfstream(synth_capture, capsys):
+    """nfstream side by side (when installed: no dependency of the project)."""
+    pytest.importorskip("nfstream")
+    from benchmarks.parsing import main as parsing_benchmark
+    path, _, _ = synth_capture
+    assert parsing_benchmark([str(path), "--json", "--nfstream", "--no-others", "--repeat", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["nfstream_pps"] > 0 and r["nfstream_flow_packets"] > 1000 and "dpkt_pps" not in r
 
 
 def test_installed_command_adds_the_controller_commands():
