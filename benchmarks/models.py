@@ -6,6 +6,16 @@ model's inference alone (where a device has a full window), and the whole decisi
 device's packets (sessions, pools, segments, both models, explanation). The random-forest
 baseline's inference on the same segment windows is measured in the same run, as a ratio.
 
+The controller's decisions (``controller_*``): each device's packets are filed into a learner
+in one-second batches, as the controller files mirrored packets, and once the device has a
+full segment window it is decided every 30 s of capture time, as the controller asks: the
+learner's sessions taken since the last request (:meth:`Learner.sessions`) plus the whole
+decision. Beside it, at the same moments and on the same packets, the baseline: the decision
+that rebuilds the sessions and every segment from all the device's packets and runs every
+model afresh (what a decision cost before the incremental path). Decisions are split by
+whether the device's segment window moved since its last decision (once per 5-minute segment,
+so about 1 in 10 at the 30 s cadence) or not; the figures are the medians over decisions.
+
 ``python -m benchmarks.models [CAPTURE]`` (default: a home capture from ../shared, else
 a generated one).
 """
@@ -38,6 +48,8 @@ def run(capture: str, repeat: int = 50) -> dict:
     from classifier.models.baselines import SklearnModel
     from classifier.features.sessions import session_table
     engine = load_engine()
+    fresh = load_engine()
+    fresh._memo = lambda what, model, inst, fn: fn(inst)          # a whole decision, every model afresh
     pk = read_packets(capture, warnings=[])
     view = split_devices(pk)
     whole, sess_ms, seg_ms, rf_ms = [], [], [], []
@@ -45,7 +57,7 @@ def run(capture: str, repeat: int = 50) -> dict:
     for mac in view.macs.tolist():
         if engine.decide(pk, mac) is None:
             continue
-        whole.append(_ms(lambda: engine.decide(pk, mac), max(5, repeat // 10)))
+        whole.append(_ms(lambda: fresh.decide(pk, mac), max(5, repeat // 10)))
         dv = split_devices(pk, devices=[mac])
         s = session_table(pk, dv, engine.config.idle_timeout)
         engine._fill_pools(s)
@@ -67,9 +79,64 @@ def run(capture: str, repeat: int = 50) -> dict:
     r = {"capture": os.path.basename(capture), "devices": len(whole),
          "session_inference_ms": med(sess_ms), "segment_inference_ms": med(seg_ms),
          "decision_ms": med(whole), "rf_baseline_inference_ms": med(rf_ms)}
+    r.update(controller_decisions(engine, capture, pk))
     if r["segment_inference_ms"] and r["rf_baseline_inference_ms"]:
         r["segment_vs_rf"] = r["segment_inference_ms"] / r["rf_baseline_inference_ms"]
     return r
+
+
+def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_s: float = 1.0) -> dict:
+    """Decisions as the controller makes them, and the rebuilding baseline (see the module
+    docstring)."""
+    from classifier.engine.engine import load_engine
+    from classifier.features.devices import split_devices
+    from classifier.features.identity import identity_records
+    from controller_app.learning import Learner
+    recs = identity_records(capture, warnings=[])
+    baseline = load_engine()
+    baseline._memo = lambda what, model, inst, fn: fn(inst)       # every model afresh
+    c = engine.config
+    T = int(round(c.interval * 1e9))
+    view = split_devices(pk)
+    moved, still, rebuilt, ratios, devices = [], [], [], [], 0
+    for d, mac in enumerate(view.macs.tolist()):
+        mine = pk.take(np.unique(view.pkt[view.entries(d)]))
+        ts = mine.ts_ns
+        t_first = int(ts[0])
+        if int(ts[-1]) - t_first < (c.t + 1) * T:
+            continue                                    # never a full window in this capture
+        devices += 1
+        identity = recs.for_mac(mac)
+        learner = Learner()
+        learner.session_idle = c.idle_timeout
+        edges = np.searchsorted(ts, np.arange(t_first, int(ts[-1]) + 2 * int(batch_s * 1e9), int(batch_s * 1e9)))
+        next_at, last_k = t_first + (c.t + 1) * T, None
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            if hi > lo:
+                chunk = mine.take(slice(lo, hi))
+                learner.add(chunk, chunk.eth_src == np.uint64(mac), chunk.eth_dst == np.uint64(mac))
+            now = int(ts[hi - 1])
+            if now < next_at:
+                continue
+            next_at = now + int(every_s * 1e9)
+            t0 = time.perf_counter()
+            sessions = learner.sessions(mac)
+            packets = learner.packets(mac)
+            engine.decide(packets, mac, now, identity=identity, sessions=sessions)
+            took = (time.perf_counter() - t0) * 1e3
+            k = (now - t_first) // T
+            (moved if k != last_k else still).append(took)
+            last_k = k
+            t0 = time.perf_counter()
+            baseline.decide(packets, mac, now, identity=identity)
+            base = (time.perf_counter() - t0) * 1e3
+            rebuilt.append(base)
+            ratios.append(base / took)
+    med = lambda xs: float(np.median(xs)) if xs else None  # noqa: E731
+    return {"controller_devices": devices, "controller_decisions": len(rebuilt),
+            "controller_decision_ms": med(moved + still), "controller_decision_window_unchanged_ms": med(still),
+            "controller_decision_window_moved_ms": med(moved), "controller_decisions_window_moved": len(moved),
+            "controller_rebuilt_decision_ms": med(rebuilt), "controller_rebuilt_vs_incremental": med(ratios)}
 
 
 def main() -> int:

@@ -176,6 +176,9 @@ class DecideRequest:
     packets: object   # classifier.capture.packets.Packets
     now_ns: int
     identity: object = None   # classifier.features.identity.IdentityRecords
+    #: the device's sessions over ``packets`` (classifier.features.sessions.Sessions), kept from
+    #: request to request by the learner; None: the engine builds them
+    sessions: object = None
 
 
 @dataclass(frozen=True, slots=True)

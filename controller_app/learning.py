@@ -43,6 +43,9 @@ class DeviceBuffer:
     new: int = 0            #: packets since the last decision request
     first_ns: int = 0
     last_ns: int = 0
+    sessions: object = None  #: its sessions so far (DeviceSessions), kept from request to request
+    taken: int = 0           #: the buffer's packets the sessions have taken
+    trimmed: bool = False    #: packets were dropped since: the sessions start again
 
 
 class Learner:
@@ -56,6 +59,9 @@ class Learner:
     def __init__(self, max_packets: int = 50_000, max_identity_values: int = 1000):
         self.max_packets = max_packets
         self.max_identity_values = max_identity_values
+        #: the engine's session idle timeout when each decision request carries the device's
+        #: sessions, kept incrementally (:meth:`sessions`); None: the engine builds them
+        self.session_idle: float | None = None
         self.buffers: dict[int, DeviceBuffer] = {}
         self.identities: dict[int, dict[tuple[int, str], int]] = {}   # mac -> {(kind, value): first t_ns}
         self.pending: list[tuple[int, int, str, int]] = []            # (mac, kind, value, t_ns) not written yet
@@ -90,6 +96,7 @@ class Learner:
         keep = pk.take(slice(len(pk) - self.max_packets, None))
         buf.chunks = [keep]
         buf.n = len(keep)
+        buf.trimmed = True
 
     def packets(self, mac: int) -> Packets:
         """The device's mirrored packets so far, in arrival order (one table)."""
@@ -99,6 +106,33 @@ class Learner:
         if len(buf.chunks) != 1:
             buf.chunks = [Packets.concat(buf.chunks)]
         return buf.chunks[0]
+
+    def sessions(self, mac: int):
+        """The device's sessions over the packets :meth:`packets` gives now (a copy, pools not
+        filled), continued from the last request with only the packets that came since
+        (:class:`~classifier.features.incremental.DeviceSessions`); started again from the whole
+        buffer after it dropped its oldest packets or when packets came out of time order.
+        None when :attr:`session_idle` is not set."""
+        if self.session_idle is None:
+            return None
+        buf = self.buffers.get(mac)
+        if buf is None:
+            return None
+        from classifier.features.incremental import DeviceSessions
+        pk = self.packets(mac)
+        state = buf.sessions
+        if state is None or buf.trimmed or state.idle_timeout != self.session_idle or buf.taken > len(pk):
+            state = buf.sessions = DeviceSessions(mac, self.session_idle)
+            state.rebuild(pk)
+        else:
+            new = pk.take(slice(buf.taken, None))
+            if state.in_order(new):
+                state.extend(new)
+            else:
+                state.rebuild(pk)
+        buf.taken = len(pk)
+        buf.trimmed = False
+        return state.table_now()
 
     def _room(self, held: dict, kind: int) -> bool:
         """Whether a new value of ``kind`` may join ``held`` (see the class docstring)."""

@@ -151,6 +151,10 @@ class IotControllerShell(BaseApp):
             self.engine.resolver = self.pools
         self.resolver = SeenPoolResolver(pool_table=self.pools.resolve_table)
         self._share_sessions = takes_sessions(self.engine)
+        idle = getattr(getattr(self.engine, "config", None), "idle_timeout", None)
+        if self._share_sessions and isinstance(idle, (int, float)):
+            # each decision request carries the device's sessions, kept from request to request
+            self.core.learner.session_idle = float(idle)
         self.metrics = Metrics()
         guard.ERRORS.attach(self.metrics.errors)      # framework and connection errors count here too
         self.observer = Observer(self.metrics, self.cfg.inventory_db, limits=self.cfg.http_limits)
@@ -295,7 +299,9 @@ class IotControllerShell(BaseApp):
     # ------------------------------------------------------------------ worker jobs (worker thread)
 
     def _decide(self, req: DecideRequest):
-        sessions = self.engine.sessions(req.packets, req.mac) if self._share_sessions else None
+        sessions = req.sessions
+        if sessions is None and self._share_sessions:
+            sessions = self.engine.sessions(req.packets, req.mac)
         try:
             self.resolver.observe(req.mac, req.packets, sessions)   # fills the sessions' pools, vectorised
         except Exception:  # noqa: BLE001 - pools are secondary to the decision

@@ -67,9 +67,9 @@ import numpy as np
 from classifier.capture.packets import Packets
 from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN, Decision
 from classifier.errors import IotClassError
-from classifier.features.devices import split_devices
+from classifier.features.devices import DeviceView, is_unicast, split_devices
 from classifier.features.instances import SESSION_NUMERIC, Instances, session_numeric
-from classifier.features.segments import FEATURE_NAMES, segment_features
+from classifier.features.segments import FEATURE_NAMES, segment_features, segment_window
 from classifier.features.sessions import Sessions, session_table
 from classifier.identity.oui import LOCAL_BIT
 
@@ -78,6 +78,18 @@ from classifier.capture.labels import CATEGORIES as CATEGORIES_ALL
 DEFAULT_ENGINE = Path(__file__).resolve().parent.parent / "models" / "default"
 ENGINE_FORMAT = "iotclass-engine"
 ENGINE_VERSION = 1
+#: Model answers an engine remembers (:meth:`DecisionEngine._memo`).
+MEMO_SIZE = 4096
+
+
+def device_span(pk: Packets, mac: int) -> tuple[int, int, int, bool]:
+    """(device ``mac``'s entries in ``pk`` as :func:`split_devices` files them, its first and last
+    packet time, whether ``pk`` is in time order): one pass, no device split."""
+    from classifier.features.kernels import device_span as kernel
+    if not bool(is_unicast(np.array([mac], np.uint64))[0]):
+        return 0, 0, 0, True
+    n, lo, hi, ordered = kernel(pk.eth_src, pk.eth_dst, pk.ts_ns, np.uint64(mac))
+    return int(n), int(lo), int(hi), bool(ordered)
 
 
 class EngineError(IotClassError):
@@ -172,16 +184,54 @@ class DecisionEngine:
         return Instances({"pool": pools, "num": num, "length": np.array([k])}, np.zeros(1, np.int64),
                          np.array([int(last.start_ns[0])]))
 
-    def _segment_instance(self, pk: Packets, view, now_ns: int) -> Instances | None:
+    def _segment_instance(self, pk: Packets, mac, now_ns: int, span: tuple | None = None) -> Instances | None:
+        """The device's last full window of complete segments up to ``now_ns``. In a packet table
+        in time order (the controller's buffers, captures) only the window's packets are read
+        (:func:`~classifier.features.segments.segment_window`); otherwise every segment is built.
+        ``mac``: the device (or its :class:`~classifier.features.devices.DeviceView`, as before);
+        ``span``: :func:`device_span` of it, when at hand."""
         c = self.config
-        seg = segment_features(pk, view, c.interval, end_ns=now_ns)
-        rows = np.flatnonzero(seg.complete)
-        if len(rows) < c.t:
-            return None
-        win = seg.values[rows[-c.t:]].astype(np.float32)
+        if isinstance(mac, DeviceView):
+            view, mac = mac, int(mac.macs[0]) if len(mac.macs) == 1 else None
+            span = None if mac is None else span
+        else:
+            view = None
+        if mac is not None:
+            span = span or device_span(pk, mac)
+        if span is not None and span[3]:
+            w = segment_window(pk, mac, c.interval, c.t, max(int(now_ns), span[2]), span[1])
+            if w is None:
+                return None
+            win, start = w[0].astype(np.float32), w[1]
+        else:
+            seg = segment_features(pk, view if view is not None else split_devices(pk, devices=[mac]), c.interval,
+                                   end_ns=now_ns)
+            rows = np.flatnonzero(seg.complete)
+            if len(rows) < c.t:
+                return None
+            win, start = seg.values[rows[-c.t:]].astype(np.float32), int(seg.start_ns[rows[-c.t]])
         if win[:, FEATURE_NAMES.index("n_total")].sum() == 0:
             return None
-        return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(seg.start_ns[rows[-c.t]])]))
+        return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(start)]))
+
+    def _memo(self, what: str, model, inst: Instances, fn):
+        """``fn(inst)`` for a model's answer on one instance (its probabilities, its explanation),
+        remembered for the same input: a device's segment window changes once per segment (5 min)
+        while the controller asks every 30 s. The same input gives the same answer (inference is
+        deterministic), so this changes no decision; at most :data:`MEMO_SIZE` answers are held."""
+        X = inst.X
+        key = (what, model) + tuple(
+            (k, v.tobytes()) if v.dtype != object else (k, tuple(v.ravel().tolist())) for k, v in sorted(X.items()))
+        memo = self.__dict__.setdefault("_answers", {})
+        hit = memo.get(key)
+        if hit is not None:
+            memo[key] = memo.pop(key)            # most recently used last
+            return hit
+        out = fn(inst)
+        memo[key] = out
+        while len(memo) > MEMO_SIZE:
+            memo.pop(next(iter(memo)))
+        return out
 
     @staticmethod
     def _aligned_to(model_classes, proba: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -214,11 +264,11 @@ class DecisionEngine:
         voters = c.voters if voters is None else voters
         if identity is not None and hasattr(identity, "for_mac"):   # an IdentityRecords table
             identity = identity.for_mac(mac)
-        view = split_devices(pk, devices=[mac])
-        if len(view) == 0:
+        span = device_span(pk, mac)
+        if span[0] == 0:
             return None
-        ts = pk.ts_ns[view.pkt]
-        now = int(ts.max()) if now_ns is None else max(int(now_ns), int(ts.max()))
+        t_min, t_max = span[1], span[2]
+        now = t_max if now_ns is None else max(int(now_ns), t_max)
         classes = self.classes
         votes: list[_Vote] = []
         id_vote = None
@@ -228,23 +278,25 @@ class DecisionEngine:
                 id_vote = self.identity_model.vote(records, mac)
                 votes.append(_Vote("identity", self._aligned_to(list(CATEGORIES_ALL), id_vote.proba, classes),
                                    id_vote.threshold, c.identity_weight, self.identity_model.kind))
-        sess = session_table(pk, view, c.idle_timeout) if sessions is None else sessions
+        sess = self.sessions(pk, mac) if sessions is None else sessions
         n_s = len(sess)
         s_inst = g_inst = None
         if "segment" in voters and self.segment_model is not None:
-            g_inst = self._segment_instance(pk, view, now)
+            g_inst = self._segment_instance(pk, mac, now, span)
         if "session" in voters and n_s >= c.min_sessions_provisional:
             if (sess.pool == "").any():
                 self._fill_pools(sess)
             s_inst = self._session_instance(sess)
-            ps = self._aligned_to(self.session_model.classes, self.session_model.predict_proba(s_inst)[0], classes)
+            ps = self._aligned_to(self.session_model.classes, self._memo(
+                "p", self.session_model, s_inst, self.session_model.predict_proba)[0], classes)
             votes.append(_Vote("session", ps, c.threshold, 1 - c.segment_weight, self.session_model.kind))
         if g_inst is not None:
-            pg = self._aligned_to(self.segment_model.classes, self.segment_model.predict_proba(g_inst)[0], classes)
+            pg = self._aligned_to(self.segment_model.classes, self._memo(
+                "p", self.segment_model, g_inst, self.segment_model.predict_proba)[0], classes)
             votes.append(_Vote("segment", pg, c.segment_threshold, c.segment_weight, self.segment_model.kind))
-        counts = {"packets": int(len(view.pkt)), "sessions": n_s,
-                  "segments": int((now - int(ts.min())) // int(c.interval * 1e9)),
-                  "seconds": round((now - int(ts.min())) / 1e9, 3),
+        counts = {"packets": int(span[0]), "sessions": n_s,
+                  "segments": int((now - t_min) // int(c.interval * 1e9)),
+                  "seconds": round((now - t_min) / 1e9, 3),
                   "identity_records": id_vote.records if id_vote is not None else 0}
         vendor = self.vendor_status(mac) if "identity" in voters else None
         return _Evidence(votes, counts, g_inst is not None, id_vote, s_inst, g_inst, vendor)
@@ -444,13 +496,13 @@ class DecisionEngine:
                 out["identity"].append({"kind": h.kind, "value": h.value, "category": h.category,
                                         "weight": round(float(h.weight), 4)})
         if s_inst is not None:
-            top = self.session_model.explain(s_inst)[0]
+            top = self._memo("x", self.session_model, s_inst, self.session_model.explain)[0]
             if top:
                 parts.append("sessions: " + ", ".join(f"#{j + 1} {pool or '?'} ({w:.2f})" for j, pool, w in top))
                 out["sessions"] = [{"position": int(j) + 1, "pool": str(pool or "?"), "weight": round(float(w), 4)}
                                    for j, pool, w in top]
         if g_inst is not None:
-            feats = self.segment_model.explain(g_inst)[0]
+            feats = self._memo("x", self.segment_model, g_inst, self.segment_model.explain)[0]
             parts.append("segments: " + ", ".join(f"{f} ({d:+.2f})" for f, d in feats))
             out["segments"] = [{"feature": str(f), "change": round(float(d), 4)} for f, d in feats]
         return "; ".join(parts), out

@@ -445,3 +445,44 @@ def session_kernel(dev_tx, dev_rx, order, use_order, ndev, ip_version, ip_proto,
     v = vol[:ns][pos]
     return (s_pkt[pos], s_tx[pos], s_dev[pos], s_last[pos], v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy(),
             v[:, 3].copy())
+
+
+@njit(cache=True, nogil=True)
+def device_span(src, dst, ts, mac):
+    """One device's entries in a packet table (a packet it sent, one it received; both for a
+    packet to itself), its first and last time, and whether the table's times never decrease."""
+    n = len(src)
+    entries = 0
+    t_min = np.int64(0)
+    t_max = np.int64(0)
+    ordered = True
+    for i in range(n):
+        t = ts[i]
+        if i > 0 and t < ts[i - 1]:
+            ordered = False
+        k = (1 if src[i] == mac else 0) + (1 if dst[i] == mac else 0)
+        if k:
+            if entries == 0:
+                t_min = t
+                t_max = t
+            else:
+                if t < t_min:
+                    t_min = t
+                if t > t_max:
+                    t_max = t
+            entries += k
+    return entries, t_min, t_max, ordered
+
+
+@njit(cache=True, nogil=True)
+def device_sides(src, dst, mac):
+    """Per packet: 0 where device ``mac`` sent it, -1 elsewhere; and 0 where it received it."""
+    n = len(src)
+    dev_tx = np.full(n, -1, np.int32)
+    dev_rx = np.full(n, -1, np.int32)
+    for i in range(n):
+        if src[i] == mac:
+            dev_tx[i] = 0
+        if dst[i] == mac:
+            dev_rx[i] = 0
+    return dev_tx, dev_rx

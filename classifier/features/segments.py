@@ -96,31 +96,31 @@ def _segments(pk: Packets, view: DeviceView, interval: float, end_ns: int | None
     return ts, g, dev_of_seg, k, start, complete, G
 
 
-def _moments(n: np.ndarray, s1: np.ndarray, mx: np.ndarray, mn: np.ndarray, m2: np.ndarray, m3: np.ndarray,
-             m4: np.ndarray) -> np.ndarray:
-    """Length statistics (G, len(STATS)) from one subset's per-group count, sum, max, min and
-    sums of the deviations' 2nd, 3rd and 4th powers (0 for empty groups)."""
-    G = len(n)
-    out = np.zeros((G, len(STATS)))
+def _moments(acc: np.ndarray, mom: np.ndarray) -> list[np.ndarray]:
+    """Length statistics per subset, each (G, len(STATS)), from the kernel's per-group count,
+    sum, max and min (``acc[g, subset]``) and sums of the deviations' 2nd, 3rd and 4th powers
+    (``mom[g, subset]``); 0 for empty groups. All subsets in one set of array operations."""
+    n, s1, mx, mn = acc[..., 0], acc[..., 1], acc[..., 2], acc[..., 3]
+    out = np.zeros(n.shape + (len(STATS),))
     has = n > 0
-    mean = np.zeros(G)
+    mean = np.zeros(n.shape)
     mean[has] = s1[has] / n[has]
-    m2 = np.where(has, m2, 0.0)
-    m3 = np.where(has, m3, 0.0)
-    m4 = np.where(has, m4, 0.0)
-    m2[has] /= n[has]
-    m3[has] /= n[has]
-    m4[has] /= n[has]
+    m2 = np.zeros(n.shape)
+    m3 = np.zeros(n.shape)
+    m4 = np.zeros(n.shape)
+    m2[has] = mom[..., 0][has] / n[has]
+    m3[has] = mom[..., 1][has] / n[has]
+    m4[has] = mom[..., 2][has] / n[has]
     out[has, 0] = mx[has]
     out[has, 1] = mn[has]
-    out[:, 2] = mean
-    out[:, 3] = s1
+    out[..., 2] = mean
+    out[..., 3] = s1
     var_pos = m2 > 0
-    out[:, 4] = np.sqrt(m2)
-    out[:, 5] = m2
+    out[..., 4] = np.sqrt(m2)
+    out[..., 5] = m2
     out[var_pos, 6] = m3[var_pos] / m2[var_pos] ** 1.5
     out[var_pos, 7] = m4[var_pos] / m2[var_pos] ** 2 - 3.0
-    return out
+    return [out[:, j] for j in range(len(SUBSETS))]
 
 
 def _layout(pk: Packets, view: DeviceView, interval: float, end_ns: int | None):
@@ -160,10 +160,35 @@ def segment_features(pk: Packets, view: DeviceView, interval: float = 300.0,
                                       IS_USER, t0, first, T, G, nproto)
     counts[:, 2] = counts[:, 0] - counts[:, 1]
     counts[:, 3] = counts[:, 0] - counts[:, 4]
-    lengths = [_moments(acc[:, j, 0], acc[:, j, 1], acc[:, j, 2], acc[:, j, 3], mom[:, j, 0], mom[:, j, 1],
-                        mom[:, j, 2]) for j in range(len(SUBSETS))]
-    values = np.hstack([counts] + lengths)
+    values = np.hstack([counts] + _moments(acc, mom))
     return FeatureTable(view.macs[dev_of_seg], k, start, complete, list(FEATURE_NAMES), values)
+
+
+def segment_window(pk: Packets, mac: int, interval: float, t: int, end_ns: int, t_first: int) -> tuple | None:
+    """Device ``mac``'s last ``t`` complete segments up to ``end_ns`` (no earlier than its last
+    packet), as :func:`segment_features` gives them (the same rows, bit for bit), from the
+    packets of those segments alone: ``pk`` must be in time order (a binary search finds them).
+    ``t_first``: the device's first packet time (segments are aligned on it). Returns (values
+    (t, features), the window's start) or None when the device has fewer than ``t`` complete
+    segments."""
+    from classifier.features.kernels import device_sides, segment_kernel
+    T = int(round(interval * 1e9))
+    if T <= 0:
+        raise ValueError(f"segment interval must be positive, got {interval}")
+    K = (int(end_ns) - int(t_first)) // T            # complete segments
+    if K < t:
+        return None
+    lo_t = int(t_first) + (K - t) * T
+    lo, hi = np.searchsorted(pk.ts_ns, [lo_t, lo_t + t * T], side="left")
+    src, dst = pk.eth_src[lo:hi], pk.eth_dst[lo:hi]
+    dev_tx, dev_rx = device_sides(src, dst, np.uint64(mac))
+    nproto = len(Proto)
+    counts, acc, mom = segment_kernel(dev_tx, dev_rx, np.zeros(0, np.int64), False, pk.ts_ns[lo:hi],
+                                      pk.wire_len[lo:hi], pk.proto[lo:hi], IS_USER, np.array([lo_t], np.int64),
+                                      np.zeros(2, np.int64), T, t, nproto)
+    counts[:, 2] = counts[:, 0] - counts[:, 1]
+    counts[:, 3] = counts[:, 0] - counts[:, 4]
+    return np.hstack([counts] + _moments(acc, mom)), lo_t
 
 
 def ccit_features(pk: Packets, view: DeviceView, interval: float = 300.0, end_ns: int | None = None,

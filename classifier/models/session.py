@@ -120,6 +120,15 @@ class SessionNBA(TorchModel, Model):
     def logits(self, inst: Instances, with_attention: bool = False):
         if self.net is None:
             raise ModelError("model is not trained")
+        # A decision asks for one instance's probabilities and then its explanation (attention):
+        # the same forward pass, run once (its last single instance is remembered).
+        key = None
+        if len(inst) == 1:
+            key = (tuple(inst.X["pool"].ravel().tolist()), inst.X["num"].tobytes(),
+                   np.asarray(inst.X["length"]).tobytes(), id(self.net))
+            last = getattr(self, "_last_one", None)
+            if last is not None and last[0] == key:
+                return (last[1], last[2]) if with_attention else last[1]
         ids, x, lens = self._tensors(inst)
         out, att = [], []
         with torch.inference_mode():
@@ -131,7 +140,10 @@ class SessionNBA(TorchModel, Model):
             z = np.zeros((0, len(self.classes)), np.float32)
             return (z, np.zeros((0, self.config["n"]), np.float32)) if with_attention else z
         z = torch.cat(out).numpy()
-        return (z, torch.cat(att).numpy()) if with_attention else z
+        w = torch.cat(att).numpy()
+        if key is not None:
+            self._last_one = (key, z, w)
+        return (z, w) if with_attention else z
 
     def explain(self, inst: Instances, top: int = 3) -> list[list[tuple[int, str, float]]]:
         """For each instance, the sessions with the highest attention: (position, pool, weight)."""

@@ -62,7 +62,7 @@ class DecisionManager:
             st.reopened.discard(dev.mac)
             st.learner.buffers[dev.mac].new = 0
             out.append(DecideRequest(dev.mac, st.learner.packets(dev.mac), self.mirror.classifier_time(now_ns),
-                                     st.learner.identity(dev.mac)))
+                                     st.learner.identity(dev.mac), st.learner.sessions(dev.mac)))
         for dev in st.devices.values():
             if not dev.attached:
                 continue

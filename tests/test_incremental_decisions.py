@@ -1,0 +1,182 @@
+"""The controller's incremental decision path decides exactly as the path before it.
+
+Before: each decision rebuilt the device's sessions and every segment from all its buffered
+packets (the engine's evidence code as it was, kept here verbatim in :class:`RebuildingEngine`,
+and no remembered model answers). Now: the learner keeps each device's sessions from request
+to request (:meth:`controller_app.learning.Learner.sessions`), the engine reads only the last
+window's packets for the segment model, and remembers model answers for inputs it has seen.
+
+A capture is fed to a :class:`~controller_app.learning.Learner` in batches as the controller
+files mirrored packets, and at the controller's cadence each device is decided both ways; every
+field of the two decisions must be equal: category, confidence, stage, model, explanation,
+``evidence`` (with ``evidence["explain"]``) and ``vouching``. Buffers small enough to drop
+their oldest packets and batches out of time order are part of the run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from classifier.capture.decode import read_packets
+from classifier.capture.packets import Packets
+from classifier.engine import engine as engine_mod
+from classifier.engine.engine import DecisionEngine, _Evidence, _Vote, load_engine
+from classifier.features.devices import split_devices
+from classifier.features.identity import identity_records
+from classifier.features.segments import FEATURE_NAMES, segment_features
+from classifier.features.sessions import session_table
+from classifier.features.instances import Instances
+from controller_app.learning import Learner
+
+
+class RebuildingEngine(DecisionEngine):
+    """The engine's evidence as it was computed before the incremental path (verbatim)."""
+
+    def _memo(self, what, model, inst, fn):
+        return fn(inst)
+
+    def _segment_instance(self, pk, view, now_ns):
+        c = self.config
+        seg = segment_features(pk, view, c.interval, end_ns=now_ns)
+        rows = np.flatnonzero(seg.complete)
+        if len(rows) < c.t:
+            return None
+        win = seg.values[rows[-c.t:]].astype(np.float32)
+        if win[:, FEATURE_NAMES.index("n_total")].sum() == 0:
+            return None
+        return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(seg.start_ns[rows[-c.t]])]))
+
+    def evidence(self, pk, mac, now_ns=None, identity=None, voters=None, sessions=None):
+        c = self.config
+        voters = c.voters if voters is None else voters
+        if identity is not None and hasattr(identity, "for_mac"):   # an IdentityRecords table
+            identity = identity.for_mac(mac)
+        view = split_devices(pk, devices=[mac])
+        if len(view) == 0:
+            return None
+        ts = pk.ts_ns[view.pkt]
+        now = int(ts.max()) if now_ns is None else max(int(now_ns), int(ts.max()))
+        classes = self.classes
+        votes: list[_Vote] = []
+        id_vote = None
+        if self.identity_model is not None and "identity" in voters:
+            records = [r for r in (identity or ()) if int(r[0]) <= now]
+            if records or self.identity_model.speaks_for_mac(mac):   # the MAC is a record too
+                id_vote = self.identity_model.vote(records, mac)
+                votes.append(_Vote("identity", self._aligned_to(list(engine_mod.CATEGORIES_ALL), id_vote.proba,
+                                                                classes),
+                                   id_vote.threshold, c.identity_weight, self.identity_model.kind))
+        sess = session_table(pk, view, c.idle_timeout) if sessions is None else sessions
+        n_s = len(sess)
+        s_inst = g_inst = None
+        if "segment" in voters and self.segment_model is not None:
+            g_inst = self._segment_instance(pk, view, now)
+        if "session" in voters and n_s >= c.min_sessions_provisional:
+            if (sess.pool == "").any():
+                self._fill_pools(sess)
+            s_inst = self._session_instance(sess)
+            ps = self._aligned_to(self.session_model.classes, self.session_model.predict_proba(s_inst)[0], classes)
+            votes.append(_Vote("session", ps, c.threshold, 1 - c.segment_weight, self.session_model.kind))
+        if g_inst is not None:
+            pg = self._aligned_to(self.segment_model.classes, self.segment_model.predict_proba(g_inst)[0], classes)
+            votes.append(_Vote("segment", pg, c.segment_threshold, c.segment_weight, self.segment_model.kind))
+        counts = {"packets": int(len(view.pkt)), "sessions": n_s,
+                  "segments": int((now - int(ts.min())) // int(c.interval * 1e9)),
+                  "seconds": round((now - int(ts.min())) / 1e9, 3),
+                  "identity_records": id_vote.records if id_vote is not None else 0}
+        vendor = self.vendor_status(mac) if "identity" in voters else None
+        return _Evidence(votes, counts, g_inst is not None, id_vote, s_inst, g_inst, vendor)
+
+
+def _engines():
+    new = load_engine()
+    old = load_engine()
+    old.__class__ = RebuildingEngine
+    return new, old
+
+
+def replay(pk: Packets, identity, devices: list[int], max_packets: int = 50_000, batch_s: float = 1.0,
+           every_s: float = 30.0, shuffle_every: int = 0, limit: int | None = None) -> int:
+    """Feed ``pk`` to a learner in ``batch_s`` batches; every ``every_s`` decide each device both
+    ways and compare. ``shuffle_every``: every k-th batch reversed (out of time order). Returns
+    the decisions compared."""
+    new, old = _engines()
+    learner = Learner(max_packets=max_packets)
+    learner.session_idle = new.config.idle_timeout
+    macs = np.asarray(sorted(devices), np.uint64)
+    ts = pk.ts_ns
+    t0 = int(ts.min())
+    edges = np.searchsorted(ts, np.arange(t0, int(ts.max()) + 2 * int(batch_s * 1e9), int(batch_s * 1e9)))
+    next_decide = t0 + int(every_s * 1e9)
+    compared = decided = 0
+    for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        if hi > lo:
+            rows = np.arange(lo, hi)
+            if shuffle_every and b % shuffle_every == 0:
+                rows = rows[::-1]
+            chunk = pk.take(rows)
+            learner.add(chunk, np.isin(chunk.eth_src, macs), np.isin(chunk.eth_dst, macs))
+        now = int(ts[hi - 1]) if hi > 0 else t0
+        if now < next_decide:
+            continue
+        next_decide = now + int(every_s * 1e9)
+        for mac in learner.buffers:
+            if learner.buffers[mac].n < 10:
+                continue
+            packets = learner.packets(mac)
+            sess = learner.sessions(mac)
+            recs = identity.for_mac(mac)
+            got = new.decide(packets, mac, now, identity=recs, sessions=sess)
+            want = old.decide(packets, mac, now, identity=recs)
+            assert (got is None) == (want is None), (mac, now)
+            compared += 1
+            if got is not None:
+                decided += 1
+                assert got.to_dict() == want.to_dict(), (mac, now, got, want)
+            if limit and compared >= limit:
+                return compared
+    assert decided > 0
+    return compared
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    from testing.synth import default_network, write_network_capture
+    folder = tmp_path_factory.mktemp("incremental")
+    net = default_network(identity=True)
+    path = folder / "network.pcap"
+    write_network_capture(str(path), net, 2 * 3600.0, seed=11)
+    return read_packets(str(path), warnings=[]), identity_records(str(path), warnings=[]), net
+
+
+@pytest.mark.slow
+def test_incremental_decisions_equal_rebuilt_ones(generated):
+    pk, recs, net = generated
+    n = replay(pk, recs, [_mac(d.mac) for d in net.devices], every_s=120.0)
+    assert n > 100
+
+
+@pytest.mark.slow
+def test_incremental_decisions_equal_when_buffers_drop_packets_and_batches_come_out_of_order(generated):
+    pk, recs, net = generated
+    macs = [_mac(d.mac) for d in net.devices]
+    n = replay(pk, recs, macs, max_packets=3_000, every_s=300.0, shuffle_every=7)
+    assert n > 20
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_incremental_decisions_equal_on_a_shared_capture(datasets):
+    path = datasets / "home" / "training_2023-5-26_1_13_9.pcapng.gz"
+    pk = read_packets(str(path), warnings=[])
+    recs = identity_records(str(path), warnings=[])
+    from classifier.capture.labels import load_datasets
+    labelled = load_datasets([str(datasets / "home")]).for_path(str(path))
+    macs = sorted(labelled.devices) if labelled is not None else split_devices(pk).macs.tolist()
+    assert replay(pk, recs, macs, every_s=120.0) > 50
+
+
+def _mac(text: str) -> int:
+    from classifier.capture.packets import mac_to_int
+    return mac_to_int(text)
