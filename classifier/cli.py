@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 
 from classifier import __version__
 from classifier.errors import CaptureWarning, IotClassError
+from classifier.parallel import add_runner_options
 from classifier.pools.resolver import add_feature_pool_options, add_pools_command
 
 EXIT_ERROR = 1
@@ -126,59 +127,111 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+_PER_PROCESS: dict = {}
+
+
+def _once(key, make):
+    """What a worker process builds once and keeps (labels, a pool resolver, an engine)."""
+    if key not in _PER_PROCESS:
+        _PER_PROCESS[key] = make()
+    return _PER_PROCESS[key]
+
+
+def _features_job(job):
+    """One capture's feature table (``iotclass features``), in whichever process runs it."""
+    import os as _os
+
+    from classifier.features.pipeline import load_capture
+    from classifier.features.segments import FEATURE_SETS, ccit_features, segment_features
+    from classifier.features.sessions import session_table
+    path, args = job
+    labels = _once(("labels", tuple(args.devices or ())), lambda: _labels(args))
+    cap = load_capture(path, args.gateway, labels)
+    if args.kind == "segments":
+        frame = segment_features(cap.packets, cap.view, args.interval).to_frame()
+        frame = frame[["mac", "segment", "start", "complete"] + FEATURE_SETS[args.set]]
+    elif args.kind == "ccit":
+        frame = ccit_features(cap.packets, cap.view, args.interval).to_frame()
+    else:
+        sess = session_table(cap.packets, cap.view, args.idle_timeout)
+        if not args.no_pools:
+            from classifier.pools.resolver import fill_pools, resolver_from_args
+            fill_pools(sess, _once(("pools", _os.getpid()), lambda: resolver_from_args(args)))
+        frame = sess.to_frame()
+    frame.insert(0, "capture", _os.path.basename(cap.path))
+    frame = _add_label_columns(frame, labels, cap.path)
+    if labels is not None and args.labelled_only:
+        frame = frame[frame["category"] != ""]
+    if args.out.lower().endswith(".csv"):
+        # the CSV text is formatted here, in the worker: the parent only writes it
+        return frame, frame.to_csv(index=False, header=False)
+    return frame, None
+
+
+def _close_resolvers() -> None:
+    for key in [k for k in _PER_PROCESS if k[0] == "pools"]:
+        _PER_PROCESS.pop(key).close()
+
+
 def cmd_features(args) -> int:
     import pandas as pd
 
-    from classifier.features.pipeline import load_captures
-    from classifier.features.segments import FEATURE_SETS, ccit_features, segment_features
-    from classifier.features.sessions import session_table
+    from classifier.capture.reader import capture_paths
+    from classifier.parallel import runner_from_args
     if args.interval <= 0:
         raise CliError(f"--interval must be positive, got {args.interval}")
-    labels = _labels(args)
-    frames = []
-    pools = None
-    if args.kind == "sessions" and not args.no_pools:
-        from classifier.pools.resolver import fill_pools, resolver_from_args
-        pools = resolver_from_args(args)
-    for cap in load_captures(args.pcap, args.gateway, labels):
-        if args.kind == "segments":
-            table = segment_features(cap.packets, cap.view, args.interval)
-            frame = table.to_frame()
-            keep = ["mac", "segment", "start", "complete"] + FEATURE_SETS[args.set]
-            frame = frame[keep]
-        elif args.kind == "ccit":
-            frame = ccit_features(cap.packets, cap.view, args.interval).to_frame()
-        else:
-            sess = session_table(cap.packets, cap.view, args.idle_timeout)
-            if pools is not None:
-                fill_pools(sess, pools)
-            frame = sess.to_frame()
-        frame.insert(0, "capture", os.path.basename(cap.path))
-        frame = _add_label_columns(frame, labels, cap.path)
-        if labels is not None and args.labelled_only:
-            frame = frame[frame["category"] != ""]
-        frames.append(frame)
-    if pools is not None:
-        pools.close()
+    paths = capture_paths(args.pcap)
+    job = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
+    with runner_from_args(args) as runner:
+        parts = list(runner.map(_features_job, [(p, job) for p in paths], desc="reading"))
+    _close_resolvers()
+    frames = [f for f, _ in parts]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    _write_frame(out, args.out)
+    texts = [t for _, t in parts]
+    if frames and all(t is not None for t in texts) and all(
+            list(f.dtypes.items()) == list(frames[0].dtypes.items()) for f in frames):
+        # the frames' own CSV text, joined: what out.to_csv writes, when every part has the same
+        # columns and types (pd.concat keeps them then)
+        try:
+            with open(args.out, "w", newline="") as fh:
+                fh.write(out.iloc[:0].to_csv(index=False))
+                for t in texts:
+                    fh.write(t)
+        except OSError as exc:
+            raise CliError(f"--out {args.out}: cannot write: {exc.strerror or exc}") from None
+    else:
+        _write_frame(out, args.out)
     print(f"wrote {len(out)} rows to {args.out}", file=sys.stderr)
     return 0
 
 
-def cmd_identity(args) -> int:
+def _identity_job(job):
+    """One capture's identity records and the labelled names of their devices."""
     from classifier.capture.packets import mac_to_str
+    from classifier.features.pipeline import load_capture
+    path, args = job
+    labels = _once(("labels", tuple(args.devices or ())), lambda: _labels(args))
+    cap = load_capture(path, (), labels)
+    names = {}
+    if labels is not None:
+        for mac in cap.identity.macs().tolist():
+            dev = labels.label(cap.path, mac)
+            if dev:
+                names[mac_to_str(mac)] = f"{dev.name} ({dev.category})"
+    return cap.identity, names
+
+
+def cmd_identity(args) -> int:
+    from classifier.capture.reader import capture_paths
     from classifier.features.identity import IdentityRecords, format_summary, summarize
-    from classifier.features.pipeline import load_captures
-    labels = _labels(args)
+    from classifier.parallel import runner_from_args
+    paths = capture_paths(args.pcap)
+    job = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
     parts, names = [], {}
-    for cap in load_captures(args.pcap, (), labels):
-        parts.append(cap.identity)
-        if labels is not None:
-            for mac in cap.identity.macs().tolist():
-                dev = labels.label(cap.path, mac)
-                if dev:
-                    names[mac_to_str(mac)] = f"{dev.name} ({dev.category})"
+    with runner_from_args(args) as runner:
+        for records, named in runner.map(_identity_job, [(p, job) for p in paths], desc="reading"):
+            parts.append(records)
+            names.update(named)
     rows = summarize(IdentityRecords.concat(parts))
     if args.json:
         for row in rows:
@@ -458,6 +511,7 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("--labelled-only", action="store_true", help="only rows of devices the labels name")
     sp.add_argument("--out", required=True, metavar="FILE", help="output .csv or .parquet")
     add_feature_pool_options(sp)
+    add_runner_options(sp)
     sp.set_defaults(func=cmd_features)
 
     sp = sub.add_parser("identity", help="per device: what it says about itself (DHCP, DNS, mDNS, SSDP, TLS, HTTP)")
@@ -467,6 +521,7 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="a JSON list of objects")
     sp.add_argument("--max-values", type=int, default=10, metavar="N",
                     help="distinct values shown per kind (0: all; the JSON has all)")
+    add_runner_options(sp)
     sp.set_defaults(func=cmd_identity)
 
     sp = sub.add_parser("bench", help="packets/s: parse, and parse + features (segments and sessions)")

@@ -17,6 +17,10 @@ class CaptureError(IotClassError):
         where = f"{source}" if offset is None else f"{source}: byte {offset}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self):
+        # raised in a worker process (--workers, --scheduler), re-raised in the command's
+        return type(self), (self.source, self.offset, self.message)
+
 
 class CaptureWarning(UserWarning):
     """A capture was read only in part (e.g. a truncated last record)."""
@@ -27,3 +31,6 @@ class CaptureWarning(UserWarning):
         self.message = message
         where = f"{source}" if offset is None else f"{source}: byte {offset}"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        return type(self), (self.source, self.offset, self.message)

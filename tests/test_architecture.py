@@ -18,7 +18,7 @@ PACKAGES = ("classifier", "controller_app", "testing", "benchmarks", "topologies
 INSTALLED = ("classifier", "controller_app")       #: what a wheel holds (setup.cfg)
 #: classifier's rooms in data-flow order: each may import only those before it
 #: (``classifier`` itself holds the version; errors and shared are used everywhere)
-FLOW = ("classifier", "classifier.errors", "classifier.shared", "classifier.capture", "classifier.features",
+FLOW = ("classifier", "classifier.errors", "classifier.shared", "classifier.parallel", "classifier.capture", "classifier.features",
         "classifier.pools", "classifier.models", "classifier.knowledge", "classifier.identity", "classifier.engine", "classifier.evaluation", "classifier.cli")
 
 

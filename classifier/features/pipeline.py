@@ -43,21 +43,25 @@ def load_captures(paths: Iterable[str], gateways: Iterable[int | str] = (), labe
                   desc: str = "reading") -> Iterator[LoadedCapture]:
     """Read, decode and split each capture; gateway MACs from labels are excluded too."""
     paths = capture_paths(paths)
-    base_gw = set(as_mac_ints(list(gateways)).tolist())
     for path in progress(paths, total=len(paths), desc=desc):
-        frames = read_frames(path)
-        warns: list = list(frames.warnings)
-        pk = decode(frames)
-        identity = extract(frames.buf, frames.offset, frames.caplen, frames.wirelen, pk, frames.source, warns)
-        del frames
-        for w in warns:
-            warnings.warn(w, stacklevel=2)
-        gw = set(base_gw)
-        if labels is not None:
-            cap = labels.for_path(path)
-            if cap is not None:
-                gw |= cap.gateways
-        yield LoadedCapture(path, pk, split_devices(pk, gateways=sorted(gw)), warns, identity)
+        yield load_capture(path, gateways, labels)
+
+
+def load_capture(path: str, gateways: Iterable[int | str] = (), labels: Dataset | None = None) -> LoadedCapture:
+    """Read, decode and split one capture (its warnings issued, and kept in the result)."""
+    frames = read_frames(path)
+    warns: list = list(frames.warnings)
+    pk = decode(frames)
+    identity = extract(frames.buf, frames.offset, frames.caplen, frames.wirelen, pk, frames.source, warns)
+    del frames
+    for w in warns:
+        warnings.warn(w, stacklevel=3)
+    gw = set(as_mac_ints(list(gateways)).tolist())
+    if labels is not None:
+        cap = labels.for_path(path)
+        if cap is not None:
+            gw |= cap.gateways
+    return LoadedCapture(path, pk, split_devices(pk, gateways=sorted(gw)), warns, identity)
 
 
 def device_summary(pk: Packets, view: DeviceView, n_sessions: np.ndarray) -> dict[int, dict]:
