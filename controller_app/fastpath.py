@@ -30,6 +30,29 @@ def _in_port(buf, start: int, end: int):
     return None
 
 
+_PACKET_IN_HEAD = struct.Struct("!IHBBQHH")   # buffer_id, total_len, reason, table_id, cookie; match type, length
+
+
+def packet_in_row(buf, pos: int, msg_len: int):
+    """(in_port, cookie, total_len, data) of the OpenFlow 1.3 packet-in at ``buf[pos:pos +
+    msg_len]``, read as :func:`make_packet_in_class`'s parser reads it (``data``: a bytearray
+    copy); None when it is not plainly well formed (no in_port in its match, a match running
+    past the message): the message then takes the framework's full path, which reports it."""
+    if msg_len < 34:
+        return None
+    _bid, total_len, _reason, _table, cookie, _mtype, length = _PACKET_IN_HEAD.unpack_from(buf, pos + 8)
+    data_at = 24 + ((length + 7) // 8) * 8 + 2
+    if length < 4 or data_at > msg_len:
+        return None
+    in_port = _in_port(buf, pos + 28, pos + 24 + length)
+    if in_port is None:
+        return None
+    end = pos + msg_len
+    if total_len < msg_len - data_at:
+        end = pos + data_at + total_len
+    return in_port, cookie, total_len, buf[pos + data_at:end]
+
+
 def make_packet_in_class(parser_mod, ofproto_mod):
     base = parser_mod.OFPPacketIn
     match_parser = parser_mod.OFPMatch.parser

@@ -70,6 +70,7 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, HANDSH
 from os_ken.lib import hub, ip
 from os_ken.ofproto import ofproto_common, ofproto_parser
 
+from controller_app.fastpath import packet_in_row
 from controller_app.guard import ERRORS, Backoff, RateLimitedLog, fatal
 
 LOG = logging.getLogger("controller_app.ofconn")
@@ -195,6 +196,10 @@ class Connections:
         self._probing: set = set()
         self.stats: Counter = Counter()
         self.listeners: list = []
+        #: the app's bulk packet-in handler, and the per-message handler it stands for on the
+        #: OpenFlow service (:meth:`take_packet_ins`)
+        self.packet_in_sink = None
+        self.packet_in_handler = None
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self.log = RateLimitedLog(LOG, burst=5, per=60.0)
@@ -204,6 +209,27 @@ class Connections:
         self.dp_backoff = Backoff(lim.reconnect_burst, lim.reconnect_interval, longest=lim.reconnect_backoff_max)
         self.host_backoff = Backoff(lim.host_connect_burst, lim.host_connect_interval,
                                     longest=lim.reconnect_backoff_max)
+
+    def take_packet_ins(self, sink, handler) -> None:
+        """Packet-ins of connections in MAIN_DISPATCHER go to ``sink(dpid, rows)`` straight from
+        the receive loop, ``rows`` a list of (in_port, cookie, total_len, data) in arrival order,
+        instead of one parsed message and event each to ``handler`` -- while ``handler`` is the
+        only one the OpenFlow service has for packet-ins and no app observes them (else every
+        packet-in takes the framework's path, as before)."""
+        self.packet_in_sink, self.packet_in_handler = sink, handler
+
+    def sink_for(self, brick):
+        """The bulk packet-in sink, if it may take this service's packet-ins now."""
+        sink = self.packet_in_sink
+        if sink is None or brick is None:
+            return None
+        ev_cls = ofp_event.EventOFPPacketIn
+        if brick.observers.get(ev_cls):
+            return None
+        handlers = brick.event_handlers.get(ev_cls, ())
+        if len(handlers) != 1 or handlers[0] != self.packet_in_handler:
+            return None
+        return sink
 
     # -------------------------------------------------------------- counting and logging
 
@@ -676,18 +702,51 @@ class GuardedDatapath(of_controller.Datapath):
         the header's 8 bytes cannot be framed: the connection is closed."""
         buf = self._rx
         buf += chunk
-        while len(buf) >= 8 and not self.closing:
-            version, msg_type, msg_len, xid = HEADER.unpack_from(buf)
-            if msg_len < 8:
-                self.malformed("bad_length", version, msg_type, msg_len, f"length {msg_len} < 8: stream lost")
-                self.abort("unframeable message")
-                buf.clear()
-                return
-            if len(buf) < msg_len:
-                return
-            raw = buf[:msg_len]
-            del buf[:msg_len]
-            self.dispatch(version, msg_type, msg_len, xid, raw)
+        n = len(buf)
+        pos = 0
+        # Packet-ins straight to the app's bulk handler (Connections.take_packet_ins), read in
+        # place: no parsed message, event and handler call each. Any other message is
+        # dispatched as before, after the packet-ins that came before it.
+        sink = self.registry.sink_for(self.ofp_brick) if self.state == MAIN_DISPATCHER else None
+        rows: list = []
+        ofp_version = self.ofproto.OFP_VERSION
+        try:
+            while n - pos >= 8 and not self.closing:
+                version, msg_type, msg_len, xid = HEADER.unpack_from(buf, pos)
+                if msg_len < 8:
+                    if rows:                     # the packet-ins before it were whole: the app has them
+                        self._sink(sink, rows)
+                        rows = []
+                    self.malformed("bad_length", version, msg_type, msg_len, f"length {msg_len} < 8: stream lost")
+                    self.abort("unframeable message")
+                    buf.clear()
+                    pos = 0
+                    return
+                if n - pos < msg_len:
+                    break
+                if sink is not None and msg_type == 10 and version == ofp_version:
+                    row = packet_in_row(buf, pos, msg_len)
+                    if row is not None:
+                        rows.append(row)
+                        pos += msg_len
+                        continue
+                if rows:
+                    self._sink(sink, rows)
+                    rows = []
+                raw = buf[pos:pos + msg_len]
+                pos += msg_len
+                self.dispatch(version, msg_type, msg_len, xid, raw)
+        finally:
+            if pos:
+                del buf[:pos]
+        if rows:
+            self._sink(sink, rows)
+
+    def _sink(self, sink, rows: list) -> None:
+        try:
+            sink(self.id, rows)
+        except Exception as exc:  # noqa: BLE001 - the app's failure is not the connection's
+            self._handler_failed(getattr(sink, "__name__", "packet-in sink"), None, exc)
 
     def dispatch(self, version: int, msg_type: int, msg_len: int, xid: int, raw) -> None:
         """One framed message: parse it, hand its event to the observers and to the handlers

@@ -114,6 +114,7 @@ class IotControllerShell(BaseApp):
     """Mirrors learning devices, classifies them and enforces the per-category policy."""
 
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    _batch_lock = threading.Lock()      # each app sets its own in __init__
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -168,6 +169,7 @@ class IotControllerShell(BaseApp):
         self._flaps = guard.FlapLog(LOG)
         self.datapaths: dict = {}
         self._batch: list = []
+        self._batch_lock = threading.Lock()
         self._flush_requested = False
         self._early: list = []
         self._drained = threading.Condition()
@@ -447,10 +449,25 @@ class IotControllerShell(BaseApp):
                 in_port = msg.match.get("in_port", 0)
             except Exception:  # noqa: BLE001 - a match the parser cannot read: port 0, counted as unknown
                 in_port = 0
-        batch = self._batch
-        batch.append((msg.datapath.id, in_port, msg.cookie, msg.total_len, time.time_ns(), msg.data))
-        if len(batch) >= self.cfg.batch_size:
-            self._batch_full(len(batch))
+        row = (msg.datapath.id, in_port, msg.cookie, msg.total_len, time.time_ns(), msg.data)
+        with self._batch_lock:                   # _flush swaps the list under it: no row lands in a
+            batch = self._batch                  # list already decoded
+            batch.append(row)
+            n = len(batch)
+        if n >= self.cfg.batch_size:
+            self._batch_full(n)
+
+    def _packet_ins_bulk(self, dpid, rows) -> None:
+        """Packet-ins read in place by the connection's receive loop (ofconn's bulk path): the
+        same rows as :meth:`_packet_in` appends, one arrival time for the chunk read at once."""
+        now = time.time_ns()
+        new = [(dpid, in_port, ck, total, now, data) for in_port, ck, total, data in rows]
+        with self._batch_lock:                   # _flush swaps the list under it
+            batch = self._batch
+            batch.extend(new)
+            n = len(batch)
+        if n >= self.cfg.batch_size:
+            self._batch_full(n)
 
     def _batch_full(self, n: int) -> None:
         if not self._flush_requested:
@@ -468,14 +485,19 @@ class IotControllerShell(BaseApp):
             raise RuntimeError("the OpenFlow service (ofp_event) is not running")
         brick.register_handler(ofp_event.EventOFPPacketIn, self._packet_in)
         self._brick = brick
+        conns = sys.modules.get("controller_app.ofconn")
+        reg = conns.current() if conns is not None else None
+        if reg is not None:
+            reg.take_packet_ins(self._packet_ins_bulk, self._packet_in)
 
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
         self._flush_requested = False
         if not self._batch and not self._early:
             return
-        rows = self._batch
-        self._batch = []
+        with self._batch_lock:
+            rows = self._batch
+            self._batch = []
         with self._drained:
             self._drained.notify_all()
         rows = self._hold_early(rows)
@@ -514,7 +536,9 @@ class IotControllerShell(BaseApp):
     @set_ev_cls(EventTick)
     def _tick(self, ev):
         now_m = time.monotonic()
-        if now_m - self._last_flush >= self.cfg.flush_interval * 0.5:
+        # a full batch asked for this tick (_batch_full): decode it now, however recent the last
+        # flush (waiting for the interval held the receive thread back: one batch per 50 ms)
+        if self._flush_requested or now_m - self._last_flush >= self.cfg.flush_interval * 0.5:
             self._flush()
         if now_m - self._last_tick >= self.cfg.tick_interval:
             self._last_tick = now_m
