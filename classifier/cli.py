@@ -137,6 +137,15 @@ def _once(key, make):
     return _PER_PROCESS[key]
 
 
+def _job_labels(args):
+    """In a worker: the command's --max-capture-size (a Dask or forkserver worker did not run
+    :func:`main`), and its labels, read once per process."""
+    if getattr(args, "max_capture_size", None):
+        from classifier.capture.reader import set_max_capture_bytes
+        set_max_capture_bytes(args.max_capture_size)
+    return _once(("labels", tuple(args.devices or ())), lambda: _labels(args))
+
+
 def _features_job(job):
     """One capture's feature table (``iotclass features``), in whichever process runs it."""
     import os as _os
@@ -145,7 +154,7 @@ def _features_job(job):
     from classifier.features.segments import FEATURE_SETS, ccit_features, segment_features
     from classifier.features.sessions import session_table
     path, args = job
-    labels = _once(("labels", tuple(args.devices or ())), lambda: _labels(args))
+    labels = _job_labels(args)
     cap = load_capture(path, args.gateway, labels)
     if args.kind == "segments":
         frame = segment_features(cap.packets, cap.view, args.interval).to_frame()
@@ -176,14 +185,11 @@ def _close_resolvers() -> None:
 def cmd_features(args) -> int:
     import pandas as pd
 
-    from classifier.capture.reader import capture_paths
     from classifier.parallel import runner_from_args
     if args.interval <= 0:
         raise CliError(f"--interval must be positive, got {args.interval}")
-    paths = capture_paths(args.pcap)
-    job = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
     with runner_from_args(args) as runner:
-        parts = list(runner.map(_features_job, [(p, job) for p in paths], desc="reading"))
+        parts = list(runner.map(_features_job, _jobs(args), desc="reading"))
     _close_resolvers()
     frames = [f for f, _ in parts]
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -210,7 +216,7 @@ def _identity_job(job):
     from classifier.capture.packets import mac_to_str
     from classifier.features.pipeline import load_capture
     path, args = job
-    labels = _once(("labels", tuple(args.devices or ())), lambda: _labels(args))
+    labels = _job_labels(args)
     cap = load_capture(path, (), labels)
     names = {}
     if labels is not None:
@@ -221,15 +227,19 @@ def _identity_job(job):
     return cap.identity, names
 
 
-def cmd_identity(args) -> int:
+def _jobs(args) -> list:
+    """(capture path, the command's arguments) for each capture the command names."""
     from classifier.capture.reader import capture_paths
+    job = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
+    return [(p, job) for p in capture_paths(args.pcap)]
+
+
+def cmd_identity(args) -> int:
     from classifier.features.identity import IdentityRecords, format_summary, summarize
     from classifier.parallel import runner_from_args
-    paths = capture_paths(args.pcap)
-    job = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
     parts, names = [], {}
     with runner_from_args(args) as runner:
-        for records, named in runner.map(_identity_job, [(p, job) for p in paths], desc="reading"):
+        for records, named in runner.map(_identity_job, _jobs(args), desc="reading"):
             parts.append(records)
             names.update(named)
     rows = summarize(IdentityRecords.concat(parts))
@@ -272,8 +282,10 @@ def cmd_train(args) -> int:
     from classifier.evaluation.training import train_default
     settings = Settings(interval=args.interval, t=args.window, overlap=args.window // 2, n=args.sessions,
                         epochs=args.epochs)
-    train_default(_datasets_args(args), args.out, seed=args.seed, settings=settings,
-                  log=lambda m: print(m, file=sys.stderr))
+    from classifier.parallel import runner_from_args
+    with runner_from_args(args) as runner:
+        train_default(_datasets_args(args), args.out, seed=args.seed, settings=settings,
+                      log=lambda m: print(m, file=sys.stderr), runner=runner)
     return 0
 
 
@@ -330,8 +342,10 @@ def cmd_evaluate(args) -> int:
             print(json.dumps({m: {k: v for k, v in r.items() if k != "left_out"} for m, r in result["models"].items()},
                              indent=1))
             continue
-        result = ev.run_protocol(args.protocol, data, models, seeds=args.seeds, folds=args.folds, seed=args.seed,
-                                 log=log)
+        from classifier.parallel import runner_from_args
+        with runner_from_args(args) as runner:
+            result = ev.run_protocol(args.protocol, data, models, seeds=args.seeds, folds=args.folds, seed=args.seed,
+                                     log=log, runner=runner)
         path = ev.save_result(result, out, f"{args.protocol}-{name}")
         print(ev.format_summary(result))
         print()
@@ -400,17 +414,25 @@ def _verdict(engine, pk, mac, identity=None) -> dict:
                 explanation=dec.explanation)
 
 
+def _capture_job(job):
+    """One capture read, decoded and split (``iotclass classify``), in whichever process runs it."""
+    from classifier.features.pipeline import load_capture
+    path, args = job
+    return load_capture(path, args.gateway, _job_labels(args))
+
+
 def cmd_classify(args) -> int:
     import numpy as np
 
     from classifier.capture.packets import mac_to_str
     from classifier.engine.engine import load_engine
     from classifier.features.devices import split_devices
+    from classifier.parallel import runner_from_args
     from classifier.pools.network import join_captures
-    from classifier.features.pipeline import load_captures
-    engine = load_engine(args.model)
+    engine = load_engine(args.model)                # a wrong --model said before any capture is read
     labels = _labels(args)
-    caps = list(load_captures(args.pcap, args.gateway, labels))
+    with runner_from_args(args) as runner:
+        caps = list(runner.map(_capture_job, _jobs(args), desc="reading"))
     gateways = sorted(_network_gateways(args, caps, labels))
     rows = []
     if args.per_file:
@@ -541,6 +563,7 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("--window", type=int, default=6, metavar="T", help="segments per window t")
     sp.add_argument("--sessions", type=int, default=16, metavar="N", help="sessions per sequence n")
     sp.add_argument("--epochs", type=int, help="override the models' epoch counts")
+    add_runner_options(sp, "engine's two behaviour models")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="evaluation protocols: tables, JSON and plots")
@@ -566,6 +589,7 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
                     help="lovo/cross/fusion-openset/fusion-known, online: simulate the controller's identity probes "
                          "(a device's own mDNS records answered 2 s after its first packet)")
     sp.add_argument("--out", default="results", metavar="FOLDER")
+    add_runner_options(sp, "runs (a model on a fold or split; unseen, known, time, iot)")
     sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("classify", help="per device: category, confidence, decision, explanation",
@@ -576,6 +600,7 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("--per-file", action="store_true", help="a verdict per device and capture")
     sp.add_argument("--model", metavar="PATH", help="a saved engine folder (default: the shipped one)")
     sp.add_argument("--json", action="store_true", help="a JSON list of objects")
+    add_runner_options(sp)
     sp.set_defaults(func=cmd_classify)
 
     add_pools_command(sub)

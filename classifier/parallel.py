@@ -61,6 +61,22 @@ def _run(fn: Callable, item) -> tuple:
     return result, [w.message for w in caught]
 
 
+#: What :meth:`Runner.map_shared` hands its function in a forked worker, by key: set in this
+#: process before the pool forks, so the workers inherit it (no pickling of it).
+_SHARED: dict = {}
+
+
+def _run_shared(fn: Callable, key: int, item) -> tuple:
+    """In a forked worker: ``fn(shared, item)``, ``shared`` inherited from the parent."""
+    shared = _SHARED[key]
+    return _run(lambda it: fn(shared, it), item)
+
+
+def _run_with(fn: Callable, item, shared) -> tuple:
+    """On a Dask worker: ``fn(shared, item)``, ``shared`` scattered to the worker once."""
+    return _run(lambda it: fn(shared, it), item)
+
+
 class Runner:
     """Where :meth:`map` runs: ``workers`` processes on this machine (None: one per core; 1: this
     process), or the Dask cluster at ``scheduler`` (an address such as ``tcp://host:8786``)."""
@@ -121,18 +137,53 @@ class Runner:
     def map(self, fn: Callable, items: Iterable, desc: str = "", unit: str = "file") -> Iterator:
         """``fn(item)`` for each item, in the items' order (see the module docstring)."""
         items = list(items)
+        if self.local:
+            yield from self._map_here(lambda item: fn(item), items, desc, unit)
+        elif self.scheduler is not None:
+            yield from self._map_dask([(_run, fn, item) for item in items], desc, unit)
+        else:
+            yield from self._map_pool(self._executor(), [(_run, fn, item) for item in items], desc, unit)
+
+    def map_shared(self, fn: Callable, shared, items: Iterable, desc: str = "", unit: str = "run") -> Iterator:
+        """``fn(shared, item)`` for each item, in the items' order, where ``shared`` is large and
+        read-only (the features of a data selection, which folds and models train on). A pool's
+        workers are forked from this process once ``shared`` is set, so they inherit it (it is
+        never pickled; torch may be loaded here, as long as it has run nothing on several
+        threads); a Dask cluster gets it once per worker (``scatter``). Torch and OpenMP run
+        one thread everywhere, this process included: the output does not depend on where
+        each item ran."""
+        items = list(items)
+        one_thread()
+        if self.local or (self.scheduler is None and len(items) <= 1):
+            yield from self._map_here(lambda item: fn(shared, item), items, desc, unit)
+        elif self.scheduler is not None:
+            client = self.client()
+            handle = client.scatter(shared, broadcast=True)
+            yield from self._map_dask([(_run_with, fn, item, handle) for item in items], desc, unit)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            key = id(shared)
+            _SHARED[key] = shared
+            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(items)),
+                                       mp_context=multiprocessing.get_context("fork"), initializer=one_thread)
+            try:
+                yield from self._map_pool(pool, [(_run_shared, fn, key, item) for item in items], desc, unit)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+                _SHARED.pop(key, None)
+
+    @staticmethod
+    def _bar(total: int, desc: str, unit: str):
         from tqdm import tqdm
-        bar = tqdm(None, total=len(items), desc=desc, unit=unit, disable=None, leave=False, file=sys.stderr)
+        return tqdm(None, total=total, desc=desc, unit=unit, disable=None, leave=False, file=sys.stderr)
+
+    def _map_here(self, call: Callable, items: list, desc: str, unit: str) -> Iterator:
+        bar = self._bar(len(items), desc, unit)
         try:
-            if self.local:
-                for item in items:
-                    yield fn(item)
-                    bar.update(1)
-                return
-            if self.scheduler is not None:
-                yield from self._map_dask(fn, items, bar)
-            else:
-                yield from self._map_pool(fn, items, bar)
+            for item in items:
+                yield call(item)
+                bar.update(1)
         finally:
             bar.close()
 
@@ -140,18 +191,22 @@ class Runner:
     def _deliver(done: dict, k: int):
         result, caught = done.pop(k)
         for message in caught:
-            warnings.warn(message, stacklevel=3)
+            # shown as the one-process run shows it: not folded by the warnings registry into
+            # the same text issued here before (an earlier command in this process); the
+            # filters still apply
+            warnings.warn_explicit(message, type(message), __file__, 0, module=__name__, registry={})
         return result
 
-    def _map_pool(self, fn, items, bar) -> Iterator:
+    def _map_pool(self, pool, calls: list, desc: str, unit: str) -> Iterator:
+        """``calls``: (function, *arguments) each, run in ``pool``; results in their order."""
         from concurrent.futures import FIRST_COMPLETED, wait
-        pool = self._executor()
-        futures = {pool.submit(_run, fn, item): k for k, item in enumerate(items)}
+        bar = self._bar(len(calls), desc, unit)
+        futures = {pool.submit(*call): k for k, call in enumerate(calls)}
         pending = set(futures)
         done: dict = {}
         k = 0
         try:
-            while k < len(items):
+            while k < len(calls):
                 if k not in done:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in finished:
@@ -163,11 +218,14 @@ class Runner:
         finally:
             for f in pending:
                 f.cancel()
+            bar.close()
 
-    def _map_dask(self, fn, items, bar) -> Iterator:
+    def _map_dask(self, calls: list, desc: str, unit: str) -> Iterator:
+        """``calls``: (function, *arguments) each, run on the cluster; results in their order."""
         from distributed import as_completed
         client = self.client()
-        futures = client.map(_run, [fn] * len(items), items, pure=False)
+        bar = self._bar(len(calls), desc, unit)
+        futures = [client.submit(*call, pure=False) for call in calls]
         index = {f.key: k for k, f in enumerate(futures)}
         done: dict = {}
         k = 0
@@ -180,6 +238,7 @@ class Runner:
                     k += 1
         finally:
             client.cancel([f for f in futures if not f.done()])
+            bar.close()
 
 
 def add_runner_options(parser, what: str = "captures") -> None:

@@ -68,7 +68,7 @@ def test_a_workers_error_is_the_commands_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_features_on_a_dask_cluster_equal_local(folder, tmp_path, capsys):
+def test_features_on_a_dask_cluster_equal_local(folder, synth_dataset, tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40) as cluster:
@@ -81,8 +81,70 @@ def test_features_on_a_dask_cluster_equal_local(folder, tmp_path, capsys):
                                    "--out", str(tmp_path / f"{kind}-dask.csv")])
             assert (tmp_path / f"{kind}-local.csv").read_bytes() == (tmp_path / f"{kind}-dask.csv").read_bytes()
             assert _warnings(local.err) == _warnings(remote.err)
+        # the runs of a protocol: the data selection scattered to the workers once
+        base = ["evaluate", "known", "--data", "all", "--datasets", str(synth_dataset[0]), "--models", "rf,nba",
+                "--folds", "2", "--epochs", "2", "--interval", "60", "--window", "4", "--sessions", "8"]
+        _run(capsys, base + ["--workers", "1", "--out", str(tmp_path / "ev-local")])
+        _run(capsys, base + ["--scheduler", address, "--out", str(tmp_path / "ev-dask")])
+        local, remote = (json.loads((tmp_path / d / "known-all.json").read_text()) for d in ("ev-local", "ev-dask"))
+        assert len(local["runs"]) == 4 and _without_seconds(local) == _without_seconds(remote)
         with distributed.Client(address) as client:
             assert len(client.scheduler_info()["workers"]) == 2
     assert main(["features", "segments", str(folder), "--scheduler", "tcp://127.0.0.1:9", "--out",
                  str(tmp_path / "x.csv")]) == 1
     assert "cannot connect" in capsys.readouterr().err
+
+
+def test_classify_with_workers_equals_one_process(folder, capsys):
+    for extra in ([], ["--per-file"]):
+        one = _run(capsys, ["classify", str(folder), "--devices", str(folder), "--json", "--workers", "1", *extra])
+        two = _run(capsys, ["classify", str(folder), "--devices", str(folder), "--json", "--workers", "2", *extra])
+        assert one.out == two.out and json.loads(one.out)
+        assert _warnings(one.err) == _warnings(two.err) and "truncated" in one.err
+
+
+def _without_seconds(x):
+    """A result with its wall-clock times left out (they differ run to run)."""
+    if isinstance(x, dict):
+        return {k: _without_seconds(v) for k, v in x.items() if "seconds" not in k}
+    if isinstance(x, list):
+        return [_without_seconds(v) for v in x]
+    return x
+
+
+@pytest.mark.slow
+def test_evaluate_runs_with_workers_equal_one_process(synth_dataset, tmp_path, capsys):
+    """The runs of a protocol (a model on a fold) spread over two processes: the same metrics,
+    per run and pooled, as in one process."""
+    folder, _ = synth_dataset
+    base = ["evaluate", "known", "--data", "all", "--datasets", str(folder), "--models", "rf,nba", "--folds", "3",
+            "--epochs", "3", "--interval", "60", "--window", "4", "--sessions", "8"]
+    results = []
+    for w in ("1", "2"):
+        _run(capsys, base + ["--workers", w, "--out", str(tmp_path / w)])
+        results.append(json.loads((tmp_path / w / "known-all.json").read_text()))
+    assert len(results[0]["runs"]) == 6
+    assert _without_seconds(results[0]) == _without_seconds(results[1])
+
+
+@pytest.mark.slow
+def test_engine_models_fitted_side_by_side_equal_one_process(synth_data):
+    """build_engine's two behaviour models fitted in two processes: the same weights,
+    temperatures and thresholds as one after the other in this process."""
+    import numpy as np
+
+    from classifier.evaluation.protocols import capture_folds
+    from classifier.evaluation.training import build_engine
+    from classifier.parallel import Runner
+    f = capture_folds(synth_data.streams, 3, 0)
+    engines = []
+    for w in (1, 2):
+        with Runner(w) as runner:
+            engines.append(build_engine(synth_data, synth_data, f != 0, f != 0, seed=0, log=lambda m: None,
+                                        runner=runner))
+    one, two = engines
+    assert one.config == two.config and one.segment_model is not None
+    for a, b in ((one.session_model, two.session_model), (one.segment_model, two.segment_model)):
+        assert a.temperature == b.temperature and a.classes == b.classes
+        sa, sb = a.net.state_dict(), b.net.state_dict()
+        assert sa.keys() == sb.keys() and all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)

@@ -261,13 +261,27 @@ def pooled_per_class(runs: list[Run]) -> dict[str, dict]:
     return out
 
 
+def _fit_run(data: Data, job: tuple) -> tuple:
+    """One run of :func:`run_protocol` (a model on a split), in whichever process runs it:
+    (metrics, seconds), or (None, why) when the split leaves it nothing to train or test on."""
+    name, level, tr, te, s = job
+    t0 = time.time()
+    try:
+        m, _, _ = fit_predict(SPECS[name], data, level, tr, te, s)
+    except ValueError as exc:
+        return None, str(exc)
+    return m, time.time() - t0
+
+
 def run_protocol(protocol: str, data: Data, models: list[str], seeds: int = 5, folds: int = 5, seed: int = 0,
-                 share: float = 0.5, log=print) -> dict:
-    """Run one of unseen / known / time / iot on ``data`` for each model."""
+                 share: float = 0.5, log=print, runner=None) -> dict:
+    """Run one of unseen / known / time / iot on ``data`` for each model. ``runner``
+    (:class:`classifier.parallel.Runner`): where the runs (a model on a split) go; the result
+    is the same wherever they ran (each run is seeded; one torch thread each)."""
+    from classifier.parallel import Runner
     level = LEVELS[protocol]
-    runs: list[Run] = []
+    jobs = []
     for name in models:
-        spec = SPECS[name]
         if protocol == "unseen":
             splits = [(seed + k, None, *unseen_split(data.streams, seed + k, share)) for k in range(seeds)]
         elif protocol in ("known", "iot"):
@@ -277,16 +291,22 @@ def run_protocol(protocol: str, data: Data, models: list[str], seeds: int = 5, f
             splits = [(seed, None, *time_split(data.streams))]
         else:
             raise ValueError(f"unknown protocol {protocol!r}")
-        for s, fold, tr, te in splits:
-            t0 = time.time()
-            try:
-                m, _, _ = fit_predict(spec, data, level, tr, te, s)
-            except ValueError as exc:
-                log(f"  {name}: skipped ({exc})")
-                continue
-            runs.append(Run(name, s, fold, m, time.time() - t0))
-            log(f"  {name:13s} seed {s} fold {fold if fold is not None else '-'}: accuracy {m['accuracy']:.3f} "
-                f"macro-F1 {m['macro_f1']:.3f} per-stream {m['stream_accuracy']:.3f} ({time.time() - t0:.0f} s)")
+        jobs += [(name, s, fold, tr, te) for s, fold, tr, te in splits]
+    for family in dict.fromkeys(SPECS[name].family for name in models):
+        try:
+            data.instances(family)              # built once, here: the workers inherit them
+        except ValueError:
+            pass                                # said by each run of that family
+    runs: list[Run] = []
+    runner = runner or Runner(1)
+    done = runner.map_shared(_fit_run, data, [(name, level, tr, te, s) for name, s, _, tr, te in jobs], desc="runs")
+    for (name, s, fold, _, _), (m, seconds) in zip(jobs, done):
+        if m is None:
+            log(f"  {name}: skipped ({seconds})")
+            continue
+        runs.append(Run(name, s, fold, m, seconds))
+        log(f"  {name:13s} seed {s} fold {fold if fold is not None else '-'}: accuracy {m['accuracy']:.3f} "
+            f"macro-F1 {m['macro_f1']:.3f} per-stream {m['stream_accuracy']:.3f} ({seconds:.0f} s)")
     return {"protocol": protocol, "data": data.name, "level": level, "settings": data.settings.as_dict(),
             "seeds": seeds, "folds": folds, "seed": seed, "share": share,
             "runs": [r.__dict__ for r in runs], "summary": _summary(runs), "per_class": pooled_per_class(runs)}

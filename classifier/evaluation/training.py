@@ -46,18 +46,32 @@ class EarlyData(Data):
         return super().instances(family)
 
 
+def _fit_model(shared: tuple, job: tuple):
+    """One of the engine's behaviour models fitted and calibrated, in whichever process runs it."""
+    which, spec_name, train, seed, progress = job
+    data = shared[0] if which == "session" else shared[1]
+    return fit_calibrated(SPECS[spec_name], data, "category", train, seed, progress=progress)
+
+
 def build_engine(data: Data, long: Data | None, train: np.ndarray, train_long: np.ndarray | None, seed: int = 0,
                  session_model: str = SESSION_MODEL, segment_model: str | None = SEGMENT_MODEL,
-                 log=print) -> DecisionEngine:
+                 log=print, runner=None) -> DecisionEngine:
     """Fit and calibrate the engine's models on the streams selected by ``train`` (and
-    ``train_long`` among ``long``'s streams, for the segment model)."""
-    sess, thr_s = fit_calibrated(SPECS[session_model], data, "category", train, seed, progress="session model")
+    ``train_long`` among ``long``'s streams, for the segment model). ``runner``
+    (:class:`classifier.parallel.Runner`): the two models fitted side by side; the same
+    engine either way (each fit is seeded; one torch thread each)."""
+    from classifier.parallel import Runner
+    runner = runner or Runner(1)
+    here = runner.local
+    jobs = [("session", session_model, train, seed, "session model" if here else None)]
+    if segment_model and long is not None and train_long is not None and train_long.any():
+        jobs.append(("segment", segment_model, train_long, seed, "segment model" if here else None))
+    fitted = runner.map_shared(_fit_model, (data, long), jobs, desc="models", unit="model")
+    sess, thr_s = next(fitted)
     log(f"session model: {sess.meta['training']['instances']} instances, classes {', '.join(sess.classes)}; "
         f"temperature {sess.temperature:.2f}, open-set threshold {thr_s:.2f}")
     seg, thr_g = None, thr_s
-    if segment_model and long is not None and train_long is not None and train_long.any():
-        seg, thr_g = fit_calibrated(SPECS[segment_model], long, "category", train_long, seed,
-                                    progress="segment model")
+    for seg, thr_g in fitted:
         log(f"segment model: {seg.meta['training']['instances']} instances, classes {', '.join(seg.classes)}; "
             f"temperature {seg.temperature:.2f}, open-set threshold {thr_g:.2f}")
     s = data.settings
@@ -69,9 +83,9 @@ def build_engine(data: Data, long: Data | None, train: np.ndarray, train_long: n
 
 def train_default(roots: list[str], out: str | Path | None = None, seed: int = 0, settings: Settings | None = None,
                   session_model: str = SESSION_MODEL, segment_model: str | None = SEGMENT_MODEL,
-                  log=print, table_of=None) -> DecisionEngine:
+                  log=print, table_of=None, runner=None) -> DecisionEngine:
     """``table_of(loaded_capture)``: its identity records (default: the table the pipeline
-    attaches to each decoded capture)."""
+    attaches to each decoded capture). ``runner``: where the models are fitted (build_engine)."""
     settings = settings or Settings(interval=300.0, t=6, overlap=3, n=16)
     t_start = time.time()
     ds = load_datasets(roots)
@@ -85,7 +99,8 @@ def train_default(roots: list[str], out: str | Path | None = None, seed: int = 0
     long_ds = Dataset([c for c in ds.captures if c.dataset in LONG])
     long = Data("long", long_ds, settings, cache) if long_ds.captures else None
     engine = build_engine(data, long, np.ones(len(data.streams), bool),
-                          np.ones(len(long.streams), bool) if long else None, seed, session_model, segment_model, log)
+                          np.ones(len(long.streams), bool) if long else None, seed, session_model, segment_model, log,
+                          runner=runner)
     from classifier.evaluation.records import RecordSource
     from classifier.identity.training import train_identity
     records = RecordSource(data, table_of)
