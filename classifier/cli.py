@@ -618,11 +618,14 @@ def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None =
     def show_warning(message, category, filename, lineno, file=None, line=None):
         print(f"iotclass: warning: {message}", file=sys.stderr)
 
-    warnings.showwarning = show_warning
     from classifier.capture.reader import set_max_capture_bytes
     previous_limit = set_max_capture_bytes(args.max_capture_size) if args.max_capture_size else None
     try:
-        return args.func(args) or 0
+        # a command of its own: its warnings all shown (not folded into the same text an earlier
+        # command in this process issued from the same line), the warning printer put back after
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return args.func(args) or 0
     except KeyboardInterrupt:
         print("iotclass: interrupted", file=sys.stderr)
         return 130

@@ -101,6 +101,8 @@ def test_classify_with_workers_equals_one_process(folder, capsys):
         two = _run(capsys, ["classify", str(folder), "--devices", str(folder), "--json", "--workers", "2", *extra])
         assert one.out == two.out and json.loads(one.out)
         assert _warnings(one.err) == _warnings(two.err) and "truncated" in one.err
+    again = _run(capsys, ["classify", str(folder), "--devices", str(folder), "--json", "--workers", "1"])
+    assert "truncated" in again.err          # each command shows its warnings, whatever came before
 
 
 def _without_seconds(x):
