@@ -186,6 +186,17 @@ def ranked(dev_tx, dev_rx, rank):
             dev_rx[i] = rank[b]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _file(pkt, dev, tx, cur, d, i, sent):
+    """Packet ``i`` filed under device ``d`` (none: ``d`` < 0), as its sender or receiver."""
+    if d >= 0:
+        q = cur[d]
+        pkt[q] = i
+        dev[q] = d
+        tx[q] = sent
+        cur[d] = q + 1
+
+
 @njit(cache=True, nogil=True)
 def split_fill(dev_tx, dev_rx, start, order, use_order):
     """The view's entries: packets in time order (``order`` when ``use_order``, else the
@@ -199,20 +210,8 @@ def split_fill(dev_tx, dev_rx, start, order, use_order):
     n = len(dev_tx)
     for j in range(n):
         i = order[j] if use_order else j
-        d = dev_tx[i]
-        if d >= 0:
-            q = cur[d]
-            pkt[q] = i
-            dev[q] = d
-            tx[q] = True
-            cur[d] = q + 1
-        d = dev_rx[i]
-        if d >= 0:
-            q = cur[d]
-            pkt[q] = i
-            dev[q] = d
-            tx[q] = False
-            cur[d] = q + 1
+        _file(pkt, dev, tx, cur, dev_tx[i], i, True)
+        _file(pkt, dev, tx, cur, dev_rx[i], i, False)
     return pkt, dev, tx
 
 
