@@ -116,6 +116,20 @@ class Action:
         """Whether IP traffic beyond the LAN is limited to listed pools and services."""
         return self.allow_pools is not None or self.allow_services is not None
 
+    @property
+    def kind(self) -> str:
+        """What the action does most, in one word (the metrics' ``action`` label): block,
+        rate_limit, restrict (pools or services), mark (queue or DSCP) or allow."""
+        if self.block:
+            return "block"
+        if self.rate_limit_kbps is not None:
+            return "rate_limit"
+        if self.restricts:
+            return "restrict"
+        if self.queue is not None or self.dscp is not None:
+            return "mark"
+        return "allow"
+
     def services(self) -> tuple:
         """(IP protocol, port) of every listed service, each once, in order."""
         out: list = []

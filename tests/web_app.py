@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from testing.fakeswitch import FakeSwitch, packet_in
-from testing.synth import arp_request, ether, udp4
+from testing.synth import arp_request, dhcp_request, dns_query, ether, udp4
 from controller_app.intents import CookieKind, Table, cookie
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,13 +45,14 @@ def free_port() -> int:
 
 
 class WebApp:
-    def __init__(self, tmp: Path, pins: bool = True, policy: str = POLICY, extra=()):
+    def __init__(self, tmp: Path, pins: bool = True, policy: str = POLICY, extra=(), model: dict | None = None):
         self.tmp = Path(tmp)
         self.of_port, self.http_port = free_port(), free_port()
         self.policy = self.tmp / "policy.yaml"
         self.policy.write_text(policy)
+        model_table = model
         model = self.tmp / "model.json"
-        model.write_text(json.dumps(MODEL))
+        model.write_text(json.dumps(MODEL if model_table is None else model_table))
         self.token = secrets.token_urlsafe(24)
         self.tokens = self.tmp / "tokens"
         self.tokens.write_text(f"# operators\nalice:{self.token}\n")
@@ -144,6 +145,16 @@ class WebApp:
             frame = ether(mac, GW, 0x0800, udp4(IPS[mac], "52.1.2.3", 40000 + i, 443, bytes(300)))
             self.sw.send(packet_in(frame[:128], PORTS[mac], cookie(CookieKind.MIRROR, m), int(Table.MIRROR),
                                    len(frame)))
+
+    def announce(self, mac: str, hostname: str, domain: str | None = None) -> None:
+        """What a device says about itself, as its identity entries copy it (whole): a DHCP request
+        naming ``hostname`` and, from its address, a DNS query for ``domain``."""
+        m = int(mac.replace(":", ""), 16)
+        frames = [dhcp_request(mac, hostname)]
+        if domain:
+            frames.append(ether(mac, GW, 0x0800, udp4(IPS[mac], IPS[GW], 53000, 53, dns_query(domain, 7))))
+        for frame in frames:
+            self.sw.send(packet_in(frame, PORTS[mac], cookie(CookieKind.MIRROR, m), int(Table.MIRROR), len(frame)))
 
     def populate(self) -> dict:
         """A decided camera (A), a provisional plug (B), a device still learning (C) and the
