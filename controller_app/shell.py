@@ -64,7 +64,7 @@ from controller_app.intents import (KIND_MASK, CookieKind, DecideRequest, FlowAd
                                     LoadIdentity, MeterAdd, MeterDelete, PacketOut, ResolvePools, cookie)
 from controller_app.inventory import Inventory  # noqa: E402
 from controller_app.learning import DecisionWorker  # noqa: E402
-from controller_app.names import NAME_KINDS, NameBook  # noqa: E402
+from controller_app.names import MAX_PENDING, NAME_KINDS, NameBook  # noqa: E402
 from controller_app.observe import Metrics, Observer  # noqa: E402
 from controller_app.policy import PolicyError, load_policy  # noqa: E402
 from controller_app.poolres import SeenPoolResolver  # noqa: E402
@@ -150,6 +150,7 @@ class IotControllerShell(BaseApp):
         self._known = {r["mac"] for r in restored} | set(self.inventory.macs())
         self.names = NameBook()
         self.names.load(*self.inventory.names(NAME_KINDS))
+        self._addresses: list = []       #: addresses shown, not written to the inventory yet
         # One IP-pool resolver for the engine (session pools) and for the policy's allow_pools
         # (pool -> prefixes); both run on the worker thread, never on the event loop.
         self.pools = PoolResolver(mode=self.cfg.pool_mode, cache_path=self.cfg.pool_cache, **self.cfg.rdap_options())
@@ -310,16 +311,25 @@ class IotControllerShell(BaseApp):
         self.inventory.forget(forgotten)
         self.names.forget(forgotten)
         identity = self.core.take_identity()
-        addresses = self.core.take_addresses()
+        self._take_addresses()
+        addresses, self._addresses = self._addresses, []
         self.names.add_identity(identity)
-        self.names.add_addresses(addresses)
         events = self.timeline.take_pending()
         try:
             self.inventory.upsert_devices(list(self.core.devices.values()), identity, addresses, events)
         except Exception:
             self.core.untake_identity(identity)       # written with the next batch
             self.timeline.untake(events)
+            self._addresses[:0] = addresses[:MAX_PENDING]
             raise
+
+    def _take_addresses(self) -> None:
+        """Addresses read since the last tick: to the page at once, to the inventory with the next
+        write (at most names.MAX_PENDING waiting)."""
+        got = self.core.take_addresses()
+        if got:
+            self.names.add_addresses(got)
+            self._addresses += got[:max(0, MAX_PENDING - len(self._addresses))]
 
     # ------------------------------------------------------------------ worker jobs (worker thread)
 
@@ -653,6 +663,7 @@ class IotControllerShell(BaseApp):
         status["events_last"] = self.timeline.last_id()
         status["learning_window_s"] = self.learning_window_s
         self._new_devices()
+        self._take_addresses()
         devices, rules = web.device_records(self.core, self.cfg.core, self.names, now)
         self.metrics.set_devices(web.devices_by_action(devices))
         self.observer.publish(status, devices, self.core.policy.summary(), rules)

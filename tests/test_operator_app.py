@@ -169,3 +169,52 @@ def test_names_labels_and_the_timeline_survive_a_restart(tmp_path):
         time.sleep(0.1)
     finally:
         app.stop()
+
+
+def test_the_running_controller_learns_a_pin_and_names_a_second_unit_without_a_restart(tmp_path):
+    """A pinned device is this site's example: the engine (one that learns from the site, as the
+    project's does) folds it in, in its worker, and a second unit of the model it could not name
+    is named at its next decision — no restart, no retraining of anything else."""
+    from fake_engine import qorvane_records
+    from testing.fakeswitch import packet_in
+    from testing.synth import dhcp_request, dns_query, ether, udp4
+    from controller_app.intents import CookieKind, Table, cookie
+    units = {"00:aa:05:00:00:11": (1, "192.168.1.51", 1), "00:aa:05:00:00:22": (2, "192.168.1.52", 2)}
+    app = WebApp(tmp_path, model={"min_packets": 3}, extra=("--engine", "fake_engine:make_site",
+                                                            "--identity-probes", "0"))
+    try:
+        app.connect()
+        app.learn(GW)
+        for mac, (unit, ip, port) in units.items():
+            from testing.synth import arp_request
+            frame = arp_request(mac, ip, IPS[GW])
+            app.sw.send(packet_in(frame, port, cookie(CookieKind.LEARN), int(Table.ETH_SRC), len(frame)))
+        app.wait(lambda: all(app.devices().get(m, {}).get("mirroring") for m in units), 20, "both units mirrored")
+
+        def say(mac):
+            unit, ip, port = units[mac]
+            m = int(mac.replace(":", ""), 16)
+            host = next(v for _, k, v in qorvane_records(unit) if k == "dhcp.hostname")
+            frames = [dhcp_request(mac, host)] + [
+                ether(mac, GW, 0x0800, udp4(ip, IPS[GW], 53000 + i, 53, dns_query(v, i)))
+                for i, (_, k, v) in enumerate(qorvane_records(unit)) if k == "dns.query"]
+            frames += [ether(mac, GW, 0x0800, udp4(ip, "52.1.2.3", 40000 + i, 443, bytes(200))) for i in range(4)]
+            for f in frames:
+                app.sw.send(packet_in(f, port, cookie(CookieKind.MIRROR, m), int(Table.MIRROR), len(f)))
+        for mac in units:
+            say(mac)
+        first, second = list(units)
+        time.sleep(2.0)
+        assert app.devices()[second]["stage"] is None, "the second unit was named before any pin"
+        st, body = app.request("POST", f"/api/devices/{first}/pin", {"category": "camera"}, app.auth())
+        assert st == 200 and body["applied"], body
+        app.wait(lambda: '"event": "site_learned"' in app.text() and '"devices": 1' in app.text(), 20,
+                 "the engine learning the pin")
+        for _ in range(3):
+            say(second)
+            time.sleep(0.5)
+        dev = app.wait(lambda: (lambda d: d if d.get("category") == "camera" else None)(app.devices()[second]), 20,
+                       "the second unit named")
+        assert dev["stage"] == "provisional" and dev["claims_only"]
+    finally:
+        app.stop()

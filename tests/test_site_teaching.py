@@ -7,61 +7,26 @@ are read back as examples (``iotclass train --site``)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
 from classifier.capture.labels import CATEGORIES
 from classifier.engine.engine import DecisionEngine
 from classifier.identity.knowledge import knowledge_verdict
-from classifier.identity.oui import OuiRegistry
 from classifier.identity.site import SiteExample, fold_site, read_site_examples
-from classifier.identity.training import train_identity
-
-VENDORS = {0x00AA01: "Lumo Lights Inc.", 0x00AA02: "Plugwell Ltd.", 0x00AA03: "Hubbo GmbH",
-           0x00AA04: "Sensaro Oy", 0x00AA05: "Qorvane Vision Co.", 0x5CCF7F: "Espressif Inc."}
-TRAIN = {  # vendor prefix -> (category, host-name stem, DHCP vendor class, mDNS service)
-    0x00AA01: ("light", "LUMO-B", "lumo-fw", "_lumo._tcp"),
-    0x00AA02: ("plug", "PW-SOCK", "pw-os", "_pwsock._tcp"),
-    0x00AA03: ("hub", "HUBBO-GW", "hubbo-linux", "_hubbo._tcp"),
-    0x00AA04: ("sensor", "SNS-T", "sns-rtos", "_sns._udp"),
-}
-
-
-def records(stem: str, vclass: str, service: str, unit: int, domain: str) -> list:
-    t = 1_000_000_000_000
-    return [(t, "dhcp.hostname", f"{stem}{unit:04d}-{unit * 7919 % 65536:04x}"), (t + 1, "dhcp.vendor_class", vclass),
-            (t + 2 * 10**9, "mdns.service", service), (t + 3 * 10**9, "dns.query", f"api.{domain}.example"),
-            (t + 60 * 10**9, "dns.query", f"telemetry.{domain}.example")]
-
-
-def registry() -> OuiRegistry:
-    reg = OuiRegistry()
-    for prefix, org in VENDORS.items():
-        reg.add(24, prefix, org)
-    return reg
-
+from fake_engine import SITE_TRAIN, qorvane_records, site_records, site_voter
 
 @pytest.fixture(scope="module")
 def voter():
     """An identity voter trained on four vendors' generated devices (three units each)."""
-    reg = registry()
-    devs, recs = [], []
-    for prefix, (cat, stem, vc, svc) in TRAIN.items():
-        for unit in range(3):
-            mac = (prefix << 24) | (unit + 1)
-            devs.append(SimpleNamespace(mac=mac, t0_ns=0, category=cat, device=f"{stem}-{unit}", group=f"{stem}-{unit}"))
-            recs.append(records(stem, vc, svc, unit + 1, stem.lower().replace("-", "")))
-    return train_identity(devs, lambda i: recs[i], np.ones(len(devs), bool), folds=4, registry=reg)
+    return site_voter()
 
 
 QORVANE = 0x00AA05
 CAM1, CAM2 = (QORVANE << 24) | 0x11, (QORVANE << 24) | 0x22
 
 
-def qorvane(unit: int) -> list:
-    return records("QV-IPC", "qv-linux", "_qvstream._tcp", unit, "qorvanecloud")
+qorvane = qorvane_records
 
 
 def top(vote):
@@ -86,9 +51,9 @@ def test_a_second_unit_of_a_pinned_model_is_named(voter):
     assert folded.meta["site"]["tokens_added"] > 0 and "oui:qorvane" in folded.vocab
     assert folded.vendor_categories()["qorvane"] == frozenset({"camera"})
     # the trained vendors' devices are read as before
-    for prefix, (cat0, stem, vc, svc) in TRAIN.items():
+    for prefix, (cat0, stem, vc, svc) in SITE_TRAIN.items():
         mac = (prefix << 24) | 0x99
-        recs = records(stem, vc, svc, 9, stem.lower().replace("-", ""))
+        recs = site_records(stem, vc, svc, 9, stem.lower().replace("-", ""))
         assert top(folded.vote(recs, mac))[0] == top(voter.vote(recs, mac))[0] == cat0
 
 

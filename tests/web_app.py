@@ -69,6 +69,7 @@ class WebApp:
                "--traffic-interval", "0.5", "--web-token-file", str(self.tokens),
                *(("--web-pins",) if pins else ()), *extra]
         self.fh = open(self.log, "w")
+        self._cmd, self._env = cmd, env
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.fh, stderr=subprocess.STDOUT, env=env)
         self.sw: FakeSwitch | None = None
         self.t_start = time.monotonic()
@@ -169,6 +170,19 @@ class WebApp:
         self.mirror(C, 1)
         return self.wait(lambda: (lambda d: d if d[A]["stage"] == "confirmed" and d[B]["stage"] == "provisional"
                                   else None)(self.devices()), 20, "the decisions of A and B")
+
+    def halt(self) -> int:
+        """Stop the controller (SIGTERM) but keep its ports, inventory and log, to :meth:`resume`."""
+        if self.sw is not None:
+            self.sw.close()
+            self.sw = None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(20)
+
+    def resume(self) -> None:
+        """Start the controller again on the same ports (as a restart does)."""
+        self.proc = subprocess.Popen(self._cmd, cwd=ROOT, stdout=self.fh, stderr=subprocess.STDOUT, env=self._env)
+        self.wait(lambda: self.request("GET", "/status")[0] == 200, 60, "the controller's HTTP endpoint again")
 
     def stop(self) -> int:
         if self.sw is not None:
