@@ -105,7 +105,7 @@ def decision_sentence(h: dict) -> str:
     if stage == "unknown" or cat == "unknown":
         tops = [f"{VOTER_WORDS.get(v['name'], v['name'])} looked most like {article(v['category'])}"
                 for v in ex.get("voters") or [] if v.get("category")]
-        return ("Not named: no evidence was strong enough" + (f" ({_join(tops)})" if tops else "") +
+        return ("Not named: no evidence the engine may rely on was strong enough" + (f" ({_join(tops)})" if tops else "") +
                 "; it stays under the unknown action and is looked at again.")
     why = []
     seen = set()

@@ -211,8 +211,9 @@ def test_a_decision_in_one_plain_sentence_with_zero_weights_hidden():
                                               "alone.")
     unk = {"category": "unknown", "stage": "unknown", "confidence": 0.3, "explained": explained(voters=[
         {"name": "session", "category": "plug", "probability": 0.4, "threshold": 0.77, "vouches": False}])}
-    assert decision_sentence(unk) == ("Not named: no evidence was strong enough (the services it talks to looked most "
-                                      "like a plug); it stays under the unknown action and is looked at again.")
+    assert decision_sentence(unk) == ("Not named: no evidence the engine may rely on was strong enough (the services it "
+                                      "talks to looked most like a plug); it stays under the unknown action and is "
+                                      "looked at again.")
     bare = {"category": "camera", "stage": "confirmed", "confidence": 0.95, "explained": explanation_parts(None, "x")}
     assert decision_sentence(bare) == "Named camera (confirmed, 95% sure): the engine's details are below."
     bare["vouching"] = ["session", "segment"]
