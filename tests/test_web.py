@@ -617,5 +617,10 @@ def test_every_metric_the_dashboard_queries_is_in_the_controllers_metrics(web_ap
             for label in (x.strip() for x in m.group(1).split(",")):
                 assert any(label in samples[n] for n in names), f"no metric of {e!r} has label {label!r}"
     for wanted in ("iot_devices", "iot_decisions_total", "iot_packet_ins_total", "iot_learning_devices",
-                   "iot_rule_changes_total", "iot_policy_reloads_total"):
+                   "iot_rule_changes_total", "iot_policy_reloads_total", "iot_events_total"):
         assert wanted in used, f"the dashboard does not show {wanted}"
+    # issue 20: new devices, blocked and limited devices; counters that may not have counted yet say 0
+    assert any('event="new_device"' in e for e in exprs) and any('action=~"block|rate_limit"' in e for e in exprs)
+    for e in exprs:
+        if "iot_errors_total" in e or "iot_pins_total" in e or "increase(" in e and "by (" not in e:
+            assert "vector(0)" in e, f"{e!r} shows 'No data' rather than 0 before its counter first moves"
