@@ -116,24 +116,4 @@ class EventLog:
             return self._seq
 
 
-def describe(ev: dict) -> str:
-    """One plain line for an event (the page draws its own; the log and tests use this)."""
-    k, mac = ev.get("event"), ev.get("mac") or ""
-    if k == "new_device":
-        return f"new device {mac}" + (f" (and {ev['left_out']} more not listed)" if ev.get("left_out") else "")
-    if k == "category_changed":
-        return f"{mac}: {ev.get('from') or 'undecided'} → {ev.get('to')} ({ev.get('stage')})"
-    if k == "confirmed":
-        return f"{mac}: confirmed {ev.get('to')}"
-    if k == "unknown":
-        return f"{mac}: decided unknown"
-    if k in ("pin", "release"):
-        return f"{mac}: {'pinned ' + str(ev.get('after')) if k == 'pin' else 'pin released'} by {ev.get('who')}"
-    if k in ("switch_up", "switch_down"):
-        return f"switch {ev.get('dpid')} {'connected' if k == 'switch_up' else 'disconnected'}"
-    if k == "policy_reloaded":
-        return f"policy reloaded ({ev.get('reason')}): {ev.get('digest')}"
-    return str(k)
-
-
-__all__ = ["EventLog", "KINDS", "describe"]
+__all__ = ["EventLog", "KINDS"]

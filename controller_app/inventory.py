@@ -465,14 +465,11 @@ def _event_row(r) -> dict:
     return {**(extra if isinstance(extra, dict) else {}), "id": ev_id, "ts": ts, "event": kind, "mac": mac}
 
 
-def read_events(path: str, mac: str | None = None, limit: int = 200) -> list[dict]:
-    """Timeline events, newest first (an inventory older than schema 3 has none)."""
+def _read(path: str, query: str, args: tuple = ()) -> list:
+    """Rows of a read-only query; a table an older inventory does not have gives none."""
     db = _ro(path)
     try:
-        q, args = "SELECT id, ts, kind, mac, data FROM events", ()
-        if mac is not None:
-            q, args = q + " WHERE mac=?", (mac,)
-        rows = db.execute(q + " ORDER BY id DESC LIMIT ?", (*args, int(limit))).fetchall()
+        return db.execute(query, args).fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []
@@ -481,45 +478,31 @@ def read_events(path: str, mac: str | None = None, limit: int = 200) -> list[dic
         raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
     finally:
         db.close()
+
+
+def _of_mac(query: str, mac: str | None, limit: int) -> tuple[str, tuple]:
+    """``query`` newest first, of one MAC when ``mac`` is given, at most ``limit`` rows."""
+    where, args = ("", ()) if mac is None else (" WHERE mac=?", (mac,))
+    return query + where + " ORDER BY id DESC LIMIT ?", (*args, int(limit))
+
+
+def read_events(path: str, mac: str | None = None, limit: int = 200) -> list[dict]:
+    """Timeline events, newest first (an inventory older than schema 3 has none)."""
+    rows = _read(path, *_of_mac("SELECT id, ts, kind, mac, data FROM events", mac, limit))
     return [_event_row(r) for r in rows]
 
 
 def read_identity(path: str, mac: str, limit: int = 2000) -> list[tuple[int, str, str]]:
     """One device's identity values ``(first seen ns, kind, value)``, oldest first, read-only."""
-    db = _ro(path)
-    try:
-        rows = db.execute("SELECT first_seen, kind, value FROM identity WHERE mac=? ORDER BY first_seen LIMIT ?",
-                          (mac, int(limit))).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
-    except sqlite3.DatabaseError as exc:
-        raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
-    finally:
-        db.close()
+    rows = _read(path, "SELECT first_seen, kind, value FROM identity WHERE mac=? ORDER BY first_seen LIMIT ?",
+                 (mac, int(limit)))
     return [(int(round(t * 1e9)), k, v) for t, k, v in rows]
 
 
 def read_audit(path: str, mac: str | None = None, limit: int = 200) -> list[dict]:
     """Pins and releases made from the operator page, newest first (an inventory written by a
     version without the audit table has none)."""
-    db = _ro(path)
-    try:
-        q = "SELECT ts, who, client, op, mac, before, after, digest FROM audit"
-        args: tuple = ()
-        if mac is not None:
-            q += " WHERE mac=?"
-            args = (mac,)
-        rows = db.execute(q + " ORDER BY id DESC LIMIT ?", (*args, int(limit))).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
-    except sqlite3.DatabaseError as exc:
-        raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
-    finally:
-        db.close()
+    rows = _read(path, *_of_mac("SELECT ts, who, client, op, mac, before, after, digest FROM audit", mac, limit))
     return [{"time": _iso(ts), "ts": ts, "who": who, "client": client, "op": op, "mac": m, "before": before,
              "after": after, "digest": digest} for ts, who, client, op, m, before, after, digest in rows]
 

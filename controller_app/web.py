@@ -157,6 +157,16 @@ def oui_vendors(registry=None):
     return vendor_of
 
 
+_INCLUDE = re.compile(r'<!--#include ([\w.-]+\.html)(?: title="([^"<>]*)")?-->')
+
+
+def include(page: str) -> str:
+    """A page of ``static/`` with its ``<!--#include FILE title="…"-->`` lines replaced by the
+    shared pieces (the head, the header), ``{title}`` by the title: the pages share them instead
+    of repeating them. Read once a page (the server caches the result)."""
+    return _INCLUDE.sub(lambda m: (STATIC / m.group(1)).read_text("utf-8").replace("{title}", m.group(2) or ""), page)
+
+
 # ------------------------------------------------------------------ what the event loop publishes
 
 
@@ -517,6 +527,8 @@ class WebUI:
         body = self._files.get(name)
         if body is None:
             body = (STATIC / name).read_bytes()
+            if name.endswith(".html"):
+                body = include(body.decode("utf-8")).encode("utf-8")
             self._files[name] = body
         return body
 
@@ -952,5 +964,5 @@ def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics
                  host_names=hosts, names=names, events=events, review_after=getattr(cfg, "review_after", 3600.0))
 
 
-__all__ = ["WebUI", "from_config", "host_check", "json_depth", "device_records", "devices_by_action", "rules_state",
-           "installed_entries", "explanation_parts", "no_vendor", "oui_vendors"]
+__all__ = ["WebUI", "from_config", "host_check", "include", "json_depth", "device_records", "devices_by_action",
+           "rules_state", "installed_entries", "explanation_parts", "no_vendor", "oui_vendors"]

@@ -74,17 +74,6 @@ def report(request, key, value):
         figures.append((key, value))
 
 
-def wait_for(pred, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(interval)
-
-
 def roomba_capture(path: Path, mac: str, ip: str) -> Path:
     """What the replayed device sends: its DHCP request (host name Roomba-E2E-01), DNS queries for
     its maker's cloud, a little traffic."""
@@ -151,7 +140,7 @@ def test_a_replayed_device_is_found_by_its_dhcp_name_and_the_webhook_hears_of_it
     mac, ip = HOSTS["roomba"]
     pcap = roomba_capture(lab.work / "roomba.pcap", mac, ip)
     lb.run("roomba", ["tcpreplay", "-q", "-i", lb.intf("roomba"), "--pps", "20", str(pcap)], timeout=60)
-    wait_for(lambda: any(n["value"] == "Roomba-E2E-01" for n in lab.ctl.devices().get(mac, {}).get("names") or ()),
+    lab.ctl.wait(lambda: any(n["value"] == "Roomba-E2E-01" for n in lab.ctl.devices().get(mac, {}).get("names") or ()),
              30, "the DHCP name read")
     b.get(lab.base + "/ui/")
     b.wait(lambda d: mac in rows(b), what="the replayed device on the page")
@@ -160,7 +149,7 @@ def test_a_replayed_device_is_found_by_its_dhcp_name_and_the_webhook_hears_of_it
     assert rows(b)[mac][0].startswith("Roomba-E2E-01") and rows(b)[mac][1] == ip
     b.screenshot("e2e-20-01-found-by-dhcp-name")
     b.screenshot("e2e-20-01-found-by-dhcp-name-400", width=400)
-    got = wait_for(lambda: [ev for _, ev in lab.rx.bodies if ev["event"] == "new_device" and ev["mac"] == mac], 20,
+    got = lab.ctl.wait(lambda: [ev for _, ev in lab.rx.bodies if ev["event"] == "new_device" and ev["mac"] == mac], 20,
                    "the webhook's new-device event")
     assert got[0]["dpid"] and got[0]["port"]
     report(request, "operator e2e: names", f"{mac} replayed (tcpreplay) with DHCP host name Roomba-E2E-01: found by "
@@ -173,7 +162,7 @@ def test_a_learning_device_is_held_to_the_learning_posture_on_the_switch(lab, re
     lb.run("learner", ["arping", "-c", "1", "-w", "1", "-I", lb.intf("learner"), GW_IP], check=False)
     lb.run("learner", [sys.executable, "-c", f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM)"
                                              f".sendto(b'hello', ('{GW_IP}', 9))"])
-    dev = wait_for(lambda: (lambda d: d if d.get("action_basis") == "learning" else None)(
+    dev = lab.ctl.wait(lambda: (lambda d: d if d.get("action_basis") == "learning" else None)(
         lab.ctl.devices().get(mac, {})), 30, "the learner under the learning posture")
     assert dev["stage"] is None and dev["enforced"] == f"allow_services=[dns,dhcp,ntp] rate_limit_kbps={LIMIT}"
     flows = policy_flows(ovs.dump_flows(lb.bridge(1)), mac)
@@ -209,7 +198,7 @@ def test_an_unknown_device_is_reviewed_accepted_and_its_rules_change(lab, reques
     mac, ip = HOSTS["mystery"]
     lb.popen("mystery", [sys.executable, "-c", TALKER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
-    wait_for(lambda: lab.ctl.devices().get(mac, {}).get("stage") == "unknown", 150, "the mystery device unknown")
+    lab.ctl.wait(lambda: lab.ctl.devices().get(mac, {}).get("stage") == "unknown", 150, "the mystery device unknown")
     unknown_s = time.monotonic() - t0
     before = {(f.table, f.priority, f.actions) for f in policy_flows(ovs.dump_flows(lb.bridge(1)), mac)}
     assert before and all("meter:" in a for _, p, a in before if p == 100), before
@@ -226,7 +215,7 @@ def test_an_unknown_device_is_reviewed_accepted_and_its_rules_change(lab, reques
     accept[0].click()
     b.wait(lambda d: f"pinned category={category} by e2e-admin; in force" in b.text("#review-msg"),
            what="the suggestion accepted")
-    after = wait_for(lambda: (lambda f: f if f and f != before else None)(
+    after = lab.ctl.wait(lambda: (lambda f: f if f and f != before else None)(
         {(f.table, f.priority, f.actions) for f in policy_flows(ovs.dump_flows(lb.bridge(1)), mac)}), 30,
         "its entries on the switch changed")
     dev = lab.ctl.devices()[mac]

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from classifier.capture.decode import decode_frames
-from controller_app.events import EventLog, describe
+from controller_app.events import EventLog
 from controller_app.names import NameBook, clean_label, harvest, name_of
 from controller_app.plain import changes, decision_sentence, feature_words, record_phrase, suggestions
 from controller_app.web import explanation_parts
@@ -88,7 +88,7 @@ def test_event_log_rate_limits_new_devices_and_keeps_the_rest():
     recent = log.recent()
     assert [e["id"] for e in recent] == [4, 3, 2, 1] and recent[0]["mac"] == "02:00:00:00:00:99"
     assert [e["id"] for e in log.recent(since=2)] == [4, 3]
-    assert describe(recent[1]) == "switch 0000000000000001 disconnected"
+    assert (recent[1]["event"], recent[1]["dpid"]) == ("switch_down", "0000000000000001")
     assert len(log.take_pending()) == 4 and log.take_pending() == []
     with pytest.raises(ValueError, match="unknown event kind 'nope'"):
         log.emit("nope")
@@ -244,3 +244,11 @@ def test_review_suggestions_in_plain_words_with_sources():
     assert "talks to the services appliances talk to" in texts
     assert sugg[1]["summary"] == "traffic like plugs"
     assert suggestions([], 0x00005E00530A, None) == []
+
+
+def test_the_pages_share_their_head_and_header():
+    from controller_app.web import STATIC, include
+    for name, title in (("index.html", "Devices"), ("device.html", "Device"), ("review.html", "Review")):
+        page = include((STATIC / name).read_text())
+        assert f"<title>{title} · IoT controller</title>" in page and 'id="banner"' in page
+        assert "<!--#include" not in page and page.count("<header") == 1

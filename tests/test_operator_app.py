@@ -11,33 +11,20 @@ import time
 import pytest
 
 from test_operator import Receiver
-from web_app import A, B, C, GW, IPS, WebApp
+from web_app import A, B, C, GW, IPS, NAMED_MODEL, WebApp, named_site
 
 pytestmark = pytest.mark.slow
-TABLE = {A: ["camera", 0.95, "confirmed"], C: ["unknown", 0.3, "unknown"], "min_packets": 3}
+TABLE = NAMED_MODEL
 
 
 @pytest.fixture
 def site(tmp_path):
     rx = Receiver()
-    app = WebApp(tmp_path, model=TABLE, extra=("--webhook-url", rx.url, "--review-after", "3600", "--identity-probes", "0"))
     try:
-        app.connect()
-        for mac in (GW, A, B, C):
-            app.learn(mac)
-        app.wait(lambda: len(app.devices()) == 4 and all(app.devices()[m]["mirroring"] for m in (A, B, C)), 20,
-                 "four devices, three mirrored")
-        app.announce(A, "porch-cam-01", "cloud.example.com")
-        app.announce(C, "Roomba-3F8A", "disc-prod.iot.irobotapi.com")
-        app.mirror(A, 5)
-        app.mirror(C, 5)
-        app.mirror(B, 1)
-        app.wait(lambda: app.devices()[A]["stage"] == "confirmed" and app.devices()[C]["stage"] == "unknown", 20,
-                 "A confirmed, C unknown")
-        app.rx = rx
-        yield app
+        with named_site(tmp_path, ("--webhook-url", rx.url, "--review-after", "3600")) as app:
+            app.rx = rx
+            yield app
     finally:
-        app.stop()
         rx.close()
 
 

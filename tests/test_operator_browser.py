@@ -13,35 +13,15 @@ import time
 import pytest
 
 from browser import browser  # noqa: F401  (fixture)
-from web_app import A, B, C, GW, WebApp
+from web_app import A, B, C, GW, named_site
 
 pytestmark = pytest.mark.slow
-TABLE = {A: ["camera", 0.95, "confirmed"], C: ["unknown", 0.3, "unknown"], "min_packets": 3}
-
-
-def start(app):
-    app.connect()
-    for mac in (GW, A, B, C):
-        app.learn(mac)
-    app.wait(lambda: len(app.devices()) == 4 and all(app.devices()[m]["mirroring"] for m in (A, B, C)), 20,
-             "four devices, three mirrored")
-    app.announce(A, "porch-cam-01", "cloud.example.com")
-    app.announce(C, "Roomba-3F8A", "disc-prod.iot.irobotapi.com")
-    app.mirror(A, 5)
-    app.mirror(C, 5)
-    app.mirror(B, 1)
-    app.wait(lambda: app.devices()[A]["stage"] == "confirmed" and app.devices()[C]["stage"] == "unknown"
-             and app.devices()[C]["names"], 20, "A confirmed, C unknown and named")
 
 
 @pytest.fixture
 def app(tmp_path):
-    a = WebApp(tmp_path, model=TABLE, extra=("--identity-probes", "0"))
-    try:
-        start(a)
+    with named_site(tmp_path) as a:
         yield a
-    finally:
-        a.stop()
 
 
 def rows(b) -> dict:

@@ -3,6 +3,7 @@ by a fake switch: the page tests' and the dashboard test's set-up."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -36,12 +37,26 @@ overrides: {}
 # the end
 """
 MODEL = {A: ["camera", 0.95, "confirmed"], B: ["plug", 0.7, "provisional"], "min_packets": 3}
+#: issue 20's site (WebApp.populate_named): A a camera, C unknown, B still learning
+NAMED_MODEL = {A: ["camera", 0.95, "confirmed"], C: ["unknown", 0.3, "unknown"], "min_packets": 3}
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def named_site(tmp: Path, extra=()):
+    """The app with issue 20's site populated (:meth:`WebApp.populate_named`; no identity probes,
+    so that an unknown answer is final at once); stopped on exit."""
+    app = WebApp(tmp, model=NAMED_MODEL, extra=("--identity-probes", "0", *extra))
+    try:
+        app.populate_named()
+        yield app
+    finally:
+        app.stop()
 
 
 class WebApp:
@@ -156,6 +171,22 @@ class WebApp:
             frames.append(ether(mac, GW, 0x0800, udp4(IPS[mac], IPS[GW], 53000, 53, dns_query(domain, 7))))
         for frame in frames:
             self.sw.send(packet_in(frame, PORTS[mac], cookie(CookieKind.MIRROR, m), int(Table.MIRROR), len(frame)))
+
+    def populate_named(self) -> dict:
+        """Issue 20's site: A (named 'porch-cam-01') decided, C (named 'Roomba-3F8A') decided as
+        the model table says, B still learning, the gateway; returns /devices."""
+        self.connect()
+        for mac in (GW, A, B, C):
+            self.learn(mac)
+        self.wait(lambda: len(self.devices()) == 4 and all(self.devices()[m]["mirroring"] for m in (A, B, C)), 20,
+                  "four devices, three mirrored")
+        self.announce(A, "porch-cam-01", "cloud.example.com")
+        self.announce(C, "Roomba-3F8A", "disc-prod.iot.irobotapi.com")
+        self.mirror(A, 5)
+        self.mirror(C, 5)
+        self.mirror(B, 1)
+        return self.wait(lambda: (lambda d: d if d[A]["stage"] == "confirmed" and d[C]["stage"] == "unknown"
+                                  and d[C]["names"] else None)(self.devices()), 20, "A confirmed, C unknown and named")
 
     def populate(self) -> dict:
         """A decided camera (A), a provisional plug (B), a device still learning (C) and the

@@ -835,6 +835,8 @@ function initReview() {
 
 document.addEventListener("DOMContentLoaded", () => {
   const page = document.body.dataset.page;
+  const current = document.getElementById(page === "review" ? "nav-review" : "nav-devices");
+  if (current) current.setAttribute("aria-current", "page");
   if (page === "devices") { onSession = () => refreshList(); initDevices(); }
   else if (page === "device") initDevice();
   else if (page === "review") initReview();
