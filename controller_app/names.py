@@ -88,6 +88,14 @@ def harvest(pk) -> list[tuple[int, str, int]]:
     return out
 
 
+def harvest_sent(pk, mac: int) -> list[tuple[int, str, int]]:
+    """:func:`harvest` of the packets of ``pk`` that ``mac`` sent (a decision's packets hold what its
+    peers sent it too)."""
+    if len(pk) == 0:
+        return []
+    return harvest(pk.take(np.flatnonzero(pk.eth_src == np.uint64(mac))))
+
+
 def clean_label(text) -> str:
     """An operator's label as stored: trimmed, at most :data:`MAX_LABEL` characters, no control
     characters ("" removes the label). ValueError says what is wrong."""
@@ -188,4 +196,5 @@ def _mac_text(mac) -> str:
     return ":".join(f"{(v >> s) & 0xFF:02x}" for s in range(40, -8, -8))
 
 
-__all__ = ["MAX_ADDRESSES", "MAX_LABEL", "MAX_NAMES", "NAME_KINDS", "NameBook", "clean_label", "harvest", "name_of"]
+__all__ = ["MAX_ADDRESSES", "MAX_LABEL", "MAX_NAMES", "NAME_KINDS", "NameBook", "clean_label", "harvest", "harvest_sent",
+           "name_of"]

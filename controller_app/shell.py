@@ -14,6 +14,7 @@ the module they are given: ``controller_app/__init__.py`` defines it, on top of 
 
 from __future__ import annotations
 
+import collections
 import importlib
 import inspect
 import json
@@ -64,7 +65,7 @@ from controller_app.intents import (KIND_MASK, CookieKind, DecideRequest, FlowAd
                                     LoadIdentity, MeterAdd, MeterDelete, PacketOut, ResolvePools, cookie)
 from controller_app.inventory import Inventory  # noqa: E402
 from controller_app.learning import DecisionWorker  # noqa: E402
-from controller_app.names import MAX_PENDING, NAME_KINDS, NameBook  # noqa: E402
+from controller_app.names import MAX_PENDING, NAME_KINDS, NameBook, harvest_sent  # noqa: E402
 from controller_app.observe import Metrics, Observer  # noqa: E402
 from controller_app.policy import PolicyError, load_policy  # noqa: E402
 from controller_app.poolres import SeenPoolResolver  # noqa: E402
@@ -151,6 +152,7 @@ class IotControllerShell(BaseApp):
         self.names = NameBook()
         self.names.load(*self.inventory.names(NAME_KINDS))
         self._addresses: list = []       #: addresses shown, not written to the inventory yet
+        self._worker_addresses = collections.deque(maxlen=MAX_PENDING)   #: from the decision worker
         # One IP-pool resolver for the engine (session pools) and for the policy's allow_pools
         # (pool -> prefixes); both run on the worker thread, never on the event loop.
         self.pools = PoolResolver(mode=self.cfg.pool_mode, cache_path=self.cfg.pool_cache, **self.cfg.rdap_options())
@@ -324,9 +326,14 @@ class IotControllerShell(BaseApp):
             raise
 
     def _take_addresses(self) -> None:
-        """Addresses read since the last tick: to the page at once, to the inventory with the next
-        write (at most names.MAX_PENDING waiting)."""
+        """Addresses read since the last tick (from identity packets on the event loop, from the
+        packets of each decision in the worker): to the page at once, to the inventory with the
+        next write (at most names.MAX_PENDING waiting)."""
         got = self.core.take_addresses()
+        while self._worker_addresses:
+            row = self._worker_addresses.popleft()
+            if row[0] in self.core.devices:
+                got.append(row)
         if got:
             self.names.add_addresses(got)
             self._addresses += got[:max(0, MAX_PENDING - len(self._addresses))]
@@ -344,7 +351,13 @@ class IotControllerShell(BaseApp):
             kwargs["sessions"] = sessions
         if self._engine_identity and req.identity is not None:
             kwargs["identity"] = req.identity
-        return self.engine.decide(req.packets, req.mac, req.now_ns, **kwargs)
+        decision = self.engine.decide(req.packets, req.mac, req.now_ns, **kwargs)
+        try:        # where the device is: the source addresses of its packets (here, off the event loop)
+            own = harvest_sent(req.packets, req.mac)[:8]
+            self._worker_addresses.extend((mac, a, self.core.mirror.controller_time(t)) for mac, a, t in own)
+        except Exception:  # noqa: BLE001 - addresses are secondary to the decision
+            LOG.exception("addresses of %s", mac_to_str(req.mac))
+        return decision
 
     # ------------------------------------------------------------------ the site teaches the engine
 

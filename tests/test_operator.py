@@ -14,7 +14,7 @@ import pytest
 
 from classifier.capture.decode import decode_frames
 from controller_app.events import EventLog
-from controller_app.names import NameBook, clean_label, harvest, name_of
+from controller_app.names import NameBook, clean_label, harvest, harvest_sent, name_of
 from controller_app.plain import changes, decision_sentence, feature_words, record_phrase, suggestions
 from controller_app.web import explanation_parts
 from controller_app.webhook import Webhook, check_url
@@ -39,6 +39,11 @@ def test_harvest_keeps_each_devices_unicast_source_addresses():
     got = harvest(frames_to_packets(frames))
     assert [(m, a) for m, a, _ in got] == [(0x00005E00530A, "192.168.1.20")]
     assert got[0][2] == 10**18 + 2                                                             # the latest sight
+    # what a device's decision is made on holds its peers' packets too: only what it sent counts
+    reply = ether("02:00:00:00:00:01", A, 0x0800, udp4("192.168.1.1", "192.168.1.20", 53, 5353, b"y" * 12))
+    pk = frames_to_packets(frames + [reply])
+    assert len(harvest(pk)) == 2 and harvest_sent(pk, 0x00005E00530A) == got
+    assert harvest_sent(pk.take([]), 0x00005E00530A) == []
 
 
 def test_name_book_names_addresses_labels():

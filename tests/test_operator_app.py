@@ -44,6 +44,10 @@ def test_names_addresses_and_labels_are_listed_and_found(site):
     assert list(rows(app, q="roomba")) == [C]                      # found by what it calls itself
     assert list(rows(app, q=IPS[A])) == [A]                        # and by its address
     assert app.devices()[C]["names"][0]["value"] == "Roomba-3F8A"  # /devices too
+    # a device that says nothing about itself: its address from the packets it is decided on
+    assert r[B]["addresses"] == []
+    app.mirror(B, 4)
+    app.wait(lambda: rows(app)[B]["addresses"] == [IPS[B]], 15, "B's address, read from its decision's packets")
     # a label: the operator's, in the inventory, found by the filter
     st, body = app.request("PUT", f"/api/devices/{B}/label", {"label": "Kitchen plug"})
     assert st == 401
