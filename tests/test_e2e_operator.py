@@ -221,6 +221,10 @@ def test_an_unknown_device_is_reviewed_accepted_and_its_rules_change(lab, reques
     dev = lab.ctl.devices()[mac]
     assert dev["enforced"] == ("block" if category == "camera" else "allow"), dev
     b.wait(lambda d: not b.css(card), what="it leaves the queue")
+    b.get(lab.base + "/ui/")
+    b.wait(lambda d: mac in rows(b) and "pinned" in rows(b)[mac][0], what="the devices page after the review")
+    b.screenshot("e2e-20-03-devices-after-review")
+    b.screenshot("e2e-20-03-devices-after-review-400", width=400)
     report(request, "operator e2e: review", f"{mac} decided unknown {unknown_s:.0f} s after it started talking "
                                             f"(time scale 60); in the queue; suggestion {category!r} accepted from the "
                                             f"page: entries {sorted(before)} -> {sorted(after)}")

@@ -100,6 +100,11 @@ def test_names_labels_learning_and_the_review_queue(app, browser):  # noqa: F811
     b.wait(lambda d: "Nothing to review" in b.text("#queue"), what="the queue empty")
     app.wait(lambda: app.devices()[C]["enforced"] == "allow", 10, "C's rules changed")
     assert "appliance" in app.policy.read_text()
+    # the devices page: the category the operator chose, marked, and the engine's own word under it
+    b.get(app.base + "/ui/")
+    b.wait(lambda d: C in rows(b) and rows(b)[C][4].startswith("appliance"), what="C listed as the pinned appliance")
+    assert rows(b)[C][4].split("\n")[1:] == [f"engine: {app.devices()[C]['category'] or 'undecided'}"], rows(b)[C]
+    assert b.css(f'#devices tr[data-mac="{C}"] .chip.pinned-cat')
     assert not b.console_errors(), b.console_errors()
 
 

@@ -157,6 +157,14 @@ function chip(category, extra) {
   return el("span", { class: `chip cat-${c.replace(/[^a-z0-9-]/gi, "")}${extra ? " " + extra : ""}`, text: c });
 }
 
+// The category a device is treated as: a pinned one (the operator's), else its decision's.
+function categoryCell(d) {
+  if (d.gateway) return chip("gateway");
+  const pinned = d.pin && d.pin.startsWith("category=") ? d.pin.slice(9) : null;
+  if (!pinned || pinned === d.category) return chip(d.category);
+  return el("span", {}, chip(pinned, "pinned-cat"), el("div", { class: "muted small", text: `engine: ${d.category || "undecided"}` }));
+}
+
 function stageBadge(stage) {
   const s = stage || "learning";
   return el("span", { class: `stage st-${s.replace(/[^a-z-]/gi, "")}`, text: s });
@@ -332,7 +340,7 @@ function nameCell(d) {
 
 function deviceRow(d, st) {
   if (displayName(d)) knownNames.set(d.mac, displayName(d));
-  const cat = d.gateway ? chip("gateway") : chip(d.category);
+  const cat = categoryCell(d);
   const learn = learningText(d, st);
   const stageCell = el("td", { "data-label": "Stage" }, d.gateway ? el("span", { class: "muted", text: "gateway" }) : stageBadge(d.stage));
   if (learn && !d.stage) stageCell.append(el("div", { class: "muted small learn", title: learn, text: learn.split(";")[0] }));
@@ -457,7 +465,7 @@ function renderSummary(d, st) {
   document.getElementById("summary").replaceChildren(
     card("Names it announces", ...(names.length ? names : [el("span", { class: "muted", text: "none heard yet" })])),
     card("IP addresses", (d.addresses || []).length ? el("span", { class: "addr", text: d.addresses.join(", ") }) : el("span", { class: "muted", text: "none seen yet" })),
-    card("Category", d.gateway ? chip("gateway") : chip(d.category), " ", d.confidence === null || d.confidence === undefined ? "" : el("span", { class: "conf", text: d.confidence.toFixed(2) })),
+    card("Category", categoryCell(d), " ", d.confidence === null || d.confidence === undefined ? "" : el("span", { class: "conf", text: d.confidence.toFixed(2) })),
     card("Stage", d.gateway ? "gateway" : stageBadge(d.stage), learn ? el("div", { id: "learning", class: "muted", text: learn }) : null,
          d.mirroring ? el("div", { class: "muted", text: `mirrored: ${d.mirrored_packets ?? 0} packets held` }) : null,
          d.thin_answers ? el("div", { class: "muted", text: `${d.thin_answers} × not enough evidence yet` }) : null,
@@ -701,7 +709,7 @@ async function refreshDevice() {
       renderStatus(data.status);
       const name = displayName(data.device);
       document.getElementById("title").replaceChildren(...[name ? el("span", { class: "name", text: name }) : null,
-        el("span", { class: "mac", text: data.device.mac }), data.device.gateway ? chip("gateway") : chip(data.device.category),
+        el("span", { class: "mac", text: data.device.mac }), categoryCell(data.device),
         downBadge(data.device)].filter((x) => x !== null));
       document.title = `${name || data.device.mac} · IoT controller`;
       renderSummary(data.device, data.status);
