@@ -330,6 +330,30 @@ def test_devices_json_sorts_filters_and_pages():
         assert st_ == 400 and msg in body["error"]
 
 
+def test_the_review_queue_holds_unknown_claims_only_and_long_provisional_devices():
+    now = 1_700_010_000.0
+    first = lambda s: int((now - s) * 1e9)  # noqa: E731 - first seen s seconds before the snapshot
+    devs = [_record(0, stage="unknown", category=None, first_seen_ns=first(60)),
+            _record(1, stage="provisional", claims_only=True, first_seen_ns=first(60)),
+            _record(2, stage="provisional", category="hub", first_seen_ns=first(7300)),
+            _record(3, stage="provisional", category="hub", first_seen_ns=first(600)),   # not long yet
+            _record(4, stage="confirmed", claims_only=False),
+            _record(5, stage="unknown", category=None),                               # pinned: settled
+            _record(6, stage="unknown", category=None, gateway=True),
+            _record(7, stage=None, category=None, mirroring=True)]                    # still learning
+    view = _View(devs, {devs[5]["mac"]: "category=plug"})
+    view.v["status"]["published"] = now
+    ui = WebUI(view, review_after=7200)
+    st_, body = _get(ui, "/api/review")
+    assert st_ == 200 and body["total"] == 3
+    assert [(i["device"]["mac"], i["why"]) for i in body["items"]] == [
+        (devs[0]["mac"], "unknown"), (devs[1]["mac"], "claims only"), (devs[2]["mac"], "long provisional")]
+    assert all(i["records"] == 0 and i["decision"] is None for i in body["items"])       # no inventory here
+    assert [c["category"] for c in body["choices"]][:1] == ["camera"] and body["choices"][0]["action"] == "block"
+    _, body = _get(ui, "/api/review?offset=2&limit=1")
+    assert [i["why"] for i in body["items"]] == ["long provisional"] and body["total"] == 3
+
+
 def test_vendor_hook_names_the_oui():
     devs = [_record(1, mac="a4:cf:12:00:00:01"), _record(2)]
     ui = WebUI(_View(devs), vendor_of=lambda mac: "Espressif Inc." if mac.startswith("a4:cf:12") else None)
