@@ -108,6 +108,13 @@ def test_the_review_queue_suggests_in_plain_words_and_a_suggestion_is_accepted(s
     app.wait(lambda: app.devices()[C]["enforced"] == "allow", 10, "C's rules changed")
     assert app.request("GET", "/api/review")[1]["total"] == 0
     assert ("pin", C) in [(e["event"], e["mac"]) for e in app.request("GET", "/api/events")[1]["events"]]
+    # released: on the timeline with the reloads the pins caused, back in the queue
+    st, body = app.request("DELETE", f"/api/devices/{C}/pin", None, app.auth())
+    assert st == 200, body
+    app.wait(lambda: (lambda k: ("release", C) in k and k.count(("policy_reloaded", None)) >= 2)(
+        [(e["event"], e["mac"]) for e in app.request("GET", "/api/events")[1]["events"]]), 10, "release and reloads")
+    app.wait(lambda: app.request("GET", "/api/review")[1]["total"] == 1, 10, "C back in the queue")
+    assert 'iot_events_total{event="release"} 1.0' in app.request("GET", "/metrics")[1]
     # the device page: a plain sentence per decision, the history as changes, its own timeline
     st, dev = app.request("GET", f"/api/devices/{A}")
     assert dev["history"][-1]["summary"].startswith("Named camera (confirmed, 95% sure)")
