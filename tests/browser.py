@@ -146,6 +146,10 @@ class Browser:
             arts.append(str(path))
         return path
 
+    def screenshots(self, name: str) -> list[Path]:
+        """:meth:`screenshot` as a desk (1400 px) and as a phone (400 px, ``NAME-400``) see the page."""
+        return [self.screenshot(name), self.screenshot(f"{name}-400", width=400)]
+
     def console_errors(self) -> list:
         """Script errors and content-security-policy violations (not failed requests: a refused
         pin is an HTTP error the page expects)."""

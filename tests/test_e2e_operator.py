@@ -147,8 +147,7 @@ def test_a_replayed_device_is_found_by_its_dhcp_name_and_the_webhook_hears_of_it
     b.one("#q").send_keys("roomba-e2e")
     b.wait(lambda d: list(rows(b)) == [mac], what="the device found by its DHCP name")
     assert rows(b)[mac][0].startswith("Roomba-E2E-01") and rows(b)[mac][1] == ip
-    b.screenshot("e2e-20-01-found-by-dhcp-name")
-    b.screenshot("e2e-20-01-found-by-dhcp-name-400", width=400)
+    b.screenshots("e2e-20-01-found-by-dhcp-name")
     got = lab.ctl.wait(lambda: [ev for _, ev in lab.rx.bodies if ev["event"] == "new_device" and ev["mac"] == mac], 20,
                    "the webhook's new-device event")
     assert got[0]["dpid"] and got[0]["port"]
@@ -185,8 +184,7 @@ def test_a_learning_device_is_held_to_the_learning_posture_on_the_switch(lab, re
     b.get(lab.base + f"/ui/device?mac={mac}")
     b.wait(lambda d: b.css("body[data-loaded]") and b.text("#learning"), what="the learner's page")
     assert "enforced once confirmed" in b.text("#learning") and "learning posture" in b.text("#summary")
-    b.screenshot("e2e-20-02-learning-posture")
-    b.screenshot("e2e-20-02-learning-posture-400", width=400)
+    b.screenshots("e2e-20-02-learning-posture")
     report(request, "operator e2e: learning posture", f"a learning device under learning: (DNS, DHCP, NTP, {LIMIT} "
                                                       f"kbps): offered {3 * LIMIT} kbps, delivered {rate:.1f} kbps "
                                                       f"({100 * (rate - LIMIT) / LIMIT:+.1f}%)")
@@ -207,8 +205,7 @@ def test_an_unknown_device_is_reviewed_accepted_and_its_rules_change(lab, reques
     b.wait(lambda d: b.css(card), timeout=30, what="the unknown device in the review queue")
     assert "The engine could not name it" in b.text(card)
     assert Select(b.one(f"{card} select.choose")).first_selected_option.get_attribute("value") == ""
-    b.screenshot("e2e-20-03-review")
-    b.screenshot("e2e-20-03-review-400", width=400)
+    b.screenshots("e2e-20-03-review")
     sign_in(lab)
     accept = b.wait(lambda d: [e for e in b.css(f"{card} button.accept") if e.is_enabled()], what="a suggestion")
     category = accept[0].get_attribute("data-category")
@@ -223,8 +220,7 @@ def test_an_unknown_device_is_reviewed_accepted_and_its_rules_change(lab, reques
     b.wait(lambda d: not b.css(card), what="it leaves the queue")
     b.get(lab.base + "/ui/")
     b.wait(lambda d: mac in rows(b) and "pinned" in rows(b)[mac][0], what="the devices page after the review")
-    b.screenshot("e2e-20-03-devices-after-review")
-    b.screenshot("e2e-20-03-devices-after-review-400", width=400)
+    b.screenshots("e2e-20-03-devices-after-review")
     report(request, "operator e2e: review", f"{mac} decided unknown {unknown_s:.0f} s after it started talking "
                                             f"(time scale 60); in the queue; suggestion {category!r} accepted from the "
                                             f"page: entries {sorted(before)} -> {sorted(after)}")
@@ -238,8 +234,7 @@ def test_the_page_recovers_from_a_controller_restart_and_shows_a_lost_switch(lab
     t = time.monotonic()
     b.wait(lambda d: "cannot be reached" in b.text("#banner") and b.css("body.stale"), timeout=20,
            what="the controller-unreachable banner")
-    b.screenshot("e2e-20-04-controller-down")
-    b.screenshot("e2e-20-04-controller-down-400", width=400)
+    b.screenshots("e2e-20-04-controller-down")
     ctl.start()
     ctl.wait_switches(1, 60)
     # (after a restart the inventory's final decisions and pins are back at once; the others once seen again)
@@ -255,8 +250,7 @@ def test_the_page_recovers_from_a_controller_restart_and_shows_a_lost_switch(lab
                and any("switch down" in cells[0] for cells in rows(b).values()), timeout=30,
                what="the lost switch shown")
         assert all(cells[7] == "none: switch down" for cells in rows(b).values())
-        b.screenshot("e2e-20-05-switch-down")
-        b.screenshot("e2e-20-05-switch-down-400", width=400)
+        b.screenshots("e2e-20-05-switch-down")
         kinds = [e["event"] for e in ctl.get("/api/events?limit=50")["events"]]
         assert "switch_down" in kinds
     finally:

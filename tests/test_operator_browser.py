@@ -55,13 +55,11 @@ def test_names_labels_learning_and_the_review_queue(app, browser):  # noqa: F811
     # found by what it calls itself
     b.one("#q").send_keys("roomba")
     b.wait(lambda d: list(rows(b)) == [C], what="the filter finding the Roomba by its DHCP name")
-    b.screenshot("20-01-devices-found-by-name")
-    b.screenshot("20-01-devices-found-by-name-400", width=400)
+    b.screenshots("20-01-devices-found-by-name")
     b.one("#q").clear()
     b.one("#q").send_keys(" ")
     b.wait(lambda d: len(rows(b)) == 4, what="every device again")
-    b.screenshot("20-02-devices", width=1400)
-    b.screenshot("20-02-devices-400", width=400)
+    b.screenshots("20-02-devices")
     no_sideways_scroll(b, "the devices page")
 
     # a learning device's page says how far it is and when the policy acts
@@ -80,8 +78,7 @@ def test_names_labels_learning_and_the_review_queue(app, browser):  # noqa: F811
     b.wait(lambda d: "<b>Kitchen</b> plug" in b.text("#title"), what="the label as the device's name, as text")
     assert not b.css("#title b") and not b.css("#summary b")
     no_sideways_scroll(b, "a device's page")
-    b.screenshot("20-03-device-learning")
-    b.screenshot("20-03-device-learning-400", width=400)
+    b.screenshots("20-03-device-learning")
 
     # the review queue: the unknown Roomba, suggestions with their evidence, nothing preselected
     b.get(app.base + "/ui/review")
@@ -92,8 +89,7 @@ def test_names_labels_learning_and_the_review_queue(app, browser):  # noqa: F811
     assert Select(b.one(f'#queue article[data-mac="{C}"] select.choose')).first_selected_option.get_attribute(
         "value") == ""
     assert "Review (1)" in b.text("#nav-review")
-    b.screenshot("20-04-review")
-    b.screenshot("20-04-review-400", width=400)
+    b.screenshots("20-04-review")
     no_sideways_scroll(b, "the review page")
     b.click(f'#queue article[data-mac="{C}"] button.accept[data-category="appliance"]')
     b.wait(lambda d: "pinned category=appliance by alice; in force" in b.text("#review-msg"), what="accepted")
@@ -118,8 +114,7 @@ def test_the_page_tells_the_truth_when_the_controller_or_a_switch_goes_away(app,
     b.wait(lambda d: "cannot be reached" in b.text("#banner") and b.css("body.stale"), timeout=15,
            what="the unreachable banner")
     assert len(rows(b)) == 4 and "not live" in b.text("#live")
-    b.screenshot("20-05-controller-unreachable")
-    b.screenshot("20-05-controller-unreachable-400", width=400)
+    b.screenshots("20-05-controller-unreachable")
     # back on the same port: the page recovers by itself, no reload
     app.resume()
     app.connect()
@@ -134,8 +129,7 @@ def test_the_page_tells_the_truth_when_the_controller_or_a_switch_goes_away(app,
     b.wait(lambda d: "switch down" in rows(b).get(A, [""])[0] and "0 switches connected" in b.text("#status"),
            timeout=15, what="the switch down on its devices")
     assert rows(b)[A][7] == "none: switch down"
-    b.screenshot("20-06-switch-down")
-    b.screenshot("20-06-switch-down-400", width=400)
+    b.screenshots("20-06-switch-down")
     # a pin then is pending, not "in force"
     b.get(app.base + f"/ui/device?mac={A}")
     b.wait(lambda d: b.css("body[data-loaded]") and "switch down" in b.text("#title"), what="A's page, switch down")
@@ -146,7 +140,7 @@ def test_the_page_tells_the_truth_when_the_controller_or_a_switch_goes_away(app,
     b.click("#pin-cat-btn")
     b.wait(lambda d: "pending: switch down" in b.text("#pin-msg"), what="the pin pending")
     assert "in force" not in b.text("#pin-msg")
-    b.screenshot("20-07-pin-pending")
+    b.screenshots("20-07-pin-pending")
     assert not [e for e in b.console_errors() if "Failed to fetch" not in e.get("message", "")]
 
 
@@ -163,7 +157,7 @@ def test_a_device_the_controller_never_saw_is_said_so_and_not_polled(app, browse
     n = asked()
     time.sleep(5)
     assert asked() == n == 1, "the page kept asking for a device that is not there"
-    b.screenshot("20-08-unknown-device")
+    b.screenshots("20-08-unknown-device")
 
 
 def test_dark_mode(app, browser):  # noqa: F811
@@ -174,5 +168,4 @@ def test_dark_mode(app, browser):  # noqa: F811
     b.wait(lambda d: len(rows(b)) == 4, what="the devices")
     bg = b.driver.execute_script("return getComputedStyle(document.body).backgroundColor")
     assert bg == "rgb(18, 21, 27)", bg
-    b.screenshot("20-09-dark")
-    b.screenshot("20-09-dark-400", width=400)
+    b.screenshots("20-09-dark")

@@ -650,7 +650,7 @@ function renderPinPanel(data) {
   document.getElementById("pin-release").hidden = !d.pin;
   if (off) note.textContent = "Pinning is off: the operator turns it on with --web-pins and --web-token-file. This page is read-only.";
   else if (d.gateway) note.textContent = "A gateway is never classified or enforced; it cannot be pinned.";
-  else if (!s.operator) note.textContent = "Read-only until you sign in with an operator token (top right). A pin is written to the policy file's overrides.";
+  else if (!s.operator) note.textContent = "Read-only until you sign in with an operator token (at the top of the page). A pin is written to the policy file's overrides.";
   else note.textContent = `Signed in as ${s.operator}. A pin is written to the policy file's overrides and applied by its hot reload; a pinned category also teaches the engine this site's example.` + (d.pin ? ` Now pinned: ${d.pin}.` : "");
   const lab = document.getElementById("label-input");
   const labBtn = document.getElementById("label-btn");
@@ -814,7 +814,7 @@ function renderReview(data) {
   if (!data.items.length) q.append(el("p", { class: "empty", text: "Nothing to review: every device is settled." }));
   const s = state.session || {};
   document.getElementById("review-note").textContent = `${data.total} device${data.total === 1 ? "" : "s"} to review.` +
-    (!s.pins_enabled ? " Pinning is off (--web-pins): this page is read-only." : (!s.operator ? " Sign in (top right) to accept a suggestion." : ""));
+    (!s.pins_enabled ? " Pinning is off (--web-pins): this page is read-only." : (!s.operator ? " Sign in (at the top of the page) to accept a suggestion." : ""));
 }
 
 async function refreshReview() {
