@@ -216,7 +216,7 @@ function renderStatus(st) {
   const n = (st.switches || []).length;
   box.replaceChildren(
     el("span", { class: n ? "" : "warn", text: `${n} switch${n === 1 ? "" : "es"}${n ? "" : " connected"}` }),
-    el("span", { text: `${st.devices} devices` }),
+    el("span", { text: `${st.devices} device${st.devices === 1 ? "" : "s"}` }),
     el("span", { text: `${st.learning ?? 0} learning` }),
     el("span", { text: `${st.packet_ins_per_second ?? 0} packet-ins/s` }),
     el("span", { title: pol.source || "", text: `policy ${pol.digest || "?"} (enforce on ${pol.enforce_on || "?"})` }),
