@@ -331,9 +331,9 @@ class IotControllerShell(BaseApp):
         next write (at most names.MAX_PENDING waiting)."""
         got = self.core.take_addresses()
         while self._worker_addresses:
-            row = self._worker_addresses.popleft()
-            if row[0] in self.core.devices:
-                got.append(row)
+            mac, address, t = self._worker_addresses.popleft()
+            if mac in self.core.devices:
+                got.append((mac, address, self.core.mirror.controller_time(t)))
         if got:
             self.names.add_addresses(got)
             self._addresses += got[:max(0, MAX_PENDING - len(self._addresses))]
@@ -353,8 +353,7 @@ class IotControllerShell(BaseApp):
             kwargs["identity"] = req.identity
         decision = self.engine.decide(req.packets, req.mac, req.now_ns, **kwargs)
         try:        # where the device is: the source addresses of its packets (here, off the event loop)
-            own = harvest_sent(req.packets, req.mac)[:8]
-            self._worker_addresses.extend((mac, a, self.core.mirror.controller_time(t)) for mac, a, t in own)
+            self._worker_addresses.extend(harvest_sent(req.packets, req.mac)[:8])
         except Exception:  # noqa: BLE001 - addresses are secondary to the decision
             LOG.exception("addresses of %s", mac_to_str(req.mac))
         return decision
