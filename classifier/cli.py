@@ -284,8 +284,18 @@ def cmd_train(args) -> int:
                         epochs=args.epochs)
     from classifier.parallel import runner_from_args
     with runner_from_args(args) as runner:
-        train_default(_datasets_args(args), args.out, seed=args.seed, settings=settings,
-                      log=lambda m: print(m, file=sys.stderr), runner=runner)
+        engine = train_default(_datasets_args(args), args.out, seed=args.seed, settings=settings,
+                               log=lambda m: print(m, file=sys.stderr), runner=runner)
+    if args.site:                  # the site's pinned devices, folded into the identity voter (not the behaviour models)
+        from classifier.engine.engine import DEFAULT_ENGINE
+        from classifier.identity.site import SiteError, read_site_examples
+        try:
+            learned = engine.learn_site(read_site_examples(args.site))
+        except SiteError as exc:
+            raise CliError(str(exc)) from None
+        engine.save(args.out or DEFAULT_ENGINE)
+        print(f"site examples from {args.site}: {learned.get('devices', 0)} pinned devices "
+              f"{learned.get('categories', {})}, {learned.get('tokens_added', 0)} new tokens", file=sys.stderr)
     return 0
 
 
@@ -563,6 +573,9 @@ def build_parser(extra=None) -> argparse.ArgumentParser:
     sp.add_argument("--window", type=int, default=6, metavar="T", help="segments per window t")
     sp.add_argument("--sessions", type=int, default=16, metavar="N", help="sessions per sequence n")
     sp.add_argument("--epochs", type=int, help="override the models' epoch counts")
+    sp.add_argument("--site", metavar="INVENTORY", help="a controller's inventory: its pinned devices' categories and "
+                                                        "identity records are folded into the identity voter as this "
+                                                        "site's examples (the behaviour models are not retrained on them)")
     add_runner_options(sp, "engine's two behaviour models")
     sp.set_defaults(func=cmd_train)
 

@@ -37,6 +37,8 @@ class AppConfig:
     web_pins: bool = False                   #: pins from the operator page (writes the policy's overrides)
     web_token_file: str | None = None        #: operators' tokens, `name:token` a line (needed for pins)
     traffic_interval: float = 10.0           #: seconds between reads of the devices' flow counters (0: none)
+    webhook_url: str | None = None           #: timeline events POSTed here as JSON (None: no webhook)
+    review_after: float = 3600.0             #: seconds provisional before a device joins the review queue
     rdap_url: str | None = None              #: RDAP bootstrap URL (None: ipwhois's)
     rdap_timeout: float | None = None        #: seconds per RDAP request (None: the classifier's default)
     core: Settings = field(default_factory=Settings)
@@ -69,6 +71,12 @@ _APP_OPTS = [
                                   "more (keep it chmod 600)"),
     ("traffic-interval", float, 10.0, "seconds between reads of the switches' per-device forwarding counters, for "
                                       "the page's traffic plots (0: none)"),
+    ("webhook-url", str, None, "POST each timeline event (new device, category changed, confirmed, unknown, pinned, "
+                               "released, switch up/down, policy reloaded) as JSON to this http(s) URL; retried "
+                               "with back-off from a bounded queue, never blocking the controller"),
+    ("review-after", float, 3600.0, "seconds a device may stay provisional before the operator page's review queue "
+                                    "lists it (unknown devices and decisions on a device's claims alone are listed "
+                                    "at once)"),
     ("rdap-url", str, None, "RDAP bootstrap URL for pool modes rdap and auto (default: ipwhois's)"),
     ("rdap-timeout", float, None, "seconds per RDAP request (default 5); look-ups never delay a decision"),
     ("http-max-connections", int, 256, "HTTP connections open at once; beyond, the oldest one still sending its "
@@ -190,6 +198,13 @@ def from_conf(conf) -> AppConfig:
     cfg.traffic_interval = float(get("traffic_interval", cfg.traffic_interval))
     if cfg.traffic_interval < 0:
         raise ValueError(f"--traffic-interval: {cfg.traffic_interval!r} is negative")
+    cfg.webhook_url = get("webhook_url")
+    if cfg.webhook_url:
+        from controller_app.webhook import check_url
+        check_url(cfg.webhook_url)
+    cfg.review_after = float(get("review_after", cfg.review_after))
+    if not cfg.review_after >= 0:
+        raise ValueError(f"--review-after: {cfg.review_after!r} is negative")
     limits = {}
     for opt, name in _HTTP_LIMITS.items():
         default = getattr(cfg.http_limits, name)

@@ -41,7 +41,7 @@ ETH_TYPE_LLDP = 0x88CC
 @dataclass(frozen=True, slots=True)
 class Match:
     """The fields a flow matches on (None = wildcard). IP prefixes imply their eth_type; UDP
-    ports need ``ip_proto`` 17 and an IP ``eth_type`` (OpenFlow's prerequisites)."""
+    (TCP) ports need ``ip_proto`` 17 (6) and an IP ``eth_type`` (OpenFlow's prerequisites)."""
 
     in_port: int | None = None
     eth_src: int | None = None
@@ -53,6 +53,8 @@ class Match:
     ip_proto: int | None = None
     udp_src: int | None = None
     udp_dst: int | None = None
+    tcp_src: int | None = None
+    tcp_dst: int | None = None
 
     def __post_init__(self):
         for net in (self.ip_src, self.ip_dst):
@@ -64,10 +66,13 @@ class Match:
             raise ValueError(f"ip_proto needs an IP eth_type, got {self.eth_type}")
         if (self.udp_src is not None or self.udp_dst is not None) and self.ip_proto != 17:
             raise ValueError(f"a UDP port needs ip_proto 17, got {self.ip_proto}")
+        if (self.tcp_src is not None or self.tcp_dst is not None) and self.ip_proto != 6:
+            raise ValueError(f"a TCP port needs ip_proto 6, got {self.ip_proto}")
 
     def fields(self) -> dict:
         return {k: getattr(self, k) for k in ("in_port", "eth_src", "eth_dst", "eth_type", "ip_src", "ip_dst",
-                                              "metadata", "ip_proto", "udp_src", "udp_dst")
+                                              "metadata", "ip_proto", "udp_src", "udp_dst",
+                                              "tcp_src", "tcp_dst")
                 if getattr(self, k) is not None}
 
 

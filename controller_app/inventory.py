@@ -6,14 +6,17 @@ on the device's own claims alone; the action in force). ``decisions``: every dec
 order, with the voters that vouched for it. ``identity``: each device's distinct identity
 values (what it said about itself: kind, value, first seen), kept as long as the device is, so
 that its decisions are made on all of them across restarts. ``audit``: every pin and release
-made from the operator page (who, when, from where, what). The app writes it from its event
+made from the operator page (who, when, from where, what). ``addresses``: each device's IP
+addresses (first and last seen). ``labels``: the operator's own name for a device (kept by MAC,
+also while the device is forgotten). ``events``: the timeline (new devices, category changes,
+pins, switches, policy reloads; the last :data:`MAX_EVENTS`). The app writes it from its event
 loop (batched; a decision, its device and the identity values not written yet in one
 transaction; audit rows from the HTTP thread); readers (``iotclass devices``, the HTTP
 endpoint) open it read-only, which WAL mode allows while the app runs.
 
-Schema 2 added ``devices.claims_only``, ``decisions.vouching`` and the ``identity`` table; an
-inventory of schema 1 is migrated when the app opens it (in one transaction), and readers of
-an inventory not migrated yet read it without them.
+Schema 2 added ``devices.claims_only``, ``decisions.vouching`` and the ``identity`` table; schema
+3 the ``addresses``, ``labels`` and ``events`` tables. An older inventory is migrated when the app
+opens it (in one transaction), and readers of an inventory not migrated yet read it without them.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from datetime import datetime, timezone
 from classifier.errors import IotClassError
 from classifier.capture.packets import mac_to_int, mac_to_str
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: events kept in the inventory (older ones are removed as new ones are written)
+MAX_EVENTS = 10_000
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (
@@ -76,6 +81,27 @@ CREATE TABLE IF NOT EXISTS audit (
     digest TEXT              -- the policy file's digest after the change
 );
 CREATE INDEX IF NOT EXISTS audit_mac ON audit (mac, id);
+CREATE TABLE IF NOT EXISTS addresses (
+    mac TEXT NOT NULL,
+    address TEXT NOT NULL,     -- IPv4 or IPv6, as text
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    PRIMARY KEY (mac, address)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS labels (
+    mac TEXT PRIMARY KEY,
+    label TEXT NOT NULL,       -- the operator's name for the device
+    who TEXT,
+    ts REAL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,        -- new_device, category_changed, confirmed, unknown, pin, release, ...
+    mac TEXT,
+    data TEXT                  -- the event's other fields, JSON
+);
+CREATE INDEX IF NOT EXISTS events_mac ON events (mac, id);
 """
 COLUMNS = ("mac", "dpid", "port", "first_seen", "last_seen", "category", "confidence", "stage", "model",
            "explanation", "enforced", "gateway", "claims_only")
@@ -133,8 +159,8 @@ class Inventory:
             row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] == "1":
-                self._migrate_from_1()
+            elif row[0] in ("1", "2"):
+                self._migrate_from(int(row[0]))
             elif row[0] != str(SCHEMA_VERSION):
                 raise InventoryError(f"{path}: inventory schema {row[0]}, this version reads {SCHEMA_VERSION}")
             self.db.commit()
@@ -142,11 +168,12 @@ class Inventory:
             raise InventoryError(f"{path}: cannot open the inventory: {exc}") from None
         self.lock = threading.Lock()
 
-    def _migrate_from_1(self) -> None:
-        """Schema 1 -> 2, all or nothing: a crash half-way leaves a schema-1 inventory."""
+    def _migrate_from(self, version: int) -> None:
+        """Schema 1 or 2 -> 3, all or nothing: a crash half-way leaves the inventory as it was
+        (schema 3's tables are new ones, created by SCHEMA)."""
         self.db.execute("BEGIN")
         try:
-            for stmt in MIGRATE_1_TO_2:
+            for stmt in (MIGRATE_1_TO_2 if version == 1 else ()):
                 self.db.execute(stmt)
             self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
             self.db.commit()
@@ -169,6 +196,18 @@ class Inventory:
                         "first_seen_ns": int(d["first_seen"] * 1e9), "last_seen_ns": int(d["last_seen"] * 1e9),
                         "category": d["category"], "confidence": d["confidence"], "stage": d["stage"],
                         "model": d["model"], "claims_only": bool(d["claims_only"])})
+        return out
+
+    def macs(self) -> list[int]:
+        """Every device the inventory holds, as integers."""
+        with self.lock:
+            rows = self.db.execute("SELECT mac FROM devices").fetchall()
+        out = []
+        for (m,) in rows:
+            try:
+                out.append(mac_to_int(m))
+            except ValueError:
+                continue
         return out
 
     def identity_of(self, mac: int) -> list[tuple[int, str, str]]:
@@ -215,8 +254,9 @@ class Inventory:
             cur = self.db.executemany("DELETE FROM devices WHERE mac=? AND stage IS NULL AND NOT EXISTS "
                                       "(SELECT 1 FROM decisions WHERE decisions.mac=?)", rows)
             n = cur.rowcount
-            self.db.executemany("DELETE FROM identity WHERE mac=? AND NOT EXISTS "
-                                "(SELECT 1 FROM devices WHERE devices.mac=?)", rows)
+            for table in ("identity", "addresses"):
+                self.db.executemany(f"DELETE FROM {table} WHERE mac=? AND NOT EXISTS "
+                                    "(SELECT 1 FROM devices WHERE devices.mac=?)", rows)
             return n
         return self._commit(work)
 
@@ -241,16 +281,73 @@ class Inventory:
                 raise
             return out
 
-    def upsert_devices(self, devices, identity=()) -> int:
-        """Write the state of core devices (objects with the core's Device fields) and new
-        identity values (``(mac, kind, value, first seen ns)``), in one transaction."""
+    def upsert_devices(self, devices, identity=(), addresses=(), events=()) -> int:
+        """Write the state of core devices (objects with the core's Device fields), new
+        identity values (``(mac, kind, value, first seen ns)``), addresses (``(mac, address, last
+        seen ns)``) and events (:meth:`add_events`), in one transaction."""
         devices = list(devices)
 
         def work():
             n = self._upsert(devices)
             self._add_identity(identity)
+            self._add_addresses(addresses)
+            self._add_events(events)
             return n
         return self._commit(work)
+
+    def _add_addresses(self, rows) -> None:
+        rows = [(mac_to_str(mac) if not isinstance(mac, str) else mac, addr, t / 1e9, t / 1e9)
+                for mac, addr, t in rows]
+        self.db.executemany("INSERT INTO addresses (mac, address, first_seen, last_seen) VALUES (?,?,?,?) "
+                            "ON CONFLICT(mac, address) DO UPDATE SET "
+                            "first_seen=min(first_seen, excluded.first_seen), "
+                            "last_seen=max(last_seen, excluded.last_seen)", rows)
+
+    def _add_events(self, events) -> None:
+        """``events``: dicts with ``ts`` (seconds), ``event`` (the kind), ``mac`` (or None) and
+        other fields; their ids are written back into them (``id``)."""
+        if not events:
+            return
+        for ev in events:
+            data = {k: v for k, v in ev.items() if k not in ("id", "ts", "event", "mac")}
+            cur = self.db.execute("INSERT INTO events (ts, kind, mac, data) VALUES (?,?,?,?)",
+                                  (float(ev["ts"]), ev["event"], ev.get("mac"), json.dumps(data, default=str)))
+            ev["id"] = int(cur.lastrowid)
+        self.db.execute("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?", (MAX_EVENTS,))
+
+    def add_events(self, events) -> None:
+        """Append timeline events (see :meth:`_add_events`), in one transaction."""
+        self._commit(lambda: self._add_events(events))
+
+    def set_label(self, mac: str, label: str, who: str | None, ts: float) -> None:
+        """The operator's label of ``mac`` ("" removes it)."""
+        def work():
+            if label:
+                self.db.execute("INSERT INTO labels (mac, label, who, ts) VALUES (?,?,?,?) ON CONFLICT(mac) DO "
+                                "UPDATE SET label=excluded.label, who=excluded.who, ts=excluded.ts",
+                                (mac, label, who, ts))
+            else:
+                self.db.execute("DELETE FROM labels WHERE mac=?", (mac,))
+        self._commit(work)
+
+    def names(self, kinds) -> tuple[list, list, list]:
+        """For the operator page at start-up: the identity values of ``kinds`` (``(mac, kind,
+        value)``, oldest first), the addresses (``(mac, address, last seen ns)``) and the labels
+        (``(mac, label)``)."""
+        kinds = list(kinds)
+        with self.lock:
+            ids = self.db.execute(f"SELECT mac, kind, value FROM identity WHERE kind IN ({','.join('?' * len(kinds))}) "
+                                  "ORDER BY mac, first_seen", kinds).fetchall()
+            addrs = self.db.execute("SELECT mac, address, last_seen FROM addresses").fetchall()
+            labels = self.db.execute("SELECT mac, label FROM labels").fetchall()
+        return ([tuple(r) for r in ids], [(m, a, int(t * 1e9)) for m, a, t in addrs], [tuple(r) for r in labels])
+
+    def recent_events(self, limit: int) -> list[dict]:
+        """The last ``limit`` events, oldest first."""
+        with self.lock:
+            rows = self.db.execute("SELECT id, ts, kind, mac, data FROM events ORDER BY id DESC LIMIT ?",
+                                   (int(limit),)).fetchall()
+        return [_event_row(r) for r in reversed(rows)]
 
     def add_decision(self, mac: int, ts_ns: int, decision) -> int:
         """Append a decision; returns its id."""
@@ -359,17 +456,20 @@ def device_history(path: str, mac: str, limit: int = 500) -> list[dict]:
     return out
 
 
-def read_audit(path: str, mac: str | None = None, limit: int = 200) -> list[dict]:
-    """Pins and releases made from the operator page, newest first (an inventory written by a
-    version without the audit table has none)."""
+def _event_row(r) -> dict:
+    ev_id, ts, kind, mac, data = r
+    try:
+        extra = json.loads(data) if data else {}
+    except ValueError:
+        extra = {}
+    return {**(extra if isinstance(extra, dict) else {}), "id": ev_id, "ts": ts, "event": kind, "mac": mac}
+
+
+def _read(path: str, query: str, args: tuple = ()) -> list:
+    """Rows of a read-only query; a table an older inventory does not have gives none."""
     db = _ro(path)
     try:
-        q = "SELECT ts, who, client, op, mac, before, after, digest FROM audit"
-        args: tuple = ()
-        if mac is not None:
-            q += " WHERE mac=?"
-            args = (mac,)
-        rows = db.execute(q + " ORDER BY id DESC LIMIT ?", (*args, int(limit))).fetchall()
+        return db.execute(query, args).fetchall()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return []
@@ -378,6 +478,31 @@ def read_audit(path: str, mac: str | None = None, limit: int = 200) -> list[dict
         raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
     finally:
         db.close()
+
+
+def _of_mac(query: str, mac: str | None, limit: int) -> tuple[str, tuple]:
+    """``query`` newest first, of one MAC when ``mac`` is given, at most ``limit`` rows."""
+    where, args = ("", ()) if mac is None else (" WHERE mac=?", (mac,))
+    return query + where + " ORDER BY id DESC LIMIT ?", (*args, int(limit))
+
+
+def read_events(path: str, mac: str | None = None, limit: int = 200) -> list[dict]:
+    """Timeline events, newest first (an inventory older than schema 3 has none)."""
+    rows = _read(path, *_of_mac("SELECT id, ts, kind, mac, data FROM events", mac, limit))
+    return [_event_row(r) for r in rows]
+
+
+def read_identity(path: str, mac: str, limit: int = 2000) -> list[tuple[int, str, str]]:
+    """One device's identity values ``(first seen ns, kind, value)``, oldest first, read-only."""
+    rows = _read(path, "SELECT first_seen, kind, value FROM identity WHERE mac=? ORDER BY first_seen LIMIT ?",
+                 (mac, int(limit)))
+    return [(int(round(t * 1e9)), k, v) for t, k, v in rows]
+
+
+def read_audit(path: str, mac: str | None = None, limit: int = 200) -> list[dict]:
+    """Pins and releases made from the operator page, newest first (an inventory written by a
+    version without the audit table has none)."""
+    rows = _read(path, *_of_mac("SELECT ts, who, client, op, mac, before, after, digest FROM audit", mac, limit))
     return [{"time": _iso(ts), "ts": ts, "who": who, "client": client, "op": op, "mac": m, "before": before,
              "after": after, "digest": digest} for ts, who, client, op, m, before, after, digest in rows]
 

@@ -34,7 +34,8 @@ class Metrics:
         self.packet_ins = Counter("iot_packet_ins", "packet-ins received, by kind", ["kind"], registry=r)
         self.packet_in_rate = Gauge("iot_packet_ins_per_second", "packet-ins per second over the last tick",
                                     registry=r)
-        self.devices = Gauge("iot_devices", "devices by category and stage", ["category", "stage"], registry=r)
+        self.devices = Gauge("iot_devices", "devices by category, stage and the kind of action in force (block, "
+                             "rate_limit, restrict, mark, allow, none)", ["category", "stage", "action"], registry=r)
         self.learning = Gauge("iot_learning_devices", "devices being mirrored", registry=r)
         self.switches = Gauge("iot_switches", "connected switches", registry=r)
         self.decisions = Counter("iot_decisions", "decisions made, by category and stage", ["category", "stage"],
@@ -50,6 +51,11 @@ class Metrics:
                                       "rejected)", ["result"], registry=r)
         self.pins = Counter("iot_pins", "pins from the operator page, by operation (pin, release, refused)", ["op"],
                             registry=r)
+        self.events = Counter("iot_events", "timeline events, by kind (new_device, category_changed, confirmed, "
+                              "unknown, pin, release, switch_up, switch_down, policy_reloaded)", ["event"], registry=r)
+        from controller_app.events import KINDS
+        for kind in KINDS:                      # every kind present from the start: 0, not "No data"
+            self.events.labels(kind)
         self._last_counts: dict = {}
         self._device_labels: set = set()
 
@@ -78,6 +84,7 @@ class Metrics:
             self._last_counts[key] = now
 
     def set_devices(self, by_category_stage: dict) -> None:
+        """``{(category, stage, action kind): devices}``."""
         for labels in self._device_labels - set(by_category_stage):
             self.devices.labels(*labels).set(0)
         for labels, n in by_category_stage.items():

@@ -28,7 +28,7 @@ def ofp_match(parser, m: Match):
             kw[field] = (str(net.network_address), str(net.netmask))
     if m.metadata is not None:
         kw["metadata"] = tuple(m.metadata)
-    for name in ("ip_proto", "udp_src", "udp_dst"):
+    for name in ("ip_proto", "udp_src", "udp_dst", "tcp_src", "tcp_dst"):
         if getattr(m, name) is not None:
             kw[name] = getattr(m, name)
     return parser.OFPMatch(**kw)

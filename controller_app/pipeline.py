@@ -86,7 +86,8 @@ IDENTITY_MATCHES = tuple((et, "udp_dst", port) for et, ports in ((0x0800, (67, 5
 # POLICY_SRC / POLICY_DST
 PRIO_LLDP = 1000           #: our topology probes (POLICY_SRC)
 PRIO_POOL_ALLOW = 300      #: + prefix length: the longest prefix wins
-PRIO_IP_DENY = 200         #: allow_pools: every other IPv4 / IPv6 destination
+PRIO_SERVICE_ALLOW = 250   #: allow_services: a service's port, any address
+PRIO_IP_DENY = 200         #: allow_pools / allow_services: every other IPv4 / IPv6 destination
 PRIO_IP_MARK = 150         #: DSCP marking of IP traffic
 PRIO_DEVICE = 100          #: the device's action for everything else
 # ETH_SRC

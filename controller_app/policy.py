@@ -9,6 +9,7 @@ A policy file::
                                    # link-local and multicast ranges)
     default: allow                 # categories not listed below
     unknown: {rate_limit_kbps: 256}    # devices of a type the models do not know
+    learning: {allow_services: [dns, dhcp, ntp], rate_limit_kbps: 128}   # devices not decided yet
     categories:
       camera: block
       plug: {rate_limit_kbps: 64}
@@ -22,7 +23,14 @@ A policy file::
 An action is ``allow``, ``block``, or a mapping of ``block: true`` alone, or any of
 ``allow_pools`` (IP pool names and/or CIDR prefixes: only these and the LAN are reachable),
 ``rate_limit_kbps`` (an OpenFlow meter over the device's traffic, both directions),
-``priority`` (an OpenFlow queue id, set_queue) and ``dscp`` (0-63, rewritten on IP packets).
+``priority`` (an OpenFlow queue id, set_queue) and ``dscp`` (0-63, rewritten on IP packets), and
+``allow_services`` (service names, :data:`SERVICES`: IP traffic of those protocols and ports is
+forwarded to any address; with it, as with ``allow_pools``, other IP traffic leaves the LAN only to
+the listed pools).
+
+``learning`` is the action for devices whose decision enforces nothing yet (not decided, or
+provisional while ``enforce_on`` is confirmed). The default, ``allow``, installs nothing: such
+devices are forwarded as before.
 
 A device's own claims may only tighten its treatment: a decision that rests on what the device
 says about itself alone (:attr:`classifier.engine.decision.Decision.identity_alone`: only the
@@ -57,9 +65,22 @@ from classifier.capture.packets import mac_to_int, mac_to_str
 STAGES_ENFORCING = (PROVISIONAL, CONFIRMED)
 DEFAULT_LAN = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "224.0.0.0/4",
                "255.255.255.255/32", "fc00::/7", "fe80::/10", "ff00::/8")
-ACTION_KEYS = ("block", "allow_pools", "rate_limit_kbps", "priority", "dscp")
-TOP_KEYS = ("version", "enforce_on", "min_confidence", "lan", "default", "unknown", "categories", "trust_claims",
-            "overrides")
+ACTION_KEYS = ("block", "allow_pools", "allow_services", "rate_limit_kbps", "priority", "dscp")
+TOP_KEYS = ("version", "enforce_on", "min_confidence", "lan", "default", "unknown", "learning", "categories",
+            "trust_claims", "overrides")
+#: What ``allow_services`` may name: (IP protocol, port) pairs. A device's packets to the port are
+#: forwarded to any address, and the answers (from the port) back to it; DHCP's client side
+#: (68, 546) and the LAN's broadcast need no entry of their own.
+SERVICES = {
+    "dns": ((17, 53), (6, 53)),
+    "dhcp": ((17, 67), (17, 547)),
+    "ntp": ((17, 123),),
+    "mdns": ((17, 5353),),
+    "ssdp": ((17, 1900),),
+    "http": ((6, 80),),
+    "https": ((6, 443), (17, 443)),
+}
+LEARNING = "learning"
 UNKNOWN_CATEGORY = "unknown"
 #: Largest policy file read, in bytes: about 4,500 per-MAC overrides of one line each. It bounds
 #: the time a reload holds the controller's event loop (under half a second at this size with libyaml).
@@ -88,6 +109,33 @@ class Action:
     rate_limit_kbps: int | None = None
     queue: int | None = None
     dscp: int | None = None
+    allow_services: tuple | None = None  #: service names (SERVICES); None = no restriction
+
+    @property
+    def restricts(self) -> bool:
+        """Whether IP traffic beyond the LAN is limited to listed pools and services."""
+        return self.allow_pools is not None or self.allow_services is not None
+
+    @property
+    def kind(self) -> str:
+        """What the action does most, in one word (the metrics' ``action`` label): block,
+        rate_limit, restrict (pools or services), mark (queue or DSCP) or allow."""
+        if self.block:
+            return "block"
+        if self.rate_limit_kbps is not None:
+            return "rate_limit"
+        if self.restricts:
+            return "restrict"
+        if self.queue is not None or self.dscp is not None:
+            return "mark"
+        return "allow"
+
+    def services(self) -> tuple:
+        """(IP protocol, port) of every listed service, each once, in order."""
+        out: list = []
+        for name in self.allow_services or ():
+            out += [p for p in SERVICES[name] if p not in out]
+        return tuple(out)
 
     def describe(self) -> str:
         if self.block:
@@ -95,6 +143,8 @@ class Action:
         parts = []
         if self.allow_pools is not None:
             parts.append("allow_pools=[" + ",".join(self.allow_pools) + "]")
+        if self.allow_services is not None:
+            parts.append("allow_services=[" + ",".join(self.allow_services) + "]")
         if self.rate_limit_kbps is not None:
             parts.append(f"rate_limit_kbps={self.rate_limit_kbps}")
         if self.queue is not None:
@@ -133,18 +183,25 @@ def _intersect_pools(a: tuple, b: tuple) -> tuple:
 
 
 def intersect(a: Action, b: Action) -> Action:
-    """The stricter of each part of two actions: block beats anything; ``allow_pools`` intersect
-    (an action without them allows everything, so the other's list stands); the lower rate
-    limit; a queue (``priority``) or DSCP mark only where both give the same one."""
+    """The stricter of each part of two actions: block beats anything; the IP restrictions
+    (``allow_pools``, ``allow_services``) intersect (an action without any allows everything, so
+    the other's stand; both restricting: the pools both allow and the services both list); the
+    lower rate limit; a queue (``priority``) or DSCP mark only where both give the same one."""
     if a.block or b.block:
         return BLOCK
-    if a.allow_pools is None or b.allow_pools is None:
-        pools = b.allow_pools if a.allow_pools is None else a.allow_pools
+    if not a.restricts or not b.restricts:
+        pools, services = (b.allow_pools, b.allow_services) if not a.restricts else (a.allow_pools, a.allow_services)
     else:
-        pools = _intersect_pools(a.allow_pools, b.allow_pools)
+        pools = _intersect_pools(a.allow_pools or (), b.allow_pools or ())
+        services = tuple(s for s in a.allow_services or () if s in (b.allow_services or ()))
+        if a.allow_pools is None and b.allow_pools is None:
+            pools = None                  # neither listed pools: services alone restrict, as in both
+        if a.allow_services is None or b.allow_services is None:
+            services = None
     rates = [r for r in (a.rate_limit_kbps, b.rate_limit_kbps) if r is not None]
     return Action(allow_pools=pools, rate_limit_kbps=min(rates) if rates else None,
-                  queue=a.queue if a.queue == b.queue else None, dscp=a.dscp if a.dscp == b.dscp else None)
+                  queue=a.queue if a.queue == b.queue else None, dscp=a.dscp if a.dscp == b.dscp else None,
+                  allow_services=services)
 
 
 @dataclass(frozen=True)
@@ -172,6 +229,8 @@ class Policy:
     lan: tuple = field(default_factory=lambda: tuple(ipaddress.ip_network(p) for p in DEFAULT_LAN))
     default: Action = ALLOW
     unknown: Action = ALLOW
+    #: devices whose decision enforces nothing yet (ALLOW: nothing is installed for them)
+    learning: Action = ALLOW
     categories: dict = field(default_factory=dict)      #: category -> Action
     #: categories whose decisions on the device's own claims alone get their own action
     trust_claims: frozenset = frozenset()
@@ -213,6 +272,12 @@ class Policy:
         return Treatment(self.action_for(category, claims_only=True),
                          f"intersection of {category} and {UNKNOWN_CATEGORY}", tightened=True)
 
+    def learning_treatment(self) -> Treatment | None:
+        """The treatment of a device whose decision enforces nothing yet (not decided, or
+        provisional while ``enforce_on`` is confirmed): the ``learning`` action, or None (nothing
+        installed, as before ``learning`` existed) when it is ``allow``."""
+        return None if self.learning == ALLOW else Treatment(self.learning, LEARNING)
+
     def enforcement(self, category: str, confidence: float, stage: str, claims_only: bool = False) -> Action | None:
         """The action of :meth:`treatment`, or None when the decision enforces nothing (yet)."""
         t = self.treatment(category, confidence, stage, claims_only)
@@ -220,7 +285,7 @@ class Policy:
 
     def pool_names(self) -> set:
         names = set()
-        for a in [self.default, self.unknown, *self.categories.values(),
+        for a in [self.default, self.unknown, self.learning, *self.categories.values(),
                   *(o.action for o in self.overrides.values() if o.action)]:
             names.update(a.pool_names())
         return names
@@ -229,7 +294,7 @@ class Policy:
         return {
             "source": self.source, "digest": self.digest, "enforce_on": self.enforce_on,
             "min_confidence": self.min_confidence, "default": self.default.describe(),
-            "unknown": self.unknown.describe(),
+            "unknown": self.unknown.describe(), "learning": self.learning.describe(),
             "categories": {c: a.describe() for c, a in sorted(self.categories.items())},
             "trust_claims": sorted(self.trust_claims),
             "overrides": {mac_to_str(m): (o.category and f"category={o.category}") or o.action.describe()
@@ -419,6 +484,23 @@ class _Checker:
                         continue
                     pools.append(str(_as_network(s)) if _as_network(s) is not None else s)
                 kw["allow_pools"] = tuple(pools)
+            elif key == "allow_services":
+                if not isinstance(v, yaml.SequenceNode):
+                    self.err(v, p, f"expected a list of services ({', '.join(SERVICES)}), got {self._show(v)}")
+                    ok = False
+                    continue
+                names: list = []
+                for i, item in enumerate(v.value):
+                    s = self.scalar(item, f"{p}[{i}]")
+                    if s not in SERVICES:
+                        self.err(item, f"{p}[{i}]", f"expected one of {', '.join(SERVICES)}, got {self._show(item)}")
+                        ok = False
+                    elif s in names:
+                        self.err(item, f"{p}[{i}]", f"{s!r} is listed twice")
+                        ok = False
+                    else:
+                        names.append(s)
+                kw["allow_services"] = tuple(names)
             elif key == "rate_limit_kbps":
                 r = self.integer(v, p, 1, 100_000_000)
                 ok &= r is not None
@@ -507,7 +589,7 @@ def _parse(text: str, source: str) -> Policy:
                 else:
                     nets.append(net)
             kw["lan"] = tuple(nets)
-        elif key in ("default", "unknown"):
+        elif key in ("default", "unknown", "learning"):
             a = chk.action(v, key)
             if a is not None:
                 kw[key] = a

@@ -14,6 +14,7 @@ the module they are given: ``controller_app/__init__.py`` defines it, on top of 
 
 from __future__ import annotations
 
+import collections
 import importlib
 import inspect
 import json
@@ -59,10 +60,12 @@ from controller_app import guard  # noqa: E402
 from controller_app import ofp  # noqa: E402
 from controller_app import web  # noqa: E402
 from controller_app.core import Core, PacketInBatch  # noqa: E402
+from controller_app.events import EventLog  # noqa: E402
 from controller_app.intents import (KIND_MASK, CookieKind, DecideRequest, FlowAdd, FlowDelete,  # noqa: E402
                                     LoadIdentity, MeterAdd, MeterDelete, PacketOut, ResolvePools, cookie)
 from controller_app.inventory import Inventory  # noqa: E402
 from controller_app.learning import DecisionWorker  # noqa: E402
+from controller_app.names import MAX_PENDING, NAME_KINDS, NameBook, harvest_sent  # noqa: E402
 from controller_app.observe import Metrics, Observer  # noqa: E402
 from controller_app.policy import PolicyError, load_policy  # noqa: E402
 from controller_app.poolres import SeenPoolResolver  # noqa: E402
@@ -145,6 +148,12 @@ class IotControllerShell(BaseApp):
             _structured("file_permissions", file=self.cfg.inventory_db, message=msg)))
         restored = self.inventory.load()
         self.core.restore(restored, time.time_ns())
+        #: MACs the inventory knows: a device not among them is new (an event)
+        self._known = {r["mac"] for r in restored} | set(self.inventory.macs())
+        self.names = NameBook()
+        self.names.load(*self.inventory.names(NAME_KINDS))
+        self._addresses: list = []       #: addresses shown, not written to the inventory yet
+        self._worker_addresses = collections.deque(maxlen=MAX_PENDING)   #: from the decision worker
         # One IP-pool resolver for the engine (session pools) and for the policy's allow_pools
         # (pool -> prefixes); both run on the worker thread, never on the event loop.
         self.pools = PoolResolver(mode=self.cfg.pool_mode, cache_path=self.cfg.pool_cache, **self.cfg.rdap_options())
@@ -158,11 +167,24 @@ class IotControllerShell(BaseApp):
             self.core.learner.session_idle = float(idle)
         self.metrics = Metrics()
         guard.ERRORS.attach(self.metrics.errors)      # framework and connection errors count here too
+        self.webhook = None
+        if self.cfg.webhook_url:
+            from controller_app.webhook import Webhook
+            self.webhook = Webhook(self.cfg.webhook_url)
+        self.timeline = EventLog(sink=self.webhook.send if self.webhook is not None else None,
+                               counter=self.metrics.events)
+        self.timeline.load(self.inventory.recent_events(1000))
+        #: the engine's learning period in real seconds (a full segment window; the page's estimate)
+        ec = getattr(self.engine, "config", None)
+        window = float(getattr(ec, "interval", 300.0)) * int(getattr(ec, "t", 6)) if ec is not None else 1800.0
+        self.learning_window_s = window / self.cfg.core.time_scale
+        #: the site's pinned categories the engine last learned from (see _site_changed)
+        self._site_pins = None
         self.observer = Observer(self.metrics, self.cfg.inventory_db, limits=self.cfg.http_limits)
         self.traffic = TrafficHistory()
         self.observer.web = web.from_config(self.cfg, self.observer.view, inventory=self.inventory,
                                             reload=self.request_policy_reload, traffic=self.traffic,
-                                            metrics=self.metrics)
+                                            metrics=self.metrics, names=self.names, events=self.timeline)
         self._last_traffic = time.monotonic()
         self._switch_error_log = guard.RateLimitedLog(LOG, burst=5, per=60.0)
         #: a switch that keeps reconnecting: its switch_up/down and rule lines summarised
@@ -200,6 +222,7 @@ class IotControllerShell(BaseApp):
                                  pins="on" if self.cfg.web_pins else "off"))
         self.threads.append(hub.spawn(self._ticker))
         self._publish()
+        self._site_changed("start")
         return t
 
     def _event_loop(self):
@@ -238,6 +261,8 @@ class IotControllerShell(BaseApp):
             self._write_inventory()
         except Exception:  # noqa: BLE001
             LOG.exception("writing the inventory at close")
+        if self.webhook is not None:
+            self.webhook.stop()
         self.observer.stop()
         guard.ERRORS.detach(self.metrics.errors)
         self.inventory.close()
@@ -288,15 +313,36 @@ class IotControllerShell(BaseApp):
             self.core.identity_loaded(mac, rows, time.time_ns())
 
     def _write_inventory(self) -> None:
-        """Forgotten devices out; every device's state and the new identity values in (one
-        transaction)."""
-        self.inventory.forget(self.core.take_forgotten())
+        """Forgotten devices out; every device's state, the new identity values, addresses and
+        timeline events in (one transaction)."""
+        forgotten = self.core.take_forgotten()
+        self.inventory.forget(forgotten)
+        self.names.forget(forgotten)
         identity = self.core.take_identity()
+        self._take_addresses()
+        addresses, self._addresses = self._addresses, []
+        self.names.add_identity(identity)
+        events = self.timeline.take_pending()
         try:
-            self.inventory.upsert_devices(list(self.core.devices.values()), identity)
+            self.inventory.upsert_devices(list(self.core.devices.values()), identity, addresses, events)
         except Exception:
             self.core.untake_identity(identity)       # written with the next batch
+            self.timeline.untake(events)
+            self._addresses[:0] = addresses[:MAX_PENDING]
             raise
+
+    def _take_addresses(self) -> None:
+        """Addresses read since the last tick (from identity packets on the event loop, from the
+        packets of each decision in the worker): to the page at once, to the inventory with the
+        next write (at most names.MAX_PENDING waiting)."""
+        got = self.core.take_addresses()
+        while self._worker_addresses:
+            mac, address, t = self._worker_addresses.popleft()
+            if mac in self.core.devices:
+                got.append((mac, address, self.core.mirror.controller_time(t)))
+        if got:
+            self.names.add_addresses(got)
+            self._addresses += got[:max(0, MAX_PENDING - len(self._addresses))]
 
     # ------------------------------------------------------------------ worker jobs (worker thread)
 
@@ -313,7 +359,61 @@ class IotControllerShell(BaseApp):
             kwargs["sessions"] = sessions
         if self._engine_identity and req.identity is not None:
             kwargs["identity"] = req.identity
-        return self.engine.decide(req.packets, req.mac, req.now_ns, **kwargs)
+        decision = self.engine.decide(req.packets, req.mac, req.now_ns, **kwargs)
+        try:        # where the device is: the source addresses of its packets (here, off the event loop)
+            self._worker_addresses.extend(harvest_sent(req.packets, req.mac)[:8])
+        except Exception:  # noqa: BLE001 - addresses are secondary to the decision
+            LOG.exception("addresses of %s", mac_to_str(req.mac))
+        return decision
+
+    # ------------------------------------------------------------------ the site teaches the engine
+
+    def _site_changed(self, reason: str) -> None:
+        """The policy's category pins are the site's labelled examples: when they change (and at
+        start), the engine folds them into its identity voter (``engine.learn_site``) in the
+        decision worker — off the event loop, between two decisions — from the identity values
+        the inventory holds for the pinned devices. Engines without ``learn_site`` are left alone."""
+        if getattr(self.engine, "learn_site", None) is None:
+            return
+        from classifier.identity.site import MAX_SITE_DEVICES
+        pins = {mac: ov.category for mac, ov in self.core.policy.overrides.items()
+                if ov.category is not None and ov.category != "unknown"}
+        if pins == self._site_pins:
+            return
+        if len(pins) > MAX_SITE_DEVICES:
+            pins = dict(sorted(pins.items())[:MAX_SITE_DEVICES])
+        try:
+            self._write_inventory()           # the pinned devices' last values are in before they are read
+        except Exception as exc:  # noqa: BLE001 - the values written so far are learned
+            LOG.error(_structured("inventory_error", error=str(exc)))
+        if self.worker.submit("site", 0, self._learn_site, dict(pins), reason):
+            self._site_pins = pins
+        else:
+            self._site_pins = None            # asked again at the next reload
+
+    def _learn_site(self, pins: dict, reason: str):
+        """(worker thread) Read the pinned devices' identity values; fold them into the engine."""
+        from classifier.identity.site import MAX_SITE_RECORDS, SiteExample
+        t0 = time.monotonic()
+        examples = []
+        for mac, cat in sorted(pins.items()):
+            rows = self.inventory.identity_of(mac)[:MAX_SITE_RECORDS]
+            examples.append(SiteExample(mac, cat, tuple(rows)))
+        learned = self.engine.learn_site(examples)
+        return {"reason": reason, "pins": len(pins), "seconds": round(time.monotonic() - t0, 3), **learned}
+
+    def _decision_events(self, mac: str, was: tuple, d, enforced) -> None:
+        """Timeline events for a decision: category changed (its first one too), confirmed, unknown."""
+        cat0, stage0 = was
+        common = {"stage": d.stage, "confidence": round(float(d.confidence), 3), "enforced": enforced}
+        if d.stage == "unknown" or d.category == "unknown":
+            if stage0 != "unknown":
+                self.timeline.emit("unknown", mac, **{"from": cat0}, **common)
+            return
+        if d.category != cat0:
+            self.timeline.emit("category_changed", mac, **{"from": cat0, "to": d.category}, **common)
+        if d.stage == "confirmed" and (stage0 != "confirmed" or d.category != cat0):
+            self.timeline.emit("confirmed", mac, to=d.category, **common)
 
     def _resolve(self, req: ResolvePools):
         out, errors = {}, {}
@@ -350,12 +450,14 @@ class IotControllerShell(BaseApp):
                 return
             self.metrics.decisions.labels(d.category, d.stage).inc()
             dev = self.core.devices.get(mac)
+            was = (dev.category, dev.stage) if dev is not None else (None, None)
             before = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
             intents = self.core.decision_made(mac, d, now)
             after = dev.policy_action.describe() if dev is not None and dev.policy_action is not None else None
             treatment = self.core.rules.treatment(dev) if dev is not None and after is not None else None
             decision_id = None      # committed before it is logged as made: a crash loses no logged decision
             identity = self.core.take_identity()     # the values it was made on are committed with it
+            self.names.add_identity(identity)
             try:
                 decision_id = self.inventory.record_decision(mac, now, d, dev, identity)
             except Exception as exc:  # noqa: BLE001 - the inventory must not stop enforcement
@@ -369,7 +471,15 @@ class IotControllerShell(BaseApp):
                                  claims_only=bool(dev and dev.claims_only), enforced_before=before, enforced=after,
                                  action_basis=treatment.basis if treatment is not None else None,
                                  mirroring=bool(dev and dev.mirroring), decision_id=decision_id))
+            self._decision_events(mac_to_str(mac), was, d, after)
             self._run(intents)
+        elif ev.kind == "site":
+            if ev.error is not None:
+                self.metrics.errors.labels("site").inc()
+                self._site_pins = None
+                LOG.error(_structured("site_error", error=repr(ev.error)))
+            else:
+                LOG.info(_structured("site_learned", **ev.result))
         elif ev.kind == "pools":
             mapping, errors = ev.result if ev.error is None else ({}, {"*": repr(ev.error)})
             for pool, err in errors.items():
@@ -391,12 +501,15 @@ class IotControllerShell(BaseApp):
             if self._flaps.up(dp.id):
                 LOG.info(_structured("switch_up", dpid=f"{dp.id:016x}", ports=sorted(ports),
                                      address=str(dp.address)))
+                self.timeline.emit("switch_up", None, dpid=f"{dp.id:016x}", ports=len(ports))
             self._run(self.core.switch_up(dp.id, ports, now))
         elif ev.state == DEAD_DISPATCHER and dp.id is not None and self.datapaths.get(dp.id) is dp:
             self._flush()
             del self.datapaths[dp.id]
             if not self._flaps.quiet(dp.id):
                 LOG.info(_structured("switch_down", dpid=f"{dp.id:016x}"))
+                self.timeline.emit("switch_down", None, dpid=f"{dp.id:016x}",
+                                 devices=sum(1 for d in self.core.devices.values() if d.dpid == dp.id))
             self._run(self.core.switch_down(dp.id, now))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
@@ -570,7 +683,6 @@ class IotControllerShell(BaseApp):
         self._last_rate = (now_m, n)
         self.metrics.packet_in_rate.set(rate)
         self.metrics.sync_counters(self.core.counters)
-        self.metrics.set_devices(snap["by_category_stage"])
         self.metrics.learning.set(snap["learning"])
         self.metrics.switches.set(len(snap["switches"]))
         status = {"framework": FRAMEWORK, "switches": [f"{d:016x}" for d in snap["switches"]],
@@ -586,8 +698,29 @@ class IotControllerShell(BaseApp):
             status["openflow"] = connections
         if self.observer.server is not None:
             status["http"] = self.observer.server.stats()
-        devices, rules = web.device_records(self.core, self.cfg.core)
+        if self.webhook is not None:
+            status["webhook"] = self.webhook.stats()
+        now = time.time()
+        status["published"] = round(now, 3)        # the page tells a stale snapshot by this
+        status["events_last"] = self.timeline.last_id()
+        status["learning_window_s"] = self.learning_window_s
+        self._new_devices()
+        self._take_addresses()
+        devices, rules = web.device_records(self.core, self.cfg.core, self.names, now)
+        self.metrics.set_devices(web.devices_by_action(devices))
         self.observer.publish(status, devices, self.core.policy.summary(), rules)
+
+    def _new_devices(self) -> None:
+        """A ``new_device`` event for each device the inventory never held (gateways aside)."""
+        devices = self.core.devices
+        if len(devices) <= len(self._known) and devices.keys() <= self._known:
+            return
+        for mac in devices.keys() - self._known:
+            self._known.add(mac)
+            dev = devices[mac]
+            if not dev.gateway:
+                self.timeline.emit("new_device", mac_to_str(mac), dpid=None if dev.dpid is None else f"{dev.dpid:016x}",
+                                 port=dev.port)
 
     # ------------------------------------------------------------------ traffic (the switches' counters)
 
@@ -662,8 +795,11 @@ class IotControllerShell(BaseApp):
         LOG.info(_structured("policy_reloaded", reason=reason, file=self.cfg.policy_file, digest=pol.digest,
                              previous=old, rule_changes=changes))
         self.metrics.policy_reloads.labels("applied").inc()
+        self.timeline.emit("policy_reloaded", None, reason=reason[:200], digest=pol.digest, previous=old,
+                         rule_changes=changes)
         self._run(intents)
         self._publish()
+        self._site_changed(reason)
 
     def _rejected(self, reason: str, exc: PolicyError) -> None:
         self.metrics.errors.labels("policy").inc()

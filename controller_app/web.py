@@ -8,12 +8,17 @@ style sheet; no build step) and a small JSON API the page reads::
 
     GET    /ui/                      the devices (sortable, filterable, paged on the server)
     GET    /ui/device?mac=MAC        one device
+    GET    /ui/review                the review queue
     GET    /api/devices?q=&category=&stage=&pinned=&sort=&order=&offset=&limit=
-    GET    /api/devices/MAC          the device, its decisions (with their explanation), traffic,
-                                     policy entries, pin and pin history
+    GET    /api/devices/MAC          the device, its decisions (with their explanation, one plain
+                                     sentence each, and the changes), traffic, policy entries, pin,
+                                     pin history, timeline
+    GET    /api/review               the devices the engine could not settle, with suggestions
+    GET    /api/events?mac=&since=&limit=   the timeline, newest first
     GET    /api/session              whether pins are on; who the presented token names
     POST   /api/devices/MAC/pin      {"category": NAME} or {"action": A}: pin (token needed)
     DELETE /api/devices/MAC/pin      release the pin (token needed)
+    PUT    /api/devices/MAC/label    {"label": TEXT}: the operator's name for it ("" removes; token needed)
     GET    /api/audit[?mac=MAC]      pins and releases, newest first
 
 Pins are off unless the controller runs with ``--web-pins`` and a token file
@@ -42,11 +47,13 @@ from classifier.capture.packets import mac_to_int
 from controller_app.httpserver import Reply
 from controller_app.intents import Table
 from controller_app.pins import PIN_CATEGORIES, PinError, PolicyEditor, Tokens, pin_from_request
+from controller_app.plain import changes, decision_sentence, feature_words, suggestions
 
 LOG = logging.getLogger("controller_app.web")
 STATIC = Path(__file__).resolve().parent / "static"
 FILES = {"/ui": ("index.html", "text/html; charset=utf-8"), "/ui/": ("index.html", "text/html; charset=utf-8"),
          "/ui/device": ("device.html", "text/html; charset=utf-8"),
+         "/ui/review": ("review.html", "text/html; charset=utf-8"),
          "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
          "/ui/app.css": ("app.css", "text/css; charset=utf-8")}
 SECURITY_HEADERS = {
@@ -56,7 +63,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
-SORTS = ("mac", "vendor", "switch", "category", "confidence", "stage", "enforced", "first_seen", "last_seen", "pin")
+SORTS = ("mac", "vendor", "switch", "category", "confidence", "stage", "enforced", "first_seen", "last_seen", "pin",
+         "name", "address")
 MAX_LIMIT = 500
 MAX_BODY = 16 * 1024
 #: The text filter (``q``): at most this many characters and words (each word is a substring
@@ -149,6 +157,16 @@ def oui_vendors(registry=None):
     return vendor_of
 
 
+_INCLUDE = re.compile(r'<!--#include ([\w.-]+\.html)(?: title="([^"<>]*)")?-->')
+
+
+def include(page: str) -> str:
+    """A page of ``static/`` with its ``<!--#include FILE title="…"-->`` lines replaced by the
+    shared pieces (the head, the header), ``{title}`` by the title: the pages share them instead
+    of repeating them. Read once a page (the server caches the result)."""
+    return _INCLUDE.sub(lambda m: (STATIC / m.group(1)).read_text("utf-8").replace("{title}", m.group(2) or ""), page)
+
+
 # ------------------------------------------------------------------ what the event loop publishes
 
 
@@ -165,10 +183,11 @@ def rules_state(dev, settings):
             settings.identity_rate_pps, settings.identity_burst)
 
 
-def device_records(core, settings) -> tuple[list, list]:
+def device_records(core, settings, names=None, now: float | None = None) -> tuple[list, list]:
     """The devices as the JSON endpoints and the page show them (each device's record, its
-    switch as hex, the mirrored packets held), and each one's :func:`rules_state`, in the
-    same order."""
+    switch as hex, the mirrored packets held, its names, addresses and label from ``names``, a
+    :class:`controller_app.names.NameBook`), and each one's :func:`rules_state`, in the same
+    order."""
     devices, rules = [], []
     buffers = core.learner.buffers
     for d in core.devices.values():
@@ -177,11 +196,23 @@ def device_records(core, settings) -> tuple[list, list]:
         t = core.rules.treatment(d) if d.policy_action is not None else None
         r["action_basis"] = None if t is None else t.basis          # which policy entry the action comes from
         r["action_tightened"] = bool(t is not None and t.tightened)  # claims alone: intersected with `unknown`
+        r["action_kind"] = d.policy_action.kind if d.policy_action is not None else "none"
         buf = buffers.get(d.mac)
         r["mirrored_packets"] = 0 if buf is None else buf.n
+        r["mirror_since_ns"] = d.mirror_since_ns if d.mirroring else None
+        if names is not None:
+            r["names"], r["addresses"], r["label"] = names.of(d.mac)
         devices.append(r)
         rules.append(rules_state(d, settings))
     return devices, rules
+
+
+def devices_by_action(records) -> dict:
+    """``{(category, stage, action kind): devices}`` of published device records (gateways
+    aside), for the ``iot_devices`` gauge."""
+    from collections import Counter
+    return dict(Counter((r.get("category") or "undecided", r.get("stage") or "learning", r.get("action_kind") or "none")
+                        for r in records if not r.get("gateway")))
 
 
 def installed_entries(state) -> dict:
@@ -233,6 +264,9 @@ EXPLAIN_PARTS = {
 }
 MAX_EXPLAIN_ENTRIES = 50
 MAX_EXPLAIN_TEXT = 300
+#: a segment feature whose occlusion moved the decision less than this, or a session the
+#: attention gave less, is not shown (it is not evidence)
+ZERO_WEIGHT = 0.005
 
 
 def _value(kind, v):
@@ -271,6 +305,11 @@ def explanation_parts(explain, text: str | None = None, vouching=None) -> dict:
                 row = {k: _value(kind, e.get(k)) for k, kind in fields.items()}
                 if any(row[k] is None for k in fields if k not in ("category", "threshold", "vouches", "weight")):
                     continue                      # an entry without its essentials is left out
+                if (part == "segments" and abs(row["change"]) < ZERO_WEIGHT) or \
+                        (part == "sessions" and abs(row["weight"]) < ZERO_WEIGHT):
+                    continue                      # moved nothing: not evidence
+                if part == "segments":
+                    row["label"] = feature_words(row["feature"])
                 out[part].append(row)
     elif text:
         out["text"] = [str(text)]
@@ -307,6 +346,7 @@ class _Index:
         self._text = None
         self._facets = None
         self._position = None
+        self._switches = None
         self.lock = threading.Lock()
 
     def rules_of(self, d: dict):
@@ -327,9 +367,30 @@ class _Index:
                 self._vendors[mac] = None
         return self._vendors[mac]
 
+    def learning_eta(self, d: dict) -> float | None:
+        """Seconds of traffic a learning device still needs, about (the engine's learning window
+        since its mirroring began; None when it is not learning)."""
+        st = self.view.get("status") or {}
+        since, window, now = d.get("mirror_since_ns"), st.get("learning_window_s"), st.get("published")
+        if d.get("stage") is not None or not d.get("mirroring") or since is None or not window or not now:
+            return None
+        return max(0.0, round(float(window) - (now - since / 1e9), 1))
+
+    def switch_up(self, d: dict) -> bool | None:
+        """Whether the device's switch is connected (None: no switch known)."""
+        if d.get("dpid") is None:
+            return None
+        with self.lock:
+            if self._switches is None:
+                self._switches = set((self.view.get("status") or {}).get("switches") or ())
+        return d["dpid"] in self._switches
+
     def row(self, d: dict) -> dict:
         mac = d["mac"]
         return {"mac": mac, "oui": mac[:8].upper(), "vendor": self.vendor(mac),
+                "names": d.get("names") or [], "addresses": d.get("addresses") or [], "label": d.get("label"),
+                "learning_eta_s": self.learning_eta(d), "switch_up": self.switch_up(d),
+                "action_kind": d.get("action_kind"), "parked": d.get("parked"),
                 "local": bool(int(mac[:2], 16) & 2), "dpid": d.get("dpid"), "port": d.get("port"),
                 "category": d.get("category"), "confidence": d.get("confidence") if d.get("stage") else None,
                 "stage": d.get("stage"), "enforced": d.get("enforced"), "first_seen_ns": d.get("first_seen_ns"),
@@ -351,6 +412,11 @@ class _Index:
             return lambda d: d.get("confidence") if d.get("stage") else None
         if name == "pin":
             return lambda d: self.pins.get(d["mac"])
+        if name == "name":                                     # the label, else the first name it announced
+            return lambda d: (d.get("label") or next((n["value"] for n in d.get("names") or ()), None) or "").lower() \
+                or None
+        if name == "address":
+            return lambda d: (d.get("addresses") or [None])[0]
         return lambda d: d.get(name)
 
     def sort_rows(self, rows: list, name: str, descending: bool) -> list:
@@ -386,7 +452,9 @@ class _Index:
                 self._text = {d["mac"]: (
                     f"{d['mac']} {d['mac'].replace(':', '')} {vendor(d['mac']) or ''} {d.get('dpid') or ''} "
                     f"{d.get('port') or ''} {d.get('category') or 'undecided'} {d.get('stage') or 'learning'} "
-                    f"{d.get('enforced') or ''} {pins.get(d['mac']) or ''}{' gateway' if d.get('gateway') else ''}"
+                    f"{d.get('enforced') or ''} {pins.get(d['mac']) or ''}{' gateway' if d.get('gateway') else ''} "
+                    f"{d.get('label') or ''} {' '.join(n['value'] for n in d.get('names') or ())} "
+                    f"{' '.join(d.get('addresses') or ())}"
                     ).lower() for d in self.devices}
             return self._text
 
@@ -419,7 +487,8 @@ class WebUI:
 
     def __init__(self, view, *, inventory_path: str | None = None, policy_file: str | None = None,
                  pins: bool = False, tokens: Tokens | None = None, inventory=None, reload=None, traffic=None,
-                 metrics=None, vendor_of=no_vendor, host_names=LOOPBACK_NAMES, apply_wait: float = 5.0):
+                 metrics=None, vendor_of=no_vendor, host_names=LOOPBACK_NAMES, apply_wait: float = 5.0, names=None,
+                 events=None, review_after: float = 3600.0):
         if pins and (tokens is None or policy_file is None):
             raise ValueError("pins need a token file and a policy file")
         self.view = view
@@ -435,6 +504,9 @@ class WebUI:
         self.vendor_of = vendor_of
         self.host_names = None if host_names is None else tuple(h.lower() for h in host_names)
         self.apply_wait = apply_wait
+        self.names = names                  #: controller_app.names.NameBook (labels are set through it)
+        self.events = events                #: controller_app.events.EventLog (the timeline)
+        self.review_after = review_after    #: seconds provisional before the review queue lists a device
         self._index: _Index | None = None
         self._index_lock = threading.Lock()
         self._files: dict = {}
@@ -455,6 +527,8 @@ class WebUI:
         body = self._files.get(name)
         if body is None:
             body = (STATIC / name).read_bytes()
+            if name.endswith(".html"):
+                body = include(body.decode("utf-8")).encode("utf-8")
             self._files[name] = body
         return body
 
@@ -480,13 +554,20 @@ class WebUI:
                     return _json(200, self.session(headers))
                 if parts == ["audit"]:
                     return self.audit(q.get("mac"), q)
+                if parts == ["events"]:
+                    return self.timeline(q)
+                if parts == ["review"]:
+                    return self.review(q)
                 if len(parts) == 2 and parts[0] == "devices":
                     return self.device(parts[1])
                 return _error(404, f"no such endpoint: {path}")
             if method in ("POST", "DELETE") and len(parts) == 3 and parts[0] == "devices" and parts[2] == "pin":
                 return self.pin(method, parts[1], headers, read_body, client)
+            if method == "PUT" and len(parts) == 3 and parts[0] == "devices" and parts[2] == "label":
+                return self.label(parts[1], headers, read_body, client)
             if method in ("POST", "DELETE", "PUT", "PATCH"):
-                return _error(405, f"{method} {path}: not allowed (only POST and DELETE of /api/devices/MAC/pin)")
+                return _error(405, f"{method} {path}: not allowed (only POST and DELETE of /api/devices/MAC/pin, "
+                                   "PUT of /api/devices/MAC/label)")
             return _error(404, f"no such endpoint: {path}")
         except PinError as exc:
             return _error(exc.status, str(exc))
@@ -500,8 +581,11 @@ class WebUI:
                 "learning": st.get("learning"), "packet_ins_per_second": st.get("packet_ins_per_second"),
                 "links": st.get("links"), "model": st.get("model"), "policy": {
                     "source": pol.get("source"), "digest": pol.get("digest"), "enforce_on": pol.get("enforce_on"),
-                    "min_confidence": pol.get("min_confidence")},
-                "pins_enabled": self.pins}
+                    "min_confidence": pol.get("min_confidence"), "learning": pol.get("learning"),
+                    "unknown": pol.get("unknown")},
+                "pins_enabled": self.pins, "published": st.get("published"), "now": round(time.time(), 3),
+                "events_last": st.get("events_last"),
+                "review": self._review_count(idx)}
 
     def devices(self, q: dict) -> Reply:
         idx = self.index()
@@ -576,14 +660,101 @@ class WebUI:
             except InventoryError as exc:
                 problems.append(str(exc))
         explain_history(history)
+        for h in history:
+            h["summary"] = decision_sentence(h)
         rules = installed_entries(idx.rules_of(d))
         pol = idx.view.get("policy") or {}
         cats = pol.get("categories") or {}
         choices = [{"category": c, "action": (pol.get("unknown") if c == "unknown" else cats.get(c, pol.get("default")))}
                    for c in PIN_CATEGORIES]
         traffic = self.traffic.series(mac_to_int(mac)) if self.traffic is not None else None
-        return _json(200, {"device": idx.row(d), "history": history, "rules": rules, "traffic": traffic,
-                           "audit": audit, "choices": choices, "status": self._status(idx), "problems": problems})
+        events = self.events.recent(mac=mac, limit=50) if self.events is not None else []
+        return _json(200, {"device": idx.row(d), "history": history, "changes": changes(history), "rules": rules,
+                           "traffic": traffic, "audit": audit, "choices": choices, "events": events,
+                           "status": self._status(idx), "problems": problems})
+
+    def timeline(self, q: dict) -> Reply:
+        """The timeline, newest first (``mac``, ``since`` an event id, ``limit`` at most 500)."""
+        try:
+            mac = self._mac(q["mac"]) if q.get("mac") else None
+            since = int(q["since"]) if q.get("since") else None
+            limit = min(500, max(1, int(q.get("limit") or 100)))
+        except PinError as exc:
+            return _error(400, f"mac: {exc}")
+        except ValueError:
+            return _error(400, "since and limit: expected whole numbers")
+        events = self.events.recent(mac=mac, since=since, limit=limit) if self.events is not None else []
+        return _json(200, {"events": events, "last": self.events.last_id() if self.events is not None else 0})
+
+    # ---------------------------------------------------------------- the review queue
+
+    def _queued(self, d: dict, now: float, pins) -> str | None:
+        """Why a device is in the review queue, or None: decided unknown; a decision on its own
+        claims alone; provisional for longer than ``review_after`` since it was first seen.
+        Pinned devices and gateways are settled."""
+        if d.get("gateway") or d["mac"] in pins:
+            return None
+        if d.get("stage") == "unknown":
+            return "unknown"
+        if d.get("claims_only") and d.get("stage") in ("provisional", "confirmed"):
+            return "claims only"
+        if d.get("stage") == "provisional" and now - (d.get("first_seen_ns") or 0) / 1e9 >= self.review_after:
+            return "long provisional"
+        return None
+
+    def _review_count(self, idx: _Index) -> int:
+        now = (idx.view.get("status") or {}).get("published") or time.time()
+        with idx.lock:
+            cached = getattr(idx, "_review", None)
+        if cached is None:
+            cached = [d for d in idx.devices if self._queued(d, now, idx.pins)]
+            with idx.lock:
+                idx._review = cached
+        return len(cached)
+
+    def review(self, q: dict) -> Reply:
+        """The devices the engine could not settle, each with the engine's top suggestions and
+        their evidence in plain words (:func:`controller_app.plain.suggestions`) and the action
+        the policy gives each suggested category. At most ``limit`` (50) a page."""
+        from controller_app.inventory import InventoryError, device_history, read_identity
+        idx = self.index()
+        try:
+            offset = max(0, int(q.get("offset") or 0))
+            limit = min(50, max(1, int(q.get("limit") or 50)))
+        except ValueError:
+            return _error(400, "offset and limit: expected whole numbers")
+        now = (idx.view.get("status") or {}).get("published") or time.time()
+        order = {"unknown": 0, "claims only": 1, "long provisional": 2}
+        queued = sorted(((self._queued(d, now, idx.pins), d) for d in idx.devices if self._queued(d, now, idx.pins)),
+                        key=lambda t: (order[t[0]], -(t[1].get("last_seen_ns") or 0), t[1]["mac"]))
+        pol = idx.view.get("policy") or {}
+        cats = pol.get("categories") or {}
+        items, problems = [], []
+        for why, d in queued[offset:offset + limit]:
+            records, last = [], None
+            if self.inventory_path:
+                try:
+                    records = read_identity(self.inventory_path, d["mac"])
+                    hist = device_history(self.inventory_path, d["mac"], limit=1)
+                    last = explain_history(hist)[-1] if hist else None
+                except InventoryError as exc:
+                    problems.append(str(exc))
+            try:
+                sugg = suggestions(records, mac_to_int(d["mac"]), last)
+            except Exception as exc:  # noqa: BLE001 - a queue without suggestions beats no queue
+                LOG.error(_structured("review_error", mac=d["mac"], error=f"{type(exc).__name__}: {exc}"))
+                sugg = []
+            for sg in sugg:
+                sg["action"] = cats.get(sg["category"], pol.get("default"))
+            if last is not None:
+                last["summary"] = decision_sentence(last)
+            items.append({"device": idx.row(d), "why": why, "suggestions": sugg, "records": len(records),
+                          "decision": None if last is None else {k: last.get(k) for k in (
+                              "ts", "category", "stage", "confidence", "summary")}})
+        choices = [{"category": c, "action": (pol.get("unknown") if c == "unknown" else cats.get(c, pol.get("default")))}
+                   for c in PIN_CATEGORIES]
+        return _json(200, {"total": len(queued), "offset": offset, "items": items, "choices": choices,
+                           "status": self._status(idx), "problems": problems})
 
     def audit(self, mac: str | None, q: dict) -> Reply:
         from controller_app.inventory import InventoryError, read_audit
@@ -640,28 +811,9 @@ class WebUI:
         mac_int = mac_to_int(mac)
         override = None
         if op == "pin":
-            ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if ctype != "application/json":
-                return _error(415, "expected a JSON body (Content-Type: application/json)")
-            try:
-                n = int(headers.get("Content-Length") or 0)
-            except ValueError:
-                return _error(400, "bad Content-Length")
-            if n <= 0 or n > MAX_BODY:
-                return _error(400 if n <= 0 else 413, "expected a JSON body of at most 16 KB")
-            try:
-                raw = read_body(n).decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return _error(400, f"the body is not UTF-8 text (byte {exc.start})")
-            depth = json_depth(raw)
-            if depth > MAX_JSON_DEPTH:
-                return _error(400, f"the body nests {depth} levels deep; a pin needs at most {MAX_JSON_DEPTH}")
-            try:
-                body = json.loads(raw)
-            except ValueError as exc:
-                return _error(400, f"the body is not valid JSON: {exc}")
-            except RecursionError:          # json_depth bounds it; never a traceback for a body
-                return _error(400, "the body nests too deep")
+            body = self._json_body(headers, read_body)
+            if isinstance(body, Reply):
+                return body
             idx = self.index()
             dev = idx.by_mac.get(mac)
             if dev is None:
@@ -686,15 +838,88 @@ class WebUI:
             except Exception as exc:  # noqa: BLE001 - the file is written; say the audit row is missing
                 LOG.error(_structured("audit_error", error=str(exc)))
                 problems.append(f"the change is in the policy file but its audit row could not be written: {exc}")
+        if self.events is not None:
+            self.events.emit(op, mac, who=who, before=change.before, after=change.after, digest=change.digest)
         if self.reload is not None:
             self.reload(f"{op} by {who}")
         applied = self._wait_applied(change.digest)
         what = f"pinned {change.after}" if op == "pin" else "pin released"
-        msg = f"{mac}: {what} by {who}; " + ("in force" if applied else
-                                              "written to the policy file, not applied yet (see the controller log)")
+        pending = None
+        if applied:
+            dev = self.index().by_mac.get(mac) or {}
+            if self.index().switch_up(dev) is False:        # nothing can be installed on a switch that is down
+                pending = "switch down"
+        msg = f"{mac}: {what} by {who}; " + (
+            f"pending: switch down (the policy file holds it; the switch {str(dev.get('dpid')).lstrip('0')} gets its "
+            "entries when it reconnects)" if pending else "in force" if applied else
+            "written to the policy file, not applied yet (see the controller log)")
         return _json(200, {"ok": True, "changed": True, "mac": mac, "pin": change.after, "before": change.before,
-                           "digest": change.digest, "applied": applied, "who": who, "message": msg,
-                           "problems": problems})
+                           "digest": change.digest, "applied": applied, "pending": pending, "who": who,
+                           "message": msg, "problems": problems})
+
+    def label(self, mac_text: str, headers, read_body, client: str) -> Reply:
+        """The operator's label of a device, in the inventory (not the policy): ``{"label": TEXT}``,
+        "" removes it. Needs an operator's token, as pins do."""
+        from controller_app.names import clean_label
+        if not self.pins:
+            return _error(403, "labels need an operator: the controller runs with --web-pins and --web-token-file")
+        origin = headers.get("Origin")
+        host = headers.get("Host") or ""
+        if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+            return _error(403, f"refused: a request from another site ({origin})")
+        who = self._who(headers)
+        if who is None:
+            reply = _error(401, "refused: this needs an operator's token (Authorization: Bearer TOKEN)")
+            reply.delay = 0.25
+            return reply
+        try:
+            mac = self._mac(mac_text)
+        except PinError as exc:
+            return _error(400, str(exc))
+        body = self._json_body(headers, read_body)
+        if isinstance(body, Reply):
+            return body
+        if not isinstance(body, dict) or set(body) != {"label"}:
+            return _error(400, 'expected {"label": TEXT} ("" removes the label)')
+        try:
+            text = clean_label(body["label"])
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if self.index().by_mac.get(mac) is None:
+            return _error(404, f"no device {mac} (the controller has not seen it)")
+        if self.inventory is not None:
+            self.inventory.set_label(mac, text, who, time.time())
+        if self.names is not None:
+            self.names.set_label(mac, text)
+        LOG.info(_structured("label", who=who, client=client, mac=mac, label=text))
+        return _json(200, {"ok": True, "mac": mac, "label": text or None, "who": who,
+                           "message": f"{mac}: " + (f"labelled {text!r}" if text else "label removed") +
+                                      f" by {who}; shown within a second"})
+
+    def _json_body(self, headers, read_body):
+        """The request's JSON body (a pin's limits), or the Reply that refuses it."""
+        ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return _error(415, "expected a JSON body (Content-Type: application/json)")
+        try:
+            n = int(headers.get("Content-Length") or 0)
+        except ValueError:
+            return _error(400, "bad Content-Length")
+        if n <= 0 or n > MAX_BODY:
+            return _error(400 if n <= 0 else 413, "expected a JSON body of at most 16 KB")
+        try:
+            raw = read_body(n).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return _error(400, f"the body is not UTF-8 text (byte {exc.start})")
+        depth = json_depth(raw)
+        if depth > MAX_JSON_DEPTH:
+            return _error(400, f"the body nests {depth} levels deep; a pin needs at most {MAX_JSON_DEPTH}")
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            return _error(400, f"the body is not valid JSON: {exc}")
+        except RecursionError:          # json_depth bounds it; never a traceback for a body
+            return _error(400, "the body nests too deep")
 
     def _wait_applied(self, digest: str) -> bool:
         deadline = time.monotonic() + self.apply_wait
@@ -714,7 +939,8 @@ def _bearer(headers) -> str | None:
     return tok.strip()
 
 
-def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics=None, vendor_of=None) -> WebUI:
+def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics=None, vendor_of=None, names=None,
+                events=None) -> WebUI:
     """The page as the app's configuration asks (pins need ``web_pins`` and a token file).
     ``vendor_of(mac)``: the vendor's name for a MAC, or None; by default the IEEE registry's
     (:func:`oui_vendors`, loaded once here); :func:`no_vendor` shows the OUI prefix alone."""
@@ -729,14 +955,14 @@ def from_config(cfg, view, *, inventory=None, reload=None, traffic=None, metrics
         if world_readable(cfg.web_token_file):
             LOG.warning(_structured("token_file_readable", file=cfg.web_token_file,
                                     advice="chmod 600: other users can read the operators' tokens"))
-    names = loopback_names(cfg.http_host)
-    if cfg.web_pins and names is None:
+    hosts = loopback_names(cfg.http_host)
+    if cfg.web_pins and hosts is None:
         LOG.warning(_structured("pins_not_loopback", host=cfg.http_host,
                                 advice="tokens cross the network in clear text; put TLS in front"))
     return WebUI(view, inventory_path=cfg.inventory_db, policy_file=cfg.policy_file, pins=cfg.web_pins, tokens=tokens,
                  inventory=inventory, reload=reload, traffic=traffic, metrics=metrics, vendor_of=vendor_of,
-                 host_names=names)
+                 host_names=hosts, names=names, events=events, review_after=getattr(cfg, "review_after", 3600.0))
 
 
-__all__ = ["WebUI", "from_config", "host_check", "json_depth", "device_records", "rules_state", "installed_entries", "explanation_parts",
-           "no_vendor", "oui_vendors"]
+__all__ = ["WebUI", "from_config", "host_check", "include", "json_depth", "device_records", "devices_by_action",
+           "rules_state", "installed_entries", "explanation_parts", "no_vendor", "oui_vendors"]

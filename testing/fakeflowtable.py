@@ -51,6 +51,8 @@ class Pkt:
     ip_proto: int | None = None
     udp_src: int | None = None
     udp_dst: int | None = None
+    tcp_src: int | None = None
+    tcp_dst: int | None = None
 
     @classmethod
     def parse(cls, frame: bytes) -> "Pkt":
@@ -76,6 +78,8 @@ class Pkt:
             l4 = 54
         if p.ip_proto == 17 and l4 is not None and len(frame) >= l4 + 4:
             p.udp_src, p.udp_dst = struct.unpack_from("!HH", frame, l4)
+        elif p.ip_proto == 6 and l4 is not None and len(frame) >= l4 + 4:
+            p.tcp_src, p.tcp_dst = struct.unpack_from("!HH", frame, l4)
         return p
 
 
@@ -96,7 +100,7 @@ def match_applies(m: Match, pkt: Pkt, in_port: int) -> bool:
         return False
     if m.metadata is not None and (pkt.metadata & m.metadata[1]) != m.metadata[0]:
         return False
-    for name in ("ip_proto", "udp_src", "udp_dst"):
+    for name in ("ip_proto", "udp_src", "udp_dst", "tcp_src", "tcp_dst"):
         if getattr(m, name) is not None and getattr(m, name) != getattr(pkt, name):
             return False
     return True
@@ -104,7 +108,8 @@ def match_applies(m: Match, pkt: Pkt, in_port: int) -> bool:
 
 def _at_least_as_specific(entry: Match, pattern: Match) -> bool:
     """Non-strict delete: the entry matches every field the pattern sets (prefixes nested)."""
-    for name in ("in_port", "eth_src", "eth_dst", "eth_type", "metadata", "ip_proto", "udp_src", "udp_dst"):
+    for name in ("in_port", "eth_src", "eth_dst", "eth_type", "metadata", "ip_proto", "udp_src", "udp_dst",
+                 "tcp_src", "tcp_dst"):
         v = getattr(pattern, name)
         if v is not None and getattr(entry, name) != v:
             return False

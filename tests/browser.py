@@ -112,16 +112,29 @@ class Browser:
         return self.driver.execute_script("const e = document.querySelector(arguments[0]);"
                                           "return e ? e.innerText : null;", sel) or ""
 
-    def screenshot(self, name: str) -> Path:
-        """A screenshot of the whole page (beyond the window), kept as an artefact."""
+    def set_width(self, width: int, mobile: bool | None = None) -> None:
+        """Lay the page out as a window ``width`` CSS pixels wide (a phone below 700)."""
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 700 if mobile is None else mobile})
+
+    def scroll_width(self) -> int:
+        """How wide the page's content is (wider than the window: it scrolls sideways)."""
+        return self.driver.execute_script("return Math.max(document.documentElement.scrollWidth, "
+                                          "document.body.scrollWidth)")
+
+    def screenshot(self, name: str, width: int = 1400) -> Path:
+        """A screenshot of the whole page (beyond the window) laid out ``width`` CSS pixels wide,
+        kept as an artefact."""
         import base64
         d = artefacts_dir(self.config)
         path = d / f"{name}.png"
         try:
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width < 700})
             size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
             self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-                "width": 1400, "height": int(min(max(size["height"], 600), 8000)), "deviceScaleFactor": 1,
-                "mobile": False})
+                "width": width, "height": int(min(max(size["height"], 600), 8000)), "deviceScaleFactor": 1,
+                "mobile": width < 700})
             shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png",
                                                                           "captureBeyondViewport": True})
             path.write_bytes(base64.b64decode(shot["data"]))
@@ -132,6 +145,10 @@ class Browser:
         if arts is not None:
             arts.append(str(path))
         return path
+
+    def screenshots(self, name: str) -> list[Path]:
+        """:meth:`screenshot` as a desk (1400 px) and as a phone (400 px, ``NAME-400``) see the page."""
+        return [self.screenshot(name), self.screenshot(f"{name}-400", width=400)]
 
     def console_errors(self) -> list:
         """Script errors and content-security-policy violations (not failed requests: a refused

@@ -74,3 +74,87 @@ def make_poisoned(path):
     n = int(spec.pop("min_packets", 1))
     poison = spec.pop("poison", [])
     return PoisonEngine(spec, n, poison)
+
+
+# ------------------------------------------------------------------ an engine that learns from the site
+
+#: generated vendors: OUI prefix -> organisation (a registry of their own, for the tests' voter)
+SITE_VENDORS = {0x00AA01: "Lumo Lights Inc.", 0x00AA02: "Plugwell Ltd.", 0x00AA03: "Hubbo GmbH",
+                0x00AA04: "Sensaro Oy", 0x00AA05: "Qorvane Vision Co.", 0x5CCF7F: "Espressif Inc."}
+#: the training vendors' devices: prefix -> (category, host-name stem, DHCP vendor class, mDNS service)
+SITE_TRAIN = {
+    0x00AA01: ("light", "LUMO-B", "lumo-fw", "_lumo._tcp"),
+    0x00AA02: ("plug", "PW-SOCK", "pw-os", "_pwsock._tcp"),
+    0x00AA03: ("hub", "HUBBO-GW", "hubbo-linux", "_hubbo._tcp"),
+    0x00AA04: ("sensor", "SNS-T", "sns-rtos", "_sns._udp"),
+}
+
+
+def site_records(stem: str, vclass: str, service: str, unit: int, domain: str) -> list:
+    """What a generated device of one model says: a DHCP host name (the model's stem and the
+    unit), vendor class, an mDNS service, its cloud's DNS names."""
+    t = 1_000_000_000_000
+    return [(t, "dhcp.hostname", f"{stem}{unit:04d}-{unit * 7919 % 65536:04x}"), (t + 1, "dhcp.vendor_class", vclass),
+            (t + 2 * 10**9, "mdns.service", service), (t + 3 * 10**9, "dns.query", f"api.{domain}.example"),
+            (t + 60 * 10**9, "dns.query", f"telemetry.{domain}.example")]
+
+
+def qorvane_records(unit: int) -> list:
+    """A camera model (vendor Qorvane) no training device had and public knowledge does not read."""
+    return site_records("QV-IPC", "qv-linux", "_qvstream._tcp", unit, "qorvanecloud")
+
+
+def site_voter():
+    """An identity voter trained on four generated vendors' devices (three units each)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from classifier.identity.oui import OuiRegistry
+    from classifier.identity.training import train_identity
+    reg = OuiRegistry()
+    for prefix, org in SITE_VENDORS.items():
+        reg.add(24, prefix, org)
+    devs, recs = [], []
+    for prefix, (cat, stem, vc, svc) in SITE_TRAIN.items():
+        for unit in range(3):
+            devs.append(SimpleNamespace(mac=(prefix << 24) | (unit + 1), t0_ns=0, category=cat, device=f"{stem}-{unit}",
+                                        group=f"{stem}-{unit}"))
+            recs.append(site_records(stem, vc, svc, unit + 1, stem.lower().replace("-", "")))
+    return train_identity(devs, lambda i: recs[i], np.ones(len(devs), bool), folds=4, registry=reg)
+
+
+class SiteEngine:
+    """Decides on identity alone with :func:`site_voter` (provisional, claims only) once a device
+    has ``min_packets`` packets and the voter vouches; learns the site's pins as the project's
+    engine does (``learn_site``)."""
+
+    version = "fake-site-1"
+
+    def __init__(self, min_packets: int = 3):
+        from classifier.engine.engine import DecisionEngine
+        self.min_packets = min_packets
+        self._engine = DecisionEngine(session_model=None, identity_model=site_voter())
+        self.learned: list = []
+
+    def learn_site(self, examples):
+        out = self._engine.learn_site(examples)
+        self.learned.append(out)
+        return out
+
+    def decide(self, pk, mac, now_ns=None, identity=None):
+        from classifier.capture.labels import CATEGORIES
+        recs = [] if identity is None else list(identity.for_mac(mac)) if hasattr(identity, "for_mac") else list(identity)
+        if len(pk) < self.min_packets or not recs:
+            return None
+        vote = self._engine.identity_model.vote(recs, mac)
+        k = int(vote.proba.argmax())
+        if vote.proba[k] < vote.threshold:
+            return None
+        return Decision(CATEGORIES[k], float(vote.proba[k]), "provisional", self.version,
+                        f"identity says {CATEGORIES[k]}", {"packets": len(pk), "records": len(recs)},
+                        vouching=("identity",))
+
+
+def make_site(path=None):
+    return SiteEngine()

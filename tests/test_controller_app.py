@@ -182,7 +182,7 @@ def test_handshake_learning_mirroring_decision_and_enforcement(app_factory):
     metrics = app.get("/metrics").decode()
     assert 'iot_decisions_total{category="camera",stage="confirmed"} 1.0' in metrics
     assert 'iot_packet_ins_total{kind="mirror"} 5.0' in metrics
-    assert 'iot_devices{category="camera",stage="confirmed"} 1.0' in metrics
+    assert 'iot_devices{action="block",category="camera",stage="confirmed"} 1.0' in metrics
     assert "iot_rule_changes_total" in metrics
     post = urllib.request.Request(f"http://127.0.0.1:{app.http_port}/devices", data=b"{}", method="POST")
     with pytest.raises(urllib.error.HTTPError) as refused:

@@ -97,6 +97,7 @@ def _receive_path():
     from controller_app import ofconn, shell
     from controller_app.config import AppConfig
     from controller_app.core import Core, Settings
+    from controller_app.events import EventLog
     from controller_app.guard import FlapLog, RateLimitedLog
     from controller_app.observe import Metrics
     from controller_app.policy import default_policy_path, load_policy
@@ -123,6 +124,7 @@ def _receive_path():
             self._drained = threading.Condition()
             self._switch_error_log = RateLimitedLog(logging.getLogger("controller_app"), burst=5, per=60.0)
             self._flaps = FlapLog(logging.getLogger("controller_app"))
+            self.timeline = EventLog()         # switches up and down, decisions: the page's timeline
             self._last_flush = time.monotonic()
             self.worker = self
 

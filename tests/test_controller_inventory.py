@@ -108,11 +108,11 @@ def test_a_failed_migration_leaves_the_old_schema_and_a_newer_schema_is_refused(
     db = sqlite3.connect(path)
     assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("1",)
     assert "claims_only" not in {r[1] for r in db.execute("PRAGMA table_info(devices)")}
-    db.execute("UPDATE meta SET value='3' WHERE key='schema'")
+    db.execute("UPDATE meta SET value='4' WHERE key='schema'")
     db.commit()
     db.close()
     monkeypatch.undo()
-    with pytest.raises(InventoryError, match="inventory schema 3, this version reads 2"):
+    with pytest.raises(InventoryError, match="inventory schema 4, this version reads 3"):
         Inventory(path)
 
 

@@ -245,6 +245,8 @@ def test_shipped_knowledge_rebuilds_identically_from_the_registry(tmp_path_facto
     ("mdns.txt", "md=Google Home Mini", "speaker"),                 # pychromecast's Cast models
     ("mdns.txt", 'irobotmcs={"ver":"3"}', "appliance"),             # roombapy's discovery key
     ("dhcp.hostname", "Roomba-123456", "appliance"),
+    ("dhcp.hostname", "shellyplug-s-7A1B", "plug"),                 # a brand's name beside a word: shelly + plug
+    ("dhcp.hostname", "Samsung-TV", "appliance"),
 ])
 def test_knowledge_names_what_a_record_says(kind, value, category):
     k = default_knowledge()

@@ -330,6 +330,30 @@ def test_devices_json_sorts_filters_and_pages():
         assert st_ == 400 and msg in body["error"]
 
 
+def test_the_review_queue_holds_unknown_claims_only_and_long_provisional_devices():
+    now = 1_700_010_000.0
+    first = lambda s: int((now - s) * 1e9)  # noqa: E731 - first seen s seconds before the snapshot
+    devs = [_record(0, stage="unknown", category=None, first_seen_ns=first(60)),
+            _record(1, stage="provisional", claims_only=True, first_seen_ns=first(60)),
+            _record(2, stage="provisional", category="hub", first_seen_ns=first(7300)),
+            _record(3, stage="provisional", category="hub", first_seen_ns=first(600)),   # not long yet
+            _record(4, stage="confirmed", claims_only=False),
+            _record(5, stage="unknown", category=None),                               # pinned: settled
+            _record(6, stage="unknown", category=None, gateway=True),
+            _record(7, stage=None, category=None, mirroring=True)]                    # still learning
+    view = _View(devs, {devs[5]["mac"]: "category=plug"})
+    view.v["status"]["published"] = now
+    ui = WebUI(view, review_after=7200)
+    st_, body = _get(ui, "/api/review")
+    assert st_ == 200 and body["total"] == 3
+    assert [(i["device"]["mac"], i["why"]) for i in body["items"]] == [
+        (devs[0]["mac"], "unknown"), (devs[1]["mac"], "claims only"), (devs[2]["mac"], "long provisional")]
+    assert all(i["records"] == 0 and i["decision"] is None for i in body["items"])       # no inventory here
+    assert [c["category"] for c in body["choices"]][:1] == ["camera"] and body["choices"][0]["action"] == "block"
+    _, body = _get(ui, "/api/review?offset=2&limit=1")
+    assert [i["why"] for i in body["items"]] == ["long provisional"] and body["total"] == 3
+
+
 def test_vendor_hook_names_the_oui():
     devs = [_record(1, mac="a4:cf:12:00:00:01"), _record(2)]
     ui = WebUI(_View(devs), vendor_of=lambda mac: "Espressif Inc." if mac.startswith("a4:cf:12") else None)
@@ -617,5 +641,10 @@ def test_every_metric_the_dashboard_queries_is_in_the_controllers_metrics(web_ap
             for label in (x.strip() for x in m.group(1).split(",")):
                 assert any(label in samples[n] for n in names), f"no metric of {e!r} has label {label!r}"
     for wanted in ("iot_devices", "iot_decisions_total", "iot_packet_ins_total", "iot_learning_devices",
-                   "iot_rule_changes_total", "iot_policy_reloads_total"):
+                   "iot_rule_changes_total", "iot_policy_reloads_total", "iot_events_total"):
         assert wanted in used, f"the dashboard does not show {wanted}"
+    # issue 20: new devices, blocked and limited devices; counters that may not have counted yet say 0
+    assert any('event="new_device"' in e for e in exprs) and any('action=~"block|rate_limit"' in e for e in exprs)
+    for e in exprs:
+        if "iot_errors_total" in e or "iot_pins_total" in e or "increase(" in e and "by (" not in e:
+            assert "vector(0)" in e, f"{e!r} shows 'No data' rather than 0 before its counter first moves"

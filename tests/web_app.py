@@ -3,6 +3,7 @@ by a fake switch: the page tests' and the dashboard test's set-up."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -16,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from testing.fakeswitch import FakeSwitch, packet_in
-from testing.synth import arp_request, ether, udp4
+from testing.synth import arp_request, dhcp_request, dns_query, ether, udp4
 from controller_app.intents import CookieKind, Table, cookie
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +37,8 @@ overrides: {}
 # the end
 """
 MODEL = {A: ["camera", 0.95, "confirmed"], B: ["plug", 0.7, "provisional"], "min_packets": 3}
+#: issue 20's site (WebApp.populate_named): A a camera, C unknown, B still learning
+NAMED_MODEL = {A: ["camera", 0.95, "confirmed"], C: ["unknown", 0.3, "unknown"], "min_packets": 3}
 
 
 def free_port() -> int:
@@ -44,14 +47,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def named_site(tmp: Path, extra=()):
+    """The app with issue 20's site populated (:meth:`WebApp.populate_named`; no identity probes,
+    so that an unknown answer is final at once); stopped on exit."""
+    app = WebApp(tmp, model=NAMED_MODEL, extra=("--identity-probes", "0", *extra))
+    try:
+        app.populate_named()
+        yield app
+    finally:
+        app.stop()
+
+
 class WebApp:
-    def __init__(self, tmp: Path, pins: bool = True, policy: str = POLICY, extra=()):
+    def __init__(self, tmp: Path, pins: bool = True, policy: str = POLICY, extra=(), model: dict | None = None):
         self.tmp = Path(tmp)
         self.of_port, self.http_port = free_port(), free_port()
         self.policy = self.tmp / "policy.yaml"
         self.policy.write_text(policy)
+        model_table = model
         model = self.tmp / "model.json"
-        model.write_text(json.dumps(MODEL))
+        model.write_text(json.dumps(MODEL if model_table is None else model_table))
         self.token = secrets.token_urlsafe(24)
         self.tokens = self.tmp / "tokens"
         self.tokens.write_text(f"# operators\nalice:{self.token}\n")
@@ -68,6 +84,7 @@ class WebApp:
                "--traffic-interval", "0.5", "--web-token-file", str(self.tokens),
                *(("--web-pins",) if pins else ()), *extra]
         self.fh = open(self.log, "w")
+        self._cmd, self._env = cmd, env
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.fh, stderr=subprocess.STDOUT, env=env)
         self.sw: FakeSwitch | None = None
         self.t_start = time.monotonic()
@@ -145,6 +162,32 @@ class WebApp:
             self.sw.send(packet_in(frame[:128], PORTS[mac], cookie(CookieKind.MIRROR, m), int(Table.MIRROR),
                                    len(frame)))
 
+    def announce(self, mac: str, hostname: str, domain: str | None = None) -> None:
+        """What a device says about itself, as its identity entries copy it (whole): a DHCP request
+        naming ``hostname`` and, from its address, a DNS query for ``domain``."""
+        m = int(mac.replace(":", ""), 16)
+        frames = [dhcp_request(mac, hostname)]
+        if domain:
+            frames.append(ether(mac, GW, 0x0800, udp4(IPS[mac], IPS[GW], 53000, 53, dns_query(domain, 7))))
+        for frame in frames:
+            self.sw.send(packet_in(frame, PORTS[mac], cookie(CookieKind.MIRROR, m), int(Table.MIRROR), len(frame)))
+
+    def populate_named(self) -> dict:
+        """Issue 20's site: A (named 'porch-cam-01') decided, C (named 'Roomba-3F8A') decided as
+        the model table says, B still learning, the gateway; returns /devices."""
+        self.connect()
+        for mac in (GW, A, B, C):
+            self.learn(mac)
+        self.wait(lambda: len(self.devices()) == 4 and all(self.devices()[m]["mirroring"] for m in (A, B, C)), 20,
+                  "four devices, three mirrored")
+        self.announce(A, "porch-cam-01", "cloud.example.com")
+        self.announce(C, "Roomba-3F8A", "disc-prod.iot.irobotapi.com")
+        self.mirror(A, 5)
+        self.mirror(C, 5)
+        self.mirror(B, 1)
+        return self.wait(lambda: (lambda d: d if d[A]["stage"] == "confirmed" and d[C]["stage"] == "unknown"
+                                  and d[C]["names"] else None)(self.devices()), 20, "A confirmed, C unknown and named")
+
     def populate(self) -> dict:
         """A decided camera (A), a provisional plug (B), a device still learning (C) and the
         gateway; returns /devices once A and B are decided."""
@@ -158,6 +201,19 @@ class WebApp:
         self.mirror(C, 1)
         return self.wait(lambda: (lambda d: d if d[A]["stage"] == "confirmed" and d[B]["stage"] == "provisional"
                                   else None)(self.devices()), 20, "the decisions of A and B")
+
+    def halt(self) -> int:
+        """Stop the controller (SIGTERM) but keep its ports, inventory and log, to :meth:`resume`."""
+        if self.sw is not None:
+            self.sw.close()
+            self.sw = None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(20)
+
+    def resume(self) -> None:
+        """Start the controller again on the same ports (as a restart does)."""
+        self.proc = subprocess.Popen(self._cmd, cwd=ROOT, stdout=self.fh, stderr=subprocess.STDOUT, env=self._env)
+        self.wait(lambda: self.request("GET", "/status")[0] == 200, 60, "the controller's HTTP endpoint again")
 
     def stop(self) -> int:
         if self.sw is not None:

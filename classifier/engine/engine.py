@@ -148,6 +148,8 @@ class DecisionEngine:
     info: dict = field(default_factory=dict)
     resolver: object | None = None
     identity_model: object | None = None
+    #: the identity voter as trained (before the site's examples were folded in: learn_site)
+    base_identity_model: object | None = field(default=None, repr=False)
 
     @property
     def version(self) -> str:
@@ -508,6 +510,20 @@ class DecisionEngine:
         return "; ".join(parts), out
 
     # ------------------------------------------------------------------ persistence
+
+    def learn_site(self, examples) -> dict:
+        """Fold the site's labelled examples (:class:`classifier.identity.site.SiteExample`: pinned
+        devices' records and categories) into the identity voter's token model, from the voter as
+        trained each time (never on top of an earlier fold); the behaviour models are untouched.
+        Returns what was learned (``meta["site"]`` of the new voter; ``{"devices": 0}`` for none)."""
+        from classifier.identity.site import fold_site
+        if self.identity_model is None:
+            return {"devices": 0, "reason": "no identity voter"}
+        if self.base_identity_model is None:
+            self.base_identity_model = self.identity_model
+        examples = list(examples)
+        self.identity_model = fold_site(self.base_identity_model, examples) if examples else self.base_identity_model
+        return dict(self.identity_model.meta.get("site") or {"devices": 0}) if examples else {"devices": 0}
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)

@@ -145,6 +145,8 @@ class Knowledge:
                 self.names.setdefault(toks[0], []).append((toks, r))
         self._single_names = sorted((t for t, cands in self.names.items() if len(t) >= 4
                                      and any(len(toks) == 1 for toks, _ in cands)), key=len, reverse=True)
+        # a brand's one-word name may stand beside a category word in one token (shellyplug)
+        self.vocab.modifiers = self.vocab.modifiers | frozenset(self._single_names)
         self.dhcp = by.get("dhcp", [])
         self.dhcp_hostname = by.get("dhcp_hostname", [])
         self.dhcp_mac = by.get("dhcp_mac", [])

@@ -304,13 +304,14 @@ class HomeAssistant:
                 continue
 
     def categories(self, domain: str) -> dict[str, float]:
-        """The integration's categories, from its entity platforms (sensor only when alone)."""
+        """The integration's categories, from its entity platforms (sensor only when alone; a
+        platform of several kinds, ``a|b``, names each)."""
         plats = self.platforms.get(domain, set())
-        cats = {self.platform_category[p] for p in plats if p in self.platform_category
-                and p not in ("sensor", "binary_sensor")}
+        cats = {c for p in plats if p in self.platform_category and p not in ("sensor", "binary_sensor")
+                for c in self.platform_category[p].split("|")}
         if not cats:
-            cats = {self.platform_category[p] for p in plats if p in ("sensor", "binary_sensor")
-                    and p in self.platform_category}
+            cats = {c for p in plats if p in ("sensor", "binary_sensor") and p in self.platform_category
+                    for c in self.platform_category[p].split("|")}
         return spread(cats)
 
     def label(self, domain: str) -> str:

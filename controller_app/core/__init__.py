@@ -409,6 +409,13 @@ class Core:
         cls = self.mirror.classifier_time
         self.state.learner.pending[:0] = [(mac, KIND_CODES[kind], value, cls(t)) for mac, kind, value, t in rows]
 
+    def take_addresses(self) -> list[tuple[int, str, int]]:
+        """``(mac, address, last seen ns)`` read from devices' identity packets since the last call
+        (:func:`controller_app.names.harvest`), of devices still known."""
+        out, self.state.addresses = self.state.addresses, []
+        devices = self.state.devices
+        return [r for r in out if r[0] in devices]
+
     def take_forgotten(self) -> list[int]:
         """MACs forgotten since the last call (the shell removes them from the inventory)."""
         out, self.state.forgotten = self.state.forgotten, []

@@ -33,6 +33,7 @@ from classifier.engine.decision import PROVISIONAL, UNKNOWN
 from classifier.features.identity import Kind, identity_from_frames
 from controller_app.core.state import SEC, Device, State
 from controller_app.idprobe import probe_frames
+from controller_app.names import MAX_PENDING, harvest
 from controller_app.intents import FlowAdd, FlowDelete, LoadIdentity, Match, MeterAdd, MeterDelete, Output, PacketOut
 from controller_app.intents import OFPCML_NO_BUFFER, OFPP_CONTROLLER
 from controller_app.pipeline import (FULL_MASK, IDENTITY_MATCHES, PRIO_MIRROR_DST, PRIO_MIRROR_IDENTITY, PRIO_MIRROR_SRC, CookieKind,
@@ -280,6 +281,9 @@ class MirrorManager:
         """Read the identity records of packets ``pk`` (with their bytes ``frames``), keep the new
         values; the devices that said something new may have their decision re-opened."""
         st = self.state
+        if len(st.addresses) < MAX_PENDING:      # where the device is: the source of what it says
+            ctl = self.controller_time
+            st.addresses += [(mac, a, ctl(t)) for mac, a, t in harvest(pk)[:MAX_PENDING - len(st.addresses)]]
         problems: list = []
         recs = identity_from_frames(frames, pk, warnings=problems)
         st.counters["identity_records"] += len(recs)

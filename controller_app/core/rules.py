@@ -13,8 +13,8 @@ from classifier.engine.decision import CONFIRMED, UNKNOWN
 from controller_app.core.state import Device, State, net_key
 from controller_app.intents import (ETH_TYPE_IPV4, ETH_TYPE_IPV6, OFPTT_ALL, FlowAdd, FlowDelete, Match, MeterAdd,
                                     MeterDelete, ResolvePools, SetDscp, SetQueue)
-from controller_app.pipeline import (FULL_MASK, PRIO_DEVICE, PRIO_IP_DENY, PRIO_IP_MARK, PRIO_POOL_ALLOW, CookieKind,
-                                     Table, cookie)
+from controller_app.pipeline import (FULL_MASK, PRIO_DEVICE, PRIO_IP_DENY, PRIO_IP_MARK, PRIO_POOL_ALLOW,
+                                     PRIO_SERVICE_ALLOW, CookieKind, Table, cookie)
 from controller_app.policy import Action, Policy, Treatment
 
 
@@ -26,8 +26,9 @@ def policy_flows(dpid: int, mac: int, action: Action, lan, pool_prefixes, rate_m
     pre = (SetQueue(action.queue),) if action.queue is not None else ()
     ip_actions = pre + ((SetDscp(action.dscp),) if action.dscp is not None else ())
     nets = None
-    if action.allow_pools is not None:
+    if action.restricts:
         nets = sorted({*lan, *pool_prefixes, *action.prefixes()}, key=net_key)
+    services = action.services()
     for table, mac_field, ip_field, nxt in ((Table.POLICY_SRC, "eth_src", "ip_dst", Table.POLICY_DST),
                                             (Table.POLICY_DST, "eth_dst", "ip_src", Table.ETH_SRC)):
         base = {mac_field: mac}
@@ -40,6 +41,13 @@ def policy_flows(dpid: int, mac: int, action: Action, lan, pool_prefixes, rate_m
                 out.append(FlowAdd(dpid, table, PRIO_POOL_ALLOW + net.prefixlen,
                                    Match(**base, eth_type=et, **{ip_field: net}),
                                    actions=ip_actions, goto=nxt, meter=meter, cookie=c))
+            # a service: the device's packets to its port (any address), the answers from it
+            port_field = "dst" if mac_field == "eth_src" else "src"
+            for proto, port in services:
+                l4 = {f"{'udp' if proto == 17 else 'tcp'}_{port_field}": port}
+                for et in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
+                    out.append(FlowAdd(dpid, table, PRIO_SERVICE_ALLOW, Match(**base, eth_type=et, ip_proto=proto, **l4),
+                                       actions=ip_actions, goto=nxt, meter=meter, cookie=c))
             for et in (ETH_TYPE_IPV4, ETH_TYPE_IPV6):
                 out.append(FlowAdd(dpid, table, PRIO_IP_DENY, Match(**base, eth_type=et), goto=Table.MIRROR,
                                    cookie=c))
@@ -58,7 +66,9 @@ class RulesManager:
     def treatment(self, dev: Device) -> Treatment | None:
         """The action the device's state asks for, and its basis: an override; else its latest
         decision's (tightened when it rests on the device's own claims alone), or the last
-        decision that enforced one (a re-check's provisional answer keeps the action in force)."""
+        decision that enforced one (a re-check's provisional answer keeps the action in force);
+        else, while no decision enforces anything, the policy's ``learning`` action (None when it
+        is ``allow``: nothing installed)."""
         if dev.gateway:
             return None
         pol = self.state.policy
@@ -72,6 +82,8 @@ class RulesManager:
             t = pol.treatment(dev.category, dev.confidence, dev.stage, dev.claims_only)
         if t is None and dev.enforced is not None:
             t = pol.treatment(*dev.enforced)
+        if t is None:
+            t = pol.learning_treatment()
         return t
 
     def desired_action(self, dev: Device) -> Action | None:

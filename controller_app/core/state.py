@@ -198,6 +198,9 @@ class State:
         self.switch_hosts: Counter = Counter()  # dpid -> devices attached
         self.bans: dict[tuple, int] = {}        # (dpid, port or None for the switch) -> ban ends (ns)
         self.forgotten: list[int] = []          # MACs forgotten since the shell last asked
+        #: (mac, address, last seen ns) read from identity packets since the shell last asked
+        #: (controller_app.names.harvest; at most names.MAX_PENDING)
+        self.addresses: list = []
         # mirroring (MirrorManager)
         self.mirror_index = None                # (sorted macs, their dpids) of mirrored devices, of read ones
         self.time_origin_ns = None              # t0 of the classifier's time scale (first mirrored packet)

@@ -1,12 +1,20 @@
-// The operator page: devices (index.html) and one device (device.html). Plain JavaScript, no
-// build step. Every value from the controller goes into the page as text (textContent), never
-// as markup. The operator's token stays in this tab (sessionStorage) and is sent only in an
-// Authorization header.
+// The operator page: devices (index.html), one device (device.html), the review queue
+// (review.html). Plain JavaScript, no build step. Every value from the controller goes into the
+// page as text (textContent), never as markup. The operator's token stays in this tab
+// (sessionStorage) and is sent only in an Authorization header.
+//
+// The page tells the truth about the network: when the controller cannot be reached it says so
+// (a banner), dims what it shows (the last data it had) and keeps trying, with back-off, until the
+// controller answers again; a snapshot older than a few seconds is called stale; a device whose
+// switch is down says so; a device the controller never saw says so and the page stops asking.
 "use strict";
 
 const TOKEN_KEY = "iot-operator-token";
 const REFRESH_MS = 2000;
+const RETRY_MAX_MS = 10000;
+const STALE_S = 8;
 const state = { session: null };
+const conn = { ok: true, since: null, failures: 0, lastOk: null };
 
 // ---------------------------------------------------------------- helpers
 
@@ -38,17 +46,75 @@ function svg(tag, attrs, ...children) {
 
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 
+// A request to the controller. Never throws: a controller that cannot be reached answers
+// {ok: false, status: 0, offline: true}, and the connection state (the banner) follows.
 async function api(path, opts = {}) {
   const headers = Object.assign({ "Accept": "application/json" }, opts.headers || {});
   const t = token();
   if (t) headers["Authorization"] = "Bearer " + t;
   if (opts.body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await fetch(path, { method: opts.method || "GET", headers,
-                                body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-                                cache: "no-store", credentials: "omit" });
+  let r;
+  try {
+    r = await fetch(path, { method: opts.method || "GET", headers,
+                            body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+                            cache: "no-store", credentials: "omit" });
+  } catch (e) {
+    offline();
+    return { ok: false, status: 0, offline: true, data: { error: "the controller cannot be reached" } };
+  }
   let data = null;
   try { data = await r.json(); } catch (e) { data = { error: `HTTP ${r.status}` }; }
+  online();
   return { ok: r.ok, status: r.status, data };
+}
+
+function offline() {
+  conn.failures += 1;
+  if (conn.ok) { conn.ok = false; conn.since = Date.now(); }
+  renderBanner();
+}
+
+function online() {
+  const was = conn.ok;
+  conn.ok = true;
+  conn.failures = 0;
+  conn.lastOk = Date.now();
+  if (!was) {
+    conn.since = null;
+    renderBanner();
+    loadSession().then(() => onSession());    // the controller may have restarted
+  }
+}
+
+function retryDelay() { return Math.min(RETRY_MAX_MS, REFRESH_MS * Math.pow(2, Math.max(0, conn.failures - 1))); }
+
+function renderBanner(stale) {
+  const b = document.getElementById("banner");
+  if (!b) return;
+  if (!conn.ok) {
+    b.hidden = false;
+    b.className = "banner error";
+    b.textContent = `The controller cannot be reached (since ${new Date(conn.since).toLocaleTimeString()}). ` +
+      `What you see is the last data it sent; retrying every ${Math.round(retryDelay() / 1000)} s.`;
+    document.body.classList.add("stale");
+  } else if (stale) {
+    b.hidden = false;
+    b.className = "banner warn";
+    b.textContent = stale;
+    document.body.classList.add("stale");
+  } else {
+    b.hidden = true;
+    b.textContent = "";
+    document.body.classList.remove("stale");
+  }
+}
+
+// The controller publishes a snapshot every second: an old one means its event loop is stuck.
+function checkFresh(st) {
+  const pub = st && st.published;
+  if (!pub) { renderBanner(null); return; }
+  const age = (st.now || Date.now() / 1000) - pub;      // the server's clock, not the browser's
+  renderBanner(age > STALE_S ? `The controller's data is ${Math.round(age)} s old: it answers but has not updated its view; what you see may be out of date.` : null);
 }
 
 function pad(n) { return String(n).padStart(2, "0"); }
@@ -57,6 +123,12 @@ function fmtTime(sec) {
   if (!sec) return "–";
   const d = new Date(sec * 1000);
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function fmtClock(sec) {
+  if (!sec) return "–";
+  const d = new Date(sec * 1000);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
 function fmtAgo(sec) {
@@ -75,9 +147,22 @@ function fmtRate(bps) {
   return `${v >= 100 || i === 0 ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
 }
 
+function minutes(s) {
+  const m = Math.max(1, Math.ceil(s / 60));
+  return `${m} more minute${m === 1 ? "" : "s"}`;
+}
+
 function chip(category, extra) {
   const c = category || "undecided";
   return el("span", { class: `chip cat-${c.replace(/[^a-z0-9-]/gi, "")}${extra ? " " + extra : ""}`, text: c });
+}
+
+// The category a device is treated as: a pinned one (the operator's), else its decision's.
+function categoryCell(d) {
+  if (d.gateway) return chip("gateway");
+  const pinned = d.pin && d.pin.startsWith("category=") ? d.pin.slice(9) : null;
+  if (!pinned || pinned === d.category) return chip(d.category);
+  return el("span", {}, chip(pinned, "pinned-cat"), el("div", { class: "muted small", text: `engine: ${d.category || "undecided"}` }));
 }
 
 function stageBadge(stage) {
@@ -94,29 +179,63 @@ function vendorCell(row) {
   return wrap;
 }
 
+// What a person calls the device: the operator's label, else the first name it announced.
+function displayName(d) {
+  if (d.label) return d.label;
+  return (d.names && d.names.length) ? d.names[0].value : null;
+}
+
+function switchText(d) {
+  return d.dpid ? `${d.dpid.replace(/^0+(?=.)/, "")} · ${d.port ?? "?"}` : "–";
+}
+
+function downBadge(d) {
+  return d.switch_up === false ? el("span", { class: "badge down", text: "switch down", title: "Its switch is not connected to the controller: nothing can be installed for it until it reconnects" }) : null;
+}
+
+// How far a learning device is, and when the policy acts on it.
+function learningText(d, st) {
+  const pol = (st && st.policy) || {};
+  const whenEnforced = pol.enforce_on === "provisional" ? "enforced once decided" : "enforced once confirmed";
+  if (!d.stage && d.learning_eta_s !== null && d.learning_eta_s !== undefined) {
+    return d.learning_eta_s > 0 ? `about ${minutes(d.learning_eta_s)} of traffic; ${whenEnforced}`
+      : `its traffic should suffice soon (or it names itself sooner); ${whenEnforced}`;
+  }
+  if (!d.stage && d.mirroring) return `learning; ${whenEnforced}`;
+  if (d.stage === "provisional" && pol.enforce_on !== "provisional" && !d.pin)
+    return "provisional: not enforced until confirmed (enforce_on: confirmed)";
+  return null;
+}
+
 // ---------------------------------------------------------------- header: status and sign-in
 
 function renderStatus(st) {
   const box = document.getElementById("status");
   if (!box || !st) return;
   const pol = st.policy || {};
+  const n = (st.switches || []).length;
   box.replaceChildren(
-    el("span", { text: `${(st.switches || []).length} switch${(st.switches || []).length === 1 ? "" : "es"}` }),
-    el("span", { text: `${st.devices} devices` }),
+    el("span", { class: n ? "" : "warn", text: `${n} switch${n === 1 ? "" : "es"}${n ? "" : " connected"}` }),
+    el("span", { text: `${st.devices} device${st.devices === 1 ? "" : "s"}` }),
     el("span", { text: `${st.learning ?? 0} learning` }),
     el("span", { text: `${st.packet_ins_per_second ?? 0} packet-ins/s` }),
     el("span", { title: pol.source || "", text: `policy ${pol.digest || "?"} (enforce on ${pol.enforce_on || "?"})` }),
     el("span", { class: st.pins_enabled ? "pins on" : "pins off", text: st.pins_enabled ? "pins on" : "pins off (read-only)" }),
   );
+  const nav = document.getElementById("nav-review");
+  if (nav) nav.textContent = st.review ? `Review (${st.review})` : "Review";
+  checkFresh(st);
 }
 
 async function loadSession() {
   const r = await api("/api/session");
-  state.session = r.ok ? r.data : { pins_enabled: false, operator: null };
-  if (token() && !state.session.operator) sessionStorage.removeItem(TOKEN_KEY);
+  state.session = r.ok ? r.data : (state.session || { pins_enabled: false, operator: null });
+  if (r.ok && token() && !state.session.operator) sessionStorage.removeItem(TOKEN_KEY);
   renderSignin();
   return state.session;
 }
+
+function signedIn() { const s = state.session || {}; return !!(s.pins_enabled && s.operator); }
 
 function renderSignin() {
   const box = document.getElementById("signin");
@@ -149,6 +268,35 @@ function renderSignin() {
 
 let onSession = () => {};
 
+// ---------------------------------------------------------------- the timeline
+
+const knownNames = new Map();     // MAC -> what the page calls it (from the rows it has shown)
+
+function eventText(ev) {
+  const who = ev.mac ? (knownNames.get(ev.mac) ? `${knownNames.get(ev.mac)} (${ev.mac})` : ev.mac) : "";
+  switch (ev.event) {
+    case "new_device": return `new device ${who}` + (ev.left_out ? ` (and ${ev.left_out} more)` : "");
+    case "category_changed": return `${who}: ${ev.from || "undecided"} → ${ev.to} (${ev.stage})`;
+    case "confirmed": return `${who}: confirmed ${ev.to}`;
+    case "unknown": return `${who}: decided unknown` + (ev.from ? ` (was ${ev.from})` : "");
+    case "pin": return `${who}: pinned ${ev.after} by ${ev.who}`;
+    case "release": return `${who}: pin released by ${ev.who}`;
+    case "switch_up": return `switch ${String(ev.dpid || "").replace(/^0+(?=.)/, "")} connected`;
+    case "switch_down": return `switch ${String(ev.dpid || "").replace(/^0+(?=.)/, "")} disconnected` + (ev.devices ? ` (${ev.devices} devices)` : "");
+    case "policy_reloaded": return `policy reloaded (${ev.reason}): ${ev.digest}`;
+    default: return String(ev.event);
+  }
+}
+
+function renderTimeline(list, events, linkMacs) {
+  if (!list) return;
+  const items = (events || []).map((ev) => el("li", { class: `ev ev-${String(ev.event).replace(/[^a-z_]/g, "")}`, "data-event": ev.event },
+    el("time", { class: "when", title: fmtTime(ev.ts), text: fmtClock(ev.ts) }), " ",
+    linkMacs && ev.mac ? el("a", { href: `/ui/device?mac=${encodeURIComponent(ev.mac)}`, text: eventText(ev) }) : el("span", { text: eventText(ev) })));
+  list.replaceChildren(...items);
+  if (!items.length) list.append(el("li", { class: "muted", text: "Nothing yet." }));
+}
+
 // ---------------------------------------------------------------- the devices page
 
 const listState = { q: "", category: "", stage: "", pinned: false, sort: "last_seen", order: "desc", offset: 0, limit: 100 };
@@ -177,59 +325,93 @@ function fillFacet(select, counts, current, allLabel) {
   select.value = current || "";
 }
 
-function deviceRow(d) {
+function nameCell(d) {
   const href = `/ui/device?mac=${encodeURIComponent(d.mac)}`;
-  const cat = d.gateway ? chip("gateway") : chip(d.category);
+  const name = displayName(d);
+  const cell = el("td", { "data-label": "Device" });
+  if (name) cell.append(el("a", { href, class: "name", text: name }), el("br"), el("a", { href, class: "mac small", text: d.mac }));
+  else cell.append(el("a", { href, class: "mac", text: d.mac }));
+  if (d.label && d.names && d.names.length) cell.append(el("div", { class: "muted small", text: `says: ${d.names[0].value}` }));
+  if (d.pin) cell.append(" ", el("span", { class: "pin", title: `pinned: ${d.pin}`, text: "pinned" }));
+  const down = downBadge(d);
+  if (down) cell.append(" ", down);
+  return cell;
+}
+
+function deviceRow(d, st) {
+  if (displayName(d)) knownNames.set(d.mac, displayName(d));
+  const cat = categoryCell(d);
+  const learn = learningText(d, st);
+  const stageCell = el("td", { "data-label": "Stage" }, d.gateway ? el("span", { class: "muted", text: "gateway" }) : stageBadge(d.stage));
+  if (learn && !d.stage) stageCell.append(el("div", { class: "muted small learn", title: learn, text: learn.split(";")[0] }));
   const cells = [
-    el("td", {}, el("a", { href, class: "mac", text: d.mac }), d.pin ? el("span", { class: "pin", title: `pinned: ${d.pin}`, text: "pinned" }) : null),
-    el("td", {}, vendorCell(d)),
-    el("td", { text: d.dpid ? `${d.dpid.replace(/^0+(?=.)/, "")} · ${d.port ?? "?"}` : "–" }),
-    el("td", {}, cat),
-    el("td", { class: "num", text: d.confidence === null || d.confidence === undefined ? "–" : d.confidence.toFixed(2) }),
-    el("td", {}, d.gateway ? el("span", { class: "muted", text: "gateway" }) : stageBadge(d.stage)),
-    el("td", { class: "action", text: d.enforced || (d.gateway ? "forwarded" : "none yet") }),
-    el("td", { text: fmtTime(d.first_seen_ns / 1e9) }),
-    el("td", { title: fmtTime(d.last_seen_ns / 1e9), text: fmtAgo(d.last_seen_ns / 1e9) }),
+    nameCell(d),
+    el("td", { "data-label": "IP address", class: "addr", text: (d.addresses || []).slice(0, 2).join(", ") || "–" }),
+    el("td", { "data-label": "Vendor" }, vendorCell(d)),
+    el("td", { "data-label": "Switch · port", text: switchText(d) }),
+    el("td", { "data-label": "Category" }, cat),
+    el("td", { "data-label": "Confidence", class: "num", text: d.confidence === null || d.confidence === undefined ? "–" : d.confidence.toFixed(2) }),
+    stageCell,
+    el("td", { "data-label": "Action in force", class: "action", text: d.switch_up === false ? "none: switch down" : (d.enforced || (d.gateway ? "forwarded" : "none yet")) }),
+    el("td", { "data-label": "First seen", class: "when-cell", title: fmtTime(d.first_seen_ns / 1e9), text: fmtTime(d.first_seen_ns / 1e9).slice(5, 16) }),
+    el("td", { "data-label": "Last seen", class: "when-cell", title: fmtTime(d.last_seen_ns / 1e9), text: fmtAgo(d.last_seen_ns / 1e9) }),
   ];
-  return el("tr", { "data-mac": d.mac, "data-category": d.category || "", "data-stage": d.stage || "" }, cells);
+  return el("tr", { "data-mac": d.mac, "data-category": d.category || "", "data-stage": d.stage || "",
+                    class: d.switch_up === false ? "is-down" : null }, cells);
 }
 
 let listTimer = null;
 let listSeq = 0;
+let lastEventId = null;
+let lastNames = 0;
 
 async function refreshList() {
   clearTimeout(listTimer);
   const seq = ++listSeq;
-  const p = listQuery();
-  p.set("limit", String(listState.limit));
-  const r = await api(`/api/devices?${p}`);
-  if (seq !== listSeq) return;
-  const live = document.getElementById("live");
-  if (!r.ok) {
-    live.textContent = `error: ${r.data.error}`;
-    live.className = "live error";
-  } else {
-    const data = r.data;
-    renderStatus(data.status);
-    fillFacet(document.getElementById("f-category"), data.facets.category, listState.category, "every category");
-    fillFacet(document.getElementById("f-stage"), data.facets.stage, listState.stage, "every stage");
-    const tbody = document.querySelector("#devices tbody");
-    tbody.replaceChildren(...data.rows.map(deviceRow));
-    if (!data.rows.length) tbody.append(el("tr", {}, el("td", { colspan: "9", class: "empty", text: data.total ? "No device matches the filter." : "No device seen yet." })));
-    const end = data.offset + data.rows.length;
-    document.getElementById("range").textContent = data.matched ? `${data.offset + 1}–${end} of ${data.matched}${data.matched !== data.total ? ` (of ${data.total})` : ""}` : `0 of ${data.total}`;
-    document.getElementById("prev").disabled = data.offset === 0;
-    document.getElementById("next").disabled = end >= data.matched;
-    for (const th of document.querySelectorAll("#devices th[data-sort]")) {
-      th.classList.toggle("sorted", th.dataset.sort === data.sort);
-      th.setAttribute("aria-sort", th.dataset.sort === data.sort ? (data.order === "asc" ? "ascending" : "descending") : "none");
-      th.dataset.order = th.dataset.sort === data.sort ? data.order : "";
+  let delay = REFRESH_MS;
+  try {
+    const p = listQuery();
+    p.set("limit", String(listState.limit));
+    const r = await api(`/api/devices?${p}`);
+    if (seq !== listSeq) return;
+    const live = document.getElementById("live");
+    if (r.offline) {
+      live.textContent = `not live · last update ${conn.lastOk ? new Date(conn.lastOk).toLocaleTimeString() : "never"}`;
+      live.className = "live error";
+      delay = retryDelay();
+    } else if (!r.ok) {
+      live.textContent = `error: ${r.data.error}`;
+      live.className = "live error";
+    } else {
+      const data = r.data;
+      renderStatus(data.status);
+      fillFacet(document.getElementById("f-category"), data.facets.category, listState.category, "every category");
+      fillFacet(document.getElementById("f-stage"), data.facets.stage, listState.stage, "every stage");
+      const tbody = document.querySelector("#devices tbody");
+      tbody.replaceChildren(...data.rows.map((d) => deviceRow(d, data.status)));
+      if (!data.rows.length) tbody.append(el("tr", {}, el("td", { colspan: "10", class: "empty", text: data.total ? "No device matches." : "No device seen yet." })));
+      const end = data.offset + data.rows.length;
+      document.getElementById("range").textContent = data.matched ? `${data.offset + 1}–${end} of ${data.matched}${data.matched !== data.total ? ` (of ${data.total})` : ""}` : `0 of ${data.total}`;
+      document.getElementById("prev").disabled = data.offset === 0;
+      document.getElementById("next").disabled = end >= data.matched;
+      for (const th of document.querySelectorAll("#devices th[data-sort]")) {
+        th.classList.toggle("sorted", th.dataset.sort === data.sort);
+        th.setAttribute("aria-sort", th.dataset.sort === data.sort ? (data.order === "asc" ? "ascending" : "descending") : "none");
+        th.dataset.order = th.dataset.sort === data.sort ? data.order : "";
+      }
+      const stale = document.body.classList.contains("stale");
+      live.textContent = `${stale ? "stale" : "live"} · updated ${new Date().toLocaleTimeString()}`;
+      live.className = stale ? "live error" : "live";
+      document.body.dataset.loaded = "1";
+      if (data.status.events_last !== lastEventId || knownNames.size !== lastNames) {
+        lastNames = knownNames.size;
+        const ev = await api("/api/events?limit=15");
+        if (ev.ok) { renderTimeline(document.getElementById("timeline"), ev.data.events, true); lastEventId = data.status.events_last; }
+      }
     }
-    live.textContent = `live · updated ${new Date().toLocaleTimeString()}`;
-    live.className = "live";
-    document.body.dataset.loaded = "1";
+  } finally {
+    if (seq === listSeq) listTimer = setTimeout(() => { if (!document.hidden) refreshList(); else listTimer = setTimeout(refreshList, REFRESH_MS); }, delay);
   }
-  listTimer = setTimeout(() => { if (!document.hidden) refreshList(); else listTimer = setTimeout(refreshList, REFRESH_MS); }, REFRESH_MS);
 }
 
 function listChanged(resetOffset = true) {
@@ -270,22 +452,29 @@ function initDevices() {
 let deviceMac = "";
 let deviceTimer = null;
 let lastDevice = null;
+let deviceGone = false;
 
 function card(label, ...value) {
   return el("div", { class: "card" }, el("div", { class: "label", text: label }), el("div", { class: "value" }, ...value));
 }
 
-function renderSummary(d) {
+function renderSummary(d, st) {
   const pinned = d.pin ? el("span", { class: "pin", text: `pinned: ${d.pin}` }) : el("span", { class: "muted", text: "not pinned" });
+  const learn = learningText(d, st);
+  const names = (d.names || []).map((n) => el("div", {}, el("span", { class: "name", text: n.value }), " ", el("span", { class: "muted small", text: `(${n.source})` })));
   document.getElementById("summary").replaceChildren(
-    card("Category", d.gateway ? chip("gateway") : chip(d.category), " ", d.confidence === null || d.confidence === undefined ? "" : el("span", { class: "conf", text: d.confidence.toFixed(2) })),
-    card("Stage", d.gateway ? "gateway" : stageBadge(d.stage), d.mirroring ? el("div", { class: "muted", text: `mirrored: ${d.mirrored_packets ?? 0} packets held` }) : null,
+    card("Names it announces", ...(names.length ? names : [el("span", { class: "muted", text: "none heard yet" })])),
+    card("IP addresses", (d.addresses || []).length ? el("span", { class: "addr", text: d.addresses.join(", ") }) : el("span", { class: "muted", text: "none seen yet" })),
+    card("Category", categoryCell(d), " ", d.confidence === null || d.confidence === undefined ? "" : el("span", { class: "conf", text: d.confidence.toFixed(2) })),
+    card("Stage", d.gateway ? "gateway" : stageBadge(d.stage), learn ? el("div", { id: "learning", class: "muted", text: learn }) : null,
+         d.mirroring ? el("div", { class: "muted", text: `mirrored: ${d.mirrored_packets ?? 0} packets held` }) : null,
          d.thin_answers ? el("div", { class: "muted", text: `${d.thin_answers} × not enough evidence yet` }) : null,
-         d.mirroring && d.identity_probes ? el("div", { class: "muted", text: `asked ${d.identity_probes} × (mDNS identity probe)` }) : null,
-         d.identity_watch ? el("div", { class: "muted", text: "its identity protocols still read: a new record re-opens its decision" }) : null),
-    card("Action in force", el("span", { id: "enforced", class: "action", text: d.enforced || "none yet" }), el("div", {}, pinned),
+         d.mirroring && d.identity_probes ? el("div", { class: "muted", text: `asked ${d.identity_probes} × what it is (mDNS)` }) : null,
+         d.identity_watch ? el("div", { class: "muted", text: "still listened to: a new announcement re-opens its decision" }) : null),
+    card("Action in force", el("span", { id: "enforced", class: "action", text: d.switch_up === false ? "none: switch down" : (d.enforced || "none yet") }), el("div", {}, pinned),
+         d.action_basis === "learning" ? el("div", { class: "muted", text: "the policy's learning posture (learning:)" }) : null,
          d.action_tightened ? el("div", { id: "tightened", class: "muted", text: `tightened: ${d.action_basis} (the decision rests on the device's own claims alone)` }) : null),
-    card("Switch · port", d.dpid ? `${d.dpid.replace(/^0+(?=.)/, "")} · ${d.port ?? "?"}` : "–"),
+    card("Switch · port", switchText(d), " ", downBadge(d)),
     card("Vendor (OUI)", vendorCell(d)),
     card("First seen", fmtTime(d.first_seen_ns / 1e9)),
     card("Last seen", el("span", { title: fmtTime(d.last_seen_ns / 1e9), text: fmtAgo(d.last_seen_ns / 1e9) })),
@@ -300,7 +489,9 @@ function bar(value, max, cls) {
   return el("span", { class: "barbox" }, b);
 }
 
-function explanationCell(h) {
+const VOTER_WORDS = { identity: "What it says about itself", session: "The services it talks to", segment: "Its traffic volumes" };
+
+function explanationDetails(h) {
   // Structured parts only (controller_app.web.explanation_parts): every string is drawn as text,
   // as one value; nothing here splits or parses what the engine or a device wrote.
   const ex = h.explained || {};
@@ -308,18 +499,18 @@ function explanationCell(h) {
   const box = el("div", { class: "explain" });
   const voters = part("voters");
   if (voters.length) {
-    box.append(el("div", { class: "sub", text: "Voters (class, probability, threshold)" }),
+    box.append(el("div", { class: "sub", text: "What each part of the engine said (its best guess, how sure, the bar it must reach)" }),
       el("table", { class: "mini" }, el("tbody", {}, voters.map((v) =>
-        el("tr", {}, el("td", { text: v.name }), el("td", { text: v.category }),
-           el("td", {}, bar(v.probability, 1)), el("td", { class: "num", text: v.probability.toFixed(2) }),
-           el("td", { class: "muted small", text: v.threshold === null ? "" : `≥ ${v.threshold.toFixed(2)}` }),
+        el("tr", {}, el("td", { text: VOTER_WORDS[v.name] || v.name }), el("td", { text: v.category }),
+           el("td", {}, bar(v.probability, 1)), el("td", { class: "num", text: `${Math.round(v.probability * 100)}%` }),
+           el("td", { class: "muted small", text: v.threshold === null ? "" : `needs ${Math.round(v.threshold * 100)}%` }),
            el("td", { class: "muted small", text: v.vouches ? "vouches" : "" }))))));
   } else if (part("vouching").length) {
     box.append(el("div", { class: "muted small", text: `vouching: ${part("vouching").join(", ")}` }));
   }
   const ids = part("identity");
   if (ids.length) {
-    box.append(el("div", { class: "sub", text: "What the device said about itself" }),
+    box.append(el("div", { class: "sub", text: "What the device said about itself that counted" }),
       el("table", { class: "mini" }, el("tbody", {}, ids.map((r) =>
         el("tr", {}, el("td", { class: "muted", text: r.kind }), el("td", { class: "pool", text: r.value }),
            el("td", { text: r.category || "" }))))));
@@ -327,43 +518,71 @@ function explanationCell(h) {
   const sessions = part("sessions");
   if (sessions.length) {
     const max = Math.max(...sessions.map((s) => s.weight));
-    box.append(el("div", { class: "sub", text: "Attended sessions (IP pool, attention weight)" }),
+    box.append(el("div", { class: "sub", text: "The connections that counted most (where they went, how much they counted)" }),
       el("table", { class: "mini" }, el("tbody", {}, sessions.map((s) =>
         el("tr", {}, el("td", { class: "muted", text: `#${s.position}` }), el("td", { class: "pool", text: s.pool }),
-           el("td", {}, bar(s.weight, max)), el("td", { class: "num", text: s.weight.toFixed(2) }))))));
+           el("td", {}, bar(s.weight, max)), el("td", { class: "num", text: `${Math.round(s.weight * 100)}%` }))))));
   }
   const segments = part("segments");
   if (segments.length) {
     const max = Math.max(...segments.map((s) => Math.abs(s.change)));
-    box.append(el("div", { class: "sub", text: "Segment features (change when occluded)" }),
+    box.append(el("div", { class: "sub", text: "The traffic measures that moved the decision most (hidden: how much it moved)" }),
       el("table", { class: "mini" }, el("tbody", {}, segments.map((s) =>
-        el("tr", {}, el("td", { class: "pool", text: s.feature }), el("td", {}, bar(s.change, max, s.change < 0 ? "neg" : "")),
+        el("tr", {}, el("td", { text: s.label || s.feature }), el("td", {}, bar(s.change, max, s.change < 0 ? "neg" : "")),
            el("td", { class: "num", text: (s.change >= 0 ? "+" : "") + s.change.toFixed(2) }))))));
   }
-  for (const n of part("notes")) box.append(el("div", { text: n.text }));
+  for (const n of part("notes")) box.append(el("div", { class: "note-line", text: n.text }));
   for (const t of part("text")) box.append(el("div", { class: "explain-text", text: t }));
-  if (!box.childNodes.length) box.append(el("span", { class: "muted", text: "–" }));
+  const ev = h.evidence || {};
+  const evText = Object.entries(ev).map(([k, v]) => `${v} ${k}`).join(", ");
+  if (evText) box.append(el("div", { class: "muted small", text: `evidence: ${evText}` }));
+  if (h.model) box.append(el("div", { class: "muted small", text: `model: ${h.model}` }));
   return box;
 }
 
-function renderHistory(history) {
-  const tbody = document.querySelector("#history tbody");
-  const rows = history.slice().reverse().map((h) => {
-    const ev = h.evidence || {};
-    const evText = Object.entries(ev).map(([k, v]) => `${v} ${k}`).join(", ");
-    return el("tr", {}, el("td", { text: fmtTime(h.ts) }), el("td", {}, chip(h.category)),
-      el("td", { class: "num", text: h.confidence === null ? "–" : Number(h.confidence).toFixed(2) }), el("td", {}, stageBadge(h.stage)),
-      el("td", { text: evText || "–" }), el("td", {}, explanationCell(h)), el("td", { class: "muted small", text: h.model || "" }));
+function renderChanges(changes) {
+  const list = document.getElementById("changes");
+  const items = (changes || []).map((c) => {
+    const what = c.from === null || c.from === undefined ? `first decided: ${c.category} (${c.stage})`
+      : (c.from === c.category ? `${c.category}: ${c.from_stage} → ${c.stage}` : `${c.from} → ${c.category} (${c.stage})`);
+    const span = c.decisions > 1 ? ` · ${c.decisions} decisions until ${fmtClock(c.until)}` : "";
+    return el("li", {}, el("time", { class: "when", title: fmtTime(c.ts), text: fmtClock(c.ts) }), " ", el("span", { text: what + span }));
   });
-  tbody.replaceChildren(...rows);
-  if (!rows.length) tbody.append(el("tr", {}, el("td", { colspan: "7", class: "empty", text: "No decision yet." })));
+  list.replaceChildren(...items);
+  if (!items.length) list.append(el("li", { class: "muted", text: "No decision yet." }));
+}
+
+function renderHistory(history) {
+  const box = document.getElementById("history");
+  const open = new Set(Array.from(box.querySelectorAll("details[open]")).map((d) => d.dataset.key));
+  // newest first, runs of the same category and stage collapsed into one entry
+  const runs = [];
+  for (const h of history.slice().reverse()) {
+    const last = runs[runs.length - 1];
+    if (last && last.h.category === h.category && last.h.stage === h.stage) { last.n += 1; last.first = h.ts; continue; }
+    runs.push({ h, n: 1, first: h.ts });
+  }
+  const items = runs.map((r, i) => {
+    const key = `${r.h.ts}`;
+    const when = r.n > 1 ? `${fmtTime(r.first)} – ${fmtClock(r.h.ts)}, ${r.n} decisions` : fmtTime(r.h.ts);
+    const d = el("details", { class: "decision", "data-key": key, open: (i === 0 && !open.size) || open.has(key) ? true : null },
+      el("summary", {}, chip(r.h.category), " ", stageBadge(r.h.stage), " ", el("span", { class: "muted small", text: when }),
+        el("div", { class: "sentence", text: r.h.summary || r.h.explanation || "" })),
+      explanationDetails(r.h));
+    return d;
+  });
+  box.replaceChildren(...items);
+  if (!items.length) box.append(el("p", { class: "empty", text: "No decision yet." }));
+  const first = history[history.length - 1];
+  document.getElementById("sentence").textContent = first ? (first.summary || "") : "";
 }
 
 function renderRules(rules) {
   const tbody = document.querySelector("#rules tbody");
   tbody.replaceChildren(...rules.entries.map((e) => el("tr", {},
-    el("td", { text: e.dpid.replace(/^0+(?=.)/, "") }), el("td", { text: `${e.table} ${e.table_name}` }), el("td", { class: "num", text: e.priority }),
-    el("td", {}, el("code", { text: e.match })), el("td", {}, el("code", { text: e.actions })))));
+    el("td", { "data-label": "Switch", text: e.dpid.replace(/^0+(?=.)/, "") }), el("td", { "data-label": "Table", text: `${e.table} ${e.table_name}` }),
+    el("td", { "data-label": "Priority", class: "num", text: e.priority }),
+    el("td", { "data-label": "Match" }, el("code", { text: e.match })), el("td", { "data-label": "Actions" }, el("code", { text: e.actions })))));
   if (!rules.entries.length) tbody.append(el("tr", {}, el("td", { colspan: "5", class: "empty", text: "No entry installed for this device." })));
   document.getElementById("meters").textContent = rules.meters.length
     ? "Meters: " + rules.meters.map((m) => `${m.what} meter ${m.meter} on ${m.dpid.replace(/^0+(?=.)/, "")}: ${m.rate} ${m.unit}`).join("; ")
@@ -372,8 +591,8 @@ function renderRules(rules) {
 
 function renderAudit(audit) {
   const tbody = document.querySelector("#audit tbody");
-  tbody.replaceChildren(...audit.map((a) => el("tr", {}, el("td", { text: fmtTime(a.ts) }), el("td", { text: a.who }),
-    el("td", { text: a.client || "" }), el("td", { text: a.op === "pin" ? `${a.before ? a.before + " → " : ""}pinned ${a.after}` : `released ${a.before || ""}` }))));
+  tbody.replaceChildren(...audit.map((a) => el("tr", {}, el("td", { "data-label": "Time", text: fmtTime(a.ts) }), el("td", { "data-label": "Who", text: a.who }),
+    el("td", { "data-label": "From", text: a.client || "" }), el("td", { "data-label": "Change", text: a.op === "pin" ? `${a.before ? a.before + " → " : ""}pinned ${a.after}` : `released ${a.before || ""}` }))));
   if (!audit.length) tbody.append(el("tr", {}, el("td", { colspan: "4", class: "empty", text: "Never pinned from this page." })));
 }
 
@@ -408,84 +627,225 @@ function renderTraffic(tr, d) {
     (d && d.enforced === "block" ? "; a blocked device's frames are dropped before forwarding, so they do not show here." : ".");
 }
 
+// A choice list that starts on nothing: the operator picks, never the page.
+function categoryOptions(sel, choices) {
+  if (sel.options.length) return;
+  sel.replaceChildren(el("option", { value: "", text: "choose a category…", selected: true }),
+    ...choices.map((c) => el("option", { value: c.category, text: `${c.category} → ${c.action}` })));
+  sel.value = "";
+}
+
 function renderPinPanel(data) {
   const d = data.device;
   const s = state.session || {};
   const sel = document.getElementById("pin-cat");
-  if (!sel.options.length) {
-    sel.replaceChildren(...data.choices.map((c) => el("option", { value: c.category, text: `${c.category} → ${c.action}` })));
-    if (d.category && data.choices.some((c) => c.category === d.category)) sel.value = d.category;
-  }
+  categoryOptions(sel, data.choices);
   const note = document.getElementById("pin-note");
   const off = !s.pins_enabled;
-  for (const id of ["pin-cat", "pin-cat-btn", "pin-act", "pin-custom", "pin-act-btn", "release-btn"]) document.getElementById(id).disabled = off || !!d.gateway;
+  const locked = off || !s.operator || !!d.gateway;
+  for (const id of ["pin-cat", "pin-act", "pin-custom", "release-btn"]) document.getElementById(id).disabled = locked;
+  document.getElementById("pin-cat-btn").disabled = locked || !sel.value;
+  const act = document.getElementById("pin-act");
+  document.getElementById("pin-act-btn").disabled = locked || !act.value;
   document.getElementById("pin-release").hidden = !d.pin;
   if (off) note.textContent = "Pinning is off: the operator turns it on with --web-pins and --web-token-file. This page is read-only.";
   else if (d.gateway) note.textContent = "A gateway is never classified or enforced; it cannot be pinned.";
-  else if (!s.operator) note.textContent = "Read-only until you sign in with an operator token (top right). A pin is written to the policy file's overrides.";
-  else note.textContent = `Signed in as ${s.operator}. A pin is written to the policy file's overrides and applied by its hot reload.` + (d.pin ? ` Now pinned: ${d.pin}.` : "");
+  else if (!s.operator) note.textContent = "Read-only until you sign in with an operator token (at the top of the page). A pin is written to the policy file's overrides.";
+  else note.textContent = `Signed in as ${s.operator}. A pin is written to the policy file's overrides and applied by its hot reload; a pinned category also teaches the engine this site's example.` + (d.pin ? ` Now pinned: ${d.pin}.` : "");
+  const lab = document.getElementById("label-input");
+  const labBtn = document.getElementById("label-btn");
+  lab.disabled = labBtn.disabled = !signedIn();
+  if (document.activeElement !== lab && !lab.dataset.dirty) lab.value = d.label || "";
 }
 
-function pinMessage(text, ok) {
-  const m = document.getElementById("pin-msg");
+function message(id, text, ok) {
+  const m = document.getElementById(id);
   m.textContent = text;
   m.className = `msg ${ok ? "ok" : "error"}`;
 }
 
 async function sendPin(method, body) {
   const r = await api(`/api/devices/${encodeURIComponent(deviceMac)}/pin`, { method, body });
-  pinMessage(r.ok ? r.data.message : `Refused (${r.status}): ${r.data.error}`, r.ok);
+  message("pin-msg", r.ok ? r.data.message : (r.offline ? "Not sent: the controller cannot be reached." : `Refused (${r.status}): ${r.data.error}`), r.ok && !r.data.pending);
+  await refreshDevice();
+}
+
+async function sendLabel() {
+  const input = document.getElementById("label-input");
+  const r = await api(`/api/devices/${encodeURIComponent(deviceMac)}/label`, { method: "PUT", body: { label: input.value } });
+  message("label-msg", r.ok ? r.data.message : (r.offline ? "Not sent: the controller cannot be reached." : `Refused (${r.status}): ${r.data.error}`), r.ok);
+  delete input.dataset.dirty;
   await refreshDevice();
 }
 
 async function refreshDevice() {
   clearTimeout(deviceTimer);
-  const r = await api(`/api/devices/${encodeURIComponent(deviceMac)}`);
-  const problem = document.getElementById("problem");
-  if (!r.ok) {
-    problem.hidden = false;
-    problem.textContent = r.data.error;
-  } else {
-    const data = r.data;
-    lastDevice = data;
-    problem.hidden = !data.problems.length;
-    problem.textContent = data.problems.join("; ");
-    renderStatus(data.status);
-    document.getElementById("title").replaceChildren(el("span", { class: "mac", text: data.device.mac }), " ",
-      data.device.gateway ? chip("gateway") : chip(data.device.category));
-    document.title = `${data.device.mac} · IoT controller`;
-    renderSummary(data.device);
-    renderPinPanel(data);
-    renderTraffic(data.traffic, data.device);
-    renderHistory(data.history);
-    renderRules(data.rules);
-    renderAudit(data.audit);
-    document.body.dataset.loaded = "1";
+  if (deviceGone) return;
+  let delay = REFRESH_MS + 1000;
+  try {
+    const r = await api(`/api/devices/${encodeURIComponent(deviceMac)}`);
+    const problem = document.getElementById("problem");
+    if (r.offline) {
+      delay = retryDelay();
+    } else if (r.status === 404 || r.status === 400) {
+      // a device the controller never saw (or not a MAC): say so, and stop asking
+      deviceGone = true;
+      problem.hidden = false;
+      problem.textContent = r.status === 404 ? `${r.data.error}. This page does not refresh; the devices list shows every device the controller knows.` : r.data.error;
+      document.getElementById("content").hidden = true;
+      document.getElementById("title").textContent = deviceMac || "Device";
+      document.body.dataset.loaded = "1";
+      document.body.dataset.gone = "1";
+      return;
+    } else if (!r.ok) {
+      problem.hidden = false;
+      problem.textContent = r.data.error;
+    } else {
+      const data = r.data;
+      lastDevice = data;
+      if (displayName(data.device)) knownNames.set(data.device.mac, displayName(data.device));
+      problem.hidden = !data.problems.length;
+      problem.textContent = data.problems.join("; ");
+      renderStatus(data.status);
+      const name = displayName(data.device);
+      document.getElementById("title").replaceChildren(...[name ? el("span", { class: "name", text: name }) : null,
+        el("span", { class: "mac", text: data.device.mac }), categoryCell(data.device),
+        downBadge(data.device)].filter((x) => x !== null));
+      document.title = `${name || data.device.mac} · IoT controller`;
+      renderSummary(data.device, data.status);
+      renderPinPanel(data);
+      renderChanges(data.changes);
+      renderHistory(data.history);
+      renderTraffic(data.traffic, data.device);
+      renderRules(data.rules);
+      renderTimeline(document.getElementById("timeline"), data.events, false);
+      renderAudit(data.audit);
+      document.body.dataset.loaded = "1";
+    }
+  } finally {
+    if (!deviceGone) deviceTimer = setTimeout(refreshDevice, delay);
   }
-  deviceTimer = setTimeout(refreshDevice, REFRESH_MS + 1000);
 }
 
 function initDevice() {
   deviceMac = new URLSearchParams(location.search).get("mac") || "";
   const act = document.getElementById("pin-act");
   const custom = document.getElementById("pin-custom");
-  act.addEventListener("change", () => { custom.hidden = act.value !== "custom"; });
+  const sel = document.getElementById("pin-cat");
+  const sync = () => { if (lastDevice) renderPinPanel(lastDevice); };
+  act.addEventListener("change", () => { custom.hidden = act.value !== "custom"; sync(); });
+  sel.addEventListener("change", sync);
   document.getElementById("pin-category").addEventListener("submit", (e) => {
     e.preventDefault();
-    sendPin("POST", { category: document.getElementById("pin-cat").value });
+    if (!sel.value) { message("pin-msg", "Choose a category first.", false); return; }
+    sendPin("POST", { category: sel.value });
   });
   document.getElementById("pin-action").addEventListener("submit", (e) => {
     e.preventDefault();
     const v = act.value === "custom" ? custom.value.trim() : act.value;
-    if (!v) { pinMessage("Write an action first, e.g. {rate_limit_kbps: 64}", false); return; }
+    if (!v) { message("pin-msg", "Choose an action first, or write one, e.g. {rate_limit_kbps: 64}", false); return; }
     sendPin("POST", { action: v });
   });
   document.getElementById("pin-release").addEventListener("submit", (e) => { e.preventDefault(); sendPin("DELETE"); });
-  onSession = () => { if (lastDevice) renderPinPanel(lastDevice); };
+  const lab = document.getElementById("label-input");
+  lab.addEventListener("input", () => { lab.dataset.dirty = "1"; });
+  document.getElementById("label-form").addEventListener("submit", (e) => { e.preventDefault(); sendLabel(); });
+  onSession = sync;
+  if (!deviceMac) {
+    deviceGone = true;
+    document.getElementById("problem").hidden = false;
+    document.getElementById("problem").textContent = "No device named: this page needs ?mac=MAC.";
+    document.getElementById("content").hidden = true;
+    document.body.dataset.loaded = "1";
+    return;
+  }
   loadSession().then(refreshDevice);
 }
 
+// ---------------------------------------------------------------- the review queue
+
+let reviewTimer = null;
+let lastReview = null;
+
+const WHY = {
+  "unknown": "The engine could not name it: it is under the unknown action.",
+  "claims only": "Named only on what it says about itself: held to the stricter of its category's action and the unknown action until its behaviour agrees.",
+  "long provisional": "Provisional for long: the engine is not sure enough to confirm it.",
+};
+
+function reviewCard(item, choices) {
+  const d = item.device;
+  const name = displayName(d);
+  const locked = !signedIn();
+  const head = el("div", { class: "rv-head" },
+    el("a", { href: `/ui/device?mac=${encodeURIComponent(d.mac)}`, class: name ? "name" : "mac", text: name || d.mac }),
+    name ? el("span", { class: "mac small", text: ` ${d.mac}` }) : null, " ", chip(d.category), " ", stageBadge(d.stage), " ", downBadge(d),
+    el("div", { class: "muted small" }, vendorCell(d), (d.addresses || []).length ? ` · ${d.addresses.join(", ")}` : ""));
+  const sugg = item.suggestions.map((s, i) => el("li", { class: "suggestion" },
+    el("div", {}, el("strong", { text: `${i + 1}. ` }), chip(s.category), " ", el("span", { class: "muted small", text: `→ ${s.action}` }), " ",
+      el("button", { type: "button", class: "accept", "data-category": s.category, disabled: locked || null,
+                     onclick: () => pinFromQueue(d.mac, s.category) }, `Accept: ${s.category}`)),
+    el("ul", { class: "evidence" }, s.evidence.map((e) => el("li", {}, el("span", { text: e.text }), " ", el("span", { class: "muted small", text: `(${e.source})` }))))));
+  const sel = el("select", { class: "choose", "aria-label": `Category for ${d.mac}`, disabled: locked || null },
+    el("option", { value: "", text: "choose a category…", selected: true }),
+    ...choices.map((c) => el("option", { value: c.category, text: `${c.category} → ${c.action}` })));
+  const btn = el("button", { type: "submit", class: "choose-btn", disabled: true }, "Pin");
+  sel.addEventListener("change", () => { btn.disabled = locked || !sel.value; });
+  const form = el("form", { class: "pinform", onsubmit: (e) => { e.preventDefault(); if (sel.value) pinFromQueue(d.mac, sel.value); } },
+    el("label", { text: "Or choose:" }), sel, btn);
+  return el("article", { class: "rv-card panel", "data-mac": d.mac, "data-why": item.why },
+    head,
+    el("p", { class: "why", text: WHY[item.why] || item.why }),
+    item.decision && item.decision.summary ? el("p", { class: "sentence", text: item.decision.summary }) : null,
+    item.suggestions.length ? el("div", {}, el("div", { class: "sub", text: "The engine's suggestions" }), el("ol", { class: "suggestions" }, sugg))
+      : el("p", { class: "muted", text: "No suggestion: it said nothing the engine can read, and its traffic is like no category the engine knows." }),
+    form);
+}
+
+async function pinFromQueue(mac, category) {
+  const r = await api(`/api/devices/${encodeURIComponent(mac)}/pin`, { method: "POST", body: { category } });
+  message("review-msg", r.ok ? r.data.message : (r.offline ? "Not sent: the controller cannot be reached." : `Refused (${r.status}): ${r.data.error}`), r.ok && !r.data.pending);
+  await refreshReview();
+}
+
+function renderReview(data) {
+  const q = document.getElementById("queue");
+  q.replaceChildren(...data.items.map((it) => reviewCard(it, data.choices)));
+  if (!data.items.length) q.append(el("p", { class: "empty", text: "Nothing to review: every device is settled." }));
+  const s = state.session || {};
+  document.getElementById("review-note").textContent = `${data.total} device${data.total === 1 ? "" : "s"} to review.` +
+    (!s.pins_enabled ? " Pinning is off (--web-pins): this page is read-only." : (!s.operator ? " Sign in (at the top of the page) to accept a suggestion." : ""));
+}
+
+async function refreshReview() {
+  clearTimeout(reviewTimer);
+  let delay = REFRESH_MS * 2;
+  try {
+    const r = await api("/api/review");
+    if (r.offline) delay = retryDelay();
+    else if (r.ok) {
+      lastReview = r.data;
+      renderStatus(r.data.status);
+      // while the operator is choosing, the cards stay as they are
+      const busy = document.activeElement && document.activeElement.closest && document.activeElement.closest("#queue select");
+      if (!busy) renderReview(r.data);
+      document.body.dataset.loaded = "1";
+    }
+  } finally {
+    reviewTimer = setTimeout(refreshReview, delay);
+  }
+}
+
+function initReview() {
+  onSession = () => { if (lastReview) renderReview(lastReview); };
+  loadSession().then(refreshReview);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  if (document.body.dataset.page === "devices") { onSession = () => refreshList(); initDevices(); }
-  else if (document.body.dataset.page === "device") initDevice();
+  const page = document.body.dataset.page;
+  const current = document.getElementById(page === "review" ? "nav-review" : "nav-devices");
+  if (current) current.setAttribute("aria-current", "page");
+  if (page === "devices") { onSession = () => refreshList(); initDevices(); }
+  else if (page === "device") initDevice();
+  else if (page === "review") initReview();
 });
