@@ -710,6 +710,7 @@ class GuardedDatapath(of_controller.Datapath):
         sink = self.registry.sink_for(self.ofp_brick) if self.state == MAIN_DISPATCHER else None
         rows: list = []
         ofp_version = self.ofproto.OFP_VERSION
+        packet_in = self.ofproto.OFPT_PACKET_IN
         try:
             while n - pos >= 8 and not self.closing:
                 version, msg_type, msg_len, xid = HEADER.unpack_from(buf, pos)
@@ -724,7 +725,7 @@ class GuardedDatapath(of_controller.Datapath):
                     return
                 if n - pos < msg_len:
                     break
-                if sink is not None and msg_type == 10 and version == ofp_version:
+                if sink is not None and msg_type == packet_in and version == ofp_version:
                     row = packet_in_row(buf, pos, msg_len)
                     if row is not None:
                         rows.append(row)

@@ -117,7 +117,6 @@ class IotControllerShell(BaseApp):
     """Mirrors learning devices, classifies them and enforces the per-category policy."""
 
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
-    _batch_lock = threading.Lock()      # each app sets its own in __init__
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -562,22 +561,19 @@ class IotControllerShell(BaseApp):
                 in_port = msg.match.get("in_port", 0)
             except Exception:  # noqa: BLE001 - a match the parser cannot read: port 0, counted as unknown
                 in_port = 0
-        row = (msg.datapath.id, in_port, msg.cookie, msg.total_len, time.time_ns(), msg.data)
-        with self._batch_lock:                   # _flush swaps the list under it: no row lands in a
-            batch = self._batch                  # list already decoded
-            batch.append(row)
-            n = len(batch)
-        if n >= self.cfg.batch_size:
-            self._batch_full(n)
+        self._add_rows(((msg.datapath.id, in_port, msg.cookie, msg.total_len, time.time_ns(), msg.data),))
 
     def _packet_ins_bulk(self, dpid, rows) -> None:
         """Packet-ins read in place by the connection's receive loop (ofconn's bulk path): the
         same rows as :meth:`_packet_in` appends, one arrival time for the chunk read at once."""
         now = time.time_ns()
-        new = [(dpid, in_port, ck, total, now, data) for in_port, ck, total, data in rows]
-        with self._batch_lock:                   # _flush swaps the list under it
-            batch = self._batch
-            batch.extend(new)
+        self._add_rows([(dpid, in_port, ck, total, now, data) for in_port, ck, total, data in rows])
+
+    def _add_rows(self, rows) -> None:
+        """Packet-in rows into the batch the next flush decodes (from either path)."""
+        with self._batch_lock:                   # _flush swaps the list under it: no row lands in a
+            batch = self._batch                  # list already decoded
+            batch.extend(rows)
             n = len(batch)
         if n >= self.cfg.batch_size:
             self._batch_full(n)

@@ -109,7 +109,7 @@ def _receive_path():
         name = "IotController"
         is_active = True
         _packet_in, _batch_full, _flush, _hold_early, _run = S._packet_in, S._batch_full, S._flush, S._hold_early, S._run
-        _packet_ins_bulk = S._packet_ins_bulk
+        _packet_ins_bulk, _add_rows = S._packet_ins_bulk, S._add_rows
         _state_change, _port_status, _flow_removed, _error = S._state_change, S._port_status, S._flow_removed, S._error
         _flow_stats = S._flow_stats
 
