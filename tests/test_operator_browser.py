@@ -169,3 +169,22 @@ def test_dark_mode(app, browser):  # noqa: F811
     bg = b.driver.execute_script("return getComputedStyle(document.body).backgroundColor")
     assert bg == "rgb(18, 21, 27)", bg
     b.screenshots("20-09-dark")
+
+
+def test_a_hostile_device_name_is_drawn_as_text(app, browser):  # noqa: F811
+    """A device that announces markup as its DHCP host name: the list, its page and the timeline
+    show the characters it sent; no element of its making appears and none of its script runs."""
+    b = browser
+    hostile = '<img src=x onerror="window.__owned=1"><script>window.__owned=2</script><b>cam</b>'
+    app.announce(B, hostile)
+    app.mirror(B, 5)                      # a decision takes the values it was made on in
+    app.wait(lambda: any(n["value"] == hostile for n in app.devices()[B].get("names") or ()), 20,
+             "B's announced name")
+    for page, where in ((app.base + "/ui/", "#devices"), (app.base + f"/ui/device?mac={B}", "#title")):
+        b.get(page)
+        b.wait(lambda d: hostile in b.text(where), what=f"the name as text in {where}")
+        assert not b.css("img") and not b.css(f"{where} b"), f"markup of the device's making in {page}"
+        assert not b.css("script:not([src])"), f"a script element of the device's making in {page}"
+        assert b.driver.execute_script("return window.__owned") is None, f"the device's script ran in {page}"
+    no_sideways_scroll(b, "a page showing a long hostile name")
+    b.screenshots("20-10-hostile-name")
