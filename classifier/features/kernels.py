@@ -21,9 +21,9 @@ each device meets its entries in the order of its :class:`~classifier.features.d
 
 The results are those of the vectorised numpy code they replace, bit for bit: every sum runs
 over a group's entries in the order ``np.bincount`` summed them (sequentially, in the device's
-entry order), and the final divisions and powers are left to numpy as before
-(``tests/test_feature_kernels.py`` compares them with that code, kept in
-``tests/vectorised_reference.py``).
+entry order), and the final divisions, square roots and powers (:func:`moments_kernel`) are
+the same IEEE operations as numpy's there (``tests/test_feature_kernels.py`` compares them with
+that code, kept in ``tests/vectorised_reference.py``).
 """
 
 from __future__ import annotations
@@ -236,6 +236,35 @@ def _add_moments(mom, mean, g, k, x):
     mom[g, k, 0] += d2
     mom[g, k, 1] += d2 * dd
     mom[g, k, 2] += d2 * d2
+
+
+@njit(cache=True, nogil=True)
+def moments_kernel(acc, mom, out):
+    """The length statistics of every group and subset into ``out`` (G, subsets, 8: max, min,
+    mean, sum, std, var, skew, kurt) from :func:`segment_kernel`'s per-group count, sum, max
+    and min (``acc``) and sums of the deviations' 2nd, 3rd and 4th powers (``mom``); 0 where a
+    group is empty (skew and kurtosis 0 where the variance is). The same IEEE operations, in
+    the same order, as the array code it replaces (``tests/vectorised_reference.py``), but for
+    the skew's ``m2 ** 1.5``: numba's power is not numpy's to the last bit, so the skew column
+    holds the third moment and the caller divides it with numpy (:func:`segments._moments`)."""
+    G, S = acc.shape[0], acc.shape[1]
+    for g in range(G):
+        for s in range(S):
+            n = acc[g, s, 0]
+            if n > 0:
+                s1 = acc[g, s, 1]
+                out[g, s, 0] = acc[g, s, 2]
+                out[g, s, 1] = acc[g, s, 3]
+                out[g, s, 2] = s1 / n
+                out[g, s, 3] = s1
+                m2 = mom[g, s, 0] / n
+                out[g, s, 4] = np.sqrt(m2)
+                out[g, s, 5] = m2
+                if m2 > 0:
+                    out[g, s, 6] = mom[g, s, 1] / n      # the caller divides by m2 ** 1.5
+                    out[g, s, 7] = (mom[g, s, 2] / n) / (m2 * m2) - 3.0
+            else:
+                out[g, s, 3] = acc[g, s, 1]
 
 
 @njit(cache=True, nogil=True)

@@ -99,27 +99,14 @@ def _segments(pk: Packets, view: DeviceView, interval: float, end_ns: int | None
 def _moments(acc: np.ndarray, mom: np.ndarray) -> list[np.ndarray]:
     """Length statistics per subset, each (G, len(STATS)), from the kernel's per-group count,
     sum, max and min (``acc[g, subset]``) and sums of the deviations' 2nd, 3rd and 4th powers
-    (``mom[g, subset]``); 0 for empty groups. All subsets in one set of array operations."""
-    n, s1, mx, mn = acc[..., 0], acc[..., 1], acc[..., 2], acc[..., 3]
-    out = np.zeros(n.shape + (len(STATS),))
-    has = n > 0
-    mean = np.zeros(n.shape)
-    mean[has] = s1[has] / n[has]
-    m2 = np.zeros(n.shape)
-    m3 = np.zeros(n.shape)
-    m4 = np.zeros(n.shape)
-    m2[has] = mom[..., 0][has] / n[has]
-    m3[has] = mom[..., 1][has] / n[has]
-    m4[has] = mom[..., 2][has] / n[has]
-    out[has, 0] = mx[has]
-    out[has, 1] = mn[has]
-    out[..., 2] = mean
-    out[..., 3] = s1
-    var_pos = m2 > 0
-    out[..., 4] = np.sqrt(m2)
-    out[..., 5] = m2
-    out[var_pos, 6] = m3[var_pos] / m2[var_pos] ** 1.5
-    out[var_pos, 7] = m4[var_pos] / m2[var_pos] ** 2 - 3.0
+    (``mom[g, subset]``); 0 for empty groups (:func:`classifier.features.kernels.moments_kernel`)."""
+    from classifier.features.kernels import moments_kernel
+    out = np.zeros(acc.shape[:2] + (len(STATS),))
+    moments_kernel(acc, mom, out)
+    var, skew = out[..., 5], out[..., 6]
+    pos = var > 0
+    if pos.any():
+        skew[pos] = skew[pos] / var[pos] ** 1.5     # numpy's power, as before (see moments_kernel)
     return [out[:, j] for j in range(len(SUBSETS))]
 
 
