@@ -167,17 +167,26 @@ class SpecialClassifier:
         self.rules = rules
         self._nets, self._masks = _rule_arrays([r for r, _ in rules])
         self._pools = [p for _, p in rules]
+        self._pool_names = np.array(self._pools + [""], dtype=object)   # "": no rule holds
+
+    #: addresses tested against every rule at once (an addresses × rules matrix), per block
+    BLOCK = 16384
 
     def classify(self, ips: np.ndarray) -> np.ndarray:
         ips = np.asarray(ips, dtype=np.uint64).reshape(-1, 2)
         out = np.full(len(ips), "", dtype=object)
         todo = np.ones(len(ips), bool)
         hi, lo = ips[:, 0], ips[:, 1]
-        for (nh, nl), (mh, ml), pool in zip(self._nets, self._masks, self._pools):
-            hit = todo & ((hi & mh) == nh) & ((lo & ml) == nl)
-            if hit.any():
-                out[hit] = pool
-                todo &= ~hit
+        pools = self._pool_names
+        nh, nl = self._nets[:, 0], self._nets[:, 1]
+        mh, ml = self._masks[:, 0], self._masks[:, 1]
+        for b in range(0, len(ips), self.BLOCK):
+            h, l = hi[b:b + self.BLOCK, None], lo[b:b + self.BLOCK, None]
+            hit = ((h & mh) == nh) & ((l & ml) == nl)
+            # the first rule that holds (rules are in order of precedence); none: the sentinel ""
+            first = np.where(hit.any(1), hit.argmax(1), len(self._pools))
+            out[b:b + self.BLOCK] = pools[first]
+            todo[b:b + self.BLOCK] = first == len(self._pools)
         # IPv6 outside global unicast (2000::/3) and not IPv4-mapped: reserved (:: included).
         v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
         global6 = (hi >> np.uint64(61)) == np.uint64(1)
