@@ -106,6 +106,19 @@ def test_special_classifier_is_vectorised_and_agrees_with_one_by_one():
     assert got == [p for _, p in SPECIAL_CASES] + ["", "", "lan"]
 
 
+def test_special_classifier_answers_the_same_in_blocks_of_any_size():
+    """Addresses are tested against every rule at once, a block of them at a time: the block
+    boundaries change no answer (the first rule that holds wins, as in the rules' order)."""
+    texts = ([ip for ip, _ in SPECIAL_CASES] + ["8.8.8.8", "2a00:1450::1", "::ffff:192.168.0.1"]) * 7
+    ips = ips_array(texts)
+    whole = SpecialClassifier(["192.168.0.0/16"]).classify(ips).tolist()
+    small = SpecialClassifier(["192.168.0.0/16"])
+    small.BLOCK = 3
+    assert small.classify(ips).tolist() == whole
+    assert whole[:len(SPECIAL_CASES)] == [p if p != "private" or not ip.startswith("192.168.") else "lan"
+                                          for ip, p in SPECIAL_CASES]
+
+
 def test_lan_networks_and_their_broadcast():
     r = PoolResolver(lan_networks=["198.51.0.0/16", "2a01:4f8:1::/48"])
     assert r.resolve("198.51.7.7").pool == "lan"
