@@ -366,6 +366,24 @@ class Inventory:
             return self._insert_decision(mac, ts_ns, decision)
         return self._commit(work)
 
+    def complete_explanation(self, mac: int, decision_id: int, explanation: str, evidence: dict) -> bool:
+        """Decision ``decision_id`` of ``mac`` with its whole explanation (the controller records a
+        decision first and completes the slow part of its explanation after enforcing it); the
+        device's own explanation too when that decision is still its latest. False when there is
+        no such decision of that device."""
+        text = str(explanation)
+
+        def work():
+            cur = self.db.execute("UPDATE decisions SET explanation=?, evidence=? WHERE id=? AND mac=?",
+                                  (text, json.dumps(evidence, default=str), int(decision_id), mac_to_str(mac)))
+            if cur.rowcount == 0:
+                return False
+            self.db.execute("UPDATE devices SET explanation=? WHERE mac=? AND "
+                            "(SELECT max(id) FROM decisions WHERE mac=?) = ?",
+                            (text, mac_to_str(mac), mac_to_str(mac), int(decision_id)))
+            return True
+        return self._commit(work)
+
     def add_audit(self, ts: float, who: str, client: str, op: str, mac: str, before, after, digest) -> None:
         with self.lock:
             self.db.execute("INSERT INTO audit (ts, who, client, op, mac, before, after, digest) "

@@ -132,9 +132,13 @@ class IotControllerShell(BaseApp):
         # an engine whose decide() takes the device's identity records (identity=) gets them
         try:
             import inspect
-            self._engine_identity = "identity" in inspect.signature(self.engine.decide).parameters
+            params = inspect.signature(self.engine.decide).parameters
+            self._engine_identity = "identity" in params
+            # an engine that can leave the slow part of an explanation for later
+            # (explain_later=, completed by engine.explained) has it done after enforcement
+            self._explain_later = "explain_later" in params and callable(getattr(self.engine, "explained", None))
         except (TypeError, ValueError):
-            self._engine_identity = False
+            self._engine_identity = self._explain_later = False
         try:  # decisions run beside the packet-in thread: one intra-op thread for inference
             import torch
             torch.set_num_threads(1)
@@ -179,6 +183,7 @@ class IotControllerShell(BaseApp):
         self.learning_window_s = window / self.cfg.core.time_scale
         #: the site's pinned categories the engine last learned from (see _site_changed)
         self._site_pins = None
+        self._explaining: dict[int, int] = {}    #: mac -> id of the decision whose explanation is being completed
         self.observer = Observer(self.metrics, self.cfg.inventory_db, limits=self.cfg.http_limits)
         self.traffic = TrafficHistory()
         self.observer.web = web.from_config(self.cfg, self.observer.view, inventory=self.inventory,
@@ -358,6 +363,8 @@ class IotControllerShell(BaseApp):
             kwargs["sessions"] = sessions
         if self._engine_identity and req.identity is not None:
             kwargs["identity"] = req.identity
+        if self._explain_later:
+            kwargs["explain_later"] = True
         decision = self.engine.decide(req.packets, req.mac, req.now_ns, **kwargs)
         try:        # where the device is: the source addresses of its packets (here, off the event loop)
             self._worker_addresses.extend(harvest_sent(req.packets, req.mac)[:8])
@@ -472,6 +479,30 @@ class IotControllerShell(BaseApp):
                                  mirroring=bool(dev and dev.mirroring), decision_id=decision_id))
             self._decision_events(mac_to_str(mac), was, d, after)
             self._run(intents)
+            if getattr(d, "pending", None) is not None and decision_id is not None:
+                # the rest of its explanation (the segment model's occlusion: several times the
+                # decision's own cost), on the worker now that the rules are sent
+                if not self.worker.submit("explain", mac, self.engine.explained, d):
+                    LOG.info(_structured("explanation_skipped", mac=mac_to_str(mac), decision_id=decision_id,
+                                         reason="decision worker busy"))
+                else:
+                    self._explaining[mac] = decision_id
+        elif ev.kind == "explain":
+            decision_id = self._explaining.pop(mac, None)
+            if ev.error is not None:
+                self.metrics.errors.labels("explain").inc()
+                LOG.error(_structured("explain_error", mac=mac_to_str(mac), error=repr(ev.error)))
+                return
+            if decision_id is None:
+                return
+            d = ev.result
+            try:
+                self.inventory.complete_explanation(mac, decision_id, d.explanation, d.evidence)
+            except Exception as exc:  # noqa: BLE001 - the inventory must not stop enforcement
+                self.metrics.errors.labels("inventory").inc()
+                LOG.error(_structured("inventory_error", error=str(exc)))
+            LOG.info(_structured("decision_explained", mac=mac_to_str(mac), decision_id=decision_id,
+                                 explanation=d.explanation))
         elif ev.kind == "site":
             if ev.error is not None:
                 self.metrics.errors.labels("site").inc()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 from classifier.engine.decision import Decision
 from classifier.capture.packets import mac_to_int
@@ -40,6 +41,37 @@ def make(path=None):
     n = int(spec.pop("min_packets", 1))
     delay = float(spec.pop("delay", 0.0))
     return TableEngine(spec, n, delay)
+
+
+class LaterEngine(TableEngine):
+    """Decides like :class:`TableEngine`; asked with ``explain_later`` (as the controller asks),
+    it leaves the end of its explanation pending and :meth:`explained` completes it, taking
+    ``delay`` seconds (an occlusion explanation): the controller must enforce before it."""
+
+    def decide(self, pk, mac, now_ns=None, explain_later=False):
+        d = super().decide(pk, mac, now_ns)
+        if d is None:
+            return None
+        d = replace(d, pending=lambda: (f"{d.explanation}; segments: n_total (+0.50)",
+                                        {"segments": [{"feature": "n_total", "change": 0.5}]}))
+        return d if explain_later else self.explained(d)
+
+    def explained(self, d):
+        if d is None or d.pending is None:
+            return d
+        time.sleep(self.explain_delay)
+        text, parts = d.pending()
+        return replace(d, explanation=text, evidence=dict(d.evidence, explain=parts), pending=None)
+
+
+def make_later(path):
+    with open(path) as fh:
+        spec = json.load(fh)
+    n = int(spec.pop("min_packets", 1))
+    explain_delay = float(spec.pop("explain_delay", 0.0))
+    e = LaterEngine(spec, n)
+    e.explain_delay = explain_delay
+    return e
 
 
 class _Poison:

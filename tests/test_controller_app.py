@@ -334,3 +334,33 @@ def test_time_scale_option_and_its_error(tmp_path):
                         "--inventory-db", str(tmp_path / "i.sqlite"), "--ofp-tcp-listen-port", str(free_port())],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert r.returncode == 1 and "cannot start: --time-scale: 0.0 is not a positive number" in r.stderr
+
+
+def test_a_decision_is_enforced_before_its_slow_explanation_which_completes_it_after(app_factory):
+    """An engine that can leave the slow end of an explanation for later (``explain_later``; the
+    project's engine: the segment model's occlusion) is asked so: the decision is recorded and its
+    rules sent at once; the explanation is completed on the worker afterwards and written into the
+    same decision of the inventory, which the device's page then shows."""
+    table = {A: ["camera", 0.95, "confirmed"], "min_packets": 3, "explain_delay": 5.0}
+    app = app_factory(table=table, extra=("--engine", "fake_engine:make_later"))
+    sw = FakeSwitch("127.0.0.1", app.of_port, dpid=9, ports=[1, 2])
+    sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
+    learn(sw, A, 1)
+    sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 100))
+    mirror(sw, 5)
+    sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.POLICY_DST and fm.command == 0
+                                    and fm_match(fm).get("eth_dst") == A))
+    assert "decision_explained" not in app.text()          # enforced without waiting for the explanation
+    first = app.get(f"/devices/{A}")["history"]
+    assert [h["explanation"] for h in first] == ["table says camera"]
+    deadline = time.monotonic() + 30
+    while "decision_explained" not in app.text():
+        assert time.monotonic() < deadline, "the explanation was never completed"
+        time.sleep(0.1)
+    one = app.get(f"/devices/{A}")
+    assert [h["explanation"] for h in one["history"]] == ["table says camera; segments: n_total (+0.50)"]
+    assert [s["feature"] for s in one["history"][0]["explained"]["segments"]] == ["n_total"]
+    proc = subprocess.run([sys.executable, "-m", "controller_app.cli", "devices", "--db", str(app.inventory), "--json"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["explanation"] == "table says camera; segments: n_total (+0.50)"

@@ -141,3 +141,26 @@ def test_the_log_file_is_created_private(tmp_path):
     log = tmp_path / "controller.log"
     private_file(str(log), "the log file")
     assert log.exists() and st_.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_an_explanation_completed_after_the_decision_lands_in_that_decision_only(tmp_path):
+    """The controller records a decision at once and completes its explanation after enforcing
+    it: the decision's row gets the whole explanation and its structured parts; the device's own
+    explanation only while that decision is its latest; another device's decision is never touched."""
+    path = str(tmp_path / "inv.sqlite")
+    inv = Inventory(path)
+    first = inv.record_decision(m(A), 1020 * SEC, Decision("camera", 0.9, CONFIRMED, "v", "voters"), device(A))
+    assert inv.complete_explanation(m(A), first, "voters; segments: n_total (+0.40)",
+                                    {"packets": 5, "explain": {"segments": [{"feature": "n_total"}]}})
+    hist = device_history(path, A)
+    assert [h["explanation"] for h in hist] == ["voters; segments: n_total (+0.40)"]
+    assert hist[0]["evidence"]["explain"]["segments"] == [{"feature": "n_total"}]
+    assert read_inventory(path)[0]["explanation"] == "voters; segments: n_total (+0.40)"
+    # a later decision came in before the first one's explanation was done: the device keeps the later's
+    second = inv.record_decision(m(A), 1050 * SEC, Decision("camera", 0.95, CONFIRMED, "v", "later"), device(A))
+    assert inv.complete_explanation(m(A), first, "voters; segments: n_bytes (+0.10)", {})
+    assert read_inventory(path)[0]["explanation"] == "later"
+    assert [h["explanation"] for h in device_history(path, A)] == ["voters; segments: n_bytes (+0.10)", "later"]
+    assert not inv.complete_explanation(m(B), second, "not B's", {})       # the decision is A's
+    assert device_history(path, A)[1]["explanation"] == "later"
+    inv.close()

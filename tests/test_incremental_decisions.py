@@ -9,8 +9,10 @@ window's packets for the segment model, and remembers model answers for inputs i
 A capture is fed to a :class:`~controller_app.learning.Learner` in batches as the controller
 files mirrored packets, and at the controller's cadence each device is decided both ways; every
 field of the two decisions must be equal: category, confidence, stage, model, explanation,
-``evidence`` (with ``evidence["explain"]``) and ``vouching``. Buffers small enough to drop
-their oldest packets and batches out of time order are part of the run.
+``evidence`` (with ``evidence["explain"]``) and ``vouching``. Every other decision is asked as
+the controller asks (``explain_later``): where the segment model's explanation was left for
+later, the completed decision (:meth:`DecisionEngine.explained`) must equal the other. Buffers
+small enough to drop their oldest packets and batches out of time order are part of the run.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def replay(pk: Packets, identity, devices: list[int], max_packets: int = 50_000,
     t0 = int(ts.min())
     edges = np.searchsorted(ts, np.arange(t0, int(ts.max()) + 2 * int(batch_s * 1e9), int(batch_s * 1e9)))
     next_decide = t0 + int(every_s * 1e9)
-    compared = decided = 0
+    compared = decided = pending = 0
     for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
         if hi > lo:
             rows = np.arange(lo, hi)
@@ -127,16 +129,26 @@ def replay(pk: Packets, identity, devices: list[int], max_packets: int = 50_000,
             packets = learner.packets(mac)
             sess = learner.sessions(mac)
             recs = identity.for_mac(mac)
-            got = new.decide(packets, mac, now, identity=recs, sessions=sess)
+            later = compared % 2 == 0     # every other decision as the controller asks: explained after
+            got = new.decide(packets, mac, now, identity=recs, sessions=sess, explain_later=later)
             want = old.decide(packets, mac, now, identity=recs)
             assert (got is None) == (want is None), (mac, now)
             compared += 1
             if got is not None:
                 decided += 1
+                if got.pending is not None:
+                    pending += 1
+                    assert later and got.explanation != want.explanation, (mac, now)
+                    got = DecisionEngine.explained(got)
+                    assert got.pending is None
                 assert got.to_dict() == want.to_dict(), (mac, now, got, want)
             if limit and compared >= limit:
-                return compared
+                break
+        if limit and compared >= limit:
+            break
     assert decided > 0
+    # a window that moved between a device's decisions was explained after the decision, at least once
+    assert pending > 0
     return compared
 
 

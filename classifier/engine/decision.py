@@ -12,7 +12,7 @@ whose type the models do not know comes out with category ``unknown``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from classifier.capture.packets import Packets
 
@@ -34,6 +34,11 @@ class Decision:
     #: the full behaviour evidence): ``("identity",)`` means the decision rests on what the device
     #: says about itself alone, which the device controls
     vouching: tuple = ()
+    #: what is left of the explanation when the caller asked for it later
+    #: (``DecisionEngine.decide(..., explain_later=True)``): a function giving the whole
+    #: explanation and its structured parts; ``DecisionEngine.explained`` completes the decision.
+    #: Not part of the decision's value (not compared, not in :meth:`to_dict`).
+    pending: Callable | None = field(default=None, compare=False, repr=False)
 
     @property
     def identity_alone(self) -> bool:
@@ -41,7 +46,9 @@ class Decision:
         return self.category != UNKNOWN and tuple(self.vouching) == ("identity",)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("pending", None)
+        return d
 
 
 class Engine(Protocol):

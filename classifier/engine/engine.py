@@ -59,7 +59,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,8 @@ class DecisionEngine:
         n = self.config.n
         k = min(n, len(sess))
         last = sess.take(np.arange(len(sess) - k, len(sess)))
+        if last.pool is None or (last.pool == "").any():
+            self._fill_pools(last)      # the pools of the sessions the model reads (a pool is per address)
         pools = np.full((1, n), "", dtype=object)
         pools[0, :k] = last.pool
         num = np.zeros((1, n, len(SESSION_NUMERIC)), np.float32)
@@ -216,14 +219,37 @@ class DecisionEngine:
             return None
         return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(start)]))
 
+    def _memo_key(self, what: str, model, inst: Instances) -> tuple:
+        return (what, model) + tuple(
+            (k, v.tobytes()) if v.dtype != object else (k, tuple(v.ravel().tolist())) for k, v in sorted(inst.X.items()))
+
+    def _vote(self, records, mac: int):
+        """The identity voter's vote on a device's records, remembered on the voter for the same
+        MAC and the same (kind, value) pairs in the same order (the vote reads nothing else of
+        them: not their times): between two of a device's decisions its records rarely change.
+        One vote per device (its last), for at most :data:`MEMO_SIZE` devices. A voter the site's
+        examples replace (:meth:`learn_site`) starts with nothing remembered."""
+        model = self.identity_model
+        mac = int(mac)
+        said = tuple(map(itemgetter(1, 2), records))
+        memo = model.__dict__.setdefault("_votes", {})
+        hit = memo.pop(mac, None)
+        out = hit[1] if hit is not None and hit[0] == said else model.vote(records, mac)
+        memo[mac] = (said, out)                  # most recently used last
+        while len(memo) > MEMO_SIZE:
+            memo.pop(next(iter(memo)))
+        return out
+
+    def _remembered(self, what: str, model, inst: Instances) -> bool:
+        """Whether :meth:`_memo` holds ``model``'s answer ``what`` on ``inst``."""
+        return self._memo_key(what, model, inst) in self.__dict__.get("_answers", {})
+
     def _memo(self, what: str, model, inst: Instances, fn):
         """``fn(inst)`` for a model's answer on one instance (its probabilities, its explanation),
         remembered for the same input: a device's segment window changes once per segment (5 min)
         while the controller asks every 30 s. The same input gives the same answer (inference is
         deterministic), so this changes no decision; at most :data:`MEMO_SIZE` answers are held."""
-        X = inst.X
-        key = (what, model) + tuple(
-            (k, v.tobytes()) if v.dtype != object else (k, tuple(v.ravel().tolist())) for k, v in sorted(X.items()))
+        key = self._memo_key(what, model, inst)
         memo = self.__dict__.setdefault("_answers", {})
         hit = memo.get(key)
         if hit is not None:
@@ -251,13 +277,28 @@ class DecisionEngine:
         return session_table(pk, split_devices(pk, devices=[mac]), self.config.idle_timeout)
 
     def decide(self, pk: Packets, mac: int, now_ns: int | None = None, identity=None,
-               sessions: Sessions | None = None) -> Decision | None:
+               sessions: Sessions | None = None, explain_later: bool = False) -> Decision | None:
         """Decide on device ``mac`` from ``pk`` (its packets so far) and ``identity`` (its identity
         records so far: ``(t_ns, kind, value)`` tuples; records after ``now_ns`` are ignored).
         ``sessions``: the device's sessions from :meth:`sessions` on the same packets (built here
-        when not given); pools left empty are filled here."""
+        when not given); pools left empty are filled here. ``explain_later``: the segment model's
+        occlusion explanation (one forward pass per feature, several times the decision itself)
+        is left out when it is not remembered already, and the decision carries it as
+        ``pending``: :meth:`explained` completes it, equal to the decision made without
+        ``explain_later`` (the controller enforces first and explains after)."""
         ev = self.evidence(pk, mac, now_ns, identity, sessions=sessions)
-        return None if ev is None else self.conclude(ev)
+        return None if ev is None else self.conclude(ev, explain_later=explain_later)
+
+    @staticmethod
+    def explained(d: Decision | None) -> Decision | None:
+        """``d`` with its whole explanation (``d`` itself when nothing is pending)."""
+        if d is None or d.pending is None:
+            return d
+        explanation, parts = d.pending()
+        evidence = dict(d.evidence)
+        if parts is not None:
+            evidence["explain"] = parts
+        return replace(d, explanation=explanation, evidence=evidence, pending=None)
 
     def evidence(self, pk: Packets, mac: int, now_ns: int | None = None, identity=None,
                  voters: tuple | None = None, sessions: Sessions | None = None) -> "_Evidence | None":
@@ -275,9 +316,10 @@ class DecisionEngine:
         votes: list[_Vote] = []
         id_vote = None
         if self.identity_model is not None and "identity" in voters:
-            records = [r for r in (identity or ()) if int(r[0]) <= now]
+            identity = identity or ()
+            records = [r for r, t in zip(identity, map(itemgetter(0), identity)) if t <= now]
             if records or self.identity_model.speaks_for_mac(mac):   # the MAC is a record too
-                id_vote = self.identity_model.vote(records, mac)
+                id_vote = self._vote(records, mac)
                 votes.append(_Vote("identity", self._aligned_to(list(CATEGORIES_ALL), id_vote.proba, classes),
                                    id_vote.threshold, c.identity_weight, self.identity_model.kind))
         sess = self.sessions(pk, mac) if sessions is None else sessions
@@ -286,8 +328,6 @@ class DecisionEngine:
         if "segment" in voters and self.segment_model is not None:
             g_inst = self._segment_instance(pk, mac, now, span)
         if "session" in voters and n_s >= c.min_sessions_provisional:
-            if (sess.pool == "").any():
-                self._fill_pools(sess)
             s_inst = self._session_instance(sess)
             ps = self._aligned_to(self.session_model.classes, self._memo(
                 "p", self.session_model, s_inst, self.session_model.predict_proba)[0], classes)
@@ -329,7 +369,8 @@ class DecisionEngine:
             return ("seen", block) if block in made else ("module", vendor)
         return ("seen" if vendor in seen else "unseen", vendor)
 
-    def conclude(self, ev: "_Evidence", voters: tuple | None = None, gate: bool | None = None) -> Decision | None:
+    def conclude(self, ev: "_Evidence", voters: tuple | None = None, gate: bool | None = None,
+                 explain_later: bool = False) -> Decision | None:
         """The decision from the voters' answers (only ``voters`` among them, if given).
         ``gate``: whether behaviour alone needs a vendor seen in training to vouch, and one known
         to make the category to confirm (default: the engine's ``behaviour_alone_needs_seen_vendor``;
@@ -394,10 +435,6 @@ class DecisionEngine:
                           and (full or (len(behaviour) >= 2 and len(vouch) == len(behaviour))))
         confirmed = minimum and not dissent                    # and no voter vouches for another class
         stage = CONFIRMED if confirmed else PROVISIONAL
-        explanation, parts = "", None
-        if c.explain:
-            explanation, parts = self._explain(classes[k], votes, ev.s_inst if any(v.name == "session" for v in votes)
-                                               else None, ev.g_inst if window else None, id_vote)
         why = note = ""
         if (minimum or held_by_vendor) and dissent:
             said = [f"{v.name} vouches for {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in dissent]
@@ -406,16 +443,30 @@ class DecisionEngine:
             note = f"not confirmed: {' and '.join(said)}, not {classes[k]}"    # without the device's own strings
         elif held_by_vendor:
             why = note = f"not confirmed: behaviour alone does not confirm {alone_why}, and no identity evidence agrees"
-        if why:
-            explanation = f"{explanation}; {why}" if explanation else f"{why} [{answers}]"
+        s_inst = ev.s_inst if any(v.name == "session" for v in votes) else None
+        g_inst = ev.g_inst if window else None
+
+        def explain(segments: bool = True) -> tuple[str, dict | None]:
+            explanation, parts = "", None
+            if c.explain:
+                explanation, parts = self._explain(classes[k], votes, s_inst, g_inst if segments else None, id_vote)
+            if why:
+                explanation = f"{explanation}; {why}" if explanation else f"{why} [{answers}]"
+            if parts is not None:
+                parts["notes"] = [note] if note else []
+            return explanation, parts
+
+        later = (explain_later and c.explain and g_inst is not None
+                 and not self._remembered("x", self.segment_model, g_inst))
+        explanation, parts = explain(segments=not later)
         if parts is not None:
-            parts["notes"] = [note] if note else []
             evidence["explain"] = parts
         # who vouches, for the controller's "claims only tighten": a behaviour model counts as
         # agreeing only on the full behaviour evidence (three trivial sessions of a device that names
         # itself a camera are no behaviour of a camera)
         agreeing = tuple(v.name for v in votes if float(v.p[k]) >= v.threshold and (v.name == "identity" or enough))
-        return Decision(classes[k], conf, stage, model, explanation, evidence, agreeing)
+        return Decision(classes[k], conf, stage, model, explanation, evidence, agreeing,
+                        pending=explain if later else None)
 
     def _behaviour_may_not(self, ev: "_Evidence", category: str, confirm: bool, id_vote=None) -> str | None:
         """Why the behaviour models alone may not accept (``confirm``: confirm) ``category`` for this
