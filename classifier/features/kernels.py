@@ -246,7 +246,7 @@ def moments_kernel(acc, mom, out):
     group is empty (skew and kurtosis 0 where the variance is). The same IEEE operations, in
     the same order, as the array code it replaces (``tests/vectorised_reference.py``), but for
     the skew's ``m2 ** 1.5``: numba's power is not numpy's to the last bit, so the skew column
-    holds the third moment and the caller divides it with numpy (:func:`segments._moments`)."""
+    holds the third moment and the caller divides it with numpy (:func:`segments._values`)."""
     G, S = acc.shape[0], acc.shape[1]
     for g in range(G):
         for s in range(S):
@@ -473,6 +473,42 @@ def session_kernel(dev_tx, dev_rx, order, use_order, ndev, ip_version, ip_proto,
     v = vol[:ns][pos]
     return (s_pkt[pos], s_tx[pos], s_dev[pos], s_last[pos], v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy(),
             v[:, 3].copy())
+
+
+@njit(cache=True, nogil=True)
+def session_columns(pkt, tx, s_dev, last, ts, ip_proto, ip_version, src_ip, dst_ip, sport, dport):
+    """The session table's columns from :func:`session_kernel`'s answer, in one pass: start,
+    interval since the device's previous session start (0 for its first), duration (s),
+    protocol, IP version, and the local and remote address and port (the device's side is the
+    sender's where it sent the first packet)."""
+    ns = len(pkt)
+    start = np.empty(ns, np.int64)
+    interval = np.zeros(ns)
+    duration = np.empty(ns)
+    proto = np.empty(ns, ip_proto.dtype)
+    version = np.empty(ns, ip_version.dtype)
+    local_ip = np.empty((ns, 2), src_ip.dtype)
+    remote_ip = np.empty((ns, 2), src_ip.dtype)
+    local_port = np.empty(ns, np.int32)
+    remote_port = np.empty(ns, np.int32)
+    for s in range(ns):
+        p = pkt[s]
+        t = ts[p]
+        start[s] = t
+        duration[s] = np.float64(last[s] - t) * 1e-9
+        if s > 0 and s_dev[s] == s_dev[s - 1]:
+            interval[s] = np.float64(t - start[s - 1]) * 1e-9
+        proto[s] = ip_proto[p]
+        version[s] = ip_version[p]
+        if tx[s]:
+            local_ip[s, 0], local_ip[s, 1] = src_ip[p, 0], src_ip[p, 1]
+            remote_ip[s, 0], remote_ip[s, 1] = dst_ip[p, 0], dst_ip[p, 1]
+            local_port[s], remote_port[s] = sport[p], dport[p]
+        else:
+            local_ip[s, 0], local_ip[s, 1] = dst_ip[p, 0], dst_ip[p, 1]
+            remote_ip[s, 0], remote_ip[s, 1] = src_ip[p, 0], src_ip[p, 1]
+            local_port[s], remote_port[s] = dport[p], sport[p]
+    return start, interval, duration, proto, version, local_ip, remote_ip, local_port, remote_port
 
 
 @njit(cache=True, nogil=True)

@@ -96,18 +96,23 @@ def _segments(pk: Packets, view: DeviceView, interval: float, end_ns: int | None
     return ts, g, dev_of_seg, k, start, complete, G
 
 
-def _moments(acc: np.ndarray, mom: np.ndarray) -> list[np.ndarray]:
-    """Length statistics per subset, each (G, len(STATS)), from the kernel's per-group count,
-    sum, max and min (``acc[g, subset]``) and sums of the deviations' 2nd, 3rd and 4th powers
-    (``mom[g, subset]``); 0 for empty groups (:func:`classifier.features.kernels.moments_kernel`)."""
+def _values(counts: np.ndarray, acc: np.ndarray, mom: np.ndarray) -> np.ndarray:
+    """The feature table's values (G, len(FEATURE_NAMES)): the kernel's counts, then the length
+    statistics of each subset (:data:`LENGTH_NAMES` order), from its per-group count, sum, max
+    and min (``acc[g, subset]``) and sums of the deviations' 2nd, 3rd and 4th powers
+    (``mom[g, subset]``); 0 for empty groups (:func:`classifier.features.kernels.moments_kernel`,
+    written in place)."""
     from classifier.features.kernels import moments_kernel
-    out = np.zeros(acc.shape[:2] + (len(STATS),))
+    G, nc = counts.shape
+    values = np.zeros((G, nc + len(SUBSETS) * len(STATS)))
+    values[:, :nc] = counts
+    out = values[:, nc:].reshape(G, len(SUBSETS), len(STATS))     # a view: (subset, stat) per row
     moments_kernel(acc, mom, out)
     var, skew = out[..., 5], out[..., 6]
     pos = var > 0
     if pos.any():
         skew[pos] = skew[pos] / var[pos] ** 1.5     # numpy's power, as before (see moments_kernel)
-    return [out[:, j] for j in range(len(SUBSETS))]
+    return values
 
 
 def _layout(pk: Packets, view: DeviceView, interval: float, end_ns: int | None):
@@ -147,7 +152,7 @@ def segment_features(pk: Packets, view: DeviceView, interval: float = 300.0,
                                       IS_USER, t0, first, T, G, nproto)
     counts[:, 2] = counts[:, 0] - counts[:, 1]
     counts[:, 3] = counts[:, 0] - counts[:, 4]
-    values = np.hstack([counts] + _moments(acc, mom))
+    values = _values(counts, acc, mom)
     return FeatureTable(view.macs[dev_of_seg], k, start, complete, list(FEATURE_NAMES), values)
 
 
@@ -175,7 +180,7 @@ def segment_window(pk: Packets, mac: int, interval: float, t: int, end_ns: int, 
                                       np.zeros(2, np.int64), T, t, nproto)
     counts[:, 2] = counts[:, 0] - counts[:, 1]
     counts[:, 3] = counts[:, 0] - counts[:, 4]
-    return np.hstack([counts] + _moments(acc, mom)), lo_t
+    return _values(counts, acc, mom), lo_t
 
 
 def ccit_features(pk: Packets, view: DeviceView, interval: float = 300.0, end_ns: int | None = None,

@@ -79,32 +79,28 @@ def session_table(pk: Packets, view: DeviceView, idle_timeout: float = DEFAULT_I
     """Every device's sessions (see the module docstring): one numba pass over the packets
     with an open-addressing table of the devices' 5-tuples
     (:func:`classifier.features.kernels.session_kernel`)."""
-    from classifier.features.kernels import session_kernel
+    from classifier.features.kernels import session_columns, session_kernel
     order, use_order = view.walk()
     pkt, tx, s_dev, last, p_out, p_in, b_out, b_in = session_kernel(
         view.tx_dev, view.rx_dev, order, use_order, len(view), pk.ip_version, pk.ip_proto, pk.src_ip, pk.dst_ip,
         pk.sport, pk.dport, pk.ts_ns, pk.wire_len, int(idle_timeout * 1e9))
-    start = pk.ts_ns[pkt]
-    nsess = len(pkt)
+    start, interval, duration, ip_proto, ip_version, local_ip, remote_ip, local_port, remote_port = session_columns(
+        pkt, tx, s_dev, last, pk.ts_ns, pk.ip_proto, pk.ip_version, pk.src_ip, pk.dst_ip, pk.sport, pk.dport)
     s = Sessions(
         mac=view.macs[s_dev],
         start_ns=start,
-        interval=np.zeros(nsess),
-        duration=(last - start) * 1e-9,
-        ip_proto=pk.ip_proto[pkt],
-        local_ip=np.where(tx[:, None], pk.src_ip[pkt], pk.dst_ip[pkt]),
-        local_port=np.where(tx, pk.sport[pkt], pk.dport[pkt]).astype(np.int32),
-        remote_ip=np.where(tx[:, None], pk.dst_ip[pkt], pk.src_ip[pkt]),
-        remote_port=np.where(tx, pk.dport[pkt], pk.sport[pkt]).astype(np.int32),
-        ip_version=pk.ip_version[pkt],
+        interval=interval,
+        duration=duration,
+        ip_proto=ip_proto,
+        local_ip=local_ip,
+        local_port=local_port,
+        remote_ip=remote_ip,
+        remote_port=remote_port,
+        ip_version=ip_version,
         packets_out=p_out,
         packets_in=p_in,
         bytes_out=b_out,
         bytes_in=b_in,
         outbound=tx,
     )
-    if nsess > 1:
-        d = np.diff(s.start_ns) * 1e-9
-        same_dev = s_dev[1:] == s_dev[:-1]
-        s.interval[1:] = np.where(same_dev, d, 0.0)
     return s
