@@ -341,7 +341,7 @@ def test_a_decision_is_enforced_before_its_slow_explanation_which_completes_it_a
     project's engine: the segment model's occlusion) is asked so: the decision is recorded and its
     rules sent at once; the explanation is completed on the worker afterwards and written into the
     same decision of the inventory, which the device's page then shows."""
-    table = {A: ["camera", 0.95, "confirmed"], "min_packets": 3, "explain_delay": 5.0}
+    table = {A: ["camera", 0.95, "confirmed"], "min_packets": 3, "explain_delay": 3.0}
     app = app_factory(table=table, extra=("--engine", "fake_engine:make_later"))
     sw = FakeSwitch("127.0.0.1", app.of_port, dpid=9, ports=[1, 2])
     sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
