@@ -179,7 +179,7 @@ class DecisionEngine:
     def _session_instance(self, sess) -> Instances:
         n = self.config.n
         k = min(n, len(sess))
-        last = sess.take(np.arange(len(sess) - k, len(sess)))
+        last = sess.take(slice(len(sess) - k, len(sess)))       # views of the last k rows
         if last.pool is None or (last.pool == "").any():
             self._fill_pools(last)      # the pools of the sessions the model reads (a pool is per address)
         pools = np.full((1, n), "", dtype=object)
