@@ -114,8 +114,13 @@ class Scenario:
         return {dpid: ovs.dump_flows(name) for name, dpid in self.bridges().items()}
 
     def poll(self) -> None:
-        """One look at the switches and the controller: first policy install per device (from
-        the entry's duration), mirror entries present, and the controller's devices."""
+        """One look at the controller's devices and the switches: first policy install per
+        device (from the entry's duration), mirror entries present. The devices first: a
+        decision they show had its rules sent before the switches are read."""
+        try:
+            devices = self.controller.devices()
+        except OSError:
+            devices = None
         for dpid, flows in self.flows().items():
             now = time.time_ns()
             for f in flows:
@@ -127,10 +132,8 @@ class Scenario:
                     seen.switches.add(dpid)
                 elif f.kind == CookieKind.MIRROR:
                     self.rules.setdefault(f.mac, RuleSeen()).mirror_seen = True
-        try:
-            self.last_devices = self.controller.devices()
-        except OSError:
-            pass
+        if devices is not None:
+            self.last_devices = devices
 
     def start_gateway_capture(self) -> None:
         self._dumpcap = self.lab.popen("gw", ["dumpcap", "-q", "-i", self.lab.intf("gw"), "-w", str(self.gw_capture)],
