@@ -183,7 +183,6 @@ class IotControllerShell(BaseApp):
         self.learning_window_s = window / self.cfg.core.time_scale
         #: the site's pinned categories the engine last learned from (see _site_changed)
         self._site_pins = None
-        self._explaining: dict[int, int] = {}    #: mac -> id of the decision whose explanation is being completed
         self.observer = Observer(self.metrics, self.cfg.inventory_db, limits=self.cfg.http_limits)
         self.traffic = TrafficHistory()
         self.observer.web = web.from_config(self.cfg, self.observer.view, inventory=self.inventory,
@@ -350,6 +349,10 @@ class IotControllerShell(BaseApp):
 
     # ------------------------------------------------------------------ worker jobs (worker thread)
 
+    def _explained(self, d, decision_id: int):
+        """(worker thread) Decision ``d`` completed, with the id it was recorded under."""
+        return self.engine.explained(d), decision_id
+
     def _decide(self, req: DecideRequest):
         sessions = req.sessions
         if sessions is None and self._share_sessions:
@@ -482,20 +485,15 @@ class IotControllerShell(BaseApp):
             if getattr(d, "pending", None) is not None and decision_id is not None:
                 # the rest of its explanation (the segment model's occlusion: several times the
                 # decision's own cost), on the worker now that the rules are sent
-                if not self.worker.submit("explain", mac, self.engine.explained, d):
+                if not self.worker.submit("explain", mac, self._explained, d, decision_id):
                     LOG.info(_structured("explanation_skipped", mac=mac_to_str(mac), decision_id=decision_id,
                                          reason="decision worker busy"))
-                else:
-                    self._explaining[mac] = decision_id
         elif ev.kind == "explain":
-            decision_id = self._explaining.pop(mac, None)
             if ev.error is not None:
                 self.metrics.errors.labels("explain").inc()
                 LOG.error(_structured("explain_error", mac=mac_to_str(mac), error=repr(ev.error)))
                 return
-            if decision_id is None:
-                return
-            d = ev.result
+            d, decision_id = ev.result
             try:
                 self.inventory.complete_explanation(mac, decision_id, d.explanation, d.evidence)
             except Exception as exc:  # noqa: BLE001 - the inventory must not stop enforcement
