@@ -278,17 +278,32 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
     acc = np.zeros((G, 5, 4))
     mom = np.zeros((G, 5, 3))
     npk = len(dev_tx)
+    # each device's current segment and the time it ends: an entry within it needs no
+    # division (a device's entries come in time order, so only one that crosses into a later
+    # segment does); the second pass reads each entry's segment from the first (``seg``)
+    ndev = len(t0)
+    cur_g = first[:ndev].copy()
+    cur_end = t0 + T
+    seg = np.empty((npk, 2), np.int64)
     for j in range(npk):
         i = order[j] if use_order else j
         x = np.float64(wire[i])
         pr = proto[i]
         u = is_user[pr]
+        tt = ts[i]
         for side in range(2):
             d = dev_tx[i] if side == 0 else dev_rx[i]
             if d < 0:
                 continue
             t = side == 0
-            g = first[d] + (ts[i] - t0[d]) // T
+            if cur_end[d] - T <= tt < cur_end[d]:
+                g = cur_g[d]
+            else:
+                k = (tt - t0[d]) // T
+                g = first[d] + k
+                cur_g[d] = g
+                cur_end[d] = t0[d] + (k + 1) * T
+            seg[j, side] = g
             counts[g, 0] += 1.0
             if u:
                 counts[g, 1] += 1.0
@@ -312,7 +327,7 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
             if d < 0:
                 continue
             t = side == 0
-            g = first[d] + (ts[i] - t0[d]) // T
+            g = seg[j, side]
             _add_moments(mom, mean, g, 0, x)
             _add_moments(mom, mean, g, 1 if u else 2, x)
             _add_moments(mom, mean, g, 4 if t else 3, x)
