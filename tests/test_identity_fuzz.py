@@ -109,3 +109,42 @@ def test_random_payloads_on_identity_ports(data):
     for i, f in enumerate(frames):
         alone += triples(read([f])[1], shift=i)
     assert triples(together) == sorted(alone)
+
+
+def _problems(warns) -> int:
+    """Malformed or oversized messages the warnings count."""
+    import re
+    return sum(int(m.group(1)) for w in warns for m in [re.search(r"(\d+) malformed or oversized", str(w))] if m)
+
+
+@FUZZ
+@given(data=st.data())
+def test_repeated_datagrams_give_the_records_and_problems_of_each_read_alone(data):
+    """The reader gives a byte-for-byte repeat of a datagram the first one's records (it does
+    not read it again): with repeats of zoo and mutated datagrams, whole and cut short by the
+    snap length, every record and every problem is still that of each packet read alone."""
+    udp = [f for f in ZOO if len(f) > 42 and f[23] == 17]
+    base = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        frame = bytearray(data.draw(st.sampled_from(udp)))
+        for _ in range(data.draw(st.integers(0, 3))):
+            frame[data.draw(st.integers(42, len(frame) - 1))] = data.draw(st.integers(0, 255))
+        base.append(bytes(frame))
+    frames, wire = [], []
+    for _ in range(data.draw(st.integers(2, 12))):
+        f = data.draw(st.sampled_from(base))
+        if data.draw(st.booleans()):
+            frames.append(f)
+            wire.append(len(f))
+        else:   # the same bytes, the rest cut by the snap length (or the whole datagram, but not its end)
+            keep = data.draw(st.integers(42, len(f)))
+            frames.append(f[:keep])
+            wire.append(len(f) + data.draw(st.integers(0, 1)) if keep == len(f) else len(f))
+    _, together, warns = read(frames, wire)
+    alone, problems = [], 0
+    for i, (f, w) in enumerate(zip(frames, wire)):
+        _, recs, ws = read([f], [w])
+        alone += triples(recs, shift=i)
+        problems += _problems(ws)
+    assert triples(together) == sorted(alone)
+    assert _problems(warns) == problems

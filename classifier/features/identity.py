@@ -141,8 +141,8 @@ _FNV_OFFSET = np.uint64(14695981039346656037)
 _FNV_PRIME = np.uint64(1099511628211)
 
 # state vector of the kernel's output: records written, bytes written, first record and
-# first byte of the current message
-_ST_N, _ST_W, _ST_MSG, _ST_MSGW = 0, 1, 2, 3
+# first byte of the current message, messages remembered
+_ST_N, _ST_W, _ST_MSG, _ST_MSGW, _ST_SEEN = 0, 1, 2, 3, 4
 #: Output bytes one message may use (its values, and the names read on the way).
 _MESSAGE_BYTES = MAX_RECORDS_PER_MESSAGE * (MAX_VALUE + 256)
 
@@ -699,11 +699,50 @@ def _tls(buf, p, end, row, out, st, orow, okind, opos, olen, ohash):
     return _OK
 
 
+# A datagram's records depend on its bytes alone (every reader above stays within them), and
+# devices repeat theirs: the same mDNS answers and SSDP announcements, over and over. The
+# kernel remembers each datagram it read (by a hash of its bytes, its protocol and whether it
+# was cut short) and gives a byte-for-byte repeat the records and outcome of the first: the
+# same values at the same places of the output, under the repeat's own row.
+_SEEN_AT, _SEEN_LEN, _SEEN_KEY, _SEEN_STATUS, _SEEN_SRC, _SEEN_R0, _SEEN_R1, _SEEN_HASH = range(8)
+
+
+@njit(cache=True, nogil=True)
+def _bytes_hash(buf, s, e, key):
+    """A hash of ``buf[s:e]`` and ``key``, eight bytes at a time."""
+    h = (np.uint64(key) + np.uint64(e - s)) * np.uint64(0x9E3779B97F4A7C15)
+    nw = (e - s) >> 3
+    words = buf[s:s + 8 * nw].view(np.uint64)
+    for k in range(nw):
+        h = (h ^ words[k]) * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+    for j in range(s + 8 * nw, e):
+        h = (h ^ np.uint64(buf[j])) * np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(32)
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _same_bytes(buf, a, b, n):
+    """Whether ``buf[a:a+n]`` and ``buf[b:b+n]`` hold the same bytes."""
+    nw = n >> 3
+    wa = buf[a:a + 8 * nw].view(np.uint64)
+    wb = buf[b:b + 8 * nw].view(np.uint64)
+    for k in range(nw):
+        if wa[k] != wb[k]:
+            return False
+    for j in range(8 * nw, n):
+        if buf[a + j] != buf[b + j]:
+            return False
+    return True
+
+
 @njit(cache=True, nogil=True)
 def _identity_kernel(buf, off, cap, wire, poff, proto, ipp, rows, j0, st,
-                     orow, okind, opos, olen, ohash, out, problems, first_problem):
+                     orow, okind, opos, olen, ohash, out, problems, first_problem, seen_table, seen):
     """Read the marked rows ``rows[j0:]``; stops early (returning the next j) when the output
-    arrays might not hold another message."""
+    arrays might not hold another message. ``seen_table`` / ``seen``: the datagrams read so
+    far (an open-addressing table of indices into ``seen``'s rows, see ``_SEEN_*``)."""
     lab = np.empty((_MAX_LABELS, 2), np.int64)
     lab2 = np.empty((_MAX_LABELS, 2), np.int64)
     for j in range(j0, len(rows)):
@@ -726,7 +765,34 @@ def _identity_kernel(buf, off, cap, wire, poff, proto, ipp, rows, j0, st,
                 cut = False
             elif udp_end > end:
                 cut = True
-            if pr == _P_DHCP:
+            ln = end - p
+            key = np.int64(pr) | (np.int64(cut) << 8)
+            h = _bytes_hash(buf, p, end, key) if ln > 0 else np.uint64(0)
+            slot = np.int64(h & np.uint64(len(seen_table) - 1))
+            m = -1
+            while ln > 0:
+                c = seen_table[slot]
+                if c < 0:
+                    break
+                if (seen[c, _SEEN_HASH] == np.int64(h) and seen[c, _SEEN_LEN] == ln and seen[c, _SEEN_KEY] == key
+                        and _same_bytes(buf, seen[c, _SEEN_AT], p, ln)):
+                    m = c
+                    break
+                slot = (slot + 1) & (len(seen_table) - 1)
+            if m >= 0:
+                # a repeat: the first one's records under this row
+                k = st[_ST_N]
+                for r in range(seen[m, _SEEN_R0], seen[m, _SEEN_R1]):
+                    orow[k] = i
+                    okind[k] = okind[r]
+                    opos[k] = opos[r]
+                    olen[k] = olen[r]
+                    ohash[k] = ohash[r]
+                    k += 1
+                st[_ST_N] = k
+                status = seen[m, _SEEN_STATUS]
+                src = seen[m, _SEEN_SRC]
+            elif pr == _P_DHCP:
                 src = _S_DHCP
                 status = _dhcp(buf, p, end, cut, i, out, st, orow, okind, opos, olen, ohash)
             elif pr == _P_DHCPV6:
@@ -738,6 +804,18 @@ def _identity_kernel(buf, off, cap, wire, poff, proto, ipp, rows, j0, st,
             elif pr == _P_SSDP:
                 src = _S_SSDP
                 status = _headers(buf, p, end, not cut, cut, i, True, out, st, orow, okind, opos, olen, ohash)
+            if m < 0 and ln > 0:
+                c = st[_ST_SEEN]
+                seen_table[slot] = c
+                seen[c, _SEEN_AT] = p
+                seen[c, _SEEN_LEN] = ln
+                seen[c, _SEEN_KEY] = key
+                seen[c, _SEEN_STATUS] = status
+                seen[c, _SEEN_SRC] = src
+                seen[c, _SEEN_R0] = st[_ST_MSG]
+                seen[c, _SEEN_R1] = st[_ST_N]
+                seen[c, _SEEN_HASH] = np.int64(h)
+                st[_ST_SEEN] = c + 1
         elif ipp[i] == 6:
             if pr == _P_DNS or pr == _P_LLMNR:
                 # DNS over TCP: a two-byte length, then the message
@@ -935,13 +1013,18 @@ def _extract_all(buf, off, cap, wire, poff, proto, ipp):
     olen = np.empty(cap_rec, np.int64)
     ohash = np.empty(cap_rec, np.uint64)
     out = np.empty(2 * payload + 2 * _MESSAGE_BYTES, np.uint8)
-    st = np.zeros(4, np.int64)
+    st = np.zeros(5, np.int64)
     problems = np.zeros(_N_SOURCES, np.int64)
     first_problem = np.zeros(_N_SOURCES, np.int64)
+    size = 16
+    while size < 2 * n_rows:
+        size *= 2
+    seen_table = np.full(size, -1, np.int64)
+    seen = np.empty((n_rows, 8), np.int64)
     j = 0
     while True:
         j = _identity_kernel(buf, off, cap, wire, poff, proto, ipp, rows, j, st,
-                             orow, okind, opos, olen, ohash, out, problems, first_problem)
+                             orow, okind, opos, olen, ohash, out, problems, first_problem, seen_table, seen)
         if j >= n_rows:
             break
         n = st[_ST_N]
