@@ -12,8 +12,9 @@ each device meets its entries in the order of its :class:`~classifier.features.d
   open-addressing table of MACs (ids in order of first appearance), and counts each device's
   entries, first and last time; :func:`split_fill` lays the view's entry arrays out by a stable
   counting sort, only when something reads them;
-* :func:`segment_kernel` accumulates each segment's counts, and its length sums, minima and
-  maxima per subset (all, user, control, rx, tx), then in a second pass the central moments;
+* :func:`segment_layout` lays out each device's segments; :func:`segment_kernel` accumulates
+  each segment's counts, and its length sums, minima and maxima per subset (all, user,
+  control, rx, tx), then in a second pass the central moments, into the feature table's rows;
 * :func:`session_kernel` keeps the devices' 5-tuples in an open-addressing table: an entry
   joins its 5-tuple's current session or, after ``idle_timeout`` of silence, opens the next
   one; sessions are then grouped by device in the order they were born (device, start, first
@@ -21,7 +22,7 @@ each device meets its entries in the order of its :class:`~classifier.features.d
 
 The results are those of the vectorised numpy code they replace, bit for bit: every sum runs
 over a group's entries in the order ``np.bincount`` summed them (sequentially, in the device's
-entry order), and the final divisions, square roots and powers (:func:`moments_kernel`) are
+entry order), and the final divisions, square roots and powers (:func:`_moments`) are
 the same IEEE operations as numpy's there (``tests/test_feature_kernels.py`` compares them with
 that code, kept in ``tests/vectorised_reference.py``).
 """
@@ -239,42 +240,70 @@ def _add_moments(mom, mean, g, k, x):
 
 
 @njit(cache=True, nogil=True)
-def moments_kernel(acc, mom, out):
-    """The length statistics of every group and subset into ``out`` (G, subsets, 8: max, min,
-    mean, sum, std, var, skew, kurt) from :func:`segment_kernel`'s per-group count, sum, max
-    and min (``acc``) and sums of the deviations' 2nd, 3rd and 4th powers (``mom``); 0 where a
-    group is empty (skew and kurtosis 0 where the variance is). The same IEEE operations, in
-    the same order, as the array code it replaces (``tests/vectorised_reference.py``), but for
-    the skew's ``m2 ** 1.5``: numba's power is not numpy's to the last bit, so the skew column
-    holds the third moment and the caller divides it with numpy (:func:`segments._values`)."""
+def _moments(acc, mom, values, nc):
+    """The length statistics of every group and subset into ``values[g, nc + 8 * s:]`` (max,
+    min, mean, sum, std, var, skew, kurt) from :func:`segment_kernel`'s per-group count, sum,
+    max and min (``acc``) and sums of the deviations' 2nd, 3rd and 4th powers (``mom``); 0
+    where a group is empty (skew and kurtosis 0 where the variance is). The same IEEE
+    operations, in the same order, as the array code it replaces
+    (``tests/vectorised_reference.py``), but for the skew's ``m2 ** 1.5``: numba's power is not
+    numpy's to the last bit, so the skew column holds the third moment and the caller divides
+    it with numpy (:func:`classifier.features.segments._divide_skew`)."""
     G, S = acc.shape[0], acc.shape[1]
     for g in range(G):
         for s in range(S):
+            c = nc + 8 * s
             n = acc[g, s, 0]
             if n > 0:
                 s1 = acc[g, s, 1]
-                out[g, s, 0] = acc[g, s, 2]
-                out[g, s, 1] = acc[g, s, 3]
-                out[g, s, 2] = s1 / n
-                out[g, s, 3] = s1
+                values[g, c] = acc[g, s, 2]
+                values[g, c + 1] = acc[g, s, 3]
+                values[g, c + 2] = s1 / n
+                values[g, c + 3] = s1
                 m2 = mom[g, s, 0] / n
-                out[g, s, 4] = np.sqrt(m2)
-                out[g, s, 5] = m2
+                values[g, c + 4] = np.sqrt(m2)
+                values[g, c + 5] = m2
                 if m2 > 0:
-                    out[g, s, 6] = mom[g, s, 1] / n      # the caller divides by m2 ** 1.5
-                    out[g, s, 7] = (mom[g, s, 2] / n) / (m2 * m2) - 3.0
+                    values[g, c + 6] = mom[g, s, 1] / n      # the caller divides by m2 ** 1.5
+                    values[g, c + 7] = (mom[g, s, 2] / n) / (m2 * m2) - 3.0
             else:
-                out[g, s, 3] = acc[g, s, 1]
+                values[g, c + 3] = acc[g, s, 1]
+
+
+@njit(cache=True, nogil=True)
+def segment_layout(t_first, end, T):
+    """Per device its first global segment (and the total at the end); per segment its device,
+    index within the device, start, and whether it ends by ``end``: device d's segments start
+    at ``t_first[d] + k * T`` for k up to ``(end - t_first[d]) // T``."""
+    ndev = len(t_first)
+    first = np.zeros(ndev + 1, np.int64)
+    for d in range(ndev):
+        first[d + 1] = first[d] + (end - t_first[d]) // T + 1
+    G = first[ndev]
+    dev_of_seg = np.empty(G, np.int64)
+    k = np.empty(G, np.int64)
+    start = np.empty(G, np.int64)
+    complete = np.empty(G, np.bool_)
+    for d in range(ndev):
+        for g in range(first[d], first[d + 1]):
+            dev_of_seg[g] = d
+            k[g] = g - first[d]
+            start[g] = t_first[d] + k[g] * T
+            complete[g] = start[g] + T <= end
+    return first, dev_of_seg, k, start, complete
 
 
 @njit(cache=True, nogil=True)
 def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t0, first, T, G, nproto):
-    """Per segment: counts (G, 5 + nproto) -- total, user, tx and per class (control and rx
-    are derived by the caller) -- and per subset k (all, user, control, rx, tx) ``acc[g, k]``:
-    the length count, sum, max and min, and ``mom[g, k]``: the sums of the 2nd, 3rd and 4th
-    powers of the deviations from the segment's mean. The segment of a device d's entry:
+    """Each segment's row of the feature table (G, 5 + nproto + 5 subsets * 8 statistics):
+    counts -- total, user, control, rx, tx, then per class -- and the length statistics of
+    each subset (all, user, control, rx, tx; :func:`_moments`, the skew still to be divided
+    by ``var ** 1.5``). One pass accumulates each segment's counts and per subset the length
+    count, sum, max and min, a second the sums of the 2nd, 3rd and 4th powers of the
+    deviations from the segment's mean. The segment of a device d's entry:
     ``first[d] + (ts - t0[d]) // T``."""
-    counts = np.zeros((G, 5 + nproto))
+    nc = 5 + nproto
+    values = np.zeros((G, nc + 5 * 8))
     acc = np.zeros((G, 5, 4))
     mom = np.zeros((G, 5, 3))
     npk = len(dev_tx)
@@ -304,17 +333,19 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
                 cur_g[d] = g
                 cur_end[d] = t0[d] + (k + 1) * T
             seg[j, side] = g
-            counts[g, 0] += 1.0
+            values[g, 0] += 1.0
             if u:
-                counts[g, 1] += 1.0
+                values[g, 1] += 1.0
             if t:
-                counts[g, 4] += 1.0
-            counts[g, 5 + pr] += 1.0
+                values[g, 4] += 1.0
+            values[g, 5 + pr] += 1.0
             _add(acc, g, 0, x)
             _add(acc, g, 1 if u else 2, x)
             _add(acc, g, 4 if t else 3, x)
     mean = np.zeros((G, 5))
     for g in range(G):
+        values[g, 2] = values[g, 0] - values[g, 1]     # control = total - user
+        values[g, 3] = values[g, 0] - values[g, 4]     # received = total - transmitted
         for k in range(5):
             if acc[g, k, 0] > 0:
                 mean[g, k] = acc[g, k, 1] / acc[g, k, 0]
@@ -331,7 +362,8 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
             _add_moments(mom, mean, g, 0, x)
             _add_moments(mom, mean, g, 1 if u else 2, x)
             _add_moments(mom, mean, g, 4 if t else 3, x)
-    return counts, acc, mom
+    _moments(acc, mom, values, nc)
+    return values
 
 
 @njit(cache=True, nogil=True)

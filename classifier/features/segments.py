@@ -96,28 +96,22 @@ def _segments(pk: Packets, view: DeviceView, interval: float, end_ns: int | None
     return ts, g, dev_of_seg, k, start, complete, G
 
 
-def _values(counts: np.ndarray, acc: np.ndarray, mom: np.ndarray) -> np.ndarray:
-    """The feature table's values (G, len(FEATURE_NAMES)): the kernel's counts, then the length
-    statistics of each subset (:data:`LENGTH_NAMES` order), from its per-group count, sum, max
-    and min (``acc[g, subset]``) and sums of the deviations' 2nd, 3rd and 4th powers
-    (``mom[g, subset]``); 0 for empty groups (:func:`classifier.features.kernels.moments_kernel`,
-    written in place)."""
-    from classifier.features.kernels import moments_kernel
-    G, nc = counts.shape
-    values = np.zeros((G, nc + len(SUBSETS) * len(STATS)))
-    values[:, :nc] = counts
-    out = values[:, nc:].reshape(G, len(SUBSETS), len(STATS))     # a view: (subset, stat) per row
-    moments_kernel(acc, mom, out)
+def _divide_skew(values: np.ndarray, nc: int) -> np.ndarray:
+    """The skew columns of :func:`~classifier.features.kernels.segment_kernel`'s table (the
+    third moment there) divided by ``var ** 1.5`` where the variance is positive, with numpy's
+    power (numba's differs in the last bit); returns ``values``."""
+    out = values[:, nc:].reshape(len(values), len(SUBSETS), len(STATS))     # a view: (subset, stat) per row
     var, skew = out[..., 5], out[..., 6]
     pos = var > 0
     if pos.any():
-        skew[pos] = skew[pos] / var[pos] ** 1.5     # numpy's power, as before (see moments_kernel)
+        skew[pos] = skew[pos] / var[pos] ** 1.5
     return values
 
 
 def _layout(pk: Packets, view: DeviceView, interval: float, end_ns: int | None):
     """Per device its first packet's time and first global segment; per segment its device,
     index, start and completeness; the segment length in ns and the number of segments."""
+    from classifier.features.kernels import segment_layout
     T = int(round(interval * 1e9))
     if T <= 0:
         raise ValueError(f"segment interval must be positive, got {interval}")
@@ -128,15 +122,8 @@ def _layout(pk: Packets, view: DeviceView, interval: float, end_ns: int | None):
     t0 = view.t_first
     end = int(pk.ts_ns.max()) if end_ns is None else int(end_ns)
     end = max(end, int(view.t_last.max()))
-    nseg = (end - t0) // T + 1
-    first = np.zeros(ndev + 1, np.int64)
-    np.cumsum(nseg, out=first[1:])
-    G = int(first[-1])
-    dev_of_seg = np.repeat(np.arange(ndev), nseg)
-    k = np.arange(G) - first[dev_of_seg]
-    start = t0[dev_of_seg] + k * T
-    complete = start + T <= end
-    return t0, first, dev_of_seg, k, start, complete, T, G
+    first, dev_of_seg, k, start, complete = segment_layout(t0, end, T)
+    return t0, first, dev_of_seg, k, start, complete, T, int(first[-1])
 
 
 def segment_features(pk: Packets, view: DeviceView, interval: float = 300.0,
@@ -148,11 +135,8 @@ def segment_features(pk: Packets, view: DeviceView, interval: float = 300.0,
     t0, first, dev_of_seg, k, start, complete, T, G = _layout(pk, view, interval, end_ns)
     nproto = len(Proto)
     order, use_order = view.walk()
-    counts, acc, mom = segment_kernel(view.tx_dev, view.rx_dev, order, use_order, pk.ts_ns, pk.wire_len, pk.proto,
-                                      IS_USER, t0, first, T, G, nproto)
-    counts[:, 2] = counts[:, 0] - counts[:, 1]
-    counts[:, 3] = counts[:, 0] - counts[:, 4]
-    values = _values(counts, acc, mom)
+    values = _divide_skew(segment_kernel(view.tx_dev, view.rx_dev, order, use_order, pk.ts_ns, pk.wire_len,
+                                         pk.proto, IS_USER, t0, first, T, G, nproto), len(COUNT_NAMES))
     return FeatureTable(view.macs[dev_of_seg], k, start, complete, list(FEATURE_NAMES), values)
 
 
@@ -175,12 +159,9 @@ def segment_window(pk: Packets, mac: int, interval: float, t: int, end_ns: int, 
     src, dst = pk.eth_src[lo:hi], pk.eth_dst[lo:hi]
     dev_tx, dev_rx = device_sides(src, dst, np.uint64(mac))
     nproto = len(Proto)
-    counts, acc, mom = segment_kernel(dev_tx, dev_rx, np.zeros(0, np.int64), False, pk.ts_ns[lo:hi],
-                                      pk.wire_len[lo:hi], pk.proto[lo:hi], IS_USER, np.array([lo_t], np.int64),
-                                      np.zeros(2, np.int64), T, t, nproto)
-    counts[:, 2] = counts[:, 0] - counts[:, 1]
-    counts[:, 3] = counts[:, 0] - counts[:, 4]
-    return _values(counts, acc, mom), lo_t
+    values = segment_kernel(dev_tx, dev_rx, np.zeros(0, np.int64), False, pk.ts_ns[lo:hi], pk.wire_len[lo:hi],
+                            pk.proto[lo:hi], IS_USER, np.array([lo_t], np.int64), np.zeros(2, np.int64), T, t, nproto)
+    return _divide_skew(values, len(COUNT_NAMES)), lo_t
 
 
 def ccit_features(pk: Packets, view: DeviceView, interval: float = 300.0, end_ns: int | None = None,
