@@ -271,6 +271,42 @@ def _moments(acc, mom, values, nc):
 
 
 @njit(cache=True, nogil=True)
+def positive_variances(values, nc):
+    """The positive variances of a segment table (:func:`segment_kernel`), in row-major order
+    of (segment, subset): what ``var[var > 0]`` gives for ``var = values[:, nc:].reshape(G,
+    subsets, 8)[..., 5]``, as a contiguous array."""
+    G = values.shape[0]
+    n = 0
+    for g in range(G):
+        for s in range(5):
+            if values[g, nc + 8 * s + 5] > 0:
+                n += 1
+    out = np.empty(n, np.float64)
+    n = 0
+    for g in range(G):
+        for s in range(5):
+            v = values[g, nc + 8 * s + 5]
+            if v > 0:
+                out[n] = v
+                n += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def divide_skews(values, nc, by):
+    """Each skew column whose variance is positive divided by the next of ``by`` (the same
+    order as :func:`positive_variances`)."""
+    G = values.shape[0]
+    n = 0
+    for g in range(G):
+        for s in range(5):
+            c = nc + 8 * s
+            if values[g, c + 5] > 0:
+                values[g, c + 6] = values[g, c + 6] / by[n]
+                n += 1
+
+
+@njit(cache=True, nogil=True)
 def segment_layout(t_first, end, T):
     """Per device its first global segment (and the total at the end); per segment its device,
     index within the device, start, and whether it ends by ``end``: device d's segments start

@@ -98,13 +98,13 @@ def _segments(pk: Packets, view: DeviceView, interval: float, end_ns: int | None
 
 def _divide_skew(values: np.ndarray, nc: int) -> np.ndarray:
     """The skew columns of :func:`~classifier.features.kernels.segment_kernel`'s table (the
-    third moment there) divided by ``var ** 1.5`` where the variance is positive, with numpy's
-    power (numba's differs in the last bit); returns ``values``."""
-    out = values[:, nc:].reshape(len(values), len(SUBSETS), len(STATS))     # a view: (subset, stat) per row
-    var, skew = out[..., 5], out[..., 6]
-    pos = var > 0
-    if pos.any():
-        skew[pos] = skew[pos] / var[pos] ** 1.5
+    third moment there) divided by ``var ** 1.5`` where the variance is positive, the power
+    taken by numpy (numba's differs in the last bit) on the positive variances gathered into
+    one contiguous array, as ``var[var > 0] ** 1.5`` gives them; returns ``values``."""
+    from classifier.features.kernels import divide_skews, positive_variances
+    var = positive_variances(values, nc)
+    if len(var):
+        divide_skews(values, nc, var ** 1.5)
     return values
 
 
