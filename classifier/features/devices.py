@@ -20,7 +20,7 @@ from classifier.capture.packets import Packets, mac_to_int, mac_to_str
 
 def as_mac_ints(macs: Iterable[int | str] | None) -> np.ndarray:
     """MACs given as integers or strings -> a sorted uint64 array."""
-    if macs is None:
+    if macs is None or (isinstance(macs, (list, tuple, set, frozenset)) and not macs):
         return np.zeros(0, dtype=np.uint64)
     vals = [m if isinstance(m, (int, np.integer)) else mac_to_int(m) for m in macs]
     return np.unique(np.asarray(vals, dtype=np.uint64))
@@ -100,17 +100,11 @@ def split_devices(pk: Packets, gateways: Iterable[int | str] | None = None,
     a packet's transmitted entry before its received one (one numba pass over the packets:
     :mod:`classifier.features.kernels`).
     """
-    from classifier.features.kernels import ranked, split_ids
+    from classifier.features.kernels import split_ids
     gw = as_mac_ints(gateways)
-    only = as_mac_ints(devices) if devices is not None else np.zeros(0, np.uint64)
+    only = as_mac_ints(devices)
     ts = pk.ts_ns
-    dev_tx, dev_rx, keys, counts, tmin, tmax, ordered = split_ids(pk.eth_src, pk.eth_dst, ts, gw, only,
-                                                                  devices is not None)
-    by_mac = np.argsort(keys, kind="stable")
-    rank = np.empty(len(keys), np.int32)
-    rank[by_mac] = np.arange(len(keys), dtype=np.int32)
-    ranked(dev_tx, dev_rx, rank)
-    start = np.zeros(len(keys) + 1, np.int64)
-    np.cumsum(counts[by_mac], out=start[1:])
+    dev_tx, dev_rx, macs, start, tmin, tmax, ordered = split_ids(pk.eth_src, pk.eth_dst, ts, gw, only,
+                                                                 devices is not None)
     order = None if ordered else np.argsort(ts, kind="stable")
-    return DeviceView(keys[by_mac], start, dev_tx, dev_rx, order, tmin[by_mac], tmax[by_mac])
+    return DeviceView(macs, start, dev_tx, dev_rx, order, tmin, tmax)

@@ -145,10 +145,11 @@ def _split_run(src, dst, ts, gw, only, use_only, i0, dev_tx, dev_rx, table, keys
 
 @njit(cache=True, nogil=True)
 def split_ids(src, dst, ts, gw, only, use_only):
-    """Per packet, the device id (in order of first appearance) of its sender and of its
-    receiver (-1: not a device); each device's MAC, entry count, first and last time; whether
-    ``ts`` never decreases. A device is a unicast, non-zero MAC not in the sorted ``gw`` (and
-    in the sorted ``only`` when ``use_only``)."""
+    """Per packet, the device id of its sender and of its receiver (-1: not a device), the
+    ids in the order of the devices' MACs; each device's MAC, first entry (and the entries'
+    total at the end), first and last time; whether ``ts`` never decreases. A device is a
+    unicast, non-zero MAC not in the sorted ``gw`` (and in the sorted ``only`` when
+    ``use_only``)."""
     n = len(src)
     dev_tx = np.empty(n, np.int32)
     dev_rx = np.empty(n, np.int32)
@@ -170,21 +171,22 @@ def split_ids(src, dst, ts, gw, only, use_only):
         tmax = _grown(tmax, n_keys)
         table = _grown_table(table, keys, n_keys)
     n_keys = st[0]
-    return (dev_tx, dev_rx, keys[:n_keys].copy(), counts[:n_keys].copy(), tmin[:n_keys].copy(),
-            tmax[:n_keys].copy(), st[1] == 0)
-
-
-@njit(cache=True, nogil=True)
-def ranked(dev_tx, dev_rx, rank):
-    """Device ids of first appearance -> their rank (the MACs' order); -1 stays."""
-    n = len(dev_tx)
-    for i in range(n):
-        a = dev_tx[i]
+    # ids of first appearance -> the MACs' order (the MACs are distinct: any sort is stable)
+    by_mac = np.argsort(keys[:n_keys])
+    rank = np.empty(n_keys, np.int32)
+    for r in range(n_keys):
+        rank[by_mac[r]] = r
+    for j in range(n):
+        a = dev_tx[j]
         if a >= 0:
-            dev_tx[i] = rank[a]
-        b = dev_rx[i]
+            dev_tx[j] = rank[a]
+        b = dev_rx[j]
         if b >= 0:
-            dev_rx[i] = rank[b]
+            dev_rx[j] = rank[b]
+    start = np.zeros(n_keys + 1, np.int64)
+    for r in range(n_keys):
+        start[r + 1] = start[r] + counts[by_mac[r]]
+    return dev_tx, dev_rx, keys[by_mac], start, tmin[by_mac], tmax[by_mac], st[1] == 0
 
 
 @njit(cache=True, nogil=True, inline="always")
