@@ -518,14 +518,16 @@ def session_kernel(dev_tx, dev_rx, order, use_order, ndev, ip_version, ip_proto,
     born), its first packet, whether the device sent it, its device, its last packet's time,
     and packets and bytes each way (out, in, out, in)."""
     npk = len(dev_tx)
-    cap = 1024
+    cap = 16                                     # grown as needed: a small capture allocates little
+    while cap < 1024 and cap < 2 * npk:
+        cap *= 2
     keys = np.empty((cap, 8), np.uint64)
     s_pkt = np.empty(cap, np.int64)
     s_tx = np.empty(cap, np.bool_)
     s_dev = np.empty(cap, np.int32)
     s_last = np.empty(cap, np.int64)
     vol = np.empty((cap, 4), np.int64)
-    table = np.full(2048, -1, np.int64)          # slot -> the 5-tuple's latest session
+    table = np.full(2 * cap, -1, np.int64)       # slot -> the 5-tuple's latest session
     st = np.zeros(2, np.int64)
     j = 0
     while True:
