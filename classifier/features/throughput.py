@@ -58,6 +58,7 @@ def parse_and_features(paths: list[str]) -> int:
         fr = read_frames(p)
         pk = decode(fr)
         extract(fr.buf, fr.offset, fr.caplen, fr.wirelen, pk, warnings=[])
+        del fr                  # the frames go once read, as in load_capture
         view = split_devices(pk)
         segment_features(pk, view)
         session_table(pk, view)
@@ -93,6 +94,7 @@ def profile_files(files: list[str], repeat: int = 3) -> dict:
             pk = decode(fr)
             t2 = time.perf_counter()
             extract(fr.buf, fr.offset, fr.caplen, fr.wirelen, pk, warnings=[])
+            del fr
             t3 = time.perf_counter()
             view = split_devices(pk)
             t4 = time.perf_counter()
