@@ -40,6 +40,7 @@ class DeviceSessions:
         self.s_last = np.empty(cap, np.int64)
         self.vol = np.empty((cap, 4), np.int64)
         self.st = np.zeros(2, np.int64)          # 5-tuples held, sessions held
+        self.recent = np.full(1, -1, np.int64)   # the session the last entry joined
         # each session's first packet's fields (its packet lives in a batch long gone)
         self.start = np.empty(cap, np.int64)
         self.ip_proto = np.empty(cap, np.uint8)
@@ -77,7 +78,7 @@ class DeviceSessions:
         while True:
             j = _session_run(dev_tx, dev_rx, order, use, pk.ip_version, pk.ip_proto, pk.src_ip, pk.dst_ip, pk.sport,
                              pk.dport, pk.ts_ns, pk.wire_len, self.idle_ns, j, self.table, self.keys, self.s_pkt,
-                             self.s_tx, self.s_dev, self.s_last, self.vol, self.st)
+                             self.s_tx, self.s_dev, self.s_last, self.vol, self.st, self.recent)
             if j >= n:
                 break
             self._grow()
