@@ -701,7 +701,7 @@ def _tls(buf, p, end, row, out, st, orow, okind, opos, olen, ohash):
 
 # A datagram's records depend on its bytes alone (every reader above stays within them), and
 # devices repeat theirs: the same mDNS answers and SSDP announcements, over and over. The
-# kernel remembers each datagram it read (by a hash of its bytes, its protocol and whether it
+# kernel remembers each such datagram it read (by a hash of its bytes, its protocol and whether it
 # was cut short) and gives a byte-for-byte repeat the records and outcome of the first: the
 # same values at the same places of the output, under the repeat's own row.
 _SEEN_AT, _SEEN_LEN, _SEEN_KEY, _SEEN_STATUS, _SEEN_SRC, _SEEN_R0, _SEEN_R1, _SEEN_HASH = range(8)
@@ -765,7 +765,9 @@ def _identity_kernel(buf, off, cap, wire, poff, proto, ipp, rows, j0, st,
                 cut = False
             elif udp_end > end:
                 cut = True
-            ln = end - p
+            # only the announcements devices repeat are remembered (a DNS query or a DHCP
+            # message differs from the last in its transaction id)
+            ln = end - p if pr == _P_MDNS or pr == _P_SSDP else 0
             key = np.int64(pr) | (np.int64(cut) << 8)
             h = _bytes_hash(buf, p, end, key) if ln > 0 else np.uint64(0)
             slot = np.int64(h & np.uint64(len(seen_table) - 1))
@@ -953,7 +955,7 @@ def _group_values(out, pos, ln, h):
             f = first[g]
             if h[f] == h[r] and ln[f] == ln[r]:
                 same = True
-                for j in range(ln[r]):
+                for j in range(ln[r] if pos[f] != pos[r] else 0):     # a repeat's value is the same bytes
                     if out[pos[f] + j] != out[pos[r] + j]:
                         same = False
                         break
