@@ -46,7 +46,9 @@ def parse(paths: list[str]) -> int:
 
 def parse_and_features(paths: list[str]) -> int:
     """Decode, identity evidence, split by device, segment features (T = 300 s) and sessions;
-    returns the packets."""
+    returns the packets. Like :func:`parse`, it lets each capture go before it reads the next
+    (a streaming consumer's pattern: one capture's tables in memory at a time, their memory
+    reused by the next)."""
     from classifier.capture.decode import decode
     from classifier.capture.reader import read_frames
     from classifier.features.devices import split_devices
@@ -63,6 +65,7 @@ def parse_and_features(paths: list[str]) -> int:
         segment_features(pk, view)
         session_table(pk, view)
         n += len(pk)
+        del pk, view            # each capture goes before the next is read, as in the parse-only run
     return n
 
 
@@ -105,6 +108,7 @@ def profile_files(files: list[str], repeat: int = 3) -> dict:
             for k, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
                 took[k] += b - a
             n += len(pk)
+            del pk, view
         for k in STAGES:
             best[k] = min(best[k], took[k])
     return {"files": len(files), "packets": n, "seconds": best}
