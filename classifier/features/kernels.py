@@ -309,11 +309,22 @@ def divide_skews(values, nc, by):
 
 
 @njit(cache=True, nogil=True)
-def segment_layout(t_first, end, T):
+def segment_layout(t_first, t_last, ts, end_ns, T):
     """Per device its first global segment (and the total at the end); per segment its device,
-    index within the device, start, and whether it ends by ``end``: device d's segments start
-    at ``t_first[d] + k * T`` for k up to ``(end - t_first[d]) // T``."""
+    index within the device, start, and whether it ends by the end: device d's segments start
+    at ``t_first[d] + k * T`` for k up to ``(end - t_first[d]) // T``. The end: ``end_ns``
+    (None: the last of ``ts``), but no earlier than any device's last packet (``t_last``)."""
     ndev = len(t_first)
+    if end_ns is None:
+        end = ts[0]
+        for t in ts:
+            if t > end:
+                end = t
+    else:
+        end = end_ns
+    for t in t_last:
+        if t > end:
+            end = t
     first = np.zeros(ndev + 1, np.int64)
     for d in range(ndev):
         first[d + 1] = first[d] + (end - t_first[d]) // T + 1
@@ -530,8 +541,8 @@ def _grown_sessions(table, keys):
 def session_kernel(dev_tx, dev_rx, order, use_order, ndev, ip_version, ip_proto, src_ip, dst_ip, sport, dport, ts,
                    wire, idle_ns):
     """Sessions of every device: per session (grouped by device, in the order they were
-    born), its first packet, whether the device sent it, its device, its last packet's time,
-    and packets and bytes each way (out, in, out, in)."""
+    born), whether the device sent its first packet, its device, packets and bytes each way
+    (out, in, out, in), then the table's columns (:func:`session_columns`)."""
     npk = len(dev_tx)
     cap = 16                                     # grown as needed: a small capture allocates little
     while cap < 1024 and cap < 2 * npk:
@@ -574,8 +585,11 @@ def session_kernel(dev_tx, dev_rx, order, use_order, ndev, ip_version, ip_proto,
         pos[cnt[d]] = s
         cnt[d] += 1
     v = vol[:ns][pos]
-    return (s_pkt[pos], s_tx[pos], s_dev[pos], s_last[pos], v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy(),
-            v[:, 3].copy())
+    pkt, tx, dev = s_pkt[pos], s_tx[pos], s_dev[pos]
+    start, interval, duration, proto, version, local_ip, remote_ip, local_port, remote_port = session_columns(
+        pkt, tx, dev, s_last[pos], ts, ip_proto, ip_version, src_ip, dst_ip, sport, dport)
+    return (tx, dev, v[:, 0].copy(), v[:, 1].copy(), v[:, 2].copy(), v[:, 3].copy(), start, interval, duration,
+            proto, version, local_ip, remote_ip, local_port, remote_port)
 
 
 @njit(cache=True, nogil=True)

@@ -120,9 +120,8 @@ def _layout(pk: Packets, view: DeviceView, interval: float, end_ns: int | None):
         z = np.zeros(0, np.int64)
         return z, np.zeros(1, np.int64), z, z, z, np.zeros(0, bool), T, 0
     t0 = view.t_first
-    end = int(pk.ts_ns.max()) if end_ns is None else int(end_ns)
-    end = max(end, int(view.t_last.max()))
-    first, dev_of_seg, k, start, complete = segment_layout(t0, end, T)
+    first, dev_of_seg, k, start, complete = segment_layout(t0, view.t_last, pk.ts_ns,
+                                                           None if end_ns is None else int(end_ns), T)
     return t0, first, dev_of_seg, k, start, complete, T, int(first[-1])
 
 

@@ -79,13 +79,12 @@ def session_table(pk: Packets, view: DeviceView, idle_timeout: float = DEFAULT_I
     """Every device's sessions (see the module docstring): one numba pass over the packets
     with an open-addressing table of the devices' 5-tuples
     (:func:`classifier.features.kernels.session_kernel`)."""
-    from classifier.features.kernels import session_columns, session_kernel
+    from classifier.features.kernels import session_kernel
     order, use_order = view.walk()
-    pkt, tx, s_dev, last, p_out, p_in, b_out, b_in = session_kernel(
+    (tx, s_dev, p_out, p_in, b_out, b_in, start, interval, duration, ip_proto, ip_version, local_ip, remote_ip,
+     local_port, remote_port) = session_kernel(
         view.tx_dev, view.rx_dev, order, use_order, len(view), pk.ip_version, pk.ip_proto, pk.src_ip, pk.dst_ip,
         pk.sport, pk.dport, pk.ts_ns, pk.wire_len, int(idle_timeout * 1e9))
-    start, interval, duration, ip_proto, ip_version, local_ip, remote_ip, local_port, remote_port = session_columns(
-        pkt, tx, s_dev, last, pk.ts_ns, pk.ip_proto, pk.ip_version, pk.src_ip, pk.dst_ip, pk.sport, pk.dport)
     s = Sessions(
         mac=view.macs[s_dev],
         start_ns=start,
