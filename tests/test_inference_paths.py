@@ -99,3 +99,19 @@ def test_vocabulary_remembered_ids_are_its_ids():
     # names that are not str take the general way
     odd = np.array([["lan", 5, None]], dtype=object)
     assert np.array_equal(vocab.index(odd), PoolVocabulary(vocab.pools, merges=vocab.merges).index(odd))
+
+
+def test_aligned_probabilities_are_the_per_class_copy():
+    from classifier.engine.engine import DecisionEngine
+    rng = np.random.default_rng(1)
+    engine_classes = ["camera", "plug", "hub", "speaker", "tv", "sensor"]
+    for model_classes in (["plug", "camera"], ["tv", "other", "camera", "hub"], engine_classes[::-1], ["x", "y"],
+                          ["plug", "camera", "plug"]):
+        for dtype in (np.float32, np.float64):
+            proba = rng.random(len(model_classes)).astype(dtype)
+            want = np.zeros(len(engine_classes))
+            for j, c in enumerate(model_classes):           # what the engine did class by class
+                if c in engine_classes:
+                    want[engine_classes.index(c)] = proba[j]
+            got = DecisionEngine._aligned_to(model_classes, proba, list(engine_classes))
+            assert got.dtype == want.dtype and np.array_equal(got, want)
