@@ -81,6 +81,9 @@ ENGINE_FORMAT = "iotclass-engine"
 ENGINE_VERSION = 1
 #: Model answers an engine remembers (:meth:`DecisionEngine._memo`).
 MEMO_SIZE = 4096
+#: (a voter's classes, the engine's) -> where each of the voter's probabilities goes
+#: (:meth:`DecisionEngine._aligned_to`)
+_ALIGNED: dict = {}
 
 
 def device_span(pk: Packets, mac: int) -> tuple[int, int, int, bool]:
@@ -104,6 +107,16 @@ class _Vote:
     threshold: float     # the voter's own open-set threshold
     weight: float
     kind: str            # the model kind (for Decision.model)
+    # what a decision reads of ``p`` again and again, read once: its top class, that class's
+    # probability, and each probability as a float
+    top: int = field(init=False, repr=False)
+    top_p: float = field(init=False, repr=False)
+    ps: list = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.top = int(self.p.argmax())
+        self.top_p = float(self.p.max())
+        self.ps = self.p.tolist()
 
 
 @dataclass
@@ -264,10 +277,15 @@ class DecisionEngine:
     @staticmethod
     def _aligned_to(model_classes, proba: np.ndarray, classes: list[str]) -> np.ndarray:
         """A voter's probabilities in the engine's class order (0 for classes it lacks)."""
+        key = (tuple(model_classes), tuple(classes))
+        where = _ALIGNED.get(key)
+        if where is None:
+            pairs = [(classes.index(c), j) for j, c in enumerate(model_classes) if c in classes]
+            if len({i for i, _ in pairs}) != len(pairs):      # a class named twice: the last one counts
+                pairs = list({i: (i, j) for i, j in pairs}.values())
+            where = _ALIGNED[key] = (np.array([i for i, _ in pairs], np.intp), np.array([j for _, j in pairs], np.intp))
         out = np.zeros(len(classes))
-        for j, c in enumerate(model_classes):
-            if c in classes:
-                out[classes.index(c)] = proba[j]
+        out[where[0]] = np.asarray(proba)[where[1]]
         return out
 
     def sessions(self, pk: Packets, mac: int) -> Sessions:
@@ -387,19 +405,19 @@ class DecisionEngine:
         k = int(p.argmax())
         status = ev.vendor[0] if gate and ev.vendor is not None else None
         idv = next((v for v in votes if v.name == "identity"), None)
-        if status not in (None, "seen") and idv is not None and float(idv.p.max()) >= idv.threshold:
+        if status not in (None, "seen") and idv is not None and idv.top_p >= idv.threshold:
             # a device whose maker the behaviour models never saw (or cannot tell): they may not
             # move the class away from the one the identity voter vouches for (they still count
             # towards agreement when they vouch for it too)
-            k = int(idv.p.argmax())
+            k = idv.top
         n_s, n_pk = ev.counts["sessions"], ev.counts["packets"]
         evidence = dict(ev.counts)
         # behaviour evidence enough to confirm (or to call the device unknown)
         enough = n_s >= c.min_sessions_confirmed or ev.window
         model = f"{'+'.join(v.kind for v in votes)}@{self.version}"
-        vouch = [v for v in votes if float(v.p[k]) >= v.threshold]
-        dissent = [v for v in votes if int(v.p.argmax()) != k and float(v.p.max()) >= v.threshold]
-        answers = ", ".join(f"{v.name} {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)
+        vouch = [v for v in votes if v.ps[k] >= v.threshold]
+        dissent = [v for v in votes if v.top != k and v.top_p >= v.threshold]
+        answers = self._answer_line(votes)
         held, held_why = [], None
         if gate and vouch and not any(v.name == "identity" for v in vouch):
             held_why = self._behaviour_may_not(ev, classes[k], confirm=False)
@@ -421,12 +439,12 @@ class DecisionEngine:
             if c.explain:
                 evidence["explain"] = {"voters": self._voters(votes, k), "notes": [why]}
             return Decision(UNKNOWN, float(p[k]), UNKNOWN, model, f"{why} [{answers}]", evidence)
-        conf = max(float(v.p[k]) for v in vouch)
+        conf = max(v.ps[k] for v in vouch)
         behaviour = [v for v in vouch if v.name != "identity"]
         # the minimum evidence, before asking whether all vouching voters agree: a behaviour model on
         # the full behaviour evidence, for a category the device's vendor is known to make; or, from
         # sources that carry to devices never seen, independent evidence that agrees
-        full = enough and behaviour and max(float(v.p[k]) for v in behaviour) >= c.confirm_confidence
+        full = enough and behaviour and max(v.ps[k] for v in behaviour) >= c.confirm_confidence
         alone_why = self._behaviour_may_not(ev, classes[k], confirm=True, id_vote=id_vote) if gate else None
         minimum = n_pk >= c.min_packets_confirmed and (
             (full and not alone_why) or self._agree(vouch, k, classes, id_vote, alone_why))
@@ -437,8 +455,8 @@ class DecisionEngine:
         stage = CONFIRMED if confirmed else PROVISIONAL
         why = note = ""
         if (minimum or held_by_vendor) and dissent:
-            said = [f"{v.name} vouches for {classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in dissent]
-            others = " and ".join(t + self._identity_why(v, id_vote, classes[int(v.p.argmax())]) for t, v in zip(said, dissent))
+            said = [f"{v.name} vouches for {classes[v.top]} {v.top_p:.2f}" for v in dissent]
+            others = " and ".join(t + self._identity_why(v, id_vote, classes[v.top]) for t, v in zip(said, dissent))
             why = f"not confirmed: {others}, not {classes[k]}"
             note = f"not confirmed: {' and '.join(said)}, not {classes[k]}"    # without the device's own strings
         elif held_by_vendor:
@@ -464,7 +482,7 @@ class DecisionEngine:
         # who vouches, for the controller's "claims only tighten": a behaviour model counts as
         # agreeing only on the full behaviour evidence (three trivial sessions of a device that names
         # itself a camera are no behaviour of a camera)
-        agreeing = tuple(v.name for v in votes if float(v.p[k]) >= v.threshold and (v.name == "identity" or enough))
+        agreeing = tuple(v.name for v in votes if v.ps[k] >= v.threshold and (v.name == "identity" or enough))
         return Decision(classes[k], conf, stage, model, explanation, evidence, agreeing,
                         pending=explain if later else None)
 
@@ -521,12 +539,18 @@ class DecisionEngine:
         if len(vouch) >= 2:
             return any(v.name == "identity" for v in vouch) or alone_why is None
         v = vouch[0]
-        return (v.name == "identity" and float(v.p[k]) >= c.confirm_confidence
+        return (v.name == "identity" and v.ps[k] >= c.confirm_confidence
                 and len(id_vote.supporting_kinds(classes[k])) >= c.min_identity_kinds)
 
     def _voters(self, votes, k: int) -> list[dict]:
-        return [{"name": v.name, "category": self.classes[int(v.p.argmax())], "probability": round(float(v.p.max()), 4),
-                 "threshold": round(float(v.threshold), 4), "vouches": bool(float(v.p[k]) >= v.threshold)} for v in votes]
+        classes = self.classes
+        return [{"name": v.name, "category": classes[v.top], "probability": round(v.top_p, 4),
+                 "threshold": round(float(v.threshold), 4), "vouches": bool(v.ps[k] >= v.threshold)} for v in votes]
+
+    def _answer_line(self, votes) -> str:
+        """Each voter's top class and its probability, in words."""
+        classes = self.classes
+        return ", ".join(f"{v.name} {classes[v.top]} {v.top_p:.2f}" for v in votes)
 
     def _explain(self, category: str, votes, s_inst: Instances | None, g_inst: Instances | None,
                  id_vote) -> tuple[str, dict]:
@@ -534,7 +558,7 @@ class DecisionEngine:
         operator page: ``voters``, ``identity`` — what the device said, each value as it sent it —,
         ``sessions``, ``segments``; ``notes`` are added by the caller), from the same evidence."""
         k = self.classes.index(category)
-        parts = [", ".join(f"{v.name} {self.classes[int(v.p.argmax())]} {float(v.p.max()):.2f}" for v in votes)]
+        parts = [self._answer_line(votes)]
         out = {"voters": self._voters(votes, k), "identity": [], "sessions": [], "segments": []}
         if id_vote is not None:
             from classifier.identity.model import describe

@@ -91,6 +91,18 @@ def train_loop(module: nn.Module, forward, n: int, y: np.ndarray, order_fn, epoc
     return losses
 
 
+def lstm_infer(lstm: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """``lstm(x)[0]`` for a batch-first, unidirectional LSTM in eval mode starting from zero
+    states: the same operator (``torch._VF.lstm``) with the same arguments as
+    :meth:`nn.LSTM.forward`, without its per-call checks and module-call machinery (a tenth of
+    a batch-1 decision's LSTM time; the result is the same tensor, bit for bit)."""
+    from torch import _VF
+    p = lstm._parameters
+    zeros = torch.zeros(lstm.num_layers, x.shape[0], lstm.hidden_size, dtype=x.dtype)
+    return _VF.lstm(x, (zeros, zeros), [p[n] for n in lstm._flat_weights_names], lstm.bias, lstm.num_layers,
+                    0.0, False, False, True)[0]
+
+
 class TorchModel:
     """What the torch models share: temperature-scaled probabilities from ``logits``, and
     saving/loading the state dict with its metadata (kind, classes, config, normalisation,

@@ -74,6 +74,8 @@ class PoolVocabulary:
 
     FORMAT = "iotclass-pool-vocabulary"
     FORMAT_VERSION = 1
+    #: names whose ids :meth:`index` remembers
+    KNOWN_NAMES = 1 << 16
 
     def __init__(self, pools: Sequence[str], *, merges: Mapping[str, str] | None = None, source: str = "",
                  version: str | None = None):
@@ -140,8 +142,19 @@ class PoolVocabulary:
         flat = arr.ravel()
         if flat.size == 0:
             return np.zeros(arr.shape, np.int64)
+        # a decision asks for the same few names again and again: the ids of names met before
+        # are remembered (a vocabulary never changes); a name not among them takes the way below
+        known = self.__dict__.setdefault("_known", {})
+        try:
+            return np.array([known[n] for n in flat.tolist()], dtype=np.int64).reshape(arr.shape)
+        except (KeyError, TypeError):
+            pass
         uniq, inverse = np.unique(flat.astype(str), return_inverse=True)
-        ids = np.array([self.id(u) for u in uniq.tolist()], dtype=np.int64)
+        names = uniq.tolist()
+        ids = np.array([self.id(u) for u in names], dtype=np.int64)
+        if len(known) + len(names) > self.KNOWN_NAMES:
+            known.clear()
+        known.update(zip(names, ids.tolist()))
         return ids[inverse.ravel()].reshape(arr.shape)
 
     def name(self, ident: int) -> str:
