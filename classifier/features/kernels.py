@@ -358,11 +358,10 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
     npk = len(dev_tx)
     # each device's current segment and the time it ends: an entry within it needs no
     # division (a device's entries come in time order, so only one that crosses into a later
-    # segment does); the second pass reads each entry's segment from the first (``seg``)
+    # segment does); the second pass walks the entries again the same way
     ndev = len(t0)
     cur_g = first[:ndev].copy()
     cur_end = t0 + T
-    seg = np.empty((npk, 2), np.int64)
     for j in range(npk):
         i = order[j] if use_order else j
         x = np.float64(wire[i])
@@ -381,7 +380,6 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
                 g = first[d] + k
                 cur_g[d] = g
                 cur_end[d] = t0[d] + (k + 1) * T
-            seg[j, side] = g
             values[g, 0] += 1.0
             if u:
                 values[g, 1] += 1.0
@@ -398,16 +396,25 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
         for k in range(5):
             if acc[g, k, 0] > 0:
                 mean[g, k] = acc[g, k, 1] / acc[g, k, 0]
+    cur_g[:] = first[:ndev]
+    cur_end[:] = t0 + T
     for j in range(npk):
         i = order[j] if use_order else j
         x = np.float64(wire[i])
         u = is_user[proto[i]]
+        tt = ts[i]
         for side in range(2):
             d = dev_tx[i] if side == 0 else dev_rx[i]
             if d < 0:
                 continue
             t = side == 0
-            g = seg[j, side]
+            if cur_end[d] - T <= tt < cur_end[d]:
+                g = cur_g[d]
+            else:
+                k = (tt - t0[d]) // T
+                g = first[d] + k
+                cur_g[d] = g
+                cur_end[d] = t0[d] + (k + 1) * T
             _add_moments(mom, mean, g, 0, x)
             _add_moments(mom, mean, g, 1 if u else 2, x)
             _add_moments(mom, mean, g, 4 if t else 3, x)
