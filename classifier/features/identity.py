@@ -1044,21 +1044,24 @@ def _extract_all(buf, off, cap, wire, poff, proto, ipp):
 
 
 def _decode_groups(out, pos, ln, gid, first, joined, start):
-    """Each record's value as text, and whether its bytes are not valid UTF-8 (then None).
-    Each distinct value is decoded once; the ASCII ones (nearly all) in one piece."""
+    """Each record's value as text, and whether its bytes are not valid UTF-8 (then None; the
+    second answer is None when every value is valid). Each distinct value is decoded once;
+    the ASCII ones (nearly all) in one piece."""
     text = joined.tobytes().decode("ascii")
-    lengths = ln[first].tolist()
-    texts = [text[a:a + n] if a >= 0 else None for a, n in zip(start.tolist(), lengths)]
-    bad_groups = np.zeros(len(texts), dtype=bool)
-    for g in np.flatnonzero(start < 0).tolist():
-        i = first[g]
-        try:
-            texts[g] = out[pos[i]:pos[i] + ln[i]].tobytes().decode("utf-8")
-        except UnicodeDecodeError:
-            bad_groups[g] = True
+    texts = [text[a:a + n] if a >= 0 else None for a, n in zip(start.tolist(), ln[first].tolist())]
+    bad_groups = None
+    if len(start) and start.min() < 0:
+        bad_groups = np.zeros(len(texts), dtype=bool)
+        for g in np.flatnonzero(start < 0).tolist():
+            i = first[g]
+            try:
+                texts[g] = out[pos[i]:pos[i] + ln[i]].tobytes().decode("utf-8")
+            except UnicodeDecodeError:
+                bad_groups[g] = True
     groups = np.empty(len(texts), dtype=object)
     groups[:] = texts
-    return groups[gid], bad_groups[gid]
+    bad = bad_groups[gid] if bad_groups is not None and bad_groups.any() else None
+    return groups[gid], bad
 
 
 def extract(buf: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirelen: np.ndarray, pk: Packets,
@@ -1070,9 +1073,9 @@ def extract(buf: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirelen: np
         buf, np.ascontiguousarray(offset, dtype=np.int64), np.ascontiguousarray(caplen, dtype=np.uint32),
         np.ascontiguousarray(wirelen, dtype=np.uint32), pk.payload_off, pk.proto, pk.ip_proto)
     values, bad = _decode_groups(out, opos, olen, gid, first, joined, start)
-    any_bad = bool(bad.any())
+    any_bad = bad is not None
     issues = []
-    for src in np.flatnonzero(problems).tolist():
+    for src in (np.flatnonzero(problems).tolist() if problems.any() else ()):
         issues.append(CaptureWarning(
             name, None, f"identity evidence: {int(problems[src])} malformed or oversized {SOURCE_NAMES[Source(src)]} "
                         f"message(s), read up to the fault (first: packet {int(first_problem[src]) + 1})"))
@@ -1091,7 +1094,7 @@ def extract(buf: np.ndarray, offset: np.ndarray, caplen: np.ndarray, wirelen: np
     if any_bad:
         keep = ~bad
         orow, okind, values = orow[keep], okind[keep], values[keep]
-    return IdentityRecords(pk.ts_ns[orow], pk.eth_src[orow], okind.astype(np.uint8), values, orow)
+    return IdentityRecords(pk.ts_ns[orow], pk.eth_src[orow], okind, values, orow)
 
 
 def identity_records(source, packets: Packets | None = None, name: str | None = None,
