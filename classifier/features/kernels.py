@@ -343,6 +343,20 @@ def segment_layout(t_first, t_last, ts, end_ns, T):
 
 
 @njit(cache=True, nogil=True)
+def _segment_of(d, tt, t0, first, T, cur_g, cur_end):
+    """The segment of device d's entry at ``tt``: ``first[d] + (tt - t0[d]) // T``, divided out
+    only when the entry is not in the device's current segment (``cur_g[d]``, which ends at
+    ``cur_end[d]``), which it then becomes."""
+    if cur_end[d] - T <= tt < cur_end[d]:
+        return cur_g[d]
+    k = (tt - t0[d]) // T
+    g = first[d] + k
+    cur_g[d] = g
+    cur_end[d] = t0[d] + (k + 1) * T
+    return g
+
+
+@njit(cache=True, nogil=True)
 def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t0, first, T, G, nproto):
     """Each segment's row of the feature table (G, 5 + nproto + 5 subsets * 8 statistics):
     counts -- total, user, control, rx, tx, then per class -- and the length statistics of
@@ -356,9 +370,9 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
     acc = np.zeros((G, 5, 4))
     mom = np.zeros((G, 5, 3))
     npk = len(dev_tx)
-    # each device's current segment and the time it ends: an entry within it needs no
-    # division (a device's entries come in time order, so only one that crosses into a later
-    # segment does); the second pass walks the entries again the same way
+    # each device's current segment and the time it ends (:func:`_segment_of`): a device's
+    # entries come in time order, so only one that crosses into a later segment is divided out;
+    # the second pass walks the entries again the same way
     ndev = len(t0)
     cur_g = first[:ndev].copy()
     cur_end = t0 + T
@@ -373,13 +387,7 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
             if d < 0:
                 continue
             t = side == 0
-            if cur_end[d] - T <= tt < cur_end[d]:
-                g = cur_g[d]
-            else:
-                k = (tt - t0[d]) // T
-                g = first[d] + k
-                cur_g[d] = g
-                cur_end[d] = t0[d] + (k + 1) * T
+            g = _segment_of(d, tt, t0, first, T, cur_g, cur_end)
             values[g, 0] += 1.0
             if u:
                 values[g, 1] += 1.0
@@ -408,18 +416,19 @@ def segment_kernel(dev_tx, dev_rx, order, use_order, ts, wire, proto, is_user, t
             if d < 0:
                 continue
             t = side == 0
-            if cur_end[d] - T <= tt < cur_end[d]:
-                g = cur_g[d]
-            else:
-                k = (tt - t0[d]) // T
-                g = first[d] + k
-                cur_g[d] = g
-                cur_end[d] = t0[d] + (k + 1) * T
+            g = _segment_of(d, tt, t0, first, T, cur_g, cur_end)
             _add_moments(mom, mean, g, 0, x)
             _add_moments(mom, mean, g, 1 if u else 2, x)
             _add_moments(mom, mean, g, 4 if t else 3, x)
     _moments(acc, mom, values, nc)
     return values
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _is_tuple(keys, c, dp_key, lhi, llo, lp, rhi, rlo, rp):
+    """Whether session ``c``'s 5-tuple (``keys[c]``, see :func:`_session_run`) is this one."""
+    return (keys[c, 0] == dp_key and keys[c, 1] == lhi and keys[c, 2] == llo and keys[c, 3] == lp
+            and keys[c, 4] == rhi and keys[c, 5] == rlo and keys[c, 6] == rp)
 
 
 @njit(cache=True, nogil=True)
@@ -460,55 +469,46 @@ def _session_run(dev_tx, dev_rx, order, use_order, ip_version, ip_proto, src_ip,
                 lhi, llo, lp, rhi, rlo, rp = dhi, dlo, dp, shi, slo, sp
             dp_key = (np.uint64(d) << np.uint64(8)) | pr
             c = recent[d]
-            if (c >= 0 and t - s_last[c] <= idle_ns and keys[c, 0] == dp_key and keys[c, 1] == lhi
-                    and keys[c, 2] == llo and keys[c, 3] == lp and keys[c, 4] == rhi and keys[c, 5] == rlo
-                    and keys[c, 6] == rp):
-                s_last[c] = t
-                if tx:
-                    vol[c, 0] += 1
-                    vol[c, 2] += ln
-                else:
-                    vol[c, 1] += 1
-                    vol[c, 3] += ln
-                continue
-            h = _mix(dp_key * np.uint64(0xD6E8FEB86659FD93) ^ lhi * np.uint64(0xA0761D6478BD642F)
-                     ^ llo * np.uint64(0xE7037ED1A0B428DB) ^ rhi * np.uint64(0x8EBC6AF09C88C6E3)
-                     ^ rlo * np.uint64(0x589965CC75374CC3)
-                     ^ ((lp << np.uint64(32)) | (rp & np.uint64(0xFFFFFFFF))) * np.uint64(0x1D8E4E27C47D124F),
-                     np.uint64(0))
-            slot = np.int64(h & np.uint64(mask))
-            s = -1
-            while True:
-                c = table[slot]
-                if c < 0:
-                    break
-                if (keys[c, 7] == h and keys[c, 0] == dp_key and keys[c, 1] == lhi and keys[c, 2] == llo
-                        and keys[c, 3] == lp and keys[c, 4] == rhi and keys[c, 5] == rlo and keys[c, 6] == rp):
-                    s = c if t - s_last[c] <= idle_ns else -2
-                    break
-                slot = (slot + 1) & mask
-            if s < 0:
-                if s == -1:
-                    n_keys += 1
-                s = ns
-                ns += 1
-                table[slot] = s
-                keys[s, 0] = dp_key
-                keys[s, 1] = lhi
-                keys[s, 2] = llo
-                keys[s, 3] = lp
-                keys[s, 4] = rhi
-                keys[s, 5] = rlo
-                keys[s, 6] = rp
-                keys[s, 7] = h
-                s_pkt[s] = i
-                s_tx[s] = tx
-                s_dev[s] = d
-                vol[s, 0] = 0
-                vol[s, 1] = 0
-                vol[s, 2] = 0
-                vol[s, 3] = 0
-            recent[d] = s
+            if c >= 0 and t - s_last[c] <= idle_ns and _is_tuple(keys, c, dp_key, lhi, llo, lp, rhi, rlo, rp):
+                s = c           # the live session its device's last entry joined: no look-up
+            else:
+                h = _mix(dp_key * np.uint64(0xD6E8FEB86659FD93) ^ lhi * np.uint64(0xA0761D6478BD642F)
+                         ^ llo * np.uint64(0xE7037ED1A0B428DB) ^ rhi * np.uint64(0x8EBC6AF09C88C6E3)
+                         ^ rlo * np.uint64(0x589965CC75374CC3)
+                         ^ ((lp << np.uint64(32)) | (rp & np.uint64(0xFFFFFFFF))) * np.uint64(0x1D8E4E27C47D124F),
+                         np.uint64(0))
+                slot = np.int64(h & np.uint64(mask))
+                s = -1
+                while True:
+                    c = table[slot]
+                    if c < 0:
+                        break
+                    if keys[c, 7] == h and _is_tuple(keys, c, dp_key, lhi, llo, lp, rhi, rlo, rp):
+                        s = c if t - s_last[c] <= idle_ns else -2
+                        break
+                    slot = (slot + 1) & mask
+                if s < 0:
+                    if s == -1:
+                        n_keys += 1
+                    s = ns
+                    ns += 1
+                    table[slot] = s
+                    keys[s, 0] = dp_key
+                    keys[s, 1] = lhi
+                    keys[s, 2] = llo
+                    keys[s, 3] = lp
+                    keys[s, 4] = rhi
+                    keys[s, 5] = rlo
+                    keys[s, 6] = rp
+                    keys[s, 7] = h
+                    s_pkt[s] = i
+                    s_tx[s] = tx
+                    s_dev[s] = d
+                    vol[s, 0] = 0
+                    vol[s, 1] = 0
+                    vol[s, 2] = 0
+                    vol[s, 3] = 0
+                recent[d] = s
             s_last[s] = t
             if tx:
                 vol[s, 0] += 1
