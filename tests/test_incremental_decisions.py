@@ -192,3 +192,41 @@ def test_incremental_decisions_equal_on_a_shared_capture(datasets):
 def _mac(text: str) -> int:
     from classifier.capture.packets import mac_to_int
     return mac_to_int(text)
+
+
+@pytest.mark.slow
+def test_a_prepared_window_is_the_one_the_next_decision_reads(generated, monkeypatch):
+    """``engine.prepare`` at the first second after a segment completes votes on the window the
+    device's decision reads 25 s later (the decision runs no segment inference), and that decision
+    equals the rebuilt one; a decision after the next segment completes reads a new window."""
+    pk, recs, net = generated
+    new, old = _engines()
+    T = int(new.config.interval * 1e9)
+    assert new.window_schedule == (new.config.interval, new.config.t)
+    checked = 0
+    for d in net.devices:
+        mac = _mac(d.mac)
+        mine = pk.take(np.flatnonzero((pk.eth_src == np.uint64(mac)) | (pk.eth_dst == np.uint64(mac))))
+        t0 = int(mine.ts_ns.min())
+        boundary = t0 + (new.config.t + 2) * T
+        if int(mine.ts_ns.max()) < boundary + T:
+            continue
+        at = lambda t: mine.take(np.flatnonzero(mine.ts_ns <= t))   # noqa: E731 - the buffer at time t
+        assert new.prepare(at(boundary + 10**9), mac, boundary + 10**9)
+        segment = new.segment_model
+        real = segment.predict_proba
+        monkeypatch.setattr(segment, "predict_proba", lambda inst: pytest.fail("the decision ran the segment model"))
+        later = at(boundary + 25 * 10**9)
+        got = new.decide(later, mac, boundary + 25 * 10**9, identity=recs.for_mac(mac))
+        assert got is not None and "segment" in got.model
+        want = old.decide(later, mac, boundary + 25 * 10**9, identity=recs.for_mac(mac))
+        assert DecisionEngine.explained(got).to_dict() == want.to_dict()
+        with pytest.raises(pytest.fail.Exception, match="ran the segment model"):
+            new.decide(at(boundary + T + 10**9), mac, boundary + T + 10**9, identity=recs.for_mac(mac))
+        monkeypatch.setattr(segment, "predict_proba", real)
+        checked += 1
+    assert checked >= 3
+    # nothing to prepare: no packets of the device, or no full window yet
+    assert not new.prepare(pk.take(slice(0, 0)), _mac(net.devices[0].mac), 0)
+    first = pk.take(np.flatnonzero(pk.ts_ns <= int(pk.ts_ns.min()) + T))
+    assert not new.prepare(first, _mac(net.devices[0].mac))

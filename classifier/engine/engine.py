@@ -307,6 +307,34 @@ class DecisionEngine:
         ev = self.evidence(pk, mac, now_ns, identity, sessions=sessions)
         return None if ev is None else self.conclude(ev, explain_later=explain_later)
 
+    @property
+    def window_schedule(self) -> tuple[float, int] | None:
+        """When a device's segment window moves: (segment length in seconds, segments in a
+        window). The window is the last ``t`` complete segments, counted from the device's first
+        packet, so it changes only when a segment completes; None when no segment model votes."""
+        c = self.config
+        if self.segment_model is None or "segment" not in c.voters:
+            return None
+        return float(c.interval), int(c.t)
+
+    def prepare(self, pk: Packets, mac: int, now_ns: int | None = None) -> bool:
+        """The segment model's vote on device ``mac``'s window at ``now_ns``, computed now and
+        remembered (:meth:`_memo`) for its next decision: the controller asks once a segment has
+        completed, ahead of the decision that reads the new window, so that decision does not
+        wait on the model. A decision reads the remembered vote only on the same window values,
+        so preparing never changes one. Returns whether there was a full window to vote on."""
+        if self.window_schedule is None:
+            return False
+        span = device_span(pk, mac)
+        if span[0] == 0:
+            return False
+        now = span[2] if now_ns is None else max(int(now_ns), span[2])
+        g_inst = self._segment_instance(pk, mac, now, span)
+        if g_inst is None:
+            return False
+        self._memo("p", self.segment_model, g_inst, self.segment_model.predict_proba)
+        return True
+
     @staticmethod
     def explained(d: Decision | None) -> Decision | None:
         """``d`` with its whole explanation (``d`` itself when nothing is pending)."""
