@@ -187,6 +187,18 @@ class DecideRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class PrepareWindow:
+    """A segment of ``mac`` has just completed, so its next decision reads a new segment window:
+    have the engine vote on that window now, off the event loop and ahead of the decision
+    (``engine.prepare``), so the decision finds the vote ready. Optional work: if it cannot be
+    queued, the decision computes the vote itself."""
+
+    mac: int
+    packets: object   # classifier.capture.packets.Packets
+    now_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class ResolvePools:
     """Find the prefixes of these pool names for ``mac``, off the event loop."""
 
@@ -202,7 +214,7 @@ class LoadIdentity:
     mac: int
 
 
-Intent = Union[SwitchIntent, DecideRequest, ResolvePools, LoadIdentity]
+Intent = Union[SwitchIntent, DecideRequest, PrepareWindow, ResolvePools, LoadIdentity]
 
 
 def is_switch_intent(intent) -> bool:

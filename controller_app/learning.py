@@ -41,11 +41,12 @@ class DeviceBuffer:
     chunks: list = field(default_factory=list)
     n: int = 0
     new: int = 0            #: packets since the last decision request
-    first_ns: int = 0
+    first_ns: int = 0        #: its first packet's time, the oldest kept after a trim (segments start there)
     last_ns: int = 0
     sessions: object = None  #: its sessions so far (DeviceSessions), kept from request to request
     taken: int = 0           #: the buffer's packets the sessions have taken
     trimmed: bool = False    #: packets were dropped since: the sessions start again
+    prepared: int = -1       #: the segment count its window was last prepared at (PrepareWindow)
 
 
 class Learner:
@@ -81,7 +82,7 @@ class Learner:
             chunk = pk.take(rows)
             buf = self.buffers.get(mac)
             if buf is None:
-                buf = self.buffers[mac] = DeviceBuffer(first_ns=int(chunk.ts_ns[0]))
+                buf = self.buffers[mac] = DeviceBuffer(first_ns=int(chunk.ts_ns.min()))
             buf.chunks.append(chunk)
             buf.n += len(rows)
             buf.new += len(rows)
@@ -96,6 +97,7 @@ class Learner:
         keep = pk.take(slice(len(pk) - self.max_packets, None))
         buf.chunks = [keep]
         buf.n = len(keep)
+        buf.first_ns = int(keep.ts_ns.min())
         buf.trimmed = True
 
     def packets(self, mac: int) -> Packets:

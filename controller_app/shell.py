@@ -62,7 +62,8 @@ from controller_app import web  # noqa: E402
 from controller_app.core import Core, PacketInBatch  # noqa: E402
 from controller_app.events import EventLog  # noqa: E402
 from controller_app.intents import (KIND_MASK, CookieKind, DecideRequest, FlowAdd, FlowDelete,  # noqa: E402
-                                    LoadIdentity, MeterAdd, MeterDelete, PacketOut, ResolvePools, cookie)
+                                    LoadIdentity, MeterAdd, MeterDelete, PacketOut, PrepareWindow, ResolvePools,
+                                    cookie)
 from controller_app.inventory import Inventory  # noqa: E402
 from controller_app.learning import DecisionWorker  # noqa: E402
 from controller_app.names import MAX_PENDING, NAME_KINDS, NameBook, harvest_sent  # noqa: E402
@@ -168,6 +169,11 @@ class IotControllerShell(BaseApp):
         if self._share_sessions and isinstance(idle, (int, float)):
             # each decision request carries the device's sessions, kept from request to request
             self.core.learner.session_idle = float(idle)
+        schedule = getattr(self.engine, "window_schedule", None)
+        if callable(getattr(self.engine, "prepare", None)) and isinstance(schedule, tuple) and schedule[0] > 0:
+            # the engine votes on a device's new segment window as soon as it moves, not when the
+            # decision that reads it is asked (core.decisions.DecisionManager.prepare)
+            self.core.settings.prepare_every, self.core.settings.prepare_from = float(schedule[0]), int(schedule[1])
         self.metrics = Metrics()
         guard.ERRORS.attach(self.metrics.errors)      # framework and connection errors count here too
         self.webhook = None
@@ -279,6 +285,9 @@ class IotControllerShell(BaseApp):
             if isinstance(it, DecideRequest):
                 if not self.worker.submit("decide", it.mac, self._decide, it):
                     self.core.decide_dropped(it.mac, time.time_ns())     # asked again later, never dropped
+            elif isinstance(it, PrepareWindow):
+                # optional: when the worker is busy the decision computes the vote itself
+                self.worker.submit("prepare", it.mac, self._prepare, it)
             elif isinstance(it, ResolvePools):
                 if not self.worker.submit("pools", it.mac, self._resolve, it):
                     self.core.pools_dropped(it.mac, time.time_ns())
@@ -352,6 +361,11 @@ class IotControllerShell(BaseApp):
     def _explained(self, d, decision_id: int):
         """(worker thread) Decision ``d`` completed, with the id it was recorded under."""
         return self.engine.explained(d), decision_id
+
+    def _prepare(self, req: PrepareWindow) -> bool:
+        """(worker thread) The engine's vote on the device's new segment window, ahead of its
+        next decision (it runs before any decision queued after it: one worker, in order)."""
+        return self.engine.prepare(req.packets, req.mac, req.now_ns)
 
     def _decide(self, req: DecideRequest):
         sessions = req.sessions
@@ -488,6 +502,10 @@ class IotControllerShell(BaseApp):
                 if not self.worker.submit("explain", mac, self._explained, d, decision_id):
                     LOG.info(_structured("explanation_skipped", mac=mac_to_str(mac), decision_id=decision_id,
                                          reason="decision worker busy"))
+        elif ev.kind == "prepare":
+            if ev.error is not None:        # the decision computes the vote itself: nothing is lost
+                self.metrics.errors.labels("prepare").inc()
+                LOG.error(_structured("prepare_error", mac=mac_to_str(mac), error=repr(ev.error)))
         elif ev.kind == "explain":
             if ev.error is not None:
                 self.metrics.errors.labels("explain").inc()

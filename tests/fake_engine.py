@@ -190,3 +190,39 @@ class SiteEngine:
 
 def make_site(path=None):
     return SiteEngine()
+
+
+class PreparingEngine(TableEngine):
+    """Decides like :class:`TableEngine`, but only on a device whose window it was asked to
+    prepare (``prepare``) before: a segment window of one one-second segment. With
+    ``prepare_error`` its preparations fail, and its decisions do not mention them."""
+
+    window_schedule = (1.0, 1)
+
+    def __init__(self, table: dict, min_packets: int = 1, prepare_error: bool = False):
+        super().__init__(table, min_packets)
+        self.prepare_error = prepare_error
+        self.prepared: list = []
+
+    def prepare(self, pk, mac, now_ns=None):
+        self.prepared.append((mac, len(pk)))
+        if self.prepare_error:
+            raise RuntimeError("no window today")
+        return True
+
+    def decide(self, pk, mac, now_ns=None):
+        d = super().decide(pk, mac, now_ns)
+        mine = [n for m, n in self.prepared if m == mac]
+        if d is None or not mine:
+            return None
+        if self.prepare_error:
+            return d
+        return replace(d, explanation=f"{d.explanation} (window prepared on {mine[0]} packets)")
+
+
+def make_preparing(path):
+    with open(path) as fh:
+        spec = json.load(fh)
+    n = int(spec.pop("min_packets", 1))
+    error = bool(spec.pop("prepare_error", False))
+    return PreparingEngine(spec, n, error)

@@ -336,6 +336,38 @@ def test_time_scale_option_and_its_error(tmp_path):
     assert r.returncode == 1 and "cannot start: --time-scale: 0.0 is not a positive number" in r.stderr
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_an_engine_with_a_window_schedule_is_asked_to_prepare_a_moved_window_before_the_decision(app_factory, fails):
+    """An engine that names when a device's segment window moves (``window_schedule``; here a
+    one-second segment) and can vote on it ahead of time (``prepare``) is asked to, on its worker,
+    at the first tick after it moves while no decision is due; the decision after it finds the
+    preparation done. A preparation that fails is logged and counted, and the decision is made
+    all the same."""
+    table = {A: ["camera", 0.95, "confirmed"], "min_packets": 3, "prepare_error": fails}
+    app = app_factory(table=table, extra=("--engine", "fake_engine:make_preparing", "--decide-interval", "2"))
+    sw = FakeSwitch("127.0.0.1", app.of_port, dpid=9, ports=[1, 2])
+    sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 0))
+    learn(sw, A, 1)
+    sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.MIRROR and fm.priority == 100))
+    mirror(sw, 5)
+    app.wait_status(lambda s: s["counters"].get("windows_prepared", 0) >= 1)
+    if fails:
+        deadline = time.monotonic() + 20
+        while "prepare_error" not in app.text():
+            assert time.monotonic() < deadline, "the failed preparation was never logged"
+            time.sleep(0.1)
+        assert b'iot_errors_total{kind="prepare"}' in app.get("/metrics")
+    mirror(sw, 3)                                    # new packets: asked again after the interval
+    sw.wait_for(lambda r: flow_mods(sw, lambda fm: fm.table_id == Table.POLICY_DST and fm.command == 0
+                                    and fm_match(fm).get("eth_dst") == A), timeout=30)
+    history = app.get(f"/devices/{A}")["history"]
+    if fails:
+        assert [h["explanation"] for h in history] == ["table says camera"]
+    else:
+        assert [h["explanation"] for h in history] == ["table says camera (window prepared on 5 packets)"]
+        assert "prepare_error" not in app.text()
+
+
 def test_a_decision_is_enforced_before_its_slow_explanation_which_completes_it_after(app_factory):
     """An engine that can leave the slow end of an explanation for later (``explain_later``; the
     project's engine: the segment model's occlusion) is asked so: the decision is recorded and its

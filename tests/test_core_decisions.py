@@ -10,7 +10,7 @@ from classifier.engine.decision import Decision
 from controller_app.core.decisions import DecisionManager
 from controller_app.core.mirror import MirrorManager
 from controller_app.core.state import SEC, Settings, State
-from controller_app.intents import DecideRequest
+from controller_app.intents import DecideRequest, PrepareWindow
 from ctl_harness import A, B, CONFIRMED, PROVISIONAL, UNKNOWN, m, udp
 
 
@@ -154,3 +154,43 @@ def test_a_refused_request_is_asked_again_at_once_a_failed_one_after_the_interva
     assert p.requests(4 * SEC) == [] and len(p.requests(14 * SEC)) == 1
     assert p.requests(30 * SEC) == []                                   # outstanding
     assert len(p.requests(75 * SEC)) == 1 and p.st.counters["decide_timeouts"] == 1
+
+
+def test_a_window_is_prepared_at_the_first_tick_after_it_moves_unless_its_decision_reads_it_then():
+    """With the engine's window schedule (a segment every 10 s, windows of 2 segments), a learning
+    device's new window is prepared at the first tick after a segment completes, once it has 2
+    complete segments; once per window; never while its decision is outstanding (later then).
+    A device whose decision falls due at that tick is prepared, and asked at the next tick."""
+    p = Parts(decide_min_packets=1, decide_interval=1000, prepare_every=10, prepare_from=2)
+    p.device(A)
+    p.mirrored(A, 3, 5 * SEC)                       # segments from 5 s: 5-15, 15-25, 25-35, ...
+
+    def prepared(now_ns):
+        out = p.decisions.timer(now_ns)
+        return ([(i.mac, len(i.packets), i.now_ns) for i in out if isinstance(i, PrepareWindow)],
+                [i.mac for i in out if isinstance(i, DecideRequest)])
+
+    assert prepared(6 * SEC) == ([], [m(A)])                 # asked at once: 1 packet is enough
+    p.decisions.decision_made(m(A), None, 6 * SEC)
+    assert prepared(24 * SEC) == ([], [])                    # one complete segment: no window yet
+    p.mirrored(A, 2, 24 * SEC)
+    assert prepared(25 * SEC) == ([(m(A), 5, 25 * SEC)], [])  # two complete: the first window
+    assert prepared(26 * SEC) == ([], [])                    # the same window: once
+    assert p.st.counters["windows_prepared"] == 1
+    p.st.deciding[m(A)] = (30 * SEC, None)                   # a decision outstanding across the next boundary
+    assert prepared(35 * SEC) == ([], [])
+    del p.st.deciding[m(A)]
+    assert prepared(36 * SEC) == ([(m(A), 5, 36 * SEC)], [])  # prepared once it is back
+    p.st.devices[m(A)].last_decide_ns = -1000 * SEC          # due again at the next boundary tick
+    p.mirrored(A, 1, 40 * SEC)
+    assert prepared(45 * SEC) == ([(m(A), 6, 45 * SEC)], [])  # prepared first,
+    assert p.st.counters["decide_after_prepare"] == 1
+    assert prepared(46 * SEC) == ([], [m(A)])                # and asked at the next tick
+    p.decisions.decision_made(m(A), None, 46 * SEC)
+    assert prepared(47 * SEC) == ([], [])
+    p.st.devices[m(A)].mirroring = False
+    assert prepared(55 * SEC) == ([], [])                    # a device not learning is never prepared
+    q = Parts(decide_min_packets=1, decide_interval=1000)    # without a schedule: never
+    q.device(A)
+    q.mirrored(A, 3, 5 * SEC)
+    assert not any(isinstance(i, PrepareWindow) for t in range(6, 100) for i in q.decisions.timer(t * SEC))

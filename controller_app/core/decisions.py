@@ -4,7 +4,8 @@ within minutes), decisions re-opened by what a device says about itself, and dev
 from the inventory.
 
 Owns ``Device.category / confidence / stage / model / claims_only / enforced / mirroring /
-next_check_ns / recheck_until_ns / last_decide_ns / thin_answers`` and ``State.reopened``.
+next_check_ns / recheck_until_ns / last_decide_ns / thin_answers``, ``State.reopened`` and the
+learner buffers' ``prepared``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from classifier.engine.decision import CONFIRMED, UNKNOWN, Decision
 
 from controller_app.core.mirror import MirrorManager
 from controller_app.core.state import SEC, Device, State
-from controller_app.intents import DecideRequest
+from controller_app.intents import DecideRequest, PrepareWindow
 
 
 class DecisionManager:
@@ -32,7 +33,9 @@ class DecisionManager:
         after its last request; a device whose decision a new identity value re-opened
         (:meth:`reopen`) is ready with any packet. At most ``max_pending_decisions`` requests
         are outstanding: the ready devices asked longest ago (never first) go first, the others
-        next time. A request unanswered after ``decide_timeout`` is assumed lost and asked again."""
+        next time. A request unanswered after ``decide_timeout`` is assumed lost and asked again.
+        With ``prepare_every`` set, devices whose segment window moved are prepared (:meth:`prepare`),
+        and one whose request falls due at that tick is asked at the next, after its preparation."""
         st = self.state
         s = st.settings
         out: list = []
@@ -41,6 +44,7 @@ class DecisionManager:
                 self.dropped(mac, failed=True)
                 st.counters["decide_timeouts"] += 1
         ready = []
+        now_c = self.mirror.classifier_time(now_ns)
         for mac, buf in st.learner.buffers.items():
             dev = st.devices.get(mac)
             if dev is None or not dev.mirroring or mac in st.deciding:
@@ -49,6 +53,9 @@ class DecisionManager:
                 continue
             if dev.last_decide_ns is not None and now_ns - dev.last_decide_ns < s.decide_interval * SEC:
                 continue
+            if s.prepare_every > 0 and self.moved(buf, now_c) is not None:
+                st.counters["decide_after_prepare"] += 1
+                continue            # its new window is prepared at this tick, and it is asked at the next
             ready.append(dev)
         room = s.max_pending_decisions - len(st.deciding)
         if len(ready) > room:
@@ -63,6 +70,8 @@ class DecisionManager:
             st.learner.buffers[dev.mac].new = 0
             out.append(DecideRequest(dev.mac, st.learner.packets(dev.mac), self.mirror.classifier_time(now_ns),
                                      st.learner.identity(dev.mac), st.learner.sessions(dev.mac)))
+        if s.prepare_every > 0:
+            out += self.prepare(now_c)
         for dev in st.devices.values():
             if not dev.attached:
                 continue
@@ -73,6 +82,36 @@ class DecisionManager:
                 out += self.recheck(dev, now_ns)
             elif dev.recheck_until_ns is not None and dev.mirroring and now_ns >= dev.recheck_until_ns:
                 out += self.stop_learning(dev, now_ns)
+        return out
+
+    def moved(self, buf, now: int) -> int | None:
+        """The segment count of a device's buffer at classifier time ``now`` when its window has
+        moved since it was last prepared (and it has ``prepare_from`` complete segments), else None.
+        Segments are counted from the device's oldest buffered packet, as the engine counts them;
+        where the two differ (a late packet older than the first), the decision just computes the
+        vote itself."""
+        s = self.state.settings
+        k = (now - buf.first_ns) // int(s.prepare_every * SEC)
+        return k if k >= s.prepare_from and k != buf.prepared else None
+
+    def prepare(self, now: int) -> list:
+        """Window preparations at classifier time ``now``: a learning device whose segment window
+        has moved (:meth:`moved`: a segment completed) has the engine vote on the new window at
+        once, so its next decision finds the vote ready. A device whose decision falls due at that
+        tick is asked at the next one (:meth:`timer`), after the vote; one whose decision is
+        outstanding is prepared at a later tick, once that decision has come back."""
+        st = self.state
+        out: list = []
+        for mac, buf in st.learner.buffers.items():
+            k = self.moved(buf, now)
+            if k is None:
+                continue
+            dev = st.devices.get(mac)
+            if dev is None or not dev.mirroring or mac in st.deciding:
+                continue
+            buf.prepared = k
+            st.counters["windows_prepared"] += 1
+            out.append(PrepareWindow(mac, st.learner.packets(mac), now))
         return out
 
     def dropped(self, mac: int, failed: bool = False) -> None:

@@ -59,6 +59,11 @@ class Settings:
     host_timeout: float = 600.0        #: seconds unseen before a device gives its switch resources back
     max_pending_decisions: int = 256   #: decision requests outstanding at once
     decide_timeout: float = 300.0      #: seconds after which an unanswered decision request is asked again
+    #: the engine's segment window: it moves each ``prepare_every`` seconds of a device's traffic
+    #: once the device has ``prepare_from`` complete segments; at the first tick after it moves the
+    #: engine is asked to vote on the new window ahead of the next decision (0: never)
+    prepare_every: float = 0.0
+    prepare_from: int = 0
     cap_log_interval: float = 60.0     #: seconds between log lines about caps and expired devices
     gateways: tuple = ()               #: MACs (int) of routers: forwarded, never classified
 
