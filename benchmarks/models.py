@@ -6,10 +6,11 @@ model's inference alone (where a device has a full window), and the whole decisi
 device's packets (sessions, pools, segments, both models, explanation). The random-forest
 baseline's inference on the same segment windows is measured in the same run, as a ratio.
 
-The controller's decisions (``controller_*``): each device's packets are filed into a learner
-in one-second batches, as the controller files mirrored packets, and once the device has a
-full segment window it is decided every 30 s of capture time, as the controller asks: the
-learner's sessions taken since the last request (:meth:`Learner.sessions`) plus the whole
+The controller's decisions (``controller_*``): each device's packets and identity records are
+filed into a learner in one-second batches, as the controller files mirrored packets, and once
+the device has a full segment window it is decided every 30 s of capture time (when it sent or
+received packets since), as the controller asks: the learner's sessions taken since the last
+request (:meth:`Learner.sessions`), its identity values (each distinct value once) plus the whole
 decision. Beside it, at the same moments and on the same packets, the baseline: the decision
 that rebuilds the sessions and every segment from all the device's packets and runs every
 model afresh (what a decision cost before the incremental path). Decisions are split by
@@ -19,6 +20,18 @@ As in the controller, a decision is made with ``explain_later``: the segment mod
 explanation, when the window moved, is computed after it (``controller_explanation_after_ms``,
 which the controller spends once the rules are sent) and is not counted in the decision; the
 sum is ``controller_decision_and_explanation_window_moved_ms``.
+
+As in the controller, at the first one-second tick after a device's window moves (a segment
+completed, and it has a full window) the engine votes on the new window (``engine.prepare``,
+``controller_prepare_ms``: once per window, on the decision worker, before the decision that reads
+it), and a decision due at that very tick is asked at the next one. A decision's window "moved"
+when it starts elsewhere than at the device's last decision. Moved-window decisions are split into
+those that found their window's vote prepared and those that did not: a device whose buffer is at
+its cap (50,000 packets) drops its oldest packets, its segments (counted from its oldest packet)
+shift with each drop and its sessions are rebuilt, so its decisions compute everything themselves.
+The same moved-window decisions made by a second engine that is never asked to prepare, at the
+same moments on the same packets, are ``controller_decision_window_moved_without_prepare_ms``;
+prepared or not, each must equal it once explained (the benchmark stops otherwise).
 
 ``python -m benchmarks.models [CAPTURE]`` (default: a home capture from ../shared, else
 a generated one).
@@ -106,11 +119,13 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
     recs = identity_records(capture, warnings=[])
     baseline = load_engine()
     baseline._memo = lambda what, model, inst, fn: fn(inst)       # every model afresh
+    unprepared = load_engine()                                     # as the engine, never asked to prepare
     c = engine.config
     T = int(round(c.interval * 1e9))
     view = split_devices(pk)
     moved, still, rebuilt, ratios, devices = [], [], [], [], 0
     explained, whole_moved = [], []
+    prepares, moved_prepared, moved_unprepared, moved_plain, everything = [], [], [], [], []
     for d, mac in enumerate(view.macs.tolist()):
         mine = pk.take(np.unique(view.pkt[view.entries(d)]))
         ts = mine.ts_ns
@@ -118,33 +133,60 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
         if int(ts[-1]) - t_first < (c.t + 1) * T:
             continue                                    # never a full window in this capture
         devices += 1
-        identity = recs.for_mac(mac)
+        said = recs.take(np.flatnonzero(recs.mac == np.uint64(mac)))
+        said = said.take(np.argsort(said.t_ns, kind="stable"))
         learner = Learner()
         learner.session_idle = c.idle_timeout
-        edges = np.searchsorted(ts, np.arange(t_first, int(ts[-1]) + 2 * int(batch_s * 1e9), int(batch_s * 1e9)))
-        next_at, last_k = t_first + (c.t + 1) * T, None
-        for lo, hi in zip(edges[:-1], edges[1:]):
+        step = int(batch_s * 1e9)
+        ticks = np.arange(t_first + step, int(ts[-1]) + 2 * step, step)     # the controller's timer
+        edges = np.searchsorted(ts, ticks)                                   # packets filed before each tick
+        said_edges = np.searchsorted(said.t_ns, ticks)                       # and what the device said
+        next_at, last_start, prepared, lo, fresh, said_lo = t_first + (c.t + 1) * T, None, -1, 0, 0, 0
+        for now, hi, said_hi in zip(ticks.tolist(), edges.tolist(), said_edges.tolist()):
             if hi > lo:
                 chunk = mine.take(slice(lo, hi))
                 learner.add(chunk, chunk.eth_src == np.uint64(mac), chunk.eth_dst == np.uint64(mac))
-            now = int(ts[hi - 1])
-            if now < next_at:
+                fresh, lo = fresh + hi - lo, hi
+            if said_hi > said_lo:
+                learner.add_identity(said.take(slice(said_lo, said_hi)))
+                said_lo = said_hi
+            k_now = (now - learner.buffers[mac].first_ns) // T     # as the controller's core counts
+            if k_now >= c.t and k_now != prepared:      # the window moved: prepared at this tick, and
+                prepared = k_now                        # a decision due now is asked at the next one
+                t0 = time.perf_counter()
+                engine.prepare(learner.packets(mac), mac, now)
+                prepares.append((time.perf_counter() - t0) * 1e3)
                 continue
-            next_at = now + int(every_s * 1e9)
+            if now < next_at or not fresh:          # not due: every 30 s, with packets new since the last
+                continue
+            next_at, fresh = now + int(every_s * 1e9), 0
+            # (not timed) the window this decision reads, and whether its vote was prepared
+            g = engine._segment_instance(learner.packets(mac), mac, now)
+            start = None if g is None else int(g.start_ns[0])
+            ready = g is not None and engine._remembered("p", engine.segment_model, g)
             t0 = time.perf_counter()
             sessions = learner.sessions(mac)
             packets = learner.packets(mac)
+            identity = learner.identity(mac)        # each distinct value once, as the controller holds them
             d = engine.decide(packets, mac, now, identity=identity, sessions=sessions, explain_later=True)
             took = (time.perf_counter() - t0) * 1e3
             t0 = time.perf_counter()
-            engine.explained(d)
+            full = engine.explained(d)
             after = (time.perf_counter() - t0) * 1e3
-            k = (now - t_first) // T
-            (moved if k != last_k else still).append(took)
-            if k != last_k:
+            window_moved = start != last_start
+            (moved if window_moved else still).append(took)
+            everything.append(took)
+            if window_moved:
                 explained.append(after)
                 whole_moved.append(took + after)
-            last_k = k
+                (moved_prepared if ready else moved_unprepared).append(took)
+                t0 = time.perf_counter()
+                u = unprepared.decide(packets, mac, now, identity=identity, sessions=sessions, explain_later=True)
+                moved_plain.append((time.perf_counter() - t0) * 1e3)
+                if (full is None) != (u is None) or (full is not None and
+                                                     full.to_dict() != unprepared.explained(u).to_dict()):
+                    raise AssertionError(f"a prepared decision differs from the unprepared one ({mac:012x} at {now})")
+            last_start = start
             _forget(baseline)
             t0 = time.perf_counter()
             baseline.decide(packets, mac, now, identity=identity)
@@ -155,6 +197,12 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
     return {"controller_devices": devices, "controller_decisions": len(rebuilt),
             "controller_decision_ms": med(moved + still), "controller_decision_window_unchanged_ms": med(still),
             "controller_decision_window_moved_ms": med(moved), "controller_decisions_window_moved": len(moved),
+            "controller_decision_window_moved_prepared_ms": med(moved_prepared),
+            "controller_decisions_window_moved_prepared": len(moved_prepared),
+            "controller_decision_window_moved_unprepared_ms": med(moved_unprepared),
+            "controller_decision_window_moved_without_prepare_ms": med(moved_plain),
+            "controller_decision_p90_ms": float(np.percentile(everything, 90)) if everything else None,
+            "controller_prepare_ms": med(prepares), "controller_prepares": len(prepares),
             "controller_explanation_after_ms": med(explained),
             "controller_decision_and_explanation_window_moved_ms": med(whole_moved),
             "controller_rebuilt_decision_ms": med(rebuilt), "controller_rebuilt_vs_incremental": med(ratios)}
