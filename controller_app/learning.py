@@ -41,7 +41,7 @@ class DeviceBuffer:
     chunks: list = field(default_factory=list)
     n: int = 0
     new: int = 0            #: packets since the last decision request
-    first_ns: int = 0        #: its first packet's time, the oldest kept after a trim (segments start there)
+    first_ns: int = 0        #: its first packet's time, the first kept after a trim (segments start there)
     last_ns: int = 0
     sessions: object = None  #: its sessions so far (DeviceSessions), kept from request to request
     taken: int = 0           #: the buffer's packets the sessions have taken
@@ -93,11 +93,24 @@ class Learner:
         return filed
 
     def _trim(self, buf: DeviceBuffer) -> None:
-        pk = Packets.concat(buf.chunks)
-        keep = pk.take(slice(len(pk) - self.max_packets, None))
-        buf.chunks = [keep]
-        buf.n = len(keep)
-        buf.first_ns = int(keep.ts_ns.min())
+        """Drop the oldest packets down to ``max_packets``: whole chunks first, then the oldest
+        rows of the first one kept (a view of it: a buffer at its cap copies nothing per batch;
+        copied once the view is under half of what it holds alive, so memory stays bounded)."""
+        excess = buf.n - self.max_packets
+        chunks = buf.chunks
+        whole = 0
+        while whole < len(chunks) and len(chunks[whole]) <= excess:
+            excess -= len(chunks[whole])
+            whole += 1
+        del chunks[:whole]
+        if excess:
+            first = chunks[0].take(slice(excess, None))
+            base = first.ts_ns.base
+            if base is not None and base.nbytes > 2 * first.ts_ns.nbytes:
+                first = first.take(np.arange(len(first)))     # a copy: the rest of the old chunk can go
+            chunks[0] = first
+        buf.n = self.max_packets
+        buf.first_ns = int(chunks[0].ts_ns[0]) if chunks else 0
         buf.trimmed = True
 
     def packets(self, mac: int) -> Packets:

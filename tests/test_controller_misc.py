@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from classifier.capture.decode import decode_frames
+from classifier.capture.packets import Packets
 from controller_app.learning import DecisionWorker, Learner
 from controller_app.poolres import SeenPoolResolver
 from ctl_harness import A, GW, m, udp
@@ -158,6 +159,28 @@ def test_learner_files_sent_and_received_and_trims_oldest():
     assert n == 11 and len(lr.packets(m(A))) == 8                      # the oldest three dropped
     assert lr.packets(m(A)).ts_ns.tolist() == list(range(3, 11))
     assert len(lr.packets(m(GW))) == 0 and lr.nbytes() == lr.packets(m(A)).nbytes()
+
+
+def test_a_learner_at_its_cap_keeps_exactly_the_newest_packets_over_batches_of_any_size():
+    """Trimming drops whole old batches and the oldest rows of the first one kept; whatever the
+    batch sizes, the buffer is the newest ``max_packets`` rows in arrival order, and its first
+    packet's time is where the engine's segments then start."""
+    rng = np.random.default_rng(5)
+    sizes = [1, 7, 3, 12, 1, 1, 20, 5, 9, 2, 30, 4]
+    frames = [udp(A, GW, "8.8.8.8", size=i % 200) for i in range(sum(sizes))]
+    pk = decode_frames(frames, np.arange(len(frames)) * 10, [len(f) for f in frames])
+    for cap in (1, 5, 8, 13, 40, 200):
+        lr, at = Learner(max_packets=cap), 0
+        for n in sizes:
+            chunk = pk.take(slice(at, at + n))
+            lr.add(chunk, chunk.eth_src == m(A), chunk.eth_dst == m(A))
+            at += n
+            kept = lr.packets(m(A)) if rng.random() < 0.3 else None     # sometimes joined between batches
+            want = pk.take(slice(max(0, at - cap), at))
+            got = kept if kept is not None else Packets.concat(lr.buffers[m(A)].chunks)
+            assert got.ts_ns.tolist() == want.ts_ns.tolist(), (cap, at)
+            assert got.wire_len.tolist() == want.wire_len.tolist()
+            assert lr.buffers[m(A)].n == len(want) and lr.buffers[m(A)].first_ns == int(want.ts_ns[0])
 
 
 def test_decision_worker_runs_jobs_off_the_caller_thread_and_reports_errors():
