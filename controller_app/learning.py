@@ -1,9 +1,11 @@
 """Learning devices: their mirrored packets, and the classification worker.
 
 :class:`Learner` (part of the pure core's state) keeps, per learning device, the mirrored
-packets that involve it as columnar :class:`~classifier.capture.packets.Packets` chunks — the same
-table the offline tools build from a capture, decoded by the same kernel — so that the
-features the engine computes online are the offline ones. A packet between two learning
+packets that involve it as a columnar :class:`~classifier.capture.packets.Packets` table with room
+to grow — the same table the offline tools build from a capture, decoded by the same kernel — so
+that the features the engine computes online are the offline ones. Rows are written once, so a
+table handed to the decision worker never changes, and the engine can tell the same rows again
+(and keep a device's segment window while they hold it). A packet between two learning
 devices is in both buffers. Beside them it keeps each device's identity evidence (what it
 said about itself: :mod:`classifier.features.identity`), each distinct value once with the
 time it was first seen, pooled over the device's life: the values outlive the packet buffer
@@ -21,11 +23,12 @@ nor an RDAP server can block the event loop; results come back through a callbac
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -36,9 +39,22 @@ from classifier.features.identity import IdentityRecords
 LOG = logging.getLogger("controller_app.learning")
 
 
+_STORES = itertools.count(1)
+_COLUMNS = tuple(f.name for f in fields(Packets))
+
+
 @dataclass
 class DeviceBuffer:
-    chunks: list = field(default_factory=list)
+    """One device's mirrored packets: rows ``[lo, hi)`` of ``store``, a packet table with room to
+    grow. Each row is written once: a batch is appended at ``hi``, dropping the oldest moves ``lo``,
+    and growing copies the rows to a new store (a new ``store_id``). So a table handed out
+    (:meth:`Learner.packets`, a view) never changes, and one row of a store is the same packet for
+    as long as the store lives."""
+
+    store: Packets | None = None
+    store_id: int = 0
+    lo: int = 0
+    hi: int = 0
     n: int = 0
     new: int = 0            #: packets since the last decision request
     first_ns: int = 0        #: its first packet's time, the first kept after a trim (segments start there)
@@ -79,48 +95,63 @@ class Learner:
         for mac in owners.tolist():
             sel = (tx_owner & (pk.eth_src == mac)) | (rx_owner & (pk.eth_dst == mac))
             rows = np.flatnonzero(sel)
-            chunk = pk.take(rows)
             buf = self.buffers.get(mac)
-            if buf is None:
-                buf = self.buffers[mac] = DeviceBuffer(first_ns=int(chunk.ts_ns.min()))
-            buf.chunks.append(chunk)
-            buf.n += len(rows)
+            fresh = buf is None
+            if fresh:
+                buf = self.buffers[mac] = DeviceBuffer()
+            self._append(buf, pk, rows)
+            chunk_ts = buf.store.ts_ns[buf.hi - len(rows):buf.hi]
+            if fresh:
+                buf.first_ns = int(chunk_ts.min())
             buf.new += len(rows)
-            buf.last_ns = max(buf.last_ns, int(chunk.ts_ns.max()))
+            buf.last_ns = max(buf.last_ns, int(chunk_ts.max()))
             filed += len(rows)
             if buf.n > self.max_packets:
                 self._trim(buf)
         return filed
 
+    @staticmethod
+    def _append(buf: DeviceBuffer, pk: Packets, rows: np.ndarray) -> None:
+        """Write rows ``rows`` of ``pk`` after the buffer's rows; a full store is replaced by one
+        twice the size of what it keeps (its kept rows copied over), so appending costs one copy
+        of each row on average, however long the buffer."""
+        m = len(rows)
+        store = buf.store
+        if store is None or buf.hi + m > len(store):
+            live = buf.hi - buf.lo
+            grown = Packets(**{name: np.empty((max(64, 2 * (live + m)),) + getattr(pk, name).shape[1:],
+                                              getattr(pk, name).dtype) for name in _COLUMNS})
+            if live:
+                for name in _COLUMNS:
+                    getattr(grown, name)[:live] = getattr(store, name)[buf.lo:buf.hi]
+            buf.store, buf.store_id, buf.lo, buf.hi = grown, next(_STORES), 0, live
+            store = grown
+        hi = buf.hi
+        for name in _COLUMNS:
+            getattr(store, name)[hi:hi + m] = getattr(pk, name)[rows]
+        buf.hi = hi + m
+        buf.n = buf.hi - buf.lo
+
     def _trim(self, buf: DeviceBuffer) -> None:
-        """Drop the oldest packets down to ``max_packets``: whole chunks first, then the oldest
-        rows of the first one kept (a view of it: a buffer at its cap copies nothing per batch;
-        copied once the view is under half of what it holds alive, so memory stays bounded)."""
-        excess = buf.n - self.max_packets
-        chunks = buf.chunks
-        whole = 0
-        while whole < len(chunks) and len(chunks[whole]) <= excess:
-            excess -= len(chunks[whole])
-            whole += 1
-        del chunks[:whole]
-        if excess:
-            first = chunks[0].take(slice(excess, None))
-            base = first.ts_ns.base
-            if base is not None and base.nbytes > 2 * first.ts_ns.nbytes:
-                first = first.take(np.arange(len(first)))     # a copy: the rest of the old chunk can go
-            chunks[0] = first
-        buf.n = self.max_packets
-        buf.first_ns = int(chunks[0].ts_ns[0]) if chunks else 0
+        """Drop the oldest packets down to ``max_packets`` (the rows stay in the store until it
+        grows again: nothing is copied per batch)."""
+        buf.lo = max(buf.lo, buf.hi - self.max_packets)
+        buf.n = buf.hi - buf.lo
+        buf.first_ns = int(buf.store.ts_ns[buf.lo]) if buf.n else 0
         buf.trimmed = True
 
     def packets(self, mac: int) -> Packets:
-        """The device's mirrored packets so far, in arrival order (one table)."""
+        """The device's mirrored packets so far, in arrival order: a view of its buffer that later
+        packets do not change. Its ``rows`` attribute, ``(store id, first row)``, says where its
+        rows lie in the buffer's store (:class:`DeviceBuffer`): two tables with rows at the same
+        place of the same store hold the same packets there."""
         buf = self.buffers.get(mac)
-        if buf is None:
+        if buf is None or buf.store is None:
             return Packets.empty()
-        if len(buf.chunks) != 1:
-            buf.chunks = [Packets.concat(buf.chunks)]
-        return buf.chunks[0]
+        lo, hi, store = buf.lo, buf.hi, buf.store
+        view = Packets(**{name: getattr(store, name)[lo:hi] for name in _COLUMNS})
+        view.rows = (buf.store_id, lo)
+        return view
 
     def sessions(self, mac: int):
         """The device's sessions over the packets :meth:`packets` gives now (a copy, pools not
@@ -229,7 +260,7 @@ class Learner:
         """Bytes held: the packet columns, and about the identity values (their text and a
         dictionary entry each)."""
         ident = sum(len(v) + 100 for held in self.identities.values() for (_, v) in held) + 120 * len(self.pending)
-        return sum(c.nbytes() for b in self.buffers.values() for c in b.chunks) + ident
+        return sum(b.store.nbytes() for b in self.buffers.values() if b.store is not None) + ident
 
 
 class DecisionWorker:
