@@ -230,3 +230,46 @@ def test_a_prepared_window_is_the_one_the_next_decision_reads(generated, monkeyp
     assert not new.prepare(pk.take(slice(0, 0)), _mac(net.devices[0].mac), 0)
     first = pk.take(np.flatnonzero(pk.ts_ns <= int(pk.ts_ns.min()) + T))
     assert not new.prepare(first, _mac(net.devices[0].mac))
+
+
+@pytest.mark.slow
+def test_a_buffers_window_is_built_once_until_its_rows_change(generated, monkeypatch):
+    """On a controller buffer's table the engine builds a device's window once and reads it again
+    while the same rows of the same store hold it: later packets (after the window) change
+    nothing; a late packet filed inside the window, in time order still, is a different window,
+    built again and equal to the window built from scratch."""
+    pk, recs, net = generated
+    new, _ = _engines()
+    T = int(new.config.interval * 1e9)
+    mac = _mac(net.devices[0].mac)
+    mine = pk.take(np.flatnonzero((pk.eth_src == np.uint64(mac)) | (pk.eth_dst == np.uint64(mac))))
+    t0 = int(mine.ts_ns.min())
+    boundary = t0 + (new.config.t + 1) * T
+    last = int(np.flatnonzero(mine.ts_ns < boundary)[-1])          # its last packet before the boundary
+    before = np.arange(last)                                       # and every one before that
+    learner = Learner()
+    first = mine.take(before)
+    learner.add(first, first.eth_src == np.uint64(mac), first.eth_dst == np.uint64(mac))
+    built = []
+    real = engine_mod.window_of_rows
+    monkeypatch.setattr(engine_mod, "window_of_rows", lambda *a: built.append(a[-3:]) or real(*a))
+    at = boundary + 5 * 10**9
+    one = new._segment_instance(learner.packets(mac), mac, at)
+    assert one is not None and len(built) == 1
+    after = mine.take(np.flatnonzero((mine.ts_ns >= boundary) & (mine.ts_ns < boundary + 60 * 10**9)))
+    assert len(after)
+    learner.add(after, after.eth_src == np.uint64(mac), after.eth_dst == np.uint64(mac))
+    two = new._segment_instance(learner.packets(mac), mac, at + 60 * 10**9)     # within the same segment
+    assert two is one and len(built) == 1                          # read again, not built
+    # its last packet before the boundary, filed late: still in time order (nothing of the device
+    # after the boundary came yet in this learner), inside the window
+    other = Learner()
+    other.add(first, first.eth_src == np.uint64(mac), first.eth_dst == np.uint64(mac))
+    three = new._segment_instance(other.packets(mac), mac, at)
+    assert len(built) == 2                                         # another store: built
+    late = mine.take(np.array([last]))
+    other.add(late, late.eth_src == np.uint64(mac), late.eth_dst == np.uint64(mac))
+    four = new._segment_instance(other.packets(mac), mac, at)
+    assert len(built) == 3
+    fresh = load_engine()._segment_instance(mine.take(np.flatnonzero(mine.ts_ns < boundary)), mac, at)
+    assert np.array_equal(four.X["seg"], fresh.X["seg"]) and not np.array_equal(four.X["seg"], three.X["seg"])

@@ -70,7 +70,7 @@ from classifier.engine.decision import CONFIRMED, PROVISIONAL, UNKNOWN, Decision
 from classifier.errors import IotClassError
 from classifier.features.devices import DeviceView, is_unicast, split_devices
 from classifier.features.instances import SESSION_NUMERIC, Instances, session_numeric
-from classifier.features.segments import FEATURE_NAMES, segment_features, segment_window
+from classifier.features.segments import FEATURE_NAMES, segment_features, window_bounds, window_of_rows
 from classifier.features.sessions import Sessions, session_table
 from classifier.identity.oui import LOCAL_BIT
 
@@ -206,6 +206,10 @@ class DecisionEngine:
         """The device's last full window of complete segments up to ``now_ns``. In a packet table
         in time order (the controller's buffers, captures) only the window's packets are read
         (:func:`~classifier.features.segments.segment_window`); otherwise every segment is built.
+        In a controller buffer's table (``pk.rows``: where its rows lie in the buffer's store,
+        each row written once: :meth:`controller_app.learning.Learner.packets`) the window is
+        remembered per device: the same rows of the same store are the same packets, so the same
+        window, and only a window that reads other rows is built again.
         ``mac``: the device (or its :class:`~classifier.features.devices.DeviceView`, as before);
         ``span``: :func:`device_span` of it, when at hand."""
         c = self.config
@@ -217,10 +221,22 @@ class DecisionEngine:
         if mac is not None:
             span = span or device_span(pk, mac)
         if span is not None and span[3]:
-            w = segment_window(pk, mac, c.interval, c.t, max(int(now_ns), span[2]), span[1])
-            if w is None:
+            bounds = window_bounds(pk, c.interval, c.t, max(int(now_ns), span[2]), span[1])
+            if bounds is None:
                 return None
-            win, start = w[0].astype(np.float32), w[1]
+            rows = getattr(pk, "rows", None)
+            if rows is not None:
+                # a buffer's rows (controller_app.learning: each written once): the same rows of
+                # the same store, the same packets, and so the same window as last time
+                key = (rows[0], rows[1] + bounds[0], rows[1] + bounds[1], bounds[2], c.interval, c.t)
+                memo = self.__dict__.setdefault("_windows", {})
+                hit = memo.pop(mac, None)
+                inst = hit[1] if hit is not None and hit[0] == key else self._window_instance(pk, mac, bounds)
+                memo[mac] = (key, inst)          # most recently used last
+                while len(memo) > MEMO_SIZE:
+                    memo.pop(next(iter(memo)))
+                return inst
+            return self._window_instance(pk, mac, bounds)
         else:
             seg = segment_features(pk, view if view is not None else split_devices(pk, devices=[mac]), c.interval,
                                    end_ns=now_ns)
@@ -228,6 +244,15 @@ class DecisionEngine:
             if len(rows) < c.t:
                 return None
             win, start = seg.values[rows[-c.t:]].astype(np.float32), int(seg.start_ns[rows[-c.t]])
+        if win[:, FEATURE_NAMES.index("n_total")].sum() == 0:
+            return None
+        return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(start)]))
+
+    def _window_instance(self, pk: Packets, mac: int, bounds: tuple) -> Instances | None:
+        """The segment model's input on the window that rows ``bounds`` of ``pk`` hold."""
+        c = self.config
+        values, start = window_of_rows(pk, mac, c.interval, c.t, *bounds)
+        win = values.astype(np.float32)
         if win[:, FEATURE_NAMES.index("n_total")].sum() == 0:
             return None
         return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(start)]))

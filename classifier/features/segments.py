@@ -146,7 +146,13 @@ def segment_window(pk: Packets, mac: int, interval: float, t: int, end_ns: int, 
     ``t_first``: the device's first packet time (segments are aligned on it). Returns (values
     (t, features), the window's start) or None when the device has fewer than ``t`` complete
     segments."""
-    from classifier.features.kernels import device_sides, segment_kernel
+    bounds = window_bounds(pk, interval, t, end_ns, t_first)
+    return None if bounds is None else window_of_rows(pk, mac, interval, t, *bounds)
+
+
+def window_bounds(pk: Packets, interval: float, t: int, end_ns: int, t_first: int) -> tuple[int, int, int] | None:
+    """Where :func:`segment_window` reads: (first row, end row, the window's start) of ``pk`` (in
+    time order), or None when there are fewer than ``t`` complete segments."""
     T = int(round(interval * 1e9))
     if T <= 0:
         raise ValueError(f"segment interval must be positive, got {interval}")
@@ -155,6 +161,14 @@ def segment_window(pk: Packets, mac: int, interval: float, t: int, end_ns: int, 
         return None
     lo_t = int(t_first) + (K - t) * T
     lo, hi = np.searchsorted(pk.ts_ns, [lo_t, lo_t + t * T], side="left")
+    return int(lo), int(hi), lo_t
+
+
+def window_of_rows(pk: Packets, mac: int, interval: float, t: int, lo: int, hi: int, lo_t: int) -> tuple:
+    """:func:`segment_window` from its bounds (:func:`window_bounds`): it reads rows
+    ``[lo, hi)`` of ``pk`` and nothing else."""
+    from classifier.features.kernels import device_sides, segment_kernel
+    T = int(round(interval * 1e9))
     src, dst = pk.eth_src[lo:hi], pk.eth_dst[lo:hi]
     dev_tx, dev_rx = device_sides(src, dst, np.uint64(mac))
     nproto = len(Proto)
