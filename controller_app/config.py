@@ -118,7 +118,7 @@ _CORE_HELP = {
                                 "--recheck-window); a new identity value of the device re-opens it sooner",
     "lldp_interval": "seconds between topology probes",
     "link_timeout": "seconds without a probe before a link is considered gone",
-    "max_buffer_packets": "mirrored packets kept per learning device",
+    "max_buffer_packets": "mirrored packets kept per learning device (over it, the oldest eighth is dropped)",
     "time_scale": "replays and demos only: a capture replayed K times faster is classified in its own time "
                   "(the classifier sees t0 + (t - t0) * K); 1 on a real network",
     "max_hosts_per_port": "devices learned on one switch port; new MACs beyond it are forwarded, not learned",

@@ -62,11 +62,12 @@ class DeviceBuffer:
     sessions: object = None  #: its sessions so far (DeviceSessions), kept from request to request
     taken: int = 0           #: the buffer's packets the sessions have taken
     trimmed: bool = False    #: packets were dropped since: the sessions start again
-    prepared: int = -1       #: the segment count its window was last prepared at (PrepareWindow)
+    prepared: tuple = ()     #: (first_ns, segment count) its window was last prepared at (PrepareWindow)
 
 
 class Learner:
-    """Per-device buffers of mirrored packets (at most ``max_packets`` each, oldest dropped),
+    """Per-device buffers of mirrored packets (at most ``max_packets`` each, the oldest eighth
+    dropped when over),
     and of identity values: at most ``max_identity_values`` distinct ones each, later new ones
     dropped (the first records say the most), except the first value of a kind the device has
     not sent before, which still gets in (it says something new): at most
@@ -132,10 +133,18 @@ class Learner:
         buf.hi = hi + m
         buf.n = buf.hi - buf.lo
 
+    def keep_after_trim(self) -> int:
+        """Packets a buffer over ``max_packets`` keeps: seven eighths of it. Dropping an eighth
+        at once, not a few oldest packets per batch, keeps a busy device's buffer still between
+        drops: its segments (counted from its oldest packet) and its sessions then continue from
+        request to request, and are built again once per drop. (An eighth, not more: a buffer
+        must still span a segment window, 30 minutes, for a device of up to 24 packets/s.)"""
+        return self.max_packets - self.max_packets // 8
+
     def _trim(self, buf: DeviceBuffer) -> None:
-        """Drop the oldest packets down to ``max_packets`` (the rows stay in the store until it
-        grows again: nothing is copied per batch)."""
-        buf.lo = max(buf.lo, buf.hi - self.max_packets)
+        """Drop the oldest packets down to :meth:`keep_after_trim` (the rows stay in the store
+        until it grows again: nothing is copied)."""
+        buf.lo = max(buf.lo, buf.hi - self.keep_after_trim())
         buf.n = buf.hi - buf.lo
         buf.first_ns = int(buf.store.ts_ns[buf.lo]) if buf.n else 0
         buf.trimmed = True

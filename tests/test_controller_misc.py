@@ -155,15 +155,17 @@ def test_learner_files_sent_and_received_and_trims_oldest():
     pk = decode_frames(frames, np.arange(len(frames)), [len(f) for f in frames])
     lr = Learner(max_packets=8)
     n = lr.add(pk, pk.eth_src == m(A), pk.eth_dst == m(A))
-    assert n == 11 and len(lr.packets(m(A))) == 8                      # the oldest three dropped
-    assert lr.packets(m(A)).ts_ns.tolist() == list(range(3, 11))
+    assert n == 11 and len(lr.packets(m(A))) == 7                      # over 8: the oldest dropped, down to 7
+    assert lr.packets(m(A)).ts_ns.tolist() == list(range(4, 11))
     assert len(lr.packets(m(GW))) == 0
-    assert lr.packets(m(A)).nbytes() < lr.nbytes() <= 64 * lr.packets(m(A)).nbytes() // 8   # its store's room counts
+    kept = lr.packets(m(A))
+    assert lr.nbytes() == 64 * kept.nbytes() // len(kept)         # its store counts, with its room (64 rows)
 
 
 def test_a_learner_at_its_cap_keeps_exactly_the_newest_packets_over_batches_of_any_size():
-    """Whatever the batch sizes, the buffer is the newest ``max_packets`` rows in arrival order,
-    and its first packet's time is where the engine's segments then start; a table handed out
+    """Whatever the batch sizes, the buffer is the newest rows in arrival order: all of them up to
+    ``max_packets``, and over it the newest seven eighths of it; its first packet's time is
+    where the engine's segments then start; a table handed out
     earlier never changes as later batches come, are dropped or the buffer grows, and two tables
     that name the same rows of the same store hold the same packets there."""
     rng = np.random.default_rng(5)
@@ -171,12 +173,15 @@ def test_a_learner_at_its_cap_keeps_exactly_the_newest_packets_over_batches_of_a
     frames = [udp(A, GW, "8.8.8.8", size=i % 200) for i in range(sum(sizes))]
     pk = decode_frames(frames, np.arange(len(frames)) * 10, [len(f) for f in frames])
     for cap in (1, 5, 8, 13, 40, 200):
-        lr, at, handed = Learner(max_packets=cap), 0, []
+        lr, at, handed, held = Learner(max_packets=cap), 0, [], 0
         for n in sizes:
             chunk = pk.take(slice(at, at + n))
             lr.add(chunk, chunk.eth_src == m(A), chunk.eth_dst == m(A))
             at += n
-            got, want = lr.packets(m(A)), pk.take(slice(max(0, at - cap), at))
+            held += n
+            if held > cap:
+                held = cap - cap // 8
+            got, want = lr.packets(m(A)), pk.take(slice(at - held, at))
             assert got.ts_ns.tolist() == want.ts_ns.tolist(), (cap, at)
             assert got.wire_len.tolist() == want.wire_len.tolist() and got.src_ip.tolist() == want.src_ip.tolist()
             assert lr.buffers[m(A)].n == len(want) and lr.buffers[m(A)].first_ns == int(want.ts_ns[0])

@@ -84,32 +84,37 @@ class DecisionManager:
                 out += self.stop_learning(dev, now_ns)
         return out
 
-    def moved(self, buf, now: int) -> int | None:
-        """The segment count of a device's buffer at classifier time ``now`` when its window has
-        moved since it was last prepared (and it has ``prepare_from`` complete segments), else None.
-        Segments are counted from the device's oldest buffered packet, as the engine counts them;
-        where the two differ (a late packet older than the first), the decision just computes the
-        vote itself."""
+    def moved(self, buf, now: int) -> tuple | None:
+        """(first packet time, segment count) of a device's buffer at classifier time ``now`` when
+        its window has moved since it was last prepared (a segment completed, or the buffer
+        dropped its oldest packets, which moves the segments), and it has ``prepare_from`` complete
+        segments; else None. Segments are counted from the device's first buffered packet, as the
+        engine counts them; where the two differ (a late packet older than the first), the
+        decision just computes the vote itself."""
         s = self.state.settings
         k = (now - buf.first_ns) // int(s.prepare_every * SEC)
-        return k if k >= s.prepare_from and k != buf.prepared else None
+        if k < s.prepare_from:
+            return None
+        at = (buf.first_ns, k)
+        return at if at != buf.prepared else None
 
     def prepare(self, now: int) -> list:
         """Window preparations at classifier time ``now``: a learning device whose segment window
-        has moved (:meth:`moved`: a segment completed) has the engine vote on the new window at
+        has moved (:meth:`moved`: a segment completed, or its buffer dropped its oldest packets)
+        has the engine vote on the new window at
         once, so its next decision finds the vote ready. A device whose decision falls due at that
         tick is asked at the next one (:meth:`timer`), after the vote; one whose decision is
         outstanding is prepared at a later tick, once that decision has come back."""
         st = self.state
         out: list = []
         for mac, buf in st.learner.buffers.items():
-            k = self.moved(buf, now)
-            if k is None:
+            at = self.moved(buf, now)
+            if at is None:
                 continue
             dev = st.devices.get(mac)
             if dev is None or not dev.mirroring or mac in st.deciding:
                 continue
-            buf.prepared = k
+            buf.prepared = at
             st.counters["windows_prepared"] += 1
             out.append(PrepareWindow(mac, st.learner.packets(mac), now))
         return out

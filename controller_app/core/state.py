@@ -43,7 +43,7 @@ class Settings:
     unknown_recheck_interval: float = 300.0  #: seconds from an unknown decision to its re-examination
     lldp_interval: float = 5.0         #: seconds between topology probes
     link_timeout: float = 16.0         #: seconds without a probe before a link is gone
-    max_buffer_packets: int = 50_000   #: mirrored packets kept per learning device
+    max_buffer_packets: int = 50_000   #: mirrored packets kept per learning device (over it, the oldest eighth goes)
     max_identity_values: int = 1000    #: distinct identity values (kind, value) kept per learning device
     identity_probes: int = 3           #: mDNS queries sent to a learning device that has not announced itself (0: none)
     identity_probe_interval: float = 20.0  #: seconds between them (the first one second after mirroring starts)
