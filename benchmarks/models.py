@@ -33,8 +33,10 @@ The same moved-window decisions made by a second engine that is never asked to p
 same moments on the same packets, are ``controller_decision_window_moved_without_prepare_ms``;
 prepared or not, each must equal it once explained (the benchmark stops otherwise).
 
-``python -m benchmarks.models [CAPTURE]`` (default: a home capture from ../shared, else
-a generated one).
+``python -m benchmarks.models [CAPTURE | --generated]`` (default: a home capture from ../shared,
+else a generated one: an hour of the generated home network, whose busiest devices send 5-24
+packets/s, where the shared home capture's send under 2). ``controller_decision_per_device_ms``:
+each device's median decision, with its packets per second.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
     moved, still, rebuilt, ratios, devices = [], [], [], [], 0
     explained, whole_moved = [], []
     prepares, moved_prepared, moved_unprepared, moved_plain, everything = [], [], [], [], []
+    per_device = {}          # MAC -> (its decisions' median ms, its packets per second)
     for d, mac in enumerate(view.macs.tolist()):
         mine = pk.take(np.unique(view.pkt[view.entries(d)]))
         ts = mine.ts_ns
@@ -133,6 +136,7 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
         if int(ts[-1]) - t_first < (c.t + 1) * T:
             continue                                    # never a full window in this capture
         devices += 1
+        mine_from = len(everything)
         said = recs.take(np.flatnonzero(recs.mac == np.uint64(mac)))
         said = said.take(np.argsort(said.t_ns, kind="stable"))
         learner = Learner()
@@ -141,7 +145,7 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
         ticks = np.arange(t_first + step, int(ts[-1]) + 2 * step, step)     # the controller's timer
         edges = np.searchsorted(ts, ticks)                                   # packets filed before each tick
         said_edges = np.searchsorted(said.t_ns, ticks)                       # and what the device said
-        next_at, last_start, prepared, lo, fresh, said_lo = t_first + (c.t + 1) * T, None, -1, 0, 0, 0
+        next_at, last_start, prepared, lo, fresh, said_lo = t_first + (c.t + 1) * T, None, (), 0, 0, 0
         for now, hi, said_hi in zip(ticks.tolist(), edges.tolist(), said_edges.tolist()):
             if hi > lo:
                 chunk = mine.take(slice(lo, hi))
@@ -150,9 +154,10 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
             if said_hi > said_lo:
                 learner.add_identity(said.take(slice(said_lo, said_hi)))
                 said_lo = said_hi
-            k_now = (now - learner.buffers[mac].first_ns) // T     # as the controller's core counts
-            if k_now >= c.t and k_now != prepared:      # the window moved: prepared at this tick, and
-                prepared = k_now                        # a decision due now is asked at the next one
+            first_ns = learner.buffers[mac].first_ns
+            k_now = (now - first_ns) // T                           # as the controller's core counts
+            if k_now >= c.t and (first_ns, k_now) != prepared:      # the window moved: prepared at this
+                prepared = (first_ns, k_now)            # tick, and a decision due now is asked at the next one
                 t0 = time.perf_counter()
                 engine.prepare(learner.packets(mac), mac, now)
                 prepares.append((time.perf_counter() - t0) * 1e3)
@@ -173,7 +178,7 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
             t0 = time.perf_counter()
             full = engine.explained(d)
             after = (time.perf_counter() - t0) * 1e3
-            window_moved = start != last_start
+            window_moved = start is not None and start != last_start    # (no window: nothing to vote on)
             (moved if window_moved else still).append(took)
             everything.append(took)
             if window_moved:
@@ -193,6 +198,8 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
             base = (time.perf_counter() - t0) * 1e3
             rebuilt.append(base)
             ratios.append(base / took)
+        if len(everything) > mine_from:
+            per_device[mac] = (float(np.median(everything[mine_from:])), len(ts) / ((int(ts[-1]) - t_first) / 1e9))
     med = lambda xs: float(np.median(xs)) if xs else None  # noqa: E731
     return {"controller_devices": devices, "controller_decisions": len(rebuilt),
             "controller_decision_ms": med(moved + still), "controller_decision_window_unchanged_ms": med(still),
@@ -203,6 +210,8 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
             "controller_decision_window_moved_without_prepare_ms": med(moved_plain),
             "controller_decision_p90_ms": float(np.percentile(everything, 90)) if everything else None,
             "controller_prepare_ms": med(prepares), "controller_prepares": len(prepares),
+            "controller_decision_per_device_ms": {f"{m:012x}": {"median_ms": round(v[0], 3), "packets_per_s": round(v[1], 2)}
+                                                  for m, v in sorted(per_device.items(), key=lambda kv: kv[1][1])},
             "controller_explanation_after_ms": med(explained),
             "controller_decision_and_explanation_window_moved_ms": med(whole_moved),
             "controller_rebuilt_decision_ms": med(rebuilt), "controller_rebuilt_vs_incremental": med(ratios)}
@@ -210,9 +219,9 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
 
 def main() -> int:
     from classifier.shared import datasets_root
-    if len(sys.argv) > 1:
+    if len(sys.argv) > 1 and sys.argv[1] != "--generated":
         capture = sys.argv[1]
-    elif datasets_root():
+    elif datasets_root() and sys.argv[1:] != ["--generated"]:
         capture = str(datasets_root() / "home" / "training_2023-5-26_1_13_9.pcapng.gz")
     else:
         from testing.synth import default_network, write_network_capture
