@@ -86,6 +86,26 @@ MEMO_SIZE = 4096
 _ALIGNED: dict = {}
 
 
+def _last_per_device(memo: dict, mac: int, key, compute):
+    """``compute()``, or what it gave for device ``mac`` last time when ``key`` is the same
+    as then: one answer per device (its last), for at most :data:`MEMO_SIZE` devices, the most
+    recently used last."""
+    hit = memo.pop(mac, None)
+    out = hit[1] if hit is not None and hit[0] == key else compute()
+    memo[mac] = (key, out)
+    while len(memo) > MEMO_SIZE:
+        memo.pop(next(iter(memo)))
+    return out
+
+
+def _window_instance(values: np.ndarray, start: int) -> Instances | None:
+    """The segment model's input on a window's values (None: no packet in it)."""
+    win = values.astype(np.float32)
+    if win[:, FEATURE_NAMES.index("n_total")].sum() == 0:
+        return None
+    return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(start)]))
+
+
 def device_span(pk: Packets, mac: int) -> tuple[int, int, int, bool]:
     """(device ``mac``'s entries in ``pk`` as :func:`split_devices` files them, its first and last
     packet time, whether ``pk`` is in time order): one pass, no device split."""
@@ -205,7 +225,7 @@ class DecisionEngine:
     def _segment_instance(self, pk: Packets, mac, now_ns: int, span: tuple | None = None) -> Instances | None:
         """The device's last full window of complete segments up to ``now_ns``. In a packet table
         in time order (the controller's buffers, captures) only the window's packets are read
-        (:func:`~classifier.features.segments.segment_window`); otherwise every segment is built.
+        (:func:`~classifier.features.segments.window_of_rows`); otherwise every segment is built.
         In a controller buffer's table (``pk.rows``: where its rows lie in the buffer's store,
         each row written once: :meth:`controller_app.learning.Learner.packets`) the window is
         remembered per device: the same rows of the same store are the same packets, so the same
@@ -224,38 +244,22 @@ class DecisionEngine:
             bounds = window_bounds(pk, c.interval, c.t, max(int(now_ns), span[2]), span[1])
             if bounds is None:
                 return None
-            rows = getattr(pk, "rows", None)
-            if rows is not None:
-                # a buffer's rows (controller_app.learning: each written once): the same rows of
-                # the same store, the same packets, and so the same window as last time
-                key = (rows[0], rows[1] + bounds[0], rows[1] + bounds[1], bounds[2], c.interval, c.t)
-                memo = self.__dict__.setdefault("_windows", {})
-                hit = memo.pop(mac, None)
-                inst = hit[1] if hit is not None and hit[0] == key else self._window_instance(pk, mac, bounds)
-                memo[mac] = (key, inst)          # most recently used last
-                while len(memo) > MEMO_SIZE:
-                    memo.pop(next(iter(memo)))
-                return inst
-            return self._window_instance(pk, mac, bounds)
-        else:
-            seg = segment_features(pk, view if view is not None else split_devices(pk, devices=[mac]), c.interval,
-                                   end_ns=now_ns)
-            rows = np.flatnonzero(seg.complete)
-            if len(rows) < c.t:
-                return None
-            win, start = seg.values[rows[-c.t:]].astype(np.float32), int(seg.start_ns[rows[-c.t]])
-        if win[:, FEATURE_NAMES.index("n_total")].sum() == 0:
-            return None
-        return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(start)]))
 
-    def _window_instance(self, pk: Packets, mac: int, bounds: tuple) -> Instances | None:
-        """The segment model's input on the window that rows ``bounds`` of ``pk`` hold."""
-        c = self.config
-        values, start = window_of_rows(pk, mac, c.interval, c.t, *bounds)
-        win = values.astype(np.float32)
-        if win[:, FEATURE_NAMES.index("n_total")].sum() == 0:
+            def build():
+                return _window_instance(*window_of_rows(pk, mac, c.interval, c.t, *bounds))
+            rows = getattr(pk, "rows", None)
+            if rows is None:
+                return build()
+            # a buffer's rows (controller_app.learning: each written once): the same rows of the
+            # same store, the same packets, and so the same window as last time
+            key = (rows[0], rows[1] + bounds[0], rows[1] + bounds[1], bounds[2], c.interval, c.t)
+            return _last_per_device(self.__dict__.setdefault("_windows", {}), mac, key, build)
+        seg = segment_features(pk, view if view is not None else split_devices(pk, devices=[mac]), c.interval,
+                               end_ns=now_ns)
+        rows = np.flatnonzero(seg.complete)
+        if len(rows) < c.t:
             return None
-        return Instances({"seg": win[None]}, np.zeros(1, np.int64), np.array([int(start)]))
+        return _window_instance(seg.values[rows[-c.t:]], int(seg.start_ns[rows[-c.t]]))
 
     def _memo_key(self, what: str, model, inst: Instances) -> tuple:
         return (what, model) + tuple(
@@ -269,14 +273,8 @@ class DecisionEngine:
         examples replace (:meth:`learn_site`) starts with nothing remembered."""
         model = self.identity_model
         mac = int(mac)
-        said = tuple(map(itemgetter(1, 2), records))
-        memo = model.__dict__.setdefault("_votes", {})
-        hit = memo.pop(mac, None)
-        out = hit[1] if hit is not None and hit[0] == said else model.vote(records, mac)
-        memo[mac] = (said, out)                  # most recently used last
-        while len(memo) > MEMO_SIZE:
-            memo.pop(next(iter(memo)))
-        return out
+        return _last_per_device(model.__dict__.setdefault("_votes", {}), mac, tuple(map(itemgetter(1, 2), records)),
+                                lambda: model.vote(records, mac))
 
     def _remembered(self, what: str, model, inst: Instances) -> bool:
         """Whether :meth:`_memo` holds ``model``'s answer ``what`` on ``inst``."""

@@ -139,20 +139,11 @@ def segment_features(pk: Packets, view: DeviceView, interval: float = 300.0,
     return FeatureTable(view.macs[dev_of_seg], k, start, complete, list(FEATURE_NAMES), values)
 
 
-def segment_window(pk: Packets, mac: int, interval: float, t: int, end_ns: int, t_first: int) -> tuple | None:
-    """Device ``mac``'s last ``t`` complete segments up to ``end_ns`` (no earlier than its last
-    packet), as :func:`segment_features` gives them (the same rows, bit for bit), from the
-    packets of those segments alone: ``pk`` must be in time order (a binary search finds them).
-    ``t_first``: the device's first packet time (segments are aligned on it). Returns (values
-    (t, features), the window's start) or None when the device has fewer than ``t`` complete
-    segments."""
-    bounds = window_bounds(pk, interval, t, end_ns, t_first)
-    return None if bounds is None else window_of_rows(pk, mac, interval, t, *bounds)
-
-
 def window_bounds(pk: Packets, interval: float, t: int, end_ns: int, t_first: int) -> tuple[int, int, int] | None:
-    """Where :func:`segment_window` reads: (first row, end row, the window's start) of ``pk`` (in
-    time order), or None when there are fewer than ``t`` complete segments."""
+    """Where a device's last ``t`` complete segments up to ``end_ns`` (no earlier than its last
+    packet) lie in ``pk``, which must be in time order (a binary search finds them): (first row,
+    end row, the window's start), or None when the device has fewer than ``t`` complete
+    segments. ``t_first``: the device's first packet time (segments are aligned on it)."""
     T = int(round(interval * 1e9))
     if T <= 0:
         raise ValueError(f"segment interval must be positive, got {interval}")
@@ -165,8 +156,10 @@ def window_bounds(pk: Packets, interval: float, t: int, end_ns: int, t_first: in
 
 
 def window_of_rows(pk: Packets, mac: int, interval: float, t: int, lo: int, hi: int, lo_t: int) -> tuple:
-    """:func:`segment_window` from its bounds (:func:`window_bounds`): it reads rows
-    ``[lo, hi)`` of ``pk`` and nothing else."""
+    """Device ``mac``'s window at its bounds (:func:`window_bounds`), as :func:`segment_features`
+    gives those rows (the same values, bit for bit), from the window's packets alone: it reads
+    rows ``[lo, hi)`` of ``pk`` and nothing else. Returns (values (t, features), the window's
+    start)."""
     from classifier.features.kernels import device_sides, segment_kernel
     T = int(round(interval * 1e9))
     src, dst = pk.eth_src[lo:hi], pk.eth_dst[lo:hi]
