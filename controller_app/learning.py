@@ -55,7 +55,6 @@ class DeviceBuffer:
     store_id: int = 0
     lo: int = 0
     hi: int = 0
-    n: int = 0
     new: int = 0            #: packets since the last decision request
     first_ns: int = 0        #: its first packet's time, the first kept after a trim (segments start there)
     last_ns: int = 0
@@ -63,6 +62,11 @@ class DeviceBuffer:
     taken: int = 0           #: the buffer's packets the sessions have taken
     trimmed: bool = False    #: packets were dropped since: the sessions start again
     prepared: tuple = ()     #: (first_ns, segment count) its window was last prepared at (PrepareWindow)
+
+    @property
+    def n(self) -> int:
+        """Its packets."""
+        return self.hi - self.lo
 
 
 class Learner:
@@ -131,7 +135,6 @@ class Learner:
         for name in _COLUMNS:
             getattr(store, name)[hi:hi + m] = getattr(pk, name)[rows]
         buf.hi = hi + m
-        buf.n = buf.hi - buf.lo
 
     def keep_after_trim(self) -> int:
         """Packets a buffer over ``max_packets`` keeps: seven eighths of it. Dropping an eighth
@@ -145,7 +148,6 @@ class Learner:
         """Drop the oldest packets down to :meth:`keep_after_trim` (the rows stay in the store
         until it grows again: nothing is copied)."""
         buf.lo = max(buf.lo, buf.hi - self.keep_after_trim())
-        buf.n = buf.hi - buf.lo
         buf.first_ns = int(buf.store.ts_ns[buf.lo]) if buf.n else 0
         buf.trimmed = True
 
