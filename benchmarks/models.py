@@ -122,6 +122,8 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
     baseline = load_engine()
     baseline._memo = lambda what, model, inst, fn: fn(inst)       # every model afresh
     unprepared = load_engine()                                     # as the engine, never asked to prepare
+    votes, infer = [0], engine.segment_model.predict_proba
+    engine.segment_model.predict_proba = lambda inst: votes.__setitem__(0, votes[0] + 1) or infer(inst)
     c = engine.config
     T = int(round(c.interval * 1e9))
     view = split_devices(pk)
@@ -165,16 +167,18 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
             if now < next_at or not fresh:          # not due: every 30 s, with packets new since the last
                 continue
             next_at, fresh = now + int(every_s * 1e9), 0
-            # (not timed) the window this decision reads, and whether its vote was prepared
-            g = engine._segment_instance(learner.packets(mac), mac, now)
-            start = None if g is None else int(g.start_ns[0])
-            ready = g is not None and engine._remembered("p", engine.segment_model, g)
+            votes[0] = 0
             t0 = time.perf_counter()
             sessions = learner.sessions(mac)
             packets = learner.packets(mac)
             identity = learner.identity(mac)        # each distinct value once, as the controller holds them
             d = engine.decide(packets, mac, now, identity=identity, sessions=sessions, explain_later=True)
             took = (time.perf_counter() - t0) * 1e3
+            # the window the decision read (the engine keeps it per device), and whether its vote
+            # was prepared (the decision ran no segment inference)
+            g = engine._windows[mac][1] if d is not None and "segment" in d.model else None
+            start = None if g is None else int(g.start_ns[0])
+            ready = g is not None and votes[0] == 0
             t0 = time.perf_counter()
             full = engine.explained(d)
             after = (time.perf_counter() - t0) * 1e3
@@ -200,6 +204,7 @@ def controller_decisions(engine, capture: str, pk, every_s: float = 30.0, batch_
             ratios.append(base / took)
         if len(everything) > mine_from:
             per_device[mac] = (float(np.median(everything[mine_from:])), len(ts) / ((int(ts[-1]) - t_first) / 1e9))
+    del engine.segment_model.predict_proba                         # the model's own method again
     med = lambda xs: float(np.median(xs)) if xs else None  # noqa: E731
     return {"controller_devices": devices, "controller_decisions": len(rebuilt),
             "controller_decision_ms": med(moved + still), "controller_decision_window_unchanged_ms": med(still),
